@@ -1,0 +1,120 @@
+/*
+ * common.c - errors, status names and the execution context (see common.h).
+ */
+#include "common.h"
+
+#include <cblas.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+// OpenBLAS extensions (declared by OpenBLAS's cblas.h, repeated here for other cblas headers).
+extern void openblas_set_num_threads(int num_threads);
+extern int openblas_get_num_threads(void);
+
+sdg_status sdg__fail(sdg_error *err, sdg_status status, const char *fmt, ...)
+{
+    if (err) {
+        va_list ap;
+        va_start(ap, fmt);
+        vsnprintf(err->message, sizeof err->message, fmt, ap);
+        va_end(ap);
+        err->status = status;
+    }
+    return status;
+}
+
+void sdg__error_clear(sdg_error *err)
+{
+    if (err) {
+        err->status = SDG_OK;
+        err->message[0] = '\0';
+    }
+}
+
+void sdg__abort(const char *file, int line, const char *fmt, ...)
+{
+    fprintf(stderr, "sdg: %s:%d: ", file, line);
+    va_list ap;
+    va_start(ap, fmt);
+    vfprintf(stderr, fmt, ap);
+    va_end(ap);
+    fputc('\n', stderr);
+    abort();
+}
+
+const char *sdg_status_name(sdg_status status)
+{
+    switch (status) {
+    case SDG_OK: return "ok";
+    case SDG_ERR_INVALID_ARG: return "invalid argument";
+    case SDG_ERR_IO: return "input/output error";
+    case SDG_ERR_FORMAT: return "malformed file";
+    case SDG_ERR_SHAPE: return "wrong tensor shape";
+    case SDG_ERR_NOMEM: return "out of memory";
+    case SDG_ERR_CANCELLED: return "cancelled";
+    case SDG_ERR_UNSUPPORTED: return "unsupported";
+    }
+    return "unknown status";
+}
+
+// ---------------------------------------------------------------------------------------------
+
+void sdg__exec_init(sdg_exec *ex, int n_threads)
+{
+    memset(ex, 0, sizeof *ex);
+    ex->n_threads = n_threads > 0 ? n_threads : 1;
+}
+
+sdg_status sdg__exec_reserve(sdg_exec *ex, size_t bytes, sdg_error *err)
+{
+    if (bytes <= ex->arena.cap)
+        return SDG_OK;
+    free(ex->arena.base);
+    ex->arena.base = NULL;
+    ex->arena.cap = 0;
+    // Round up so that a few bytes more on the next size do not force a new allocation.
+    size_t cap = (bytes + (1u << 20) - 1) & ~(size_t)((1u << 20) - 1);
+    void *p = NULL;
+    if (posix_memalign(&p, SDG_ARENA_ALIGN, cap) != 0 || !p)
+        return sdg__fail(err, SDG_ERR_NOMEM, "out of memory: the activations need %.1f MiB",
+                         (double)cap / (1 << 20));
+    ex->arena.base = p;
+    ex->arena.cap = cap;
+    ex->arena.used = 0;
+    return SDG_OK;
+}
+
+void sdg__exec_free(sdg_exec *ex)
+{
+    if (!ex)
+        return;
+    free(ex->arena.base);
+    memset(&ex->arena, 0, sizeof ex->arena);
+}
+
+float *sdg__alloc_f32(sdg_exec *ex, size_t n)
+{
+    sdg_arena *a = &ex->arena;
+    size_t bytes = (n * sizeof(float) + SDG_ARENA_ALIGN - 1) & ~(size_t)(SDG_ARENA_ALIGN - 1);
+    size_t at = a->used;
+    a->used += bytes;
+    if (a->used > a->peak)
+        a->peak = a->used;
+    if (ex->dry) {
+        static float dummy[16];
+        return dummy;
+    }
+    if (a->used > a->cap)
+        sdg__abort(__FILE__, __LINE__, "arena overflow: %zu bytes needed, %zu reserved (dry run"
+                   " and real run diverged)", a->used, a->cap);
+    return (float *)(a->base + at);
+}
+
+int sdg__blas_set_threads(int n)
+{
+    int old = openblas_get_num_threads();
+    if (n > 0)
+        openblas_set_num_threads(n);
+    return old;
+}

@@ -1,0 +1,77 @@
+/*
+ * common.h - what every room of the engine shares: error reporting, assertions, and the execution
+ * context (thread count, activation arena, dry runs) that all network code runs under.
+ *
+ * Not public: only engine/ includes this. Exported internal names carry the `sdg__` prefix.
+ */
+#ifndef SDG_COMMON_H
+#define SDG_COMMON_H
+
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "sdg.h"
+
+// ---------------------------------------------------------------------------------------------
+// Errors. Runtime failures set an sdg_error (which may be NULL) and return a status; programming
+// errors (a broken invariant inside the engine) abort through SDG_ASSERT.
+
+#if defined(__GNUC__)
+#define SDG_PRINTF(a, b) __attribute__((format(printf, a, b)))
+#define SDG_NORETURN __attribute__((noreturn))
+#else
+#define SDG_PRINTF(a, b)
+#define SDG_NORETURN
+#endif
+
+// Sets err (if not NULL) and returns status, so callers can write `return sdg__fail(err, ...)`.
+sdg_status sdg__fail(sdg_error *err, sdg_status status, const char *fmt, ...) SDG_PRINTF(3, 4);
+void sdg__error_clear(sdg_error *err);
+
+SDG_NORETURN void sdg__abort(const char *file, int line, const char *fmt, ...) SDG_PRINTF(3, 4);
+#define SDG_ASSERT(x) \
+    do { if (!(x)) sdg__abort(__FILE__, __LINE__, "assertion failed: %s", #x); } while (0)
+
+// ---------------------------------------------------------------------------------------------
+// Execution context.
+//
+// Network code allocates every activation from one arena, sized once before a sampling loop, so
+// no allocation happens inside the loop. The size comes from a dry run: with `dry` set, the same
+// forward code runs, allocations only advance the counters (and return a dummy pointer), and
+// every op returns at once without touching memory. Ops reserve their own scratch (im2col
+// tiles, attention scores) from the arena in the same way, before checking `dry`.
+
+typedef struct sdg_arena {
+    uint8_t *base;     // owned (NULL in a dry run)
+    size_t cap;        // bytes
+    size_t used;       // bytes in use
+    size_t peak;       // high-water mark since the last reset
+} sdg_arena;
+
+typedef struct sdg_exec {
+    int n_threads;     // >= 1; governs OpenMP loops and OpenBLAS
+    bool dry;          // measuring pass: allocate nothing real, compute nothing
+    sdg_arena arena;
+} sdg_exec;
+
+// Alignment of every arena allocation (bytes): a cache line, enough for any SIMD load.
+#define SDG_ARENA_ALIGN 64
+
+void sdg__exec_init(sdg_exec *ex, int n_threads);
+// Makes the arena hold at least `bytes` (keeps its contents only if no growth is needed).
+sdg_status sdg__exec_reserve(sdg_exec *ex, size_t bytes, sdg_error *err);
+void sdg__exec_free(sdg_exec *ex);
+
+// Returns n floats from the arena (uninitialised, 64-byte aligned). In a dry run returns a dummy
+// non-NULL pointer that must not be dereferenced. Running out of a sized arena is a programming
+// error (the dry run must have measured the same sequence) and aborts.
+float *sdg__alloc_f32(sdg_exec *ex, size_t n);
+static inline size_t sdg__mark(const sdg_exec *ex) { return ex->arena.used; }
+static inline void sdg__release(sdg_exec *ex, size_t mark) { ex->arena.used = mark; }
+
+// Applies the thread count to OpenBLAS (process-wide) and returns the previous setting.
+int sdg__blas_set_threads(int n);
+
+#endif // SDG_COMMON_H

@@ -1,0 +1,205 @@
+/*
+ * sdg.h - the GIMP Diffusion engine: Stable Diffusion 1.x on the CPU, in C, on OpenBLAS.
+ *
+ * This is the engine's one public header. It exposes opaque handles and plain structs; it pulls in
+ * no GLib, GEGL or OpenBLAS types. Everything else under engine/ is private.
+ *
+ * Basic usage:
+ *
+ *     sdg_error err;
+ *     sdg_model_params mp = sdg_model_default_params();
+ *     sdg_model *model = sdg_model_load("v1-5-pruned-emaonly.safetensors", &mp, &err);
+ *     if (!model) { fprintf(stderr, "%s\n", err.message); return 1; }
+ *     sdg_ctx *ctx = sdg_ctx_new(model, 2, &err);
+ *     sdg_gen_params gp = sdg_gen_default_params();
+ *     gp.prompt = "a photograph of an astronaut riding a horse";
+ *     sdg_result *res = NULL;
+ *     if (sdg_generate(ctx, &gp, &res, &err) == SDG_OK)
+ *         use(res->images[0]);               // RGB float in [0,1], interleaved
+ *     sdg_result_free(res);
+ *     sdg_ctx_free(ctx);                      // free in reverse order: result, ctx, model
+ *     sdg_model_free(model);
+ *
+ * Ownership: every object is freed by its own *_free function, which accepts NULL. A ctx must not
+ * outlive its model. Results belong to the caller once returned.
+ *
+ * Threads: a model is immutable after loading and may be shared by several ctx. A ctx must not be
+ * used by two threads at once, except for sdg_ctx_cancel(), which any thread may call at any time.
+ * The engine sets OpenBLAS's (process-wide) thread count to the ctx's thread count while it runs.
+ *
+ * Errors: functions that can fail return an sdg_status (or NULL) and fill an optional sdg_error with
+ * a sentence naming the file, tensor or parameter at fault. The engine never exits the process.
+ */
+#ifndef SDG_H
+#define SDG_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#if defined(__GNUC__) && __GNUC__ >= 4
+#define SDG_API __attribute__((visibility("default")))
+#else
+#define SDG_API
+#endif
+
+// NOTE: enums are append-only; existing values never change.
+typedef enum sdg_status {
+    SDG_OK = 0,
+    SDG_ERR_INVALID_ARG = 1,   // a parameter out of range (size, steps, strength, prompt encoding)
+    SDG_ERR_IO = 2,            // a file could not be opened, read, mapped or written
+    SDG_ERR_FORMAT = 3,        // a file is malformed (header, JSON, offsets, dtype)
+    SDG_ERR_SHAPE = 4,         // a tensor is missing or has an unexpected shape
+    SDG_ERR_NOMEM = 5,         // an allocation failed
+    SDG_ERR_CANCELLED = 6,     // the progress callback or sdg_ctx_cancel() stopped the run
+    SDG_ERR_UNSUPPORTED = 7,   // a valid file or request the engine does not handle
+} sdg_status;
+
+// Returns a static, lower-case name such as "invalid argument".
+SDG_API const char *sdg_status_name(sdg_status status);
+
+// Error report filled by functions taking an `sdg_error *` (which may be NULL).
+typedef struct sdg_error {
+    sdg_status status;
+    char message[512];
+} sdg_error;
+
+typedef enum sdg_sampler {
+    SDG_SAMPLER_EULER = 0,
+    SDG_SAMPLER_EULER_A = 1,
+    SDG_SAMPLER_HEUN = 2,
+    SDG_SAMPLER_DPMPP_2M = 3,
+    SDG_SAMPLER_LMS = 4,
+    SDG_SAMPLER_DDIM = 5,
+    SDG_SAMPLER_COUNT
+} sdg_sampler;
+
+typedef enum sdg_schedule {
+    SDG_SCHEDULE_DEFAULT = 0,  // k-diffusion CompVisDenoiser.get_sigmas (DDIM: its own timesteps)
+    SDG_SCHEDULE_KARRAS = 1,   // Karras et al. 2022, rho 7
+    SDG_SCHEDULE_COUNT
+} sdg_schedule;
+
+// Names used by the CLI and the GIMP procedures: "euler", "euler_a", "heun", "dpmpp_2m", "lms",
+// "ddim"; "default", "karras". *_from_name returns false for an unknown name.
+SDG_API const char *sdg_sampler_name(sdg_sampler s);
+SDG_API bool sdg_sampler_from_name(const char *name, sdg_sampler *out);
+SDG_API const char *sdg_schedule_name(sdg_schedule s);
+SDG_API bool sdg_schedule_from_name(const char *name, sdg_schedule *out);
+
+// ---------------------------------------------------------------------------------------------
+// Images: interleaved float samples, row-major, top row first. RGB images are in [0,1] (sRGB
+// encoded, as PNG files hold them); masks have one channel, 1 = regenerate, 0 = keep.
+
+typedef struct sdg_image {
+    int width;
+    int height;
+    int channels;   // 3 (RGB) or 1 (mask)
+    float *data;    // owned, width*height*channels
+} sdg_image;
+
+// Returns a zero-filled image, or NULL when the size is invalid or memory runs out.
+SDG_API sdg_image *sdg_image_new(int width, int height, int channels);
+SDG_API void sdg_image_free(sdg_image *img);
+
+// ---------------------------------------------------------------------------------------------
+// Models
+
+typedef struct sdg_model sdg_model;
+
+typedef struct sdg_model_params {
+    const char *vocab_path;   // CLIP vocabulary file (bpe_simple_vocab_16e6.txt[.gz] or a folder
+                              // or file of vocab.json+merges.txt); NULL = look next to the model,
+                              // then in models_dir
+    const char *models_dir;   // NULL = SDG_MODELS_DIR from the build
+} sdg_model_params;
+
+SDG_API sdg_model_params sdg_model_default_params(void);
+
+// Loads a single-file .safetensors checkpoint (SD 1.x layout, 4- or 9-channel UNet). The
+// architecture is read from the tensor shapes. Returns NULL on failure and fills err.
+SDG_API sdg_model *sdg_model_load(const char *path, const sdg_model_params *params, sdg_error *err);
+SDG_API void sdg_model_free(sdg_model *model);
+
+typedef struct sdg_model_info {
+    int unet_in_channels;     // 4 (plain) or 9 (inpainting)
+    int unet_model_channels;  // 320 for SD1.x
+    int context_dim;          // 768 for SD1.x
+    int text_width;           // text encoder hidden width
+    int text_layers;          // text encoder depth
+    int vae_scale;            // image pixels per latent pixel (8)
+    int native_size;          // the size the family was trained at (512 for SD1.x)
+    float scale_factor;       // latent scale (0.18215 for SD1.x)
+} sdg_model_info;
+
+SDG_API void sdg_model_get_info(const sdg_model *model, sdg_model_info *info);
+
+// Tokenizes one prompt into ids[0..76] with the SD1 convention (BOS, 75 tokens, EOS, padding
+// with EOS). Returns the number of BPE tokens before truncation, or -1 (invalid UTF-8).
+SDG_API int sdg_model_tokenize(const sdg_model *model, const char *text, int32_t ids[77]);
+
+// ---------------------------------------------------------------------------------------------
+// Generation
+
+typedef struct sdg_ctx sdg_ctx;
+
+// n_threads <= 0 means the number of online processors.
+SDG_API sdg_ctx *sdg_ctx_new(const sdg_model *model, int n_threads, sdg_error *err);
+SDG_API void sdg_ctx_free(sdg_ctx *ctx);
+
+// Asks a running sdg_generate to stop; safe from any thread. The run returns SDG_ERR_CANCELLED
+// within one network evaluation. The flag is cleared when the next sdg_generate starts.
+SDG_API void sdg_ctx_cancel(sdg_ctx *ctx);
+
+// Called after every sampling step (step = 1..total) and once with step 0 before the first.
+// preview, when the caller asked for one, is a small RGB picture of the current estimate (a
+// linear projection of the latent, 1 pixel per latent pixel) valid only during the call.
+// Return false to cancel the run.
+typedef bool (*sdg_progress_fn)(int step, int total, const sdg_image *preview, void *user_data);
+
+typedef struct sdg_gen_params {
+    const char *prompt;            // UTF-8; may be empty. Emphasis: (words:1.3), (words), [words]
+    const char *negative_prompt;   // UTF-8; NULL or "" = unconditional
+    int width, height;             // multiples of 8, at most 4096 (ignored for img2img/inpaint:
+                                   // the init image's size is used)
+    sdg_sampler sampler;
+    sdg_schedule schedule;
+    int steps;                     // 1..1000
+    float cfg_scale;               // 1 = no guidance (one UNet pass per step)
+    uint64_t seed;
+    int batch_count;               // pictures to make, seeds seed..seed+batch_count-1
+    int clip_skip;                 // 1 = last text-encoder layer, 2 = penultimate (+ final LN)
+    float strength;                // img2img / inpaint: 0 = keep the image, 1 = ignore it
+    const sdg_image *init_image;   // RGB; set for img2img and inpaint
+    const sdg_image *mask;         // 1 channel, same size as init_image; set for inpaint
+    const float *noise;            // optional initial latent [1,4,H/8,W/8] (unit variance);
+                                   // replaces the seeded noise of the first picture
+    sdg_progress_fn progress;      // optional
+    void *progress_data;
+    bool preview;                  // pass a preview to progress
+} sdg_gen_params;
+
+SDG_API sdg_gen_params sdg_gen_default_params(void);
+
+typedef struct sdg_result {
+    int n_images;
+    sdg_image **images;            // owned, n_images RGB pictures
+    int latent_channels, latent_height, latent_width;
+    float *latents;                // owned, n_images*C*H*W, the final latents before decoding
+} sdg_result;
+
+// Runs text-to-image (no init_image), image-to-image (init_image) or inpainting (init_image and
+// mask). On success *out holds the result; on failure *out is NULL and err says why.
+SDG_API sdg_status sdg_generate(sdg_ctx *ctx, const sdg_gen_params *params, sdg_result **out,
+                                sdg_error *err);
+SDG_API void sdg_result_free(sdg_result *res);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif // SDG_H

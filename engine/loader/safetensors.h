@@ -1,0 +1,79 @@
+/*
+ * safetensors.h - phase one of loading: index a .safetensors file through mmap.
+ *
+ * st_open maps the file, parses and validates the header (length against the file size,
+ * well-formed JSON, known dtypes, offsets inside the data, no overlaps, byte size = dtype x
+ * shape) and builds an index {name, dtype, shape, offset}. It reads no tensor data. Phase two
+ * (weights.h) binds the index to a model's tensors.
+ *
+ * Format: 8-byte little-endian header length N, N bytes of UTF-8 JSON {name: {dtype, shape,
+ * data_offsets: [begin, end]}, "__metadata__": {str: str}}, then the data; offsets are relative
+ * to the start of the data. ref: https://github.com/huggingface/safetensors (README, "Format").
+ */
+#ifndef SDG_SAFETENSORS_H
+#define SDG_SAFETENSORS_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "../common.h"
+
+typedef enum st_dtype {
+    ST_F32, ST_F16, ST_BF16, ST_F64, ST_I64, ST_I32, ST_I16, ST_I8, ST_U8, ST_BOOL,
+    ST_DTYPE_COUNT
+} st_dtype;
+
+#define ST_MAX_DIMS 8
+
+typedef struct st_tensor {
+    char *name;               // owned by the st_file
+    st_dtype dtype;
+    int n_dims;               // 0 for a scalar
+    int64_t shape[ST_MAX_DIMS];
+    int64_t n_elements;
+    uint64_t offset;          // bytes, from the start of the data section
+    uint64_t size;            // bytes
+} st_tensor;
+
+typedef struct st_file st_file;
+
+// Opens and indexes path. Returns NULL and fills err (naming the file and the tensor) on failure.
+st_file *st_open(const char *path, sdg_error *err);
+void st_close(st_file *f);
+
+const char *st_path(const st_file *f);
+int st_count(const st_file *f);
+const st_tensor *st_at(const st_file *f, int i);
+// Returns NULL when the file has no tensor of that name.
+const st_tensor *st_find(const st_file *f, const char *name);
+// Returns the __metadata__ value for key, or NULL. Owned by the st_file.
+const char *st_metadata(const st_file *f, const char *key);
+// Pointer to a tensor's bytes inside the mapping (valid until st_close).
+const void *st_data(const st_file *f, const st_tensor *t);
+
+const char *st_dtype_name(st_dtype dt);   // "F32", "F16", ...
+size_t st_dtype_size(st_dtype dt);
+
+// Converts t's data to float32 into dst (t->n_elements floats). Integer and float dtypes are
+// accepted; BOOL is not. Returns SDG_OK or an error naming the tensor.
+sdg_status st_read_f32(const st_file *f, const st_tensor *t, float *dst, sdg_error *err);
+// Converts an integer tensor to int32 into dst (fails on values outside int32).
+sdg_status st_read_i32(const st_file *f, const st_tensor *t, int32_t *dst, sdg_error *err);
+
+// Writes tensors to a new .safetensors file (F32 data, or I32 where i32 data is given).
+typedef struct st_write_tensor {
+    const char *name;
+    st_dtype dtype;           // ST_F32, ST_F16 (data converted from float) or ST_I32
+    int n_dims;
+    int64_t shape[ST_MAX_DIMS];
+    const void *data;         // float* for F32/F16, int32_t* for I32
+} st_write_tensor;
+sdg_status st_write(const char *path, const st_write_tensor *tensors, int n,
+                    const char *metadata_json, sdg_error *err);
+
+// Half-precision conversions (round to nearest even), shared with every other room.
+float sdg__f16_to_f32(uint16_t h);
+uint16_t sdg__f32_to_f16(float f);
+float sdg__bf16_to_f32(uint16_t h);
+
+#endif // SDG_SAFETENSORS_H

@@ -1,0 +1,47 @@
+/*
+ * weights.h - phase two of loading: bind checkpoint tensors to a model's weight fields.
+ *
+ * A model's loader asks for each tensor by name and expected shape; the binder finds it in the
+ * index, checks the shape, and returns float32 data: a pointer straight into the mapping for
+ * aligned F32 tensors (no copy), or a converted copy (F16, BF16) owned by the sdg_weights.
+ * Errors are sticky: after the first failure every call returns NULL and the loader checks
+ * sdg_wb_status() once at the end. Weights are therefore never held twice.
+ *
+ * Names are printf formats so loaders can write "%sinput_blocks.%d.0.in_layers.0.weight".
+ */
+#ifndef SDG_WEIGHTS_H
+#define SDG_WEIGHTS_H
+
+#include "safetensors.h"
+
+typedef struct sdg_weights sdg_weights;
+
+// The binder keeps f open; the caller still owns f and must keep it open while the weights live
+// (F32 tensors point into its mapping).
+sdg_weights *sdg_wb_new(const st_file *f, sdg_error *err);
+void sdg_wb_free(sdg_weights *wb);
+
+// Returns the tensor's float32 data, or NULL (and records the error) when it is missing or its
+// shape differs from shape[0..n_dims-1].
+const float *sdg_wb_get(sdg_weights *wb, int n_dims, const int64_t *shape, const char *fmt, ...)
+    SDG_PRINTF(4, 5);
+
+// Shape shorthands.
+#define SDG_WB1(wb, a, ...) sdg_wb_get((wb), 1, (const int64_t[]){(a)}, __VA_ARGS__)
+#define SDG_WB2(wb, a, b, ...) sdg_wb_get((wb), 2, (const int64_t[]){(a), (b)}, __VA_ARGS__)
+#define SDG_WB4(wb, a, b, c, d, ...) \
+    sdg_wb_get((wb), 4, (const int64_t[]){(a), (b), (c), (d)}, __VA_ARGS__)
+
+// Looks a tensor up without binding it (for reading the architecture from shapes); NULL if absent.
+const st_tensor *sdg_wb_find(sdg_weights *wb, const char *fmt, ...) SDG_PRINTF(2, 3);
+
+// Records a failure found by the model's own checks (e.g. an inconsistent architecture).
+void sdg_wb_set_error(sdg_weights *wb, sdg_status status, const char *fmt, ...) SDG_PRINTF(3, 4);
+
+// SDG_OK, or the first error (copied into err).
+sdg_status sdg_wb_status(const sdg_weights *wb, sdg_error *err);
+
+// Bytes of converted copies held (mapped F32 tensors are not counted).
+size_t sdg_wb_owned_bytes(const sdg_weights *wb);
+
+#endif // SDG_WEIGHTS_H

@@ -1,0 +1,32 @@
+/*
+ * golden.h - reading the reference tensors of ../shared/reference/golden and comparing against
+ * them, the way llm.c's test_gpt2.c does: print the first pairs and the max difference, then let
+ * the test assert on the returned error.
+ */
+#ifndef SDG_TEST_GOLDEN_H
+#define SDG_TEST_GOLDEN_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "loader/safetensors.h"
+
+// The reference folder ($SDG_REFERENCE_DIR, else the build's default). Never NULL.
+const char *golden_reference_dir(void);
+// Full path of a file under the reference folder (g_free it).
+char *golden_path(const char *relpath);
+// Opens a reference file, failing the test (g_error) when it is missing or malformed.
+st_file *golden_open(const char *relpath);
+// Reads a tensor as float32 / int32 (g_free the result); fails the test when it is missing.
+// n (optional) receives the element count.
+float *golden_f32(const st_file *f, const char *name, size_t *n);
+int32_t *golden_i32(const st_file *f, const char *name, size_t *n);
+
+// Relative error max|got-ref| / max|ref| (max|ref| taken as 1 when it is 0). Prints the first
+// five pairs and the error as TAP comments, labelled with what.
+double golden_rel_error(const char *what, const float *got, const float *ref, size_t n);
+
+// The tolerance every fp32 network comparison uses (shared/reference/golden/README.md).
+#define GOLDEN_TOL 1e-4
+
+#endif
