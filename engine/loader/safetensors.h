@@ -71,6 +71,17 @@ typedef struct st_write_tensor {
 sdg_status st_write(const char *path, const st_write_tensor *tensors, int n,
                     const char *metadata_json, sdg_error *err);
 
+// Like st_write, but tensors whose data is NULL are produced by fill(user, index, dst, n_elements)
+// into a float buffer of that one tensor just before it is written (converted to the tensor's
+// dtype; integer dtypes round to nearest), so a multi-GB file is written holding only one tensor
+// in memory. Output dtypes: F32, F16, BF16 (from float data), I32 (int32_t data), I64 (int64_t
+// data). metadata_json, if not NULL, must be a JSON object of string values. On failure the
+// partly written file is removed.
+typedef void (*st_fill_fn)(void *user, int index, float *dst, int64_t n_elements);
+sdg_status st_write_streamed(const char *path, const st_write_tensor *tensors, int n,
+                             const char *metadata_json, st_fill_fn fill, void *user,
+                             sdg_error *err);
+
 // Half-precision conversions (round to nearest even), shared with every other room.
 float sdg__f16_to_f32(uint16_t h);
 uint16_t sdg__f32_to_f16(float f);

@@ -1,1 +1,179 @@
-/* placeholder: being written */
+/*
+ * weights.c - phase two of loading: hand a model's loader float32 data for each tensor it names,
+ * checking presence and shape, with sticky errors (see weights.h).
+ *
+ * Aligned F32 tensors are returned as pointers into the st_file mapping (no copy); everything
+ * else is converted once into a 64-byte-aligned copy owned here, cached per tensor so asking
+ * twice never holds the weights twice. Not here: name remapping, architecture detection.
+ */
+#include "weights.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+struct sdg_weights {
+    const st_file *f;        // borrowed, must outlive the binder
+    float **copies;          // owned, one slot per tensor of f (NULL until converted)
+    size_t owned;            // bytes held in copies
+    sdg_status status;       // first error, sticky
+    sdg_error err;
+};
+
+sdg_weights *sdg_wb_new(const st_file *f, sdg_error *err)
+{
+    if (!f) {
+        sdg__fail(err, SDG_ERR_INVALID_ARG, "sdg_wb_new: no file given");
+        return NULL;
+    }
+    sdg_weights *wb = calloc(1, sizeof *wb);
+    int n = st_count(f);
+    float **copies = calloc(n > 0 ? (size_t)n : 1, sizeof *copies);
+    if (!wb || !copies) {
+        free(wb);
+        free(copies);
+        sdg__fail(err, SDG_ERR_NOMEM, "%s: out of memory", st_path(f));
+        return NULL;
+    }
+    wb->f = f;
+    wb->copies = copies;
+    sdg__error_clear(&wb->err);
+    return wb;
+}
+
+void sdg_wb_free(sdg_weights *wb)
+{
+    if (!wb)
+        return;
+    for (int i = 0; i < st_count(wb->f); i++)
+        free(wb->copies[i]);
+    free(wb->copies);
+    free(wb);
+}
+
+SDG_PRINTF(3, 0)
+static void wb_vset_error(sdg_weights *wb, sdg_status status, const char *fmt, va_list ap)
+{
+    if (wb->status != SDG_OK)
+        return;
+    wb->status = status;
+    wb->err.status = status;
+    vsnprintf(wb->err.message, sizeof wb->err.message, fmt, ap);
+}
+
+SDG_PRINTF(3, 4)
+static void wb_error(sdg_weights *wb, sdg_status status, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    wb_vset_error(wb, status, fmt, ap);
+    va_end(ap);
+}
+
+void sdg_wb_set_error(sdg_weights *wb, sdg_status status, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    wb_vset_error(wb, status, fmt, ap);
+    va_end(ap);
+}
+
+sdg_status sdg_wb_status(const sdg_weights *wb, sdg_error *err)
+{
+    if (wb->status == SDG_OK)
+        sdg__error_clear(err);
+    else if (err)
+        *err = wb->err;
+    return wb->status;
+}
+
+size_t sdg_wb_owned_bytes(const sdg_weights *wb)
+{
+    return wb->owned;
+}
+
+// Formats a tensor name; false when it does not fit (real names are under 120 characters).
+SDG_PRINTF(3, 0)
+static bool wb_name(char *buf, size_t cap, const char *fmt, va_list ap)
+{
+    int len = vsnprintf(buf, cap, fmt, ap);
+    return len >= 0 && (size_t)len < cap;
+}
+
+static void wb_shape_str(char *buf, size_t cap, int n_dims, const int64_t *shape)
+{
+    size_t o = 0;
+    buf[o++] = '[';
+    for (int d = 0; d < n_dims && o + 24 < cap; d++)
+        o += (size_t)snprintf(buf + o, cap - o, "%s%lld", d ? "," : "", (long long)shape[d]);
+    snprintf(buf + o, cap - o, "]");
+}
+
+#define WB_NAME_MAX 256
+
+const float *sdg_wb_get(sdg_weights *wb, int n_dims, const int64_t *shape, const char *fmt, ...)
+{
+    if (wb->status != SDG_OK)
+        return NULL;
+    const char *path = st_path(wb->f);
+    char name[WB_NAME_MAX];
+    va_list ap;
+    va_start(ap, fmt);
+    bool fits = wb_name(name, sizeof name, fmt, ap);
+    va_end(ap);
+    if (!fits) {
+        wb_error(wb, SDG_ERR_INVALID_ARG, "%s: tensor name '%.60s...' is too long", path, name);
+        return NULL;
+    }
+    const st_tensor *t = st_find(wb->f, name);
+    if (!t) {
+        wb_error(wb, SDG_ERR_SHAPE, "%s: tensor '%s' is missing", path, name);
+        return NULL;
+    }
+    bool same = t->n_dims == n_dims;
+    for (int d = 0; same && d < n_dims; d++)
+        same = t->shape[d] == shape[d];
+    if (!same) {
+        char got[128], want[128];
+        wb_shape_str(got, sizeof got, t->n_dims, t->shape);
+        wb_shape_str(want, sizeof want, n_dims, shape);
+        wb_error(wb, SDG_ERR_SHAPE, "%s: tensor '%s' has shape %s, expected %s", path, name, got,
+                 want);
+        return NULL;
+    }
+    const void *data = st_data(wb->f, t);
+    if (t->dtype == ST_F32 && ((uintptr_t)data % sizeof(float)) == 0)
+        return data;
+
+    int idx = (int)(t - st_at(wb->f, 0));
+    if (wb->copies[idx])
+        return wb->copies[idx];
+    size_t bytes = (size_t)t->n_elements * sizeof(float);
+    void *copy = NULL;
+    // Round up so the size is a multiple of the alignment (aligned_alloc requires it on some libcs).
+    size_t alloc = (bytes + 63) & ~(size_t)63;
+    if (posix_memalign(&copy, 64, alloc ? alloc : 64) != 0 || !copy) {
+        wb_error(wb, SDG_ERR_NOMEM, "%s: out of memory converting tensor '%s' (%zu bytes)", path,
+                 name, bytes);
+        return NULL;
+    }
+    sdg_error e;
+    if (st_read_f32(wb->f, t, copy, &e) != SDG_OK) {
+        free(copy);
+        wb_error(wb, e.status, "%s", e.message);
+        return NULL;
+    }
+    wb->copies[idx] = copy;
+    wb->owned += bytes;
+    return copy;
+}
+
+const st_tensor *sdg_wb_find(sdg_weights *wb, const char *fmt, ...)
+{
+    char name[WB_NAME_MAX];
+    va_list ap;
+    va_start(ap, fmt);
+    bool fits = wb_name(name, sizeof name, fmt, ap);
+    va_end(ap);
+    return fits ? st_find(wb->f, name) : NULL;
+}
