@@ -1,1 +1,659 @@
-/* placeholder: being written */
+/*
+ * test-sampler.c - the sampling room against the k-diffusion / CompVis goldens, without a UNet:
+ * schedules and model timesteps are compared directly, and whole trajectories are replayed by a
+ * denoise hook that returns the reference's own denoised tensors, so every x[i] must match
+ * (Heun's unsaved second calls are reconstructed from the reference x, see heun_second_call).
+ * Also: the Philox known-answer vectors of Random123, and properties of the noise generator.
+ *
+ * Not here: anything that needs the network (test-api runs the samplers with the tiny UNet).
+ */
+#include <glib.h>
+#include <math.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "golden.h"
+#include "sampler/sampler.h"
+
+#define REF_FILE "golden/tiny-sd1-reference.safetensors"
+#define SCHED_TOL 1e-6   // schedules are a few float ops: only rounding separates us
+
+static const char *const K_SAMPLERS[] = {"euler", "heun", "dpmpp_2m", "lms", "euler_ancestral"};
+static const sdg_sampler K_IDS[] = {SDG_SAMPLER_EULER, SDG_SAMPLER_HEUN, SDG_SAMPLER_DPMPP_2M,
+                                    SDG_SAMPLER_LMS, SDG_SAMPLER_EULER_A};
+static const char *const K_SCHEDULES[] = {"default", "karras"};
+
+// ---------------------------------------------------------------------------------------------
+// Replaying the reference through the hooks
+
+typedef struct replay {
+    size_t n;
+    const float *den;      // [steps, n] reference denoised of each step's first model call
+    const float *noise;    // [steps-1, n] ancestral noise, or NULL
+    const float *x_ref;    // [steps+1, n] reference x (k space, or x_t space when ddim)
+    bool ddim;             // compare x / sqrt(1 + sigma^2) (DDIM's x_t) against x_ref
+    float *tmp;            // n
+    int step;              // steps done
+    int calls_in_step;
+    int calls;
+    float t_seen[64];
+    double max_err;        // worst relative error of x over the steps
+    int cancel_at_call;    // > 0: denoise returns SDG_ERR_CANCELLED at this call (1-based)
+    int cancel_at_step;    // > 0: on_step returns SDG_ERR_CANCELLED at this step
+    const float *heun_sigmas;   // set for heun: second calls are reconstructed from x_ref
+} replay;
+
+// Heun's second model call is not in the goldens, but x[i+1] = x[i] + (d + d2)/2 dt pins it
+// down: d2 = 2 (x[i+1] - x[i]) / dt - d and the denoised that gives it at x2 is x2 - d2 sigma_next.
+// Replaying that checks the step's structure (x2, the average, the plain last step).
+static void heun_second_call(replay *r, const float *x2, float *out)
+{
+    size_t n = r->n;
+    int i = r->step;
+    float sg = r->heun_sigmas[i], sn = r->heun_sigmas[i + 1], dt = sn - sg;
+    const float *xi = r->x_ref + (size_t)i * n, *xn = r->x_ref + (size_t)(i + 1) * n;
+    const float *den = r->den + (size_t)i * n;
+    double worst = 0, scale = 0;
+    for (size_t j = 0; j < n; j++) {
+        double d = ((double)xi[j] - den[j]) / sg;
+        double want_x2 = xi[j] + d * dt;
+        worst = fmax(worst, fabs(x2[j] - want_x2));
+        scale = fmax(scale, fabs(want_x2));
+        double d2 = 2.0 * ((double)xn[j] - xi[j]) / dt - d;
+        out[j] = (float)(x2[j] - d2 * sn);
+    }
+    g_assert_cmpfloat(worst / scale, <=, GOLDEN_TOL);
+}
+
+
+static sdg_status replay_denoise(void *user, const float *x, float sigma, float t, float *out)
+{
+    (void)x;
+    (void)sigma;
+    replay *r = user;
+    if (r->calls < 64)
+        r->t_seen[r->calls] = t;
+    r->calls++;
+    if (r->cancel_at_call > 0 && r->calls == r->cancel_at_call)
+        return SDG_ERR_CANCELLED;
+    // heun's second call is not in the goldens: any plausible x0 will do for its t and count
+    int k = r->step + (r->calls_in_step > 0);
+    r->calls_in_step++;
+    if (k > r->step && r->heun_sigmas)
+        heun_second_call(r, x, out);
+    else
+        memcpy(out, r->den + (size_t)k * r->n, r->n * sizeof(float));
+    return SDG_OK;
+}
+
+static void replay_noise(void *user, int step, float *out, size_t n)
+{
+    replay *r = user;
+    g_assert_cmpint(step, ==, r->step);
+    g_assert_nonnull(r->noise);
+    memcpy(out, r->noise + (size_t)step * n, n * sizeof(float));
+}
+
+static sdg_status replay_on_step(void *user, int step, int n_steps, float *x, float sigma_next,
+                                 const float *denoised)
+{
+    replay *r = user;
+    g_assert_cmpint(step, ==, r->step + 1);
+    g_assert_true(step <= n_steps);
+    // the denoised handed back is the step's first model call
+    g_assert_true(memcmp(denoised, r->den + (size_t)r->step * r->n, r->n * sizeof(float)) == 0);
+    r->step = step;
+    r->calls_in_step = 0;
+    if (r->x_ref) {
+        const float *got = x;
+        if (r->ddim) {
+            float scale = 1.0f / sqrtf(1.0f + sigma_next * sigma_next);
+            for (size_t j = 0; j < r->n; j++)
+                r->tmp[j] = x[j] * scale;
+            got = r->tmp;
+        }
+        char what[64];
+        snprintf(what, sizeof what, "x[%d]", step);
+        double e = golden_rel_error(what, got, r->x_ref + (size_t)step * r->n, r->n);
+        if (e > r->max_err || isnan(e))
+            r->max_err = isnan(e) ? INFINITY : e;
+    }
+    if (r->cancel_at_step > 0 && step == r->cancel_at_step)
+        return SDG_ERR_CANCELLED;
+    return SDG_OK;
+}
+
+static const sampler_hooks REPLAY_HOOKS = {replay_denoise, replay_noise, replay_on_step, NULL};
+
+// ---------------------------------------------------------------------------------------------
+// Noise schedule
+
+static void test_schedule_tables(void)
+{
+    sdg_noise_schedule s;
+    sched_init_sd(&s);
+    st_file *f = golden_open(REF_FILE);
+    size_t n;
+    float *ac = golden_f32(f, "sched.alphas_cumprod", &n);
+    g_assert_cmpuint(n, ==, 1000);
+    g_assert_cmpfloat(golden_rel_error("alphas_cumprod", s.alphas_cumprod, ac, n), <=, SCHED_TOL);
+    float *sg = golden_f32(f, "sched.sigmas", &n);
+    g_assert_cmpuint(n, ==, 1000);
+    // sigmas span 0.03..14.6: check each value relative to itself too
+    double worst = 0;
+    for (size_t i = 0; i < n; i++)
+        worst = fmax(worst, fabs((double)s.sigmas[i] - sg[i]) / sg[i]);
+    printf("# sigmas: worst per-value relative error %.3g\n", worst);
+    g_assert_cmpfloat(worst, <=, SCHED_TOL);
+    for (int i = 1; i < 1000; i++)
+        g_assert_true(s.log_sigmas[i] > s.log_sigmas[i - 1]);   // sigma_to_t's search relies on it
+    // t_to_sigma and sigma_to_t are inverse on the integer timesteps
+    for (int t = 0; t < 1000; t++) {
+        g_assert_cmpfloat(fabsf(sched_t_to_sigma(&s, (float)t) - s.sigmas[t]), <=, 1e-6f * s.sigmas[t]);
+        g_assert_cmpfloat(fabsf(sched_sigma_to_t(&s, s.sigmas[t]) - (float)t), <=, 1e-3f);
+    }
+    g_free(ac);
+    g_free(sg);
+    st_close(f);
+}
+
+// ---------------------------------------------------------------------------------------------
+// k-diffusion samplers
+
+static void run_k_golden(gconstpointer data)
+{
+    int which = GPOINTER_TO_INT(data);
+    int si = which / 2, ki = which % 2;
+    const char *name = K_SAMPLERS[si], *sched = K_SCHEDULES[ki];
+    sdg_sampler sampler = K_IDS[si];
+    sdg_noise_schedule s;
+    sched_init_sd(&s);
+    st_file *f = golden_open(REF_FILE);
+    char key[128];
+    size_t n;
+
+    float sigmas[8], ts[8];
+    int steps = sched_build(&s, sampler, (sdg_schedule)ki, 6, sigmas, ts);
+    g_assert_cmpint(steps, ==, 6);
+    g_snprintf(key, sizeof key, "k.%s.%s.sigmas", name, sched);
+    float *ref_sigmas = golden_f32(f, key, &n);
+    g_assert_cmpuint(n, ==, 7);
+    g_assert_cmpfloat(golden_rel_error(key, sigmas, ref_sigmas, 7), <=, SCHED_TOL);
+    g_assert_cmpfloat(sigmas[6], ==, 0.0f);
+
+    g_snprintf(key, sizeof key, "k.%s.%s.unet_t", name, sched);
+    size_t n_t;
+    float *ref_t = golden_f32(f, key, &n_t);
+    g_snprintf(key, sizeof key, "k.%s.%s.x", name, sched);
+    float *x_ref = golden_f32(f, key, &n);
+    size_t len = n / 7;
+    g_snprintf(key, sizeof key, "k.%s.%s.denoised", name, sched);
+    float *den = golden_f32(f, key, &n);
+    g_assert_cmpuint(n, ==, 6 * len);
+    float *noise = NULL;
+    if (sampler == SDG_SAMPLER_EULER_A) {
+        noise = golden_f32(f, "sample.euler_ancestral_noise", &n);
+        g_assert_cmpuint(n, ==, 5 * len);
+    }
+
+    float *x = g_new(float, len);
+    float *scratch = g_new(float, sampler_scratch_floats(sampler, len));
+    memcpy(x, x_ref, len * sizeof(float));
+    replay r = {.n = len, .den = den, .noise = noise, .x_ref = x_ref,
+                .heun_sigmas = sampler == SDG_SAMPLER_HEUN ? sigmas : NULL};
+    sampler_hooks hooks = REPLAY_HOOKS;
+    hooks.user = &r;
+    g_assert_cmpint(sampler_run(sampler, &s, sigmas, ts, steps, x, len, scratch, &hooks), ==, SDG_OK);
+    g_assert_cmpint(r.step, ==, 6);
+
+    // the t of every model call, in order (heun: 2 per step but the last = 11)
+    g_assert_cmpint(r.calls, ==, (int)n_t);
+    g_assert_cmpint(r.calls, ==, sampler == SDG_SAMPLER_HEUN ? 11 : 6);
+    g_snprintf(key, sizeof key, "%s.%s unet_t", name, sched);
+    g_assert_cmpfloat(golden_rel_error(key, r.t_seen, ref_t, n_t), <=, SCHED_TOL);
+    // sched_build's ts are the first call of each step
+    for (int i = 0, c = 0; i < 6; i++) {
+        g_assert_cmpfloat(fabsf(ts[i] - ref_t[c]), <=, 1e-6f * 999.0f);
+        c += sampler == SDG_SAMPLER_HEUN && i < 5 ? 2 : 1;
+    }
+    printf("# %s.%s: worst x error over the trajectory %.3g\n", name, sched, r.max_err);
+    g_assert_cmpfloat(r.max_err, <=, GOLDEN_TOL);
+
+    g_free(x);
+    g_free(scratch);
+    g_free(noise);
+    g_free(den);
+    g_free(x_ref);
+    g_free(ref_t);
+    g_free(ref_sigmas);
+    st_close(f);
+}
+
+// ---------------------------------------------------------------------------------------------
+// DDIM
+
+static void run_ddim_golden(gconstpointer data)
+{
+    int S = GPOINTER_TO_INT(data);
+    sdg_noise_schedule s;
+    sched_init_sd(&s);
+    st_file *f = golden_open(REF_FILE);
+    char key[64];
+    size_t n;
+
+    float sigmas[16], ts[16];
+    int steps = sched_build(&s, SDG_SAMPLER_DDIM, SDG_SCHEDULE_DEFAULT, S, sigmas, ts);
+    g_snprintf(key, sizeof key, "ddim%d.timesteps", S);
+    int32_t *tsteps = golden_i32(f, key, &n);
+    g_assert_cmpint(steps, ==, (int)n);
+    g_assert_cmpint(steps, ==, S == 6 ? 7 : 5);
+    float got_a[16], got_ap[16];
+    for (int i = 0; i < steps; i++) {
+        // goldens are ascending (per DDIM index), the run descends
+        int k = steps - 1 - i;
+        g_assert_cmpfloat(ts[k], ==, (float)tsteps[i]);
+        got_a[i] = s.alphas_cumprod[(int)ts[k]];
+        // a_prev as the sigma the step lands on: a = 1 / (1 + sigma^2)
+        got_ap[i] = 1.0f / (1.0f + sigmas[k + 1] * sigmas[k + 1]);
+    }
+    g_snprintf(key, sizeof key, "ddim%d.alphas", S);
+    float *a = golden_f32(f, key, NULL);
+    g_assert_cmpfloat(golden_rel_error(key, got_a, a, steps), <=, SCHED_TOL);
+    g_snprintf(key, sizeof key, "ddim%d.alphas_prev", S);
+    float *ap = golden_f32(f, key, NULL);
+    g_assert_cmpfloat(golden_rel_error(key, got_ap, ap, steps), <=, SCHED_TOL);
+    g_assert_cmpfloat(sigmas[steps], ==, s.sigmas[0]);
+
+    g_snprintf(key, sizeof key, "ddim%d.unet_t", S);
+    float *ref_t = golden_f32(f, key, &n);
+    g_assert_cmpint((int)n, ==, steps);
+    g_snprintf(key, sizeof key, "ddim%d.x", S);
+    float *x_ref = golden_f32(f, key, &n);
+    size_t len = n / (size_t)(steps + 1);
+    g_snprintf(key, sizeof key, "ddim%d.pred_x0", S);
+    float *den = golden_f32(f, key, &n);
+    g_assert_cmpuint(n, ==, (size_t)steps * len);
+
+    // x_T is the unscaled noise; into k space: x_k = x_t * sqrt(1 + sigma^2)
+    float *x = g_new(float, len), *tmp = g_new(float, len);
+    float *scratch = g_new(float, sampler_scratch_floats(SDG_SAMPLER_DDIM, len));
+    float up = sqrtf(1.0f + sigmas[0] * sigmas[0]);
+    for (size_t j = 0; j < len; j++)
+        x[j] = x_ref[j] * up;
+    replay r = {.n = len, .den = den, .x_ref = x_ref, .ddim = true, .tmp = tmp};
+    sampler_hooks hooks = REPLAY_HOOKS;
+    hooks.noise = NULL;
+    hooks.user = &r;
+    g_assert_cmpint(sampler_run(SDG_SAMPLER_DDIM, &s, sigmas, ts, steps, x, len, scratch, &hooks),
+                    ==, SDG_OK);
+    g_assert_cmpint(r.calls, ==, steps);
+    g_snprintf(key, sizeof key, "ddim%d unet_t", S);
+    g_assert_cmpfloat(golden_rel_error(key, r.t_seen, ref_t, steps), <=, 0.0);
+    printf("# ddim%d: worst x error over the trajectory %.3g\n", S, r.max_err);
+    g_assert_cmpfloat(r.max_err, <=, GOLDEN_TOL);
+
+    g_free(x);
+    g_free(tmp);
+    g_free(scratch);
+    g_free(den);
+    g_free(x_ref);
+    g_free(ref_t);
+    g_free(a);
+    g_free(ap);
+    g_free(tsteps);
+    st_close(f);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Requests, properties, cancellation (no goldens needed)
+
+static void test_bad_requests(void)
+{
+    sdg_noise_schedule s;
+    sched_init_sd(&s);
+    float sigmas[1003], ts[1003];
+    for (int sm = 0; sm < SDG_SAMPLER_COUNT; sm++) {
+        g_assert_cmpint(sched_build(&s, sm, SDG_SCHEDULE_DEFAULT, 0, sigmas, ts), ==, 0);
+        g_assert_cmpint(sched_build(&s, sm, SDG_SCHEDULE_DEFAULT, -3, sigmas, ts), ==, 0);
+        g_assert_cmpint(sched_build(&s, sm, SDG_SCHEDULE_KARRAS, 1001, sigmas, ts), ==, 0);
+        g_assert_cmpint(sched_build(&s, sm, SDG_SCHEDULE_COUNT, 6, sigmas, ts), ==, 0);
+    }
+    g_assert_cmpint(sched_build(&s, SDG_SAMPLER_COUNT, SDG_SCHEDULE_DEFAULT, 6, sigmas, ts), ==, 0);
+    g_assert_cmpuint(sampler_scratch_floats(SDG_SAMPLER_COUNT, 10), ==, 0);
+
+    float x[4] = {0}, scratch[32];
+    replay r = {.n = 4};
+    sampler_hooks hooks = REPLAY_HOOKS;
+    hooks.user = &r;
+    int n = sched_build(&s, SDG_SAMPLER_EULER_A, SDG_SCHEDULE_DEFAULT, 3, sigmas, ts);
+    g_assert_cmpint(n, ==, 3);
+    g_assert_cmpint(sampler_run(SDG_SAMPLER_EULER, &s, sigmas, ts, 0, x, 4, scratch, &hooks), ==,
+                    SDG_ERR_INVALID_ARG);
+    g_assert_cmpint(sampler_run(SDG_SAMPLER_COUNT, &s, sigmas, ts, n, x, 4, scratch, &hooks), ==,
+                    SDG_ERR_INVALID_ARG);
+    hooks.noise = NULL;
+    g_assert_cmpint(sampler_run(SDG_SAMPLER_EULER_A, &s, sigmas, ts, n, x, 4, scratch, &hooks), ==,
+                    SDG_ERR_INVALID_ARG);
+    g_assert_cmpint(sampler_run(SDG_SAMPLER_HEUN, NULL, sigmas, ts, n, x, 4, scratch, &hooks), ==,
+                    SDG_ERR_INVALID_ARG);
+    hooks.denoise = NULL;
+    g_assert_cmpint(sampler_run(SDG_SAMPLER_EULER, &s, sigmas, ts, n, x, 4, scratch, &hooks), ==,
+                    SDG_ERR_INVALID_ARG);
+    g_assert_cmpint(r.calls, ==, 0);
+}
+
+// Every step count 1..1000: the run fits in steps+2 values, descends, and ends where it should.
+static void test_all_step_counts(void)
+{
+    sdg_noise_schedule s;
+    sched_init_sd(&s);
+    enum { GUARD = 4 };
+    float *sigmas = g_new(float, 1002 + GUARD), *ts = g_new(float, 1002 + GUARD);
+    const sdg_sampler kinds[] = {SDG_SAMPLER_EULER, SDG_SAMPLER_DDIM};
+    for (int kk = 0; kk < 2; kk++) {
+        for (int sc = 0; sc < SDG_SCHEDULE_COUNT; sc++) {
+            for (int steps = 1; steps <= 1000; steps++) {
+                for (int i = 0; i < steps + 2 + GUARD; i++)
+                    sigmas[i] = ts[i] = -12345.0f;
+                int n = sched_build(&s, kinds[kk], sc, steps, sigmas, ts);
+                for (int i = steps + 2; i < steps + 2 + GUARD; i++)
+                    g_assert_true(sigmas[i] == -12345.0f && ts[i] == -12345.0f);
+                if (kinds[kk] == SDG_SAMPLER_DDIM) {
+                    // 1000 steps would reach timestep 1000 in CompVis (out of the table): 999
+                    g_assert_true((n >= steps && n <= steps + 1) || (steps == 1000 && n == 999));
+                    g_assert_cmpfloat(sigmas[n], ==, s.sigmas[0]);
+                    // CompVis gives 998/c + 1 timesteps from 1 up; the cap at steps+1 keeps
+                    // the largest
+                    int c = 1000 / steps, count = 998 / c + 1;
+                    g_assert_cmpint(n, ==, count < steps + 1 ? count : steps + 1);
+                    g_assert_cmpfloat(ts[n - 1], ==, (float)((count - n) * c + 1));
+                    g_assert_true(ts[0] <= 999.0f && ts[0] >= 999.0f - 1000.0f / steps);
+                } else {
+                    g_assert_cmpint(n, ==, steps);
+                    g_assert_cmpfloat(sigmas[n], ==, 0.0f);
+                    g_assert_cmpfloat(fabsf(sigmas[0] - s.sigmas[999]), <=, 1e-6f * s.sigmas[999]);
+                    g_assert_cmpfloat(fabsf(ts[0] - 999.0f), <=, 1e-3f);
+                    if (n > 1)
+                        g_assert_cmpfloat(fabsf(sigmas[n - 1] - s.sigmas[0]), <=, 1e-6f);
+                }
+                for (int i = 0; i < n; i++) {
+                    g_assert_true(isfinite(sigmas[i]) && sigmas[i] > sigmas[i + 1]);
+                    g_assert_true(ts[i] >= 0.0f && ts[i] <= 999.0f);
+                    if (i > 0)
+                        g_assert_true(ts[i] <= ts[i - 1]);
+                }
+            }
+        }
+    }
+    // the CompVis quirk and its cap
+    g_assert_cmpint(sched_build(&s, SDG_SAMPLER_DDIM, 0, 6, sigmas, ts), ==, 7);
+    g_assert_cmpint(sched_build(&s, SDG_SAMPLER_DDIM, 0, 50, sigmas, ts), ==, 50);
+    g_assert_cmpint(sched_build(&s, SDG_SAMPLER_DDIM, 0, 48, sigmas, ts), ==, 49);
+    g_assert_cmpint(sched_build(&s, SDG_SAMPLER_DDIM, 0, 1000, sigmas, ts), ==, 999);
+    g_free(sigmas);
+    g_free(ts);
+}
+
+typedef struct constant_model {
+    const float *x0;
+    size_t n;
+    int calls;
+} constant_model;
+
+static sdg_status constant_denoise(void *user, const float *x, float sigma, float t, float *out)
+{
+    (void)x;
+    g_assert_true(sigma > 0.0f && t >= 0.0f && t <= 999.0f);
+    constant_model *m = user;
+    m->calls++;
+    memcpy(out, m->x0, m->n * sizeof(float));
+    return SDG_OK;
+}
+
+static void zero_noise(void *user, int step, float *out, size_t n)
+{
+    (void)user;
+    (void)step;
+    memset(out, 0, n * sizeof(float));
+}
+
+// A model that always predicts the same x0 makes every step exact: each sampler must land on
+// it (LMS only if its coefficients sum to the step, dpm++ only if its extrapolation is affine).
+static void test_constant_model(void)
+{
+    sdg_noise_schedule s;
+    sched_init_sd(&s);
+    enum { N = 64 };
+    float x0[N], noise[N], x[N], scratch[5 * N], sigmas[32], ts[32];
+    rng_normal_fill(7, 0, 0, noise, N);
+    rng_normal_fill(7, 1, 0, x0, N);
+    for (int sm = 0; sm < SDG_SAMPLER_COUNT; sm++) {
+        for (int sc = 0; sc < SDG_SCHEDULE_COUNT; sc++) {
+            for (int steps = 1; steps <= 25; steps += 3) {
+                int n = sched_build(&s, sm, sc, steps, sigmas, ts);
+                g_assert_cmpint(n, >=, 1);
+                for (int j = 0; j < N; j++)
+                    x[j] = x0[j] + sigmas[0] * noise[j];
+                constant_model m = {x0, N, 0};
+                sampler_hooks hooks = {constant_denoise, zero_noise, NULL, &m};
+                g_assert_cmpuint(sampler_scratch_floats(sm, N), <=, 5 * N);
+                g_assert_cmpint(sampler_run(sm, &s, sigmas, ts, n, x, N, scratch, &hooks), ==, SDG_OK);
+                g_assert_cmpint(m.calls, ==, sm == SDG_SAMPLER_HEUN ? 2 * n - 1 : n);
+                // the run ends at sigmas[n]: 0, or the table's smallest sigma for DDIM
+                double err = 0;
+                for (int j = 0; j < N; j++)
+                    err = fmax(err, fabs(x[j] - (x0[j] + sigmas[n] * noise[j])));
+                if (err > 1e-4)
+                    printf("# sampler %d schedule %d steps %d: error %.3g\n", sm, sc, steps, err);
+                g_assert_cmpfloat(err, <=, 1e-4);
+            }
+        }
+    }
+}
+
+// The random UNet's eps is small next to x, so a wrong LMS order barely shows in the golden x
+// (order 3 instead of 4 moves it by 7.5e-5 relative). Test the coefficients on their own: with
+// D(x, sigma) = x - sigma p(sigma), the derivative is d = p(sigma), the exact step is the integral
+// of p, and a step of order k must be exact when p has degree < k.
+typedef struct poly_model {
+    int degree;
+    const float *sigmas;
+    float *x_before;
+    size_t n;
+    double worst;
+    int checked;
+} poly_model;
+
+static double poly_p(int degree, double sg)
+{
+    double v = 0.7;
+    for (int k = 1; k <= degree; k++)
+        v += (0.3 + 0.1 * k) * pow(sg, k) * (k % 2 ? -1.0 : 1.0);
+    return v;
+}
+
+static double poly_integral(int degree, double a, double b)
+{
+    double v = 0.7 * (b - a);
+    for (int k = 1; k <= degree; k++)
+        v += (0.3 + 0.1 * k) * (pow(b, k + 1) - pow(a, k + 1)) / (k + 1) * (k % 2 ? -1.0 : 1.0);
+    return v;
+}
+
+static sdg_status poly_denoise(void *user, const float *x, float sigma, float t, float *out)
+{
+    (void)t;
+    poly_model *m = user;
+    float p = (float)poly_p(m->degree, sigma);
+    for (size_t j = 0; j < m->n; j++)
+        out[j] = x[j] - sigma * p;
+    memcpy(m->x_before, x, m->n * sizeof(float));
+    return SDG_OK;
+}
+
+static sdg_status poly_on_step(void *user, int step, int n_steps, float *x, float sigma_next,
+                               const float *denoised)
+{
+    (void)n_steps;
+    (void)sigma_next;
+    (void)denoised;
+    poly_model *m = user;
+    int i = step - 1, order = i + 1 < 4 ? i + 1 : 4;
+    if (order > m->degree) {
+        double want = poly_integral(m->degree, m->sigmas[i], m->sigmas[i + 1]);
+        double got = (double)x[0] - m->x_before[0];
+        m->worst = fmax(m->worst, fabs(got - want) / fabs(want));
+        m->checked++;
+    }
+    // d does not depend on x, so restart every step from 0: the increment stays exact in float
+    memset(x, 0, m->n * sizeof(float));
+    return SDG_OK;
+}
+
+static void test_lms_order(void)
+{
+    sdg_noise_schedule s;
+    sched_init_sd(&s);
+    enum { N = 4 };
+    float x[N], xb[N], scratch[5 * N], sigmas[32], ts[32];
+    for (int degree = 0; degree <= 3; degree++) {
+        for (int sc = 0; sc < SDG_SCHEDULE_COUNT; sc++) {
+            int n = sched_build(&s, SDG_SAMPLER_LMS, sc, 12, sigmas, ts);
+            memset(x, 0, sizeof x);
+            poly_model m = {degree, sigmas, xb, N, 0, 0};
+            sampler_hooks hooks = {poly_denoise, NULL, poly_on_step, &m};
+            g_assert_cmpint(sampler_run(SDG_SAMPLER_LMS, &s, sigmas, ts, n, x, N, scratch, &hooks),
+                            ==, SDG_OK);
+            printf("# lms, p of degree %d, schedule %d: %d exact steps, worst relative error %.3g\n",
+                   degree, sc, m.checked, m.worst);
+            g_assert_cmpint(m.checked, ==, degree < 3 ? n - degree : n - 3);
+            g_assert_cmpfloat(m.worst, <=, 1e-5);
+        }
+    }
+}
+
+static void test_cancel(void)
+{
+    sdg_noise_schedule s;
+    sched_init_sd(&s);
+    enum { N = 8 };
+    float den[10 * N] = {0}, noise[10 * N] = {0}, x[N] = {0}, scratch[5 * N], sigmas[16], ts[16];
+    for (int sm = 0; sm < SDG_SAMPLER_COUNT; sm++) {
+        int n = sched_build(&s, sm, SDG_SCHEDULE_DEFAULT, 6, sigmas, ts);
+        replay r = {.n = N, .den = den, .noise = noise, .cancel_at_call = 3};
+        sampler_hooks hooks = REPLAY_HOOKS;
+        hooks.user = &r;
+        g_assert_cmpint(sampler_run(sm, &s, sigmas, ts, n, x, N, scratch, &hooks), ==,
+                        SDG_ERR_CANCELLED);
+        g_assert_cmpint(r.calls, ==, 3);
+        replay r2 = {.n = N, .den = den, .noise = noise, .cancel_at_step = 2};
+        hooks.user = &r2;
+        g_assert_cmpint(sampler_run(sm, &s, sigmas, ts, n, x, N, scratch, &hooks), ==,
+                        SDG_ERR_CANCELLED);
+        g_assert_cmpint(r2.step, ==, 2);
+        g_assert_cmpint(r2.calls, ==, sm == SDG_SAMPLER_HEUN ? 4 : 2);
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Noise generator
+
+static void test_philox_kat(void)
+{
+    // Random123 kat_vectors, philox4x32_10
+    static const uint32_t kat[3][10] = {
+        {0, 0, 0, 0, 0, 0, 0x6627e8d5, 0xe169c58d, 0xbc57ac4c, 0x9b00dbd8},
+        {0xffffffff, 0xffffffff, 0xffffffff, 0xffffffff, 0xffffffff, 0xffffffff,
+         0x408f276d, 0x41c83b0e, 0xa20bc7c6, 0x6d5451fd},
+        {0x243f6a88, 0x85a308d3, 0x13198a2e, 0x03707344, 0xa4093822, 0x299f31d0,
+         0xd16cfe09, 0x94fdcceb, 0x5001e420, 0x24126ea1},
+    };
+    for (int v = 0; v < 3; v++) {
+        uint32_t out[4];
+        rng_philox4x32_10(kat[v], kat[v] + 4, out);
+        for (int k = 0; k < 4; k++) {
+            if (out[k] != kat[v][6 + k])
+                printf("# vector %d word %d: got 0x%08x want 0x%08x\n", v, k, out[k], kat[v][6 + k]);
+            g_assert_cmphex(out[k], ==, kat[v][6 + k]);
+        }
+    }
+}
+
+static void test_rng_properties(void)
+{
+    const size_t N = 1000000;
+    float *a = g_new(float, N), *b = g_new(float, N);
+    rng_normal_fill(42, 0, 0, a, N);
+    rng_normal_fill(42, 0, 0, b, N);
+    g_assert_true(memcmp(a, b, N * sizeof(float)) == 0);
+
+    double m1 = 0, m2 = 0, m4 = 0;
+    for (size_t i = 0; i < N; i++) {
+        g_assert_true(isfinite(a[i]));
+        m1 += a[i];
+    }
+    m1 /= (double)N;
+    for (size_t i = 0; i < N; i++) {
+        double d = a[i] - m1;
+        m2 += d * d;
+        m4 += d * d * d * d;
+    }
+    m2 /= (double)N;
+    m4 /= (double)N;
+    printf("# mean %.5f variance %.5f kurtosis %.4f over %zu samples\n", m1, m2, m4 / (m2 * m2), N);
+    g_assert_cmpfloat(fabs(m1), <=, 0.005);        // 5 standard errors
+    g_assert_cmpfloat(fabs(m2 - 1.0), <=, 0.01);
+    g_assert_cmpfloat(fabs(m4 / (m2 * m2) - 3.0), <=, 0.05);
+
+    // offsets: a stream read from any point continues the same sequence
+    const size_t M = 1031;
+    const size_t offsets[] = {1, 2, 3, 4, 5, 7, 8, 13, 512, 1001, 1030};
+    for (size_t k = 0; k < G_N_ELEMENTS(offsets); k++) {
+        size_t o = offsets[k];
+        rng_normal_fill(42, 0, o, b, M - o);
+        g_assert_true(memcmp(a + o, b, (M - o) * sizeof(float)) == 0);
+        rng_normal_fill(42, 0, o, b, 1);   // single elements too
+        g_assert_true(a[o] == b[0]);
+    }
+    // seeds and streams give different sequences; the high words of both matter
+    const uint64_t keys[][2] = {{43, 0}, {42, 1}, {42ull | (1ull << 32), 0}, {42, 1ull << 32}};
+    for (size_t k = 0; k < G_N_ELEMENTS(keys); k++) {
+        rng_normal_fill(keys[k][0], keys[k][1], 0, b, 64);
+        int same = 0;
+        for (int i = 0; i < 64; i++)
+            same += a[i] == b[i];
+        g_assert_cmpint(same, <, 4);
+    }
+    // the documented construction, written out once for element 5 (block 1, second pair, cos)
+    uint32_t ctr[4] = {1, 0, 0, 0}, key[2] = {42, 0}, w[4];
+    rng_philox4x32_10(ctr, key, w);
+    double u0 = ((double)w[2] + 0.5) / 4294967296.0, u1 = ((double)w[3] + 0.5) / 4294967296.0;
+    double r = sqrt(-2.0 * log(u0));
+    g_assert_cmpfloat(a[6], ==, (float)(r * cos(2.0 * M_PI * u1)));
+    g_assert_cmpfloat(a[7], ==, (float)(r * sin(2.0 * M_PI * u1)));
+    g_free(a);
+    g_free(b);
+}
+
+int main(int argc, char **argv)
+{
+    g_test_init(&argc, &argv, NULL);
+    g_test_add_func("/sampler/rng/philox-kat", test_philox_kat);
+    g_test_add_func("/sampler/rng/properties", test_rng_properties);
+    g_test_add_func("/sampler/schedule/bad-requests", test_bad_requests);
+    g_test_add_func("/sampler/schedule/all-step-counts", test_all_step_counts);
+    g_test_add_func("/sampler/constant-model", test_constant_model);
+    g_test_add_func("/sampler/cancel", test_cancel);
+    g_test_add_func("/sampler/lms-order", test_lms_order);
+    g_test_add_func("/sampler/golden/schedule", test_schedule_tables);
+    for (int si = 0; si < (int)G_N_ELEMENTS(K_SAMPLERS); si++) {
+        for (int ki = 0; ki < 2; ki++) {
+            char *path = g_strdup_printf("/sampler/golden/k/%s/%s", K_SAMPLERS[si], K_SCHEDULES[ki]);
+            g_test_add_data_func(path, GINT_TO_POINTER(si * 2 + ki), run_k_golden);
+            g_free(path);
+        }
+    }
+    g_test_add_data_func("/sampler/golden/ddim6", GINT_TO_POINTER(6), run_ddim_golden);
+    g_test_add_data_func("/sampler/golden/ddim5", GINT_TO_POINTER(5), run_ddim_golden);
+    return g_test_run();
+}
