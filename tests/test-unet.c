@@ -1,1 +1,408 @@
-/* placeholder: being written */
+/*
+ * test-unet.c - the UNet against the tiny-sd1 goldens (every block's output for case a, the
+ * batch-2 non-square case b), plus the properties the pipeline relies on: odd latent sizes, the
+ * dry run measuring the exact arena peak, the same bits for 1 and 2 threads, 2-window contexts,
+ * clear load errors, and the architecture read from the full-size SD1.5 / inpainting / SD2.1
+ * layouts (header-only sparse files built from the manifests; dry runs only, no weights read).
+ *
+ * Not here: the samplers or CFG (test-sampler, test-api).
+ */
+#include <glib.h>
+#include <glib/gstdio.h>
+#include <math.h>
+#include <stdio.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "golden.h"
+#include "loader/weights.h"
+#include "model/unet.h"
+
+#define PREFIX "model.diffusion_model."
+
+static st_file *g_model_file;
+static sdg_weights *g_wb;
+static unet_model *g_unet;
+static st_file *g_ref;
+
+static void load_tiny(void)
+{
+    if (g_unet)
+        return;
+    g_model_file = golden_open("golden/tiny-sd1.safetensors");
+    sdg_error err;
+    g_wb = sdg_wb_new(g_model_file, &err);
+    g_assert_nonnull(g_wb);
+    g_unet = unet_load(g_wb, PREFIX);
+    if (!g_unet) {
+        sdg_wb_status(g_wb, &err);
+        g_error("unet_load: %s", err.message);
+    }
+    g_ref = golden_open("golden/tiny-sd1-reference.safetensors");
+}
+
+// Runs the forward pass as the pipeline does: a dry run sizes the arena, then the real run,
+// which must reach exactly the measured peak. Returns the peak in bytes.
+static size_t run_unet(const unet_model *m, int n_threads, const float *x, int n, int h, int w,
+                       const float *t, const float *ctx, int n_ctx, float *out, unet_debug_fn fn,
+                       void *user)
+{
+    sdg_exec ex;
+    sdg__exec_init(&ex, n_threads);
+    ex.dry = true;
+    unet_forward_debug(&ex, m, x, n, h, w, t, ctx, n_ctx, out, fn, user);
+    size_t peak = ex.arena.peak;
+    g_assert_cmpuint(ex.arena.used, ==, 0);
+    sdg_error err;
+    g_assert_cmpint(sdg__exec_reserve(&ex, peak, &err), ==, SDG_OK);
+    ex.dry = false;
+    ex.arena.peak = 0;
+    unet_forward_debug(&ex, m, x, n, h, w, t, ctx, n_ctx, out, fn, user);
+    g_assert_cmpuint(ex.arena.peak, ==, peak);
+    g_assert_cmpuint(ex.arena.used, ==, 0);
+    sdg__exec_free(&ex);
+    return peak;
+}
+
+static void test_config(void)
+{
+    load_tiny();
+    const unet_config *c = unet_get_config(g_unet);
+    g_assert_cmpint(c->in_ch, ==, 4);
+    g_assert_cmpint(c->out_ch, ==, 4);
+    g_assert_cmpint(c->model_ch, ==, 32);
+    g_assert_cmpint(c->n_levels, ==, 2);
+    g_assert_cmpint(c->ch_mult[0], ==, 1);
+    g_assert_cmpint(c->ch_mult[1], ==, 2);
+    g_assert_cmpint(c->num_res_blocks, ==, 1);
+    g_assert_true(c->attn[0]);
+    g_assert_false(c->attn[1]);
+    g_assert_true(c->attn_mid);
+    g_assert_cmpint(c->n_heads, ==, 8);
+    g_assert_cmpint(c->context_dim, ==, 64);
+    g_assert_cmpint(c->transformer_depth, ==, 1);
+    g_assert_cmpint(c->time_embed_dim, ==, 128);
+    g_assert_false(c->linear_proj);
+}
+
+typedef struct debug_check {
+    int n_checked;
+    double worst;
+} debug_check;
+
+static void check_block(const char *name, const float *data, int n, int c, int h, int w,
+                        void *user)
+{
+    debug_check *dc = user;
+    char key[96];
+    snprintf(key, sizeof key, "unet.a.%s", name);
+    g_assert_nonnull(st_find(g_ref, key));
+    size_t count;
+    float *ref = golden_f32(g_ref, key, &count);
+    g_assert_cmpuint(count, ==, (size_t)n * c * h * w);
+    double e = golden_rel_error(key, data, ref, count);
+    g_assert_cmpfloat(e, <=, GOLDEN_TOL);
+    dc->worst = fmax(dc->worst, e);
+    dc->n_checked++;
+    g_free(ref);
+}
+
+static void test_golden_a(void)
+{
+    load_tiny();
+    float *x = golden_f32(g_ref, "unet.a.x", NULL);
+    float *t = golden_f32(g_ref, "unet.a.t", NULL);
+    float *ctx = golden_f32(g_ref, "unet.a.context", NULL);
+    size_t n_eps;
+    float *eps = golden_f32(g_ref, "unet.a.eps", &n_eps);
+    g_assert_cmpuint(n_eps, ==, 4 * 16 * 16);
+    float *out = g_new(float, n_eps);
+    debug_check dc = {0, 0.0};
+    size_t peak = run_unet(g_unet, 2, x, 1, 16, 16, t, ctx, 77, out, check_block, &dc);
+    g_assert_cmpint(dc.n_checked, ==, 1 + 4 + 1 + 4);   // emb, input, middle, output blocks
+    double e = golden_rel_error("unet.a.eps", out, eps, n_eps);
+    g_assert_cmpfloat(e, <=, GOLDEN_TOL);
+    printf("# case a: worst block %.3g, eps %.3g, arena peak %zu bytes\n", dc.worst, e, peak);
+    g_free(x);
+    g_free(t);
+    g_free(ctx);
+    g_free(eps);
+    g_free(out);
+}
+
+static void test_golden_b(void)
+{
+    load_tiny();
+    float *x = golden_f32(g_ref, "unet.b.x", NULL);
+    float *t = golden_f32(g_ref, "unet.b.t", NULL);
+    float *ctx = golden_f32(g_ref, "unet.b.context", NULL);
+    size_t n_eps;
+    float *eps = golden_f32(g_ref, "unet.b.eps", &n_eps);
+    g_assert_cmpuint(n_eps, ==, 2 * 4 * 8 * 12);
+    float *out = g_new(float, n_eps);
+    run_unet(g_unet, 2, x, 2, 8, 12, t, ctx, 77, out, NULL, NULL);
+    double e = golden_rel_error("unet.b.eps", out, eps, n_eps);
+    g_assert_cmpfloat(e, <=, GOLDEN_TOL);
+    // Each batch item on its own gives the same answer (no mixing across the batch).
+    float *one = g_new(float, n_eps / 2);
+    run_unet(g_unet, 2, x + n_eps / 2, 1, 8, 12, t + 1, ctx + 77 * 64, 77, one, NULL, NULL);
+    e = golden_rel_error("unet.b.eps[1] alone", one, eps + n_eps / 2, n_eps / 2);
+    g_assert_cmpfloat(e, <=, GOLDEN_TOL);
+    g_free(one);
+    g_free(x);
+    g_free(t);
+    g_free(ctx);
+    g_free(eps);
+    g_free(out);
+}
+
+// Deterministic pseudo-random values in [-1, 1).
+static void fill_random(float *p, size_t n, uint32_t seed)
+{
+    uint32_t s = seed * 2654435761u + 12345u;
+    for (size_t i = 0; i < n; i++) {
+        s ^= s << 13;
+        s ^= s >> 17;
+        s ^= s << 5;
+        p[i] = (float)((s >> 8) * (1.0 / 8388608.0)) - 1.0f;
+    }
+}
+
+static void test_odd_sizes(void)
+{
+    load_tiny();
+    float *ctx = golden_f32(g_ref, "unet.a.context", NULL);
+    static const int sizes[][2] = {{5, 7}, {1, 1}, {3, 2}, {9, 4}};
+    for (size_t s = 0; s < G_N_ELEMENTS(sizes); s++) {
+        int h = sizes[s][0], w = sizes[s][1];
+        size_t nx = (size_t)4 * h * w;
+        float *x = g_new(float, nx), *out = g_new(float, nx);
+        fill_random(x, nx, (uint32_t)s + 1);
+        float t = 500.5f;
+        run_unet(g_unet, 2, x, 1, h, w, &t, ctx, 77, out, NULL, NULL);
+        double mx = 0;
+        for (size_t i = 0; i < nx; i++) {
+            g_assert_true(isfinite(out[i]));
+            mx = fmax(mx, fabs(out[i]));
+        }
+        printf("# %dx%d: max |eps| %.4g\n", h, w, mx);
+        g_assert_cmpfloat(mx, >, 0.0);
+        g_assert_cmpfloat(mx, <, 100.0);
+        g_free(x);
+        g_free(out);
+    }
+    g_free(ctx);
+}
+
+static void test_threads_bits(void)
+{
+    load_tiny();
+    float *x = golden_f32(g_ref, "unet.b.x", NULL);
+    float *t = golden_f32(g_ref, "unet.b.t", NULL);
+    float *ctx = golden_f32(g_ref, "unet.b.context", NULL);
+    size_t n = 2 * 4 * 8 * 12;
+    float *o1 = g_new(float, n), *o2 = g_new(float, n);
+    run_unet(g_unet, 1, x, 2, 8, 12, t, ctx, 77, o1, NULL, NULL);
+    run_unet(g_unet, 2, x, 2, 8, 12, t, ctx, 77, o2, NULL, NULL);
+    g_assert_cmpint(memcmp(o1, o2, n * sizeof *o1), ==, 0);
+    g_free(x);
+    g_free(t);
+    g_free(ctx);
+    g_free(o1);
+    g_free(o2);
+}
+
+// A context of two 77-token windows. With both windows equal, attention sees every key twice
+// with the same weight, so the output must match the single-window run.
+static void test_long_context(void)
+{
+    load_tiny();
+    float *x = golden_f32(g_ref, "unet.a.x", NULL);
+    float *t = golden_f32(g_ref, "unet.a.t", NULL);
+    float *ctx = golden_f32(g_ref, "unet.a.context", NULL);
+    float *eps = golden_f32(g_ref, "unet.a.eps", NULL);
+    float *ctx2 = g_new(float, 154 * 64);
+    memcpy(ctx2, ctx, 77 * 64 * sizeof *ctx);
+    memcpy(ctx2 + 77 * 64, ctx, 77 * 64 * sizeof *ctx);
+    float *out = g_new(float, 4 * 16 * 16);
+    run_unet(g_unet, 2, x, 1, 16, 16, t, ctx2, 154, out, NULL, NULL);
+    double e = golden_rel_error("unet.a.eps, context twice", out, eps, 4 * 16 * 16);
+    g_assert_cmpfloat(e, <=, GOLDEN_TOL);
+    // Two different windows run too and change the answer.
+    float *ctxb = golden_f32(g_ref, "unet.b.context", NULL);
+    memcpy(ctx2 + 77 * 64, ctxb, 77 * 64 * sizeof *ctx);
+    run_unet(g_unet, 2, x, 1, 16, 16, t, ctx2, 154, out, NULL, NULL);
+    double diff = 0;
+    for (int i = 0; i < 4 * 16 * 16; i++) {
+        g_assert_true(isfinite(out[i]));
+        diff = fmax(diff, fabs(out[i] - eps[i]));
+    }
+    g_assert_cmpfloat(diff, >, 0.0);
+    g_free(ctxb);
+    g_free(x);
+    g_free(t);
+    g_free(ctx);
+    g_free(ctx2);
+    g_free(eps);
+    g_free(out);
+}
+
+static void test_load_errors(void)
+{
+    load_tiny();
+    sdg_error err;
+    // A prefix that names nothing.
+    sdg_weights *wb = sdg_wb_new(g_model_file, &err);
+    g_assert_null(unet_load(wb, "first_stage_model."));
+    g_assert_cmpint(sdg_wb_status(wb, &err), ==, SDG_ERR_SHAPE);
+    printf("# %s\n", err.message);
+    g_assert_nonnull(strstr(err.message, "first_stage_model.input_blocks.0.0.weight"));
+    sdg_wb_free(wb);
+    // An error already recorded stays and nothing is loaded.
+    wb = sdg_wb_new(g_model_file, &err);
+    sdg_wb_set_error(wb, SDG_ERR_IO, "earlier failure");
+    g_assert_null(unet_load(wb, PREFIX));
+    g_assert_cmpint(sdg_wb_status(wb, &err), ==, SDG_ERR_IO);
+    g_assert_cmpstr(err.message, ==, "earlier failure");
+    sdg_wb_free(wb);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Full-size layouts: a safetensors header built from a manifest, with the data section left as
+// a hole (a sparse file), so the loader sees the real names and shapes without 3 GB of weights.
+// Dry runs never touch the weights.
+
+static char *write_sparse_layout(const char *manifest, const char *dir)
+{
+    char *mpath = golden_path(manifest);
+    char *text = NULL;
+    g_assert_true(g_file_get_contents(mpath, &text, NULL, NULL));
+    GString *json = g_string_new("{");
+    uint64_t off = 0;
+    char **lines = g_strsplit(text, "\n", -1);
+    for (char **l = lines; *l; l++) {
+        char **f = g_strsplit(*l, "\t", -1);
+        if (g_strv_length(f) == 3 && g_str_has_prefix(f[0], PREFIX)) {
+            uint64_t count = 1;
+            char **dims = g_strsplit(f[2], ",", -1);
+            for (char **d = dims; *d && **d; d++)
+                count *= g_ascii_strtoull(*d, NULL, 10);
+            g_string_append_printf(json, "%s\"%s\":{\"dtype\":\"F32\",\"shape\":[%s],"
+                                   "\"data_offsets\":[%" G_GUINT64_FORMAT ",%" G_GUINT64_FORMAT
+                                   "]}", json->len > 1 ? "," : "", f[0], f[2], off,
+                                   off + 4 * count);
+            off += 4 * count;
+            g_strfreev(dims);
+        }
+        g_strfreev(f);
+    }
+    g_string_append(json, "}");
+    while (json->len % 8)
+        g_string_append_c(json, ' ');
+    char *path = g_build_filename(dir, "layout.safetensors", NULL);
+    FILE *fp = fopen(path, "wb");
+    g_assert_nonnull(fp);
+    uint64_t hl = json->len;
+    unsigned char le[8];
+    for (int i = 0; i < 8; i++)
+        le[i] = (unsigned char)(hl >> (8 * i));
+    g_assert_cmpuint(fwrite(le, 1, 8, fp), ==, 8);
+    g_assert_cmpuint(fwrite(json->str, 1, json->len, fp), ==, json->len);
+    g_assert_cmpint(fflush(fp), ==, 0);
+    g_assert_cmpint(ftruncate(fileno(fp), (off_t)(8 + hl + off)), ==, 0);
+    fclose(fp);
+    g_strfreev(lines);
+    g_string_free(json, TRUE);
+    g_free(text);
+    g_free(mpath);
+    return path;
+}
+
+typedef struct layout_case {
+    const char *manifest;
+    int in_ch, ctx_dim, n_heads, mult[4];
+    bool attn[4], linear;
+} layout_case;
+
+static void test_full_layout(gconstpointer data)
+{
+    const layout_case *lc = data;
+    char *dir = g_dir_make_tmp("sdg-unet-XXXXXX", NULL);
+    g_assert_nonnull(dir);
+    char *path = write_sparse_layout(lc->manifest, dir);
+    sdg_error err;
+    st_file *f = st_open(path, &err);
+    if (!f)
+        g_error("%s", err.message);
+    sdg_weights *wb = sdg_wb_new(f, &err);
+    unet_model *m = unet_load(wb, PREFIX);
+    if (!m) {
+        sdg_wb_status(wb, &err);
+        g_error("%s: %s", lc->manifest, err.message);
+    }
+    const unet_config *c = unet_get_config(m);
+    g_assert_cmpint(c->in_ch, ==, lc->in_ch);
+    g_assert_cmpint(c->out_ch, ==, 4);
+    g_assert_cmpint(c->model_ch, ==, 320);
+    g_assert_cmpint(c->n_levels, ==, 4);
+    g_assert_cmpint(c->num_res_blocks, ==, 2);
+    for (int i = 0; i < 4; i++) {
+        g_assert_cmpint(c->ch_mult[i], ==, lc->mult[i]);
+        g_assert_cmpint(c->attn[i], ==, lc->attn[i]);
+    }
+    g_assert_true(c->attn_mid);
+    g_assert_cmpint(c->n_heads, ==, lc->n_heads);
+    g_assert_cmpint(c->context_dim, ==, lc->ctx_dim);
+    g_assert_cmpint(c->transformer_depth, ==, 1);
+    g_assert_cmpint(c->time_embed_dim, ==, 1280);
+    g_assert_cmpint(c->linear_proj, ==, lc->linear);
+
+    // Arena peaks of one UNet evaluation (batch 2 = CFG), measured by dry runs.
+    static const int sizes[][3] = {{64, 64, 77}, {64, 64, 154}, {96, 96, 77}, {128, 128, 77}};
+    for (size_t s = 0; s < G_N_ELEMENTS(sizes); s++) {
+        sdg_exec ex;
+        sdg__exec_init(&ex, 1);
+        ex.dry = true;
+        unet_forward(&ex, m, NULL, 2, sizes[s][0], sizes[s][1], NULL, NULL, sizes[s][2], NULL);
+        g_assert_cmpuint(ex.arena.used, ==, 0);
+        printf("# %s: latent %dx%d, batch 2, %d context tokens: arena peak %.1f MiB\n",
+               lc->manifest, sizes[s][0], sizes[s][1], sizes[s][2],
+               (double)ex.arena.peak / (1 << 20));
+        sdg__exec_free(&ex);
+    }
+    unet_free(m);
+    sdg_wb_free(wb);
+    st_close(f);
+    g_unlink(path);
+    g_rmdir(dir);
+    g_free(path);
+    g_free(dir);
+}
+
+static const layout_case k_sd15 = {"manifests/sd15.tsv", 4, 768, 8, {1, 2, 4, 4},
+                                   {true, true, true, false}, false};
+static const layout_case k_sd15_inpaint = {"manifests/sd15-inpainting.tsv", 9, 768, 8,
+                                           {1, 2, 4, 4}, {true, true, true, false}, false};
+static const layout_case k_sd21 = {"manifests/sd21.tsv", 4, 1024, 0, {1, 2, 4, 4},
+                                   {true, true, true, false}, true};
+
+int main(int argc, char **argv)
+{
+    g_test_init(&argc, &argv, NULL);
+    g_test_add_func("/unet/config", test_config);
+    g_test_add_func("/unet/golden-a", test_golden_a);
+    g_test_add_func("/unet/golden-b", test_golden_b);
+    g_test_add_func("/unet/odd-sizes", test_odd_sizes);
+    g_test_add_func("/unet/threads-bits", test_threads_bits);
+    g_test_add_func("/unet/long-context", test_long_context);
+    g_test_add_func("/unet/load-errors", test_load_errors);
+    g_test_add_data_func("/unet/layout/sd15", &k_sd15, test_full_layout);
+    g_test_add_data_func("/unet/layout/sd15-inpainting", &k_sd15_inpaint, test_full_layout);
+    g_test_add_data_func("/unet/layout/sd21", &k_sd21, test_full_layout);
+    int rc = g_test_run();
+    unet_free(g_unet);
+    sdg_wb_free(g_wb);
+    st_close(g_model_file);
+    st_close(g_ref);
+    return rc;
+}
