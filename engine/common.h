@@ -71,7 +71,9 @@ float *sdg__alloc_f32(sdg_exec *ex, size_t n);
 static inline size_t sdg__mark(const sdg_exec *ex) { return ex->arena.used; }
 static inline void sdg__release(sdg_exec *ex, size_t mark) { ex->arena.used = mark; }
 
-// Applies the thread count to OpenBLAS (process-wide) and returns the previous setting.
+// Sets OpenBLAS's own (process-wide) thread count and returns the previous setting. blas.c keeps
+// it at 1: the engine splits products into blocks on its own OpenMP threads so that results do not
+// depend on the thread count (OpenBLAS's threaded drivers change the summation order).
 int sdg__blas_set_threads(int n);
 
 #endif // SDG_COMMON_H

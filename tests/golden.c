@@ -6,6 +6,7 @@
 #include <glib.h>
 #include <math.h>
 #include <stdio.h>
+#include <string.h>
 
 const char *golden_reference_dir(void)
 {
@@ -77,4 +78,56 @@ double golden_rel_error(const char *what, const float *got, const float *ref, si
     printf("# %s: %zu values, max|ref| %.4g, max|diff| %.3g at %zu, relative %.3g\n", what, n,
            max_ref, max_diff, at, rel);
     return rel;
+}
+
+char *golden_prompt(const st_file *f, int index)
+{
+    // The metadata value is a JSON list of strings; only the escapes JSON allows can occur.
+    const char *s = st_metadata(f, "prompts");
+    if (!s)
+        g_error("%s has no prompts metadata", st_path(f));
+    int i = -1;
+    while (*s) {
+        if (*s++ != '"')
+            continue;
+        i++;
+        GString *out = g_string_new(NULL);
+        while (*s && *s != '"') {
+            if (*s != '\\') {
+                g_string_append_c(out, *s++);
+                continue;
+            }
+            s++;
+            switch (*s) {
+            case 'n': g_string_append_c(out, '\n'); break;
+            case 't': g_string_append_c(out, '\t'); break;
+            case 'r': g_string_append_c(out, '\r'); break;
+            case 'b': g_string_append_c(out, '\b'); break;
+            case 'f': g_string_append_c(out, '\f'); break;
+            case 'u': {
+                char hex[5] = { 0 };
+                memcpy(hex, s + 1, 4);
+                gunichar c = (gunichar)g_ascii_strtoull(hex, NULL, 16);
+                s += 4;
+                if (c >= 0xD800 && c < 0xDC00 && s[1] == '\\' && s[2] == 'u') {
+                    memcpy(hex, s + 3, 4);
+                    gunichar lo = (gunichar)g_ascii_strtoull(hex, NULL, 16);
+                    c = 0x10000 + ((c - 0xD800) << 10) + (lo - 0xDC00);
+                    s += 6;
+                }
+                g_string_append_unichar(out, c);
+                break;
+            }
+            default: g_string_append_c(out, *s); break;
+            }
+            if (*s)
+                s++;
+        }
+        if (*s)
+            s++;
+        if (i == index)
+            return g_string_free(out, FALSE);
+        g_string_free(out, TRUE);
+    }
+    g_error("%s: no prompt %d", st_path(f), index);
 }

@@ -22,6 +22,9 @@ st_file *golden_open(const char *relpath);
 float *golden_f32(const st_file *f, const char *name, size_t *n);
 int32_t *golden_i32(const st_file *f, const char *name, size_t *n);
 
+// Prompt `index` of a reference file's "prompts" metadata (a JSON list); g_free it.
+char *golden_prompt(const st_file *f, int index);
+
 // Relative error max|got-ref| / max|ref| (max|ref| taken as 1 when it is 0). Prints the first
 // five pairs and the error as TAP comments, labelled with what.
 double golden_rel_error(const char *what, const float *got, const float *ref, size_t n);

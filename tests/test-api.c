@@ -1,1 +1,638 @@
-/* placeholder: being written */
+/*
+ * test-api.c - the whole engine through its public header (plus the pipeline's test hook for
+ * replaying the goldens' noise): every sampler's full trajectory and decoded picture against
+ * the reference pipelines on the tiny model, img2img, inpainting (4- and 9-channel), emphasis,
+ * long prompts, progress, cancel, determinism across runs and thread counts, and bad requests.
+ */
+#include <glib.h>
+#include <glib/gstdio.h>
+#include <math.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "golden.h"
+#include "pipeline/pipeline.h"
+#include "sdg.h"
+
+#define TINY "golden/tiny-sd1.safetensors"
+#define REF "golden/tiny-sd1-reference.safetensors"
+#define VOCAB "vocab/bpe_simple_vocab_16e6.txt.gz"
+
+static sdg_model *model;      // the tiny model, loaded once
+static st_file *ref;
+static char *vocab_path;
+
+static sdg_model *load(const char *path, sdg_error *err)
+{
+    sdg_model_params mp = sdg_model_default_params();
+    mp.vocab_path = vocab_path;
+    return sdg_model_load(path, &mp, err);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Golden noise replay
+
+typedef struct noise_src {
+    const float *initial, *vae, *ancestral;
+} noise_src;
+
+static void replay_noise(void *user, int which, float *out, size_t n)
+{
+    const noise_src *src = user;
+    const float *from = which == SDG_TEST_NOISE_INITIAL ? src->initial
+                        : which == SDG_TEST_NOISE_VAE ? src->vae
+                        : src->ancestral ? src->ancestral + (size_t)which * n : NULL;
+    g_assert_nonnull(from);
+    memcpy(out, from, n * sizeof(float));
+}
+
+// [1,3,H,W] raw decoder output -> interleaved [0,1] the way the engine presents pictures.
+static float *golden_picture(const char *name, int *w, int *h)
+{
+    const st_tensor *t = st_find(ref, name);
+    g_assert_nonnull(t);
+    *h = (int)t->shape[2];
+    *w = (int)t->shape[3];
+    float *planar = golden_f32(ref, name, NULL);
+    size_t hw = (size_t)*w * *h;
+    float *out = g_new(float, 3 * hw);
+    for (size_t i = 0; i < hw; i++)
+        for (int c = 0; c < 3; c++) {
+            float v = (planar[c * hw + i] + 1.0f) * 0.5f;
+            out[i * 3 + c] = v < 0.0f ? 0.0f : v > 1.0f ? 1.0f : v;
+        }
+    g_free(planar);
+    return out;
+}
+
+typedef struct run_case {
+    const char *run;        // golden prefix
+    sdg_sampler sampler;
+    sdg_schedule schedule;
+    int steps;
+    const char *final;      // golden name of the final latent (or NULL: last row of <run>.x)
+    bool img2img;
+} run_case;
+
+static void check_run(gconstpointer data)
+{
+    const run_case *rc = data;
+    sdg_error err;
+    sdg_ctx *ctx = sdg_ctx_new(model, 2, &err);
+    g_assert_nonnull(ctx);
+
+    char *prompt = golden_prompt(ref, 0);
+    sdg_gen_params gp = sdg_gen_default_params();
+    gp.prompt = prompt;
+    gp.width = gp.height = 128;
+    gp.sampler = rc->sampler;
+    gp.schedule = rc->schedule;
+    gp.steps = rc->steps;
+    gp.cfg_scale = 7.0f;
+
+    noise_src src = { 0 };
+    float *noise = golden_f32(ref, rc->img2img ? "img2img.noise" : "sample.noise", NULL);
+    float *anc = golden_f32(ref, "sample.euler_ancestral_noise", NULL);
+    float *vae_noise = golden_f32(ref, "img2img.vae_noise", NULL);
+    src.initial = noise;
+    src.vae = vae_noise;
+    src.ancestral = anc;
+    ctx->test_noise = replay_noise;
+    ctx->test_noise_data = &src;
+
+    sdg_image *init = NULL;
+    if (rc->img2img) {
+        int w, h;
+        const st_tensor *t = st_find(ref, "img2img.image");
+        h = (int)t->shape[2];
+        w = (int)t->shape[3];
+        float *planar = golden_f32(ref, "img2img.image", NULL);
+        init = sdg_image_new(w, h, 3);
+        size_t hw = (size_t)w * h;
+        for (size_t i = 0; i < hw; i++)
+            for (int c = 0; c < 3; c++)
+                init->data[i * 3 + c] = (planar[c * hw + i] + 1.0f) * 0.5f;
+        g_free(planar);
+        gp.init_image = init;
+        gp.strength = 0.5f;
+    }
+
+    sdg_result *res = NULL;
+    sdg_status st = sdg_generate(ctx, &gp, &res, &err);
+    if (st != SDG_OK)
+        g_error("%s: %s", rc->run, err.message);
+    g_assert_cmpint(res->n_images, ==, 1);
+    g_assert_cmpint(res->latent_channels, ==, 4);
+    g_assert_cmpint(res->latent_height, ==, 16);
+
+    char *name = rc->final ? g_strdup(rc->final) : g_strdup_printf("%s.x", rc->run);
+    size_t n;
+    float *x = golden_f32(ref, name, &n);
+    size_t nl = 4 * 16 * 16;
+    const float *want = x + (rc->final ? 0 : n - nl);
+    char *what = g_strdup_printf("%s final latent", rc->run);
+    g_assert_cmpfloat(golden_rel_error(what, res->latents, want, nl), <=, GOLDEN_TOL);
+    g_free(what);
+
+    char *img_name = g_strdup_printf("%s.image", rc->run);
+    if (st_find(ref, img_name)) {
+        int w, h;
+        float *pic = golden_picture(img_name, &w, &h);
+        g_assert_cmpint(res->images[0]->width, ==, w);
+        g_assert_cmpint(res->images[0]->height, ==, h);
+        char *what2 = g_strdup_printf("%s picture", rc->run);
+        g_assert_cmpfloat(golden_rel_error(what2, res->images[0]->data, pic, (size_t)3 * w * h),
+                          <=, GOLDEN_TOL);
+        g_free(what2);
+        g_free(pic);
+    }
+    g_free(img_name);
+    g_free(name);
+    g_free(x);
+    g_free(noise);
+    g_free(anc);
+    g_free(vae_noise);
+    g_free(prompt);
+    sdg_image_free(init);
+    sdg_result_free(res);
+    sdg_ctx_free(ctx);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Behaviour
+
+static sdg_result *generate(int threads, sdg_gen_params *gp, sdg_status want, sdg_error *err)
+{
+    sdg_ctx *ctx = sdg_ctx_new(model, threads, err);
+    g_assert_nonnull(ctx);
+    sdg_result *res = NULL;
+    sdg_status st = sdg_generate(ctx, gp, &res, err);
+    if (st != want)
+        g_error("expected %s, got %s: %s", sdg_status_name(want), sdg_status_name(st),
+                err->message);
+    if (st != SDG_OK)
+        g_assert_null(res);
+    sdg_ctx_free(ctx);
+    return res;
+}
+
+static sdg_gen_params small_params(void)
+{
+    sdg_gen_params gp = sdg_gen_default_params();
+    gp.prompt = "a red circle on the left";
+    gp.negative_prompt = "blurry";
+    gp.width = 64;
+    gp.height = 48;
+    gp.steps = 3;
+    gp.seed = 1234;
+    gp.sampler = SDG_SAMPLER_EULER_A;
+    return gp;
+}
+
+static bool same_result(const sdg_result *a, const sdg_result *b)
+{
+    if (a->n_images != b->n_images)
+        return false;
+    for (int i = 0; i < a->n_images; i++) {
+        const sdg_image *x = a->images[i], *y = b->images[i];
+        if (x->width != y->width || x->height != y->height ||
+            memcmp(x->data, y->data, sizeof(float) * 3 * x->width * x->height))
+            return false;
+    }
+    size_t nl = (size_t)a->n_images * a->latent_channels * a->latent_height * a->latent_width;
+    return memcmp(a->latents, b->latents, nl * sizeof(float)) == 0;
+}
+
+static void test_determinism(void)
+{
+    sdg_error err;
+    sdg_gen_params gp = small_params();
+    sdg_result *a = generate(1, &gp, SDG_OK, &err);
+    sdg_result *b = generate(1, &gp, SDG_OK, &err);
+    sdg_result *c = generate(2, &gp, SDG_OK, &err);
+    g_assert_true(same_result(a, b));
+    g_assert_true(same_result(a, c));
+    g_assert_cmpint(a->images[0]->width, ==, 64);
+    g_assert_cmpint(a->images[0]->height, ==, 48);
+    // Another seed gives another picture.
+    gp.seed = 1235;
+    sdg_result *d = generate(2, &gp, SDG_OK, &err);
+    g_assert_false(same_result(a, d));
+    sdg_result_free(a);
+    sdg_result_free(b);
+    sdg_result_free(c);
+    sdg_result_free(d);
+}
+
+static void test_batch_seeds(void)
+{
+    sdg_error err;
+    sdg_gen_params gp = small_params();
+    gp.batch_count = 2;
+    sdg_result *both = generate(2, &gp, SDG_OK, &err);
+    g_assert_cmpint(both->n_images, ==, 2);
+    gp.batch_count = 1;
+    gp.seed = 1235;
+    sdg_result *second = generate(2, &gp, SDG_OK, &err);
+    size_t n = (size_t)3 * 64 * 48;
+    g_assert_cmpmem(both->images[1]->data, n * sizeof(float), second->images[0]->data,
+                    n * sizeof(float));
+    sdg_result_free(both);
+    sdg_result_free(second);
+}
+
+typedef struct progress_log {
+    int calls, last_step, total, stop_at;
+    int preview_w, preview_h;
+    sdg_ctx *cancel_ctx;
+} progress_log;
+
+static bool on_progress(int step, int total, const sdg_image *preview, void *user)
+{
+    progress_log *log = user;
+    g_assert_cmpint(step, ==, log->calls);
+    log->calls++;
+    log->last_step = step;
+    log->total = total;
+    if (preview) {
+        log->preview_w = preview->width;
+        log->preview_h = preview->height;
+        for (int i = 0; i < preview->width * preview->height * 3; i++)
+            g_assert_true(preview->data[i] >= 0.0f && preview->data[i] <= 1.0f);
+    }
+    if (log->stop_at >= 0 && step == log->stop_at) {
+        if (log->cancel_ctx) {
+            sdg_ctx_cancel(log->cancel_ctx);   // as another thread would
+            return true;
+        }
+        return false;
+    }
+    return true;
+}
+
+static void test_progress_and_cancel(void)
+{
+    sdg_error err;
+    sdg_gen_params gp = small_params();
+    gp.batch_count = 2;
+    progress_log log = { .stop_at = -1 };
+    gp.progress = on_progress;
+    gp.progress_data = &log;
+    gp.preview = true;
+    sdg_result *res = generate(2, &gp, SDG_OK, &err);
+    g_assert_cmpint(log.calls, ==, 7);
+    g_assert_cmpint(log.last_step, ==, 6);
+    g_assert_cmpint(log.total, ==, 6);
+    g_assert_cmpint(log.preview_w, ==, 8);
+    g_assert_cmpint(log.preview_h, ==, 6);
+    sdg_result_free(res);
+
+    // The callback says stop.
+    log = (progress_log){ .stop_at = 2 };
+    generate(2, &gp, SDG_ERR_CANCELLED, &err);
+    g_assert_cmpint(err.status, ==, SDG_ERR_CANCELLED);
+    g_assert_cmpint(log.calls, ==, 3);
+
+    // sdg_ctx_cancel: the run stops before the next network evaluation.
+    sdg_ctx *ctx = sdg_ctx_new(model, 2, &err);
+    log = (progress_log){ .stop_at = 1, .cancel_ctx = ctx };
+    sdg_result *out = NULL;
+    g_assert_cmpint(sdg_generate(ctx, &gp, &out, &err), ==, SDG_ERR_CANCELLED);
+    g_assert_null(out);
+    g_assert_cmpint(log.calls, ==, 2);
+    // The flag is cleared by the next run.
+    log = (progress_log){ .stop_at = -1 };
+    g_assert_cmpint(sdg_generate(ctx, &gp, &out, &err), ==, SDG_OK);
+    sdg_result_free(out);
+    sdg_ctx_free(ctx);
+}
+
+static void test_emphasis_and_long_prompts(void)
+{
+    sdg_error err;
+    sdg_gen_params gp = small_params();
+    gp.sampler = SDG_SAMPLER_EULER;
+    gp.prompt = "a red circle";
+    sdg_result *plain = generate(2, &gp, SDG_OK, &err);
+    gp.prompt = "(a red circle:1.0)";
+    sdg_result *unit = generate(2, &gp, SDG_OK, &err);
+    gp.prompt = "a (red:1.5) circle";
+    sdg_result *strong = generate(2, &gp, SDG_OK, &err);
+    g_assert_true(same_result(plain, unit));
+    g_assert_false(same_result(plain, strong));
+
+    GString *lng = g_string_new(NULL);
+    for (int i = 0; i < 60; i++)
+        g_string_append(lng, "blue square, ");
+    gp.prompt = lng->str;   // 240 tokens: 4 windows
+    sdg_result *longp = generate(2, &gp, SDG_OK, &err);
+    g_assert_false(same_result(plain, longp));
+    g_string_free(lng, TRUE);
+    sdg_result_free(plain);
+    sdg_result_free(unit);
+    sdg_result_free(strong);
+    sdg_result_free(longp);
+}
+
+static sdg_image *gradient_image(int w, int h)
+{
+    sdg_image *img = sdg_image_new(w, h, 3);
+    for (int y = 0; y < h; y++)
+        for (int x = 0; x < w; x++)
+            for (int c = 0; c < 3; c++)
+                img->data[((size_t)y * w + x) * 3 + c] = (float)((x * (c + 1) + y * 3) % 97) / 96.0f;
+    return img;
+}
+
+// Inpainting leaves every pixel outside the mask exactly as it was.
+static void check_inpaint(sdg_model *mdl)
+{
+    sdg_error err;
+    int w = 64, h = 64;
+    sdg_image *init = gradient_image(w, h);
+    sdg_image *mask = sdg_image_new(w, h, 1);
+    for (int y = 16; y < 40; y++)
+        for (int x = 20; x < 52; x++)
+            mask->data[y * w + x] = 1.0f;
+    sdg_gen_params gp = small_params();
+    gp.init_image = init;
+    gp.mask = mask;
+    gp.strength = 0.8f;
+    sdg_ctx *ctx = sdg_ctx_new(mdl, 2, &err);
+    sdg_result *res = NULL;
+    if (sdg_generate(ctx, &gp, &res, &err) != SDG_OK)
+        g_error("%s", err.message);
+    int changed_inside = 0;
+    for (int i = 0; i < w * h; i++)
+        for (int c = 0; c < 3; c++) {
+            float a = res->images[0]->data[i * 3 + c], b = init->data[i * 3 + c];
+            if (mask->data[i] == 0.0f)
+                g_assert_cmpfloat(a, ==, b);
+            else
+                changed_inside += a != b;
+        }
+    g_assert_cmpint(changed_inside, >, 0);
+    sdg_result_free(res);
+    sdg_ctx_free(ctx);
+    sdg_image_free(init);
+    sdg_image_free(mask);
+}
+
+static void test_inpaint(void)
+{
+    check_inpaint(model);
+}
+
+// A 9-channel inpainting model: the tiny model with conv_in widened to 9 inputs.
+static void test_inpaint_9ch(void)
+{
+    sdg_error err;
+    char *src = golden_path(TINY);
+    st_file *f = st_open(src, &err);
+    g_assert_nonnull(f);
+    int n = st_count(f);
+    st_write_tensor *ts = g_new0(st_write_tensor, n);
+    float **bufs = g_new0(float *, n);
+    for (int i = 0; i < n; i++) {
+        const st_tensor *t = st_at(f, i);
+        ts[i].name = t->name;
+        ts[i].n_dims = t->n_dims;
+        memcpy(ts[i].shape, t->shape, sizeof t->shape);
+        bool is_int = t->dtype == ST_I64 || t->dtype == ST_I32;
+        ts[i].dtype = is_int ? ST_I32 : ST_F32;
+        bool widen = strcmp(t->name, "model.diffusion_model.input_blocks.0.0.weight") == 0;
+        size_t count = (size_t)t->n_elements;
+        if (widen) {
+            ts[i].shape[1] = 9;
+            count = count / 4 * 9;
+        }
+        bufs[i] = g_new0(float, count ? count : 1);
+        if (is_int) {
+            g_assert_cmpint(st_read_i32(f, t, (int32_t *)bufs[i], &err), ==, SDG_OK);
+        } else if (widen) {
+            float *w4 = g_new(float, t->n_elements);
+            g_assert_cmpint(st_read_f32(f, t, w4, &err), ==, SDG_OK);
+            int cout = (int)t->shape[0];
+            for (int o = 0; o < cout; o++)
+                for (int c = 0; c < 9; c++)
+                    for (int k = 0; k < 9; k++)
+                        bufs[i][((size_t)o * 9 + c) * 9 + k] =
+                            c < 4 ? w4[((size_t)o * 4 + c) * 9 + k] : 0.05f * (float)((o + c + k) % 5 - 2);
+            g_free(w4);
+        } else {
+            g_assert_cmpint(st_read_f32(f, t, bufs[i], &err), ==, SDG_OK);
+        }
+        ts[i].data = bufs[i];
+    }
+    char *dir = g_dir_make_tmp("sdg-test-XXXXXX", NULL);
+    char *path = g_build_filename(dir, "tiny-inpainting.safetensors", NULL);
+    g_assert_cmpint(st_write(path, ts, n, NULL, &err), ==, SDG_OK);
+    for (int i = 0; i < n; i++)
+        g_free(bufs[i]);
+    g_free(bufs);
+    g_free(ts);
+    st_close(f);
+    g_free(src);
+
+    sdg_model *m9 = load(path, &err);
+    if (!m9)
+        g_error("%s", err.message);
+    sdg_model_info info;
+    sdg_model_get_info(m9, &info);
+    g_assert_cmpint(info.unet_in_channels, ==, 9);
+    check_inpaint(m9);
+    // Text-to-image still works on an inpainting model (everything masked).
+    sdg_gen_params gp = small_params();
+    sdg_ctx *ctx = sdg_ctx_new(m9, 2, &err);
+    sdg_result *res = NULL;
+    g_assert_cmpint(sdg_generate(ctx, &gp, &res, &err), ==, SDG_OK);
+    sdg_result_free(res);
+    sdg_ctx_free(ctx);
+    sdg_model_free(m9);
+    g_unlink(path);
+    g_rmdir(dir);
+    g_free(path);
+    g_free(dir);
+}
+
+static void test_bad_requests(void)
+{
+    sdg_error err;
+    sdg_result *res = NULL;
+    sdg_ctx *ctx = sdg_ctx_new(model, 1, &err);
+    sdg_image *img = gradient_image(64, 64);
+    sdg_image *mask = sdg_image_new(32, 64, 1);
+    sdg_image *gray = sdg_image_new(64, 64, 1);
+    for (int k = 0; k < 13; k++) {
+        sdg_gen_params gp = small_params();
+        switch (k) {
+        case 0: gp.width = 100; break;
+        case 1: gp.width = 0; break;
+        case 2: gp.height = 100000; break;
+        case 3: gp.steps = 0; break;
+        case 4: gp.steps = 5000; break;
+        case 5: gp.init_image = img; gp.strength = 1.5f; break;
+        case 6: gp.init_image = img; gp.strength = -0.1f; break;
+        case 7: gp.init_image = img; gp.mask = mask; break;
+        case 8: gp.mask = gray; break;
+        case 9: gp.prompt = "bad \xff\xfe utf-8"; break;
+        case 10: gp.batch_count = 0; break;
+        case 11: gp.clip_skip = 7; break;
+        case 12: gp.init_image = gray; break;
+        }
+        g_assert_cmpint(sdg_generate(ctx, &gp, &res, &err), ==, SDG_ERR_INVALID_ARG);
+        g_assert_null(res);
+        g_assert_cmpstr(err.message, !=, "");
+        printf("# bad request %d: %s\n", k, err.message);
+    }
+    sdg_gen_params gp = small_params();
+    gp.negative_prompt = "\xc3\x28";
+    g_assert_cmpint(sdg_generate(ctx, &gp, &res, &err), ==, SDG_ERR_INVALID_ARG);
+    g_assert_cmpint(sdg_generate(NULL, &gp, &res, &err), ==, SDG_ERR_INVALID_ARG);
+    sdg_image_free(img);
+    sdg_image_free(mask);
+    sdg_image_free(gray);
+    sdg_ctx_free(ctx);
+}
+
+static void test_bad_models(void)
+{
+    sdg_error err;
+    g_assert_null(load("/nonexistent/model.safetensors", &err));
+    g_assert_cmpint(err.status, ==, SDG_ERR_IO);
+    g_assert_nonnull(strstr(err.message, "/nonexistent/model.safetensors"));
+
+    // Truncated copy of a real model.
+    char *src = golden_path(TINY);
+    char *data;
+    gsize len;
+    g_assert_true(g_file_get_contents(src, &data, &len, NULL));
+    char *dir = g_dir_make_tmp("sdg-test-XXXXXX", NULL);
+    char *path = g_build_filename(dir, "cut.safetensors", NULL);
+    g_assert_true(g_file_set_contents(path, data, (gssize)(len / 2), NULL));
+    g_assert_null(load(path, &err));
+    g_assert_cmpint(err.status, ==, SDG_ERR_FORMAT);
+    g_assert_nonnull(strstr(err.message, "cut.safetensors"));
+    printf("# truncated: %s\n", err.message);
+    g_unlink(path);
+    g_free(path);
+    g_free(data);
+
+    // A vocabulary that is not there: the message names the file needed.
+    sdg_model_params mp = sdg_model_default_params();
+    mp.vocab_path = "/nonexistent/vocab.json";
+    g_assert_null(sdg_model_load(src, &mp, &err));
+    g_assert_nonnull(strstr(err.message, "vocab"));
+    printf("# no vocabulary: %s\n", err.message);
+    g_free(src);
+    g_rmdir(dir);
+    g_free(dir);
+}
+
+static void test_info_and_tokenize(void)
+{
+    sdg_model_info info;
+    sdg_model_get_info(model, &info);
+    g_assert_cmpint(info.unet_in_channels, ==, 4);
+    g_assert_cmpint(info.unet_model_channels, ==, 32);
+    g_assert_cmpint(info.context_dim, ==, 64);
+    g_assert_cmpint(info.text_width, ==, 64);
+    g_assert_cmpint(info.text_layers, ==, 2);
+    g_assert_cmpint(info.vae_scale, ==, 8);
+    int32_t *ids = golden_i32(ref, "tok.ids_sd1", NULL);
+    for (int p = 0; p < 10; p++) {
+        char *prompt = golden_prompt(ref, p);
+        int32_t got[77];
+        g_assert_cmpint(sdg_model_tokenize(model, prompt, got), >=, 0);
+        g_assert_cmpmem(got, sizeof got, ids + p * 77, sizeof got);
+        g_free(prompt);
+    }
+    g_free(ids);
+    int32_t got[77];
+    g_assert_cmpint(sdg_model_tokenize(model, "\xff", got), ==, -1);
+}
+
+static void test_names_and_tensor_files(void)
+{
+    for (int s = 0; s < SDG_SAMPLER_COUNT; s++) {
+        sdg_sampler back;
+        g_assert_true(sdg_sampler_from_name(sdg_sampler_name((sdg_sampler)s), &back));
+        g_assert_cmpint(back, ==, s);
+    }
+    sdg_sampler sm;
+    g_assert_false(sdg_sampler_from_name("euler-a", &sm));
+    sdg_schedule sc;
+    g_assert_true(sdg_schedule_from_name("karras", &sc));
+    g_assert_cmpint(sc, ==, SDG_SCHEDULE_KARRAS);
+    g_assert_null(sdg_image_new(0, 8, 3));
+    g_assert_null(sdg_image_new(8, 8, 2));
+
+    sdg_error err;
+    char *dir = g_dir_make_tmp("sdg-test-XXXXXX", NULL);
+    char *path = g_build_filename(dir, "noise.safetensors", NULL);
+    float data[2 * 3] = { 1, 2, 3, 4, 5, 6 };
+    int64_t shape[2] = { 2, 3 };
+    g_assert_cmpint(sdg_tensor_write(path, "noise", 2, shape, data, &err), ==, SDG_OK);
+    float *back = NULL;
+    g_assert_cmpint(sdg_tensor_read(path, "noise", 2, shape, &back, &err), ==, SDG_OK);
+    g_assert_cmpmem(back, sizeof data, data, sizeof data);
+    free(back);
+    int64_t wrong[2] = { 3, 2 };
+    g_assert_cmpint(sdg_tensor_read(path, "noise", 2, wrong, &back, &err), ==, SDG_ERR_SHAPE);
+    g_assert_cmpint(sdg_tensor_read(path, "latent", 2, shape, &back, &err), ==, SDG_ERR_SHAPE);
+    g_unlink(path);
+    g_rmdir(dir);
+    g_free(path);
+    g_free(dir);
+}
+
+static const run_case runs[] = {
+    { "k.euler.default", SDG_SAMPLER_EULER, SDG_SCHEDULE_DEFAULT, 6, NULL, false },
+    { "k.euler.karras", SDG_SAMPLER_EULER, SDG_SCHEDULE_KARRAS, 6, NULL, false },
+    { "k.euler_ancestral.default", SDG_SAMPLER_EULER_A, SDG_SCHEDULE_DEFAULT, 6, NULL, false },
+    { "k.euler_ancestral.karras", SDG_SAMPLER_EULER_A, SDG_SCHEDULE_KARRAS, 6, NULL, false },
+    { "k.heun.default", SDG_SAMPLER_HEUN, SDG_SCHEDULE_DEFAULT, 6, NULL, false },
+    { "k.heun.karras", SDG_SAMPLER_HEUN, SDG_SCHEDULE_KARRAS, 6, NULL, false },
+    { "k.dpmpp_2m.default", SDG_SAMPLER_DPMPP_2M, SDG_SCHEDULE_DEFAULT, 6, NULL, false },
+    { "k.dpmpp_2m.karras", SDG_SAMPLER_DPMPP_2M, SDG_SCHEDULE_KARRAS, 6, NULL, false },
+    { "k.lms.default", SDG_SAMPLER_LMS, SDG_SCHEDULE_DEFAULT, 6, NULL, false },
+    { "k.lms.karras", SDG_SAMPLER_LMS, SDG_SCHEDULE_KARRAS, 6, NULL, false },
+    { "ddim6", SDG_SAMPLER_DDIM, SDG_SCHEDULE_DEFAULT, 6, NULL, false },
+    { "ddim5", SDG_SAMPLER_DDIM, SDG_SCHEDULE_DEFAULT, 5, NULL, false },
+    { "img2img.euler", SDG_SAMPLER_EULER, SDG_SCHEDULE_DEFAULT, 6, NULL, true },
+    { "img2img.ddim", SDG_SAMPLER_DDIM, SDG_SCHEDULE_DEFAULT, 6, "img2img.ddim.out", true },
+};
+
+int main(int argc, char **argv)
+{
+    g_test_init(&argc, &argv, NULL);
+    vocab_path = golden_path(VOCAB);
+    ref = golden_open(REF);
+    char *tiny = golden_path(TINY);
+    sdg_error err;
+    model = load(tiny, &err);
+    if (!model)
+        g_error("%s", err.message);
+    g_free(tiny);
+
+    g_test_add_func("/api/info-and-tokenize", test_info_and_tokenize);
+    g_test_add_func("/api/names-and-tensor-files", test_names_and_tensor_files);
+    for (size_t i = 0; i < G_N_ELEMENTS(runs); i++) {
+        char *name = g_strdup_printf("/api/golden/%s", runs[i].run);
+        g_test_add_data_func(name, &runs[i], check_run);
+        g_free(name);
+    }
+    g_test_add_func("/api/determinism", test_determinism);
+    g_test_add_func("/api/batch-seeds", test_batch_seeds);
+    g_test_add_func("/api/progress-and-cancel", test_progress_and_cancel);
+    g_test_add_func("/api/emphasis-and-long-prompts", test_emphasis_and_long_prompts);
+    g_test_add_func("/api/inpaint", test_inpaint);
+    g_test_add_func("/api/inpaint-9ch", test_inpaint_9ch);
+    g_test_add_func("/api/bad-requests", test_bad_requests);
+    g_test_add_func("/api/bad-models", test_bad_models);
+    int rc = g_test_run();
+    sdg_model_free(model);
+    st_close(ref);
+    g_free(vocab_path);
+    return rc;
+}

@@ -25,7 +25,9 @@
  *
  * Threads: a model is immutable after loading and may be shared by several ctx. A ctx must not be
  * used by two threads at once, except for sdg_ctx_cancel(), which any thread may call at any time.
- * The engine sets OpenBLAS's (process-wide) thread count to the ctx's thread count while it runs.
+ * The ctx's thread count governs all heavy work: the engine runs OpenBLAS single-threaded inside
+ * its own OpenMP threads (and sets OpenBLAS's process-wide thread count to 1), so that a seed gives
+ * the same bits whatever the thread count.
  *
  * Errors: functions that can fail return an sdg_status (or NULL) and fill an optional sdg_error with
  * a sentence naming the file, tensor or parameter at fault. The engine never exits the process.
@@ -197,6 +199,16 @@ typedef struct sdg_result {
 SDG_API sdg_status sdg_generate(sdg_ctx *ctx, const sdg_gen_params *params, sdg_result **out,
                                 sdg_error *err);
 SDG_API void sdg_result_free(sdg_result *res);
+
+// ---------------------------------------------------------------------------------------------
+// Tensor files: one float32 tensor read from / written to a .safetensors file (the CLI's
+// --noise-in and --latent-out). Reading accepts F32, F16 and BF16 and checks the shape; the
+// result is malloc'd (free() it).
+
+SDG_API sdg_status sdg_tensor_read(const char *path, const char *name, int n_dims,
+                                   const int64_t *shape, float **out, sdg_error *err);
+SDG_API sdg_status sdg_tensor_write(const char *path, const char *name, int n_dims,
+                                    const int64_t *shape, const float *data, sdg_error *err);
 
 #ifdef __cplusplus
 }

@@ -1,1 +1,629 @@
-/* placeholder: being written */
+/*
+ * pipeline.c - text-to-image, image-to-image and inpainting on the three networks.
+ *
+ * One request is a "job". Its memory comes from the context's arena, sized by a dry run of the
+ * whole job (every allocation and every network in measuring mode), reserved once, then the
+ * real run: nothing is allocated inside the sampling loop.
+ *
+ * Conventions follow the public references (shared/reference/manifests/README.md):
+ * - k-diffusion sigma space: x = x_t / sqrt(alpha_cumprod), denoised = x - sigma eps(c_in x, t),
+ *   c_in = 1/sqrt(sigma^2+1); CFG on eps with batch [uncond, cond].
+ * - DDIM (eta 0) is an Euler step in that space between DDIM timesteps; its start latent is the
+ *   unscaled noise in x_t space and it ends at sigma(t=0), as CompVis' sampler does.
+ * - img2img (A1111/diffusers): strength s runs the last int(s*steps) steps from init + noise;
+ *   DDIM follows CompVis scripts/img2img.py (encoded one DDIM step above the first step run).
+ * - Inpainting with a 4-channel model re-noises the known region to the current sigma and blends
+ *   it in after every step, then composites the decoded picture with a feathered mask; a
+ *   9-channel model gets [x, mask, latent of the masked image] as runwayml's reference does.
+ * - Emphasis (A1111): each token's encoding is multiplied by its weight, then the window is
+ *   rescaled to keep its mean.
+ *
+ * Not here: parameter checks (sd.c), the networks, the samplers' arithmetic.
+ */
+#include "pipeline.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "../tokenizer/prompt.h"
+
+// Windows of 75 tokens a prompt may use (A1111 has no limit; 8 = 600 tokens is plenty).
+#define MAX_WINDOWS 8
+// Feathering of the final inpainting composite (pixels, Gaussian sigma), applied inside the mask
+// only so that nothing outside it changes.
+#define FEATHER_SIGMA 3.0f
+
+typedef struct job {
+    sdg_ctx *ctx;
+    const sdg_model *m;
+    const sdg_gen_params *p;
+    sdg_exec *ex;
+
+    int W, H;                 // picture size
+    int h, w, c;              // latent size and channels
+    int in_ch;                // UNet input channels (4, or 9 for inpainting models)
+    size_t n_lat;             // c*h*w
+    bool cfg;                 // two UNet batch items [uncond, cond]
+    int nb;                   // 1 or 2
+    int n_ctx, ctx_dim;       // context tokens (77 per window) and width
+    bool img2img, inpaint, model9;
+
+    sdg_prompt cond, uncond;  // token ids and emphasis weights
+    sdg_prompt empty;         // "" (pads the shorter prompt to the longer one's windows)
+
+    int n_steps;              // steps of the full schedule
+    int start;                // first step run (img2img)
+    float *sigmas, *ts;       // [n_steps+1], [n_steps]
+    bool ddim;
+
+    // arena buffers
+    float *context;           // [nb, n_ctx, ctx_dim]
+    float *unet_in, *unet_t, *eps;
+    float *x, *noise, *step_noise;
+    float *moments;           // [2c, h, w] posterior of the init image
+    float *init_lat;          // [c, h, w]
+    float *mask_lat;          // [h*w] latent mask (4-ch blending) or UNet mask channel (9-ch)
+    float *masked_lat;        // [c, h, w] 9-ch: latent of the masked image
+    float *masked_moments;
+    float *blend;             // [H*W] feathered composite mask
+    float *scratch;           // sampler work memory
+    float *image;             // [3, H, W] decoded picture, [-1, 1]
+    float *preview;           // [h*w*3]
+
+    // the picture being made
+    int picture;
+    uint64_t seed;
+    int done_steps, total_steps;
+    sdg_status hook_status;
+} job;
+
+// ---------------------------------------------------------------------------------------------
+// Text
+
+// Encodes the windows of one prompt into ctx_out [n_windows*77, d], applying emphasis; windows
+// past the prompt's own (the other prompt is longer) hold the empty prompt's encoding.
+static void encode_prompt(job *j, const sdg_prompt *pr, const sdg_prompt *empty, int n_windows,
+                          float *ctx_out)
+{
+    sdg_exec *ex = j->ex;
+    int d = j->ctx_dim;
+    size_t mark = sdg__mark(ex);
+    int32_t *ids = (int32_t *)sdg__alloc_f32(ex, (size_t)n_windows * 77);
+    if (!ex->dry)
+        for (int wi = 0; wi < n_windows; wi++) {
+            const int32_t *src = wi < pr->n_windows ? pr->ids + (size_t)wi * 77 : empty->ids;
+            memcpy(ids + (size_t)wi * 77, src, 77 * sizeof(int32_t));
+        }
+    clip_forward(ex, j->m->clip, ids, n_windows, j->p->clip_skip, ctx_out);
+    sdg__release(ex, mark);
+    if (ex->dry)
+        return;
+    for (int wi = 0; wi < pr->n_windows && wi < n_windows; wi++) {
+        const float *wt = pr->weights + (size_t)wi * 77;
+        bool plain = true;
+        for (int t = 0; t < 77; t++)
+            plain = plain && wt[t] == 1.0f;
+        if (plain)
+            continue;
+        float *z = ctx_out + (size_t)wi * 77 * d;
+        double before = 0, after = 0;
+        for (size_t i = 0; i < (size_t)77 * d; i++)
+            before += z[i];
+        for (int t = 0; t < 77; t++)
+            for (int k = 0; k < d; k++)
+                z[(size_t)t * d + k] *= wt[t];
+        for (size_t i = 0; i < (size_t)77 * d; i++)
+            after += z[i];
+        if (after != 0.0) {
+            float r = (float)(before / after);
+            for (size_t i = 0; i < (size_t)77 * d; i++)
+                z[i] *= r;
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Noise
+
+static void fill_noise(job *j, unsigned stream, int step, float *out, size_t n)
+{
+    if (j->ctx->test_noise) {
+        int which = stream == SDG_STREAM_ANCESTRAL ? step
+                    : stream == SDG_STREAM_INITIAL ? SDG_TEST_NOISE_INITIAL : SDG_TEST_NOISE_VAE;
+        j->ctx->test_noise(j->ctx->test_noise_data, which, out, n);
+        return;
+    }
+    if (stream == SDG_STREAM_INITIAL && j->picture == 0 && j->p->noise) {
+        memcpy(out, j->p->noise, n * sizeof(float));
+        return;
+    }
+    uint64_t offset = stream == SDG_STREAM_ANCESTRAL ? (uint64_t)step * n : 0;
+    rng_normal_fill(j->seed, stream, offset, out, n);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Model evaluation (the sampler's denoise hook)
+
+static sdg_status denoise(void *user, const float *x, float sigma, float t, float *denoised)
+{
+    job *j = user;
+    if (atomic_load(&j->ctx->cancel))
+        return SDG_ERR_CANCELLED;
+    size_t hw = (size_t)j->h * j->w;
+    float c_in = 1.0f / sqrtf(sigma * sigma + 1.0f);
+    for (int b = 0; b < j->nb; b++) {
+        float *in = j->unet_in + (size_t)b * j->in_ch * hw;
+        for (size_t i = 0; i < j->n_lat; i++)
+            in[i] = x[i] * c_in;
+        if (j->model9) {
+            memcpy(in + j->n_lat, j->mask_lat, hw * sizeof(float));
+            memcpy(in + j->n_lat + hw, j->masked_lat, j->n_lat * sizeof(float));
+        }
+        j->unet_t[b] = t;
+    }
+    unet_forward(j->ex, j->m->unet, j->unet_in, j->nb, j->h, j->w, j->unet_t, j->context,
+                 j->n_ctx, j->eps);
+    const float *eu = j->eps, *ec = j->cfg ? j->eps + j->n_lat : j->eps;
+    float s = j->p->cfg_scale;
+    for (size_t i = 0; i < j->n_lat; i++) {
+        float e = j->cfg ? eu[i] + s * (ec[i] - eu[i]) : ec[i];
+        denoised[i] = x[i] - sigma * e;
+    }
+    return SDG_OK;
+}
+
+static void ancestral_noise(void *user, int step, float *out, size_t n)
+{
+    fill_noise(user, SDG_STREAM_ANCESTRAL, step, out, n);
+}
+
+// Latent to RGB without the VAE: a fixed linear map per latent pixel (the "approx cheap"
+// coefficients A1111 uses for SD1 latents), good enough to see a picture form.
+static void latent_preview(const job *j, const float *lat, float *rgb)
+{
+    static const float coef[4][3] = {
+        { 0.298f, 0.207f, 0.208f },
+        { 0.187f, 0.286f, 0.173f },
+        { -0.158f, 0.189f, 0.264f },
+        { -0.184f, -0.271f, -0.473f },
+    };
+    size_t hw = (size_t)j->h * j->w;
+    for (size_t i = 0; i < hw; i++)
+        for (int k = 0; k < 3; k++) {
+            float v = 0.0f;
+            for (int ch = 0; ch < 4 && ch < j->c; ch++)
+                v += lat[ch * hw + i] * coef[ch][k];
+            v = (v + 1.0f) * 0.5f;
+            rgb[i * 3 + k] = v < 0.0f ? 0.0f : v > 1.0f ? 1.0f : v;
+        }
+}
+
+static sdg_status report(job *j, const float *denoised)
+{
+    const sdg_gen_params *p = j->p;
+    if (atomic_load(&j->ctx->cancel))
+        return SDG_ERR_CANCELLED;
+    if (!p->progress)
+        return SDG_OK;
+    sdg_image preview = { .width = j->w, .height = j->h, .channels = 3, .data = j->preview };
+    const sdg_image *pv = NULL;
+    if (p->preview && denoised) {
+        latent_preview(j, denoised, j->preview);
+        pv = &preview;
+    }
+    if (!p->progress(j->done_steps, j->total_steps, pv, p->progress_data))
+        return SDG_ERR_CANCELLED;
+    return SDG_OK;
+}
+
+static sdg_status on_step(void *user, int step, int n_steps, float *x, float sigma_next,
+                          const float *denoised)
+{
+    (void)step;
+    (void)n_steps;
+    job *j = user;
+    if (j->inpaint && !j->model9) {
+        // Keep the known region on the trajectory of the original image at this noise level.
+        size_t hw = (size_t)j->h * j->w;
+        for (int ch = 0; ch < j->c; ch++)
+            for (size_t i = 0; i < hw; i++) {
+                size_t k = ch * hw + i;
+                float mk = j->mask_lat[i];
+                x[k] = mk * x[k] + (1.0f - mk) * (j->init_lat[k] + sigma_next * j->noise[k]);
+            }
+    }
+    j->done_steps++;
+    return report(j, denoised);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Images
+
+// Interleaved [0,1] RGB -> planar [-1,1], optionally zeroing pixels the mask regenerates
+// (runwayml's masked image: image * (mask < 0.5)).
+static void image_to_planar(const sdg_image *img, const sdg_image *mask, float *out)
+{
+    size_t hw = (size_t)img->width * img->height;
+    for (size_t i = 0; i < hw; i++) {
+        bool hole = mask && mask->data[i] >= 0.5f;
+        for (int k = 0; k < 3; k++) {
+            float v = img->data[i * 3 + k];
+            v = v < 0.0f ? 0.0f : v > 1.0f ? 1.0f : v;
+            out[k * hw + i] = hole ? 0.0f : 2.0f * v - 1.0f;
+        }
+    }
+}
+
+// Posterior sample (the references sample, not take the mean): scale * (mean + std * noise).
+static void posterior_sample(const job *j, const float *moments, const float *noise, float *z)
+{
+    float sf = j->m->info.scale_factor;
+    for (size_t i = 0; i < j->n_lat; i++) {
+        float logvar = moments[j->n_lat + i];
+        logvar = logvar < -30.0f ? -30.0f : logvar > 20.0f ? 20.0f : logvar;
+        z[i] = sf * (moments[i] + expf(0.5f * logvar) * noise[i]);
+    }
+}
+
+// 1-D Gaussian blur along rows or columns with clamped edges.
+static void blur_axis(const float *src, float *dst, int w, int h, bool vertical, const float *k,
+                      int r)
+{
+    for (int y = 0; y < h; y++)
+        for (int x = 0; x < w; x++) {
+            float s = 0.0f;
+            for (int i = -r; i <= r; i++) {
+                int xx = vertical ? x : x + i, yy = vertical ? y + i : y;
+                xx = xx < 0 ? 0 : xx >= w ? w - 1 : xx;
+                yy = yy < 0 ? 0 : yy >= h ? h - 1 : yy;
+                s += k[i + r] * src[(size_t)yy * w + xx];
+            }
+            dst[(size_t)y * w + x] = s;
+        }
+}
+
+// blend = min(mask, gauss(mask)): soft inside the edge, exactly 0 wherever the mask is 0.
+static void feather_mask(job *j, const sdg_image *mask, float *blend)
+{
+    sdg_exec *ex = j->ex;
+    size_t mark = sdg__mark(ex);
+    size_t n = (size_t)j->W * j->H;
+    float *tmp = sdg__alloc_f32(ex, n);
+    if (!ex->dry) {
+        enum { R = 9 };
+        float k[2 * R + 1], sum = 0.0f;
+        for (int i = -R; i <= R; i++)
+            sum += k[i + R] = expf(-(float)(i * i) / (2.0f * FEATHER_SIGMA * FEATHER_SIGMA));
+        for (int i = 0; i < 2 * R + 1; i++)
+            k[i] /= sum;
+        blur_axis(mask->data, tmp, j->W, j->H, false, k, R);
+        blur_axis(tmp, blend, j->W, j->H, true, k, R);
+        for (size_t i = 0; i < n; i++) {
+            float m = mask->data[i] < 0.0f ? 0.0f : mask->data[i] > 1.0f ? 1.0f : mask->data[i];
+            blend[i] = blend[i] < m ? blend[i] : m;
+        }
+    }
+    sdg__release(ex, mark);
+}
+
+// The latent mask: for blending (4-ch) the mean of each 8x8 cell keeps soft edges soft; for a
+// 9-ch model the reference's nearest resize of the binarised mask.
+static void latent_mask(job *j, const sdg_image *mask)
+{
+    int ds = j->m->info.vae_scale;
+    for (int y = 0; y < j->h; y++)
+        for (int x = 0; x < j->w; x++) {
+            float v;
+            if (!mask) {
+                v = 1.0f;
+            } else if (j->model9) {
+                v = mask->data[(size_t)y * ds * j->W + (size_t)x * ds] >= 0.5f ? 1.0f : 0.0f;
+            } else {
+                double s = 0.0;
+                for (int dy = 0; dy < ds; dy++)
+                    for (int dx = 0; dx < ds; dx++) {
+                        float mv = mask->data[(size_t)(y * ds + dy) * j->W + x * ds + dx];
+                        s += mv < 0.0f ? 0.0f : mv > 1.0f ? 1.0f : mv;
+                    }
+                v = (float)(s / (ds * ds));
+            }
+            j->mask_lat[(size_t)y * j->w + x] = v;
+        }
+}
+
+// Decodes x (a diffusion latent) into j->image.
+static void decode(job *j, const float *lat)
+{
+    sdg_exec *ex = j->ex;
+    size_t mark = sdg__mark(ex);
+    float *z = sdg__alloc_f32(ex, j->n_lat);
+    if (!ex->dry)
+        for (size_t i = 0; i < j->n_lat; i++)
+            z[i] = lat[i] / j->m->info.scale_factor;
+    vae_decode(ex, j->m->vae, z, 1, j->h, j->w, j->image);
+    sdg__release(ex, mark);
+}
+
+// Encodes an RGB image (optionally masked) into posterior moments [2c, h, w].
+static void encode(job *j, const sdg_image *img, const sdg_image *mask, float *moments)
+{
+    sdg_exec *ex = j->ex;
+    size_t mark = sdg__mark(ex);
+    float *planar = sdg__alloc_f32(ex, (size_t)3 * j->W * j->H);
+    if (!ex->dry) {
+        if (img)
+            image_to_planar(img, mask, planar);
+        else
+            memset(planar, 0, (size_t)3 * j->W * j->H * sizeof(float));
+    }
+    vae_encode(ex, j->m->vae, planar, 1, j->H, j->W, moments);
+    sdg__release(ex, mark);
+}
+
+// ---------------------------------------------------------------------------------------------
+// The job
+
+static sdg_status plan(job *j, const sdg_gen_params *p, sdg_error *err)
+{
+    const sdg_model *m = j->m;
+    const unet_config *uc = unet_get_config(m->unet);
+    j->p = p;
+    j->img2img = p->init_image && !p->mask;
+    j->inpaint = p->init_image && p->mask;
+    j->model9 = uc->in_ch != uc->out_ch;
+    j->W = p->init_image ? p->init_image->width : p->width;
+    j->H = p->init_image ? p->init_image->height : p->height;
+    int ds = m->info.vae_scale;
+    j->h = j->H / ds;
+    j->w = j->W / ds;
+    j->c = uc->out_ch;
+    j->in_ch = uc->in_ch;
+    j->n_lat = (size_t)j->c * j->h * j->w;
+    j->cfg = p->cfg_scale != 1.0f;
+    j->nb = j->cfg ? 2 : 1;
+    j->ctx_dim = uc->context_dim;
+    j->ddim = p->sampler == SDG_SAMPLER_DDIM;
+
+    sdg_status st = sdg_prompt_parse(m->tok, "", m->pad_id, 1, &j->empty, err);
+    if (st != SDG_OK)
+        return st;
+    st = sdg_prompt_parse(m->tok, p->prompt ? p->prompt : "", m->pad_id, MAX_WINDOWS,
+                                     &j->cond, err);
+    if (st != SDG_OK)
+        return st;
+    st = sdg_prompt_parse(m->tok, p->negative_prompt ? p->negative_prompt : "", m->pad_id,
+                          MAX_WINDOWS, &j->uncond, err);
+    if (st != SDG_OK)
+        return st;
+    int windows = j->cond.n_windows;
+    if (j->cfg && j->uncond.n_windows > windows)
+        windows = j->uncond.n_windows;
+    j->n_ctx = 77 * windows;
+
+    j->sigmas = malloc((size_t)(p->steps + 2) * sizeof(float));
+    j->ts = malloc((size_t)(p->steps + 2) * sizeof(float));
+    if (!j->sigmas || !j->ts)
+        return sdg__fail(err, SDG_ERR_NOMEM, "out of memory");
+    j->n_steps = sched_build(&m->sched, p->sampler, p->schedule, p->steps, j->sigmas, j->ts);
+    if (j->n_steps < 1)
+        return sdg__fail(err, SDG_ERR_INVALID_ARG, "cannot build a %d-step %s schedule",
+                         p->steps, sdg_schedule_name(p->schedule));
+    j->start = 0;
+    if (p->init_image && !(j->inpaint && j->model9)) {
+        int t_enc = (int)(p->strength * (float)p->steps);
+        if (t_enc > j->n_steps)
+            t_enc = j->n_steps;
+        j->start = j->n_steps - t_enc;
+    }
+    j->total_steps = (j->n_steps - j->start) * p->batch_count;
+    return SDG_OK;
+}
+
+// Starting latent of the current picture in sampler space.
+static void start_latent(job *j)
+{
+    const float *sg = j->sigmas;
+    if (!j->init_lat || (j->ddim && j->start == 0)) {
+        // From pure noise (k-diffusion scales by sigma_max; DDIM starts from unscaled x_T).
+        float s0 = sg[0];
+        float k = j->ddim ? sqrtf(1.0f + s0 * s0) : s0;
+        for (size_t i = 0; i < j->n_lat; i++)
+            j->x[i] = j->noise[i] * k;
+        return;
+    }
+    if (j->start >= j->n_steps) {
+        memcpy(j->x, j->init_lat, j->n_lat * sizeof(float));
+        return;
+    }
+    if (j->ddim) {
+        // CompVis img2img: encode at the DDIM timestep one above the first one run.
+        float se = j->start > 0 ? sg[j->start - 1] : sg[0];
+        float s1 = sg[j->start];
+        float k = sqrtf(1.0f + s1 * s1) / sqrtf(1.0f + se * se);
+        for (size_t i = 0; i < j->n_lat; i++)
+            j->x[i] = (j->init_lat[i] + se * j->noise[i]) * k;
+    } else {
+        float s = sg[j->start];
+        for (size_t i = 0; i < j->n_lat; i++)
+            j->x[i] = j->init_lat[i] + s * j->noise[i];
+    }
+}
+
+static sdg_status run(job *j, sdg_result *res, sdg_error *err)
+{
+    sdg_exec *ex = j->ex;
+    const sdg_gen_params *p = j->p;
+    size_t hw = (size_t)j->h * j->w;
+    size_t HW = (size_t)j->W * j->H;
+    ex->arena.used = 0;
+    ex->arena.peak = 0;
+
+    j->context = sdg__alloc_f32(ex, (size_t)j->nb * j->n_ctx * j->ctx_dim);
+    j->unet_in = sdg__alloc_f32(ex, (size_t)j->nb * j->in_ch * hw);
+    j->unet_t = sdg__alloc_f32(ex, (size_t)j->nb);
+    j->eps = sdg__alloc_f32(ex, (size_t)j->nb * j->n_lat);
+    j->x = sdg__alloc_f32(ex, j->n_lat);
+    j->noise = sdg__alloc_f32(ex, j->n_lat);
+    j->step_noise = sdg__alloc_f32(ex, j->n_lat);
+    j->scratch = sdg__alloc_f32(ex, sampler_scratch_floats(p->sampler, j->n_lat));
+    j->image = sdg__alloc_f32(ex, 3 * HW);
+    j->preview = sdg__alloc_f32(ex, 3 * hw);
+    // The init image's latent (img2img, 4-ch inpainting), and for 9-ch models the latent of the
+    // masked image (everything masked without a mask: nothing of the image is given).
+    bool need_init = p->init_image && !(j->inpaint && j->model9);
+    if (need_init) {
+        j->moments = sdg__alloc_f32(ex, 2 * j->n_lat);
+        j->init_lat = sdg__alloc_f32(ex, j->n_lat);
+    }
+    if (j->model9) {
+        j->masked_moments = sdg__alloc_f32(ex, 2 * j->n_lat);
+        j->mask_lat = sdg__alloc_f32(ex, hw);
+        j->masked_lat = sdg__alloc_f32(ex, j->n_lat);
+    } else if (j->inpaint) {
+        j->mask_lat = sdg__alloc_f32(ex, hw);
+    }
+    if (j->inpaint)
+        j->blend = sdg__alloc_f32(ex, HW);
+
+    // Text: [uncond, cond] (cond only without guidance).
+    int windows = j->n_ctx / 77;
+    size_t per = (size_t)j->n_ctx * j->ctx_dim;
+    if (j->cfg)
+        encode_prompt(j, &j->uncond, &j->empty, windows, j->context);
+    encode_prompt(j, &j->cond, &j->empty, windows, j->context + (j->cfg ? per : 0));
+
+    // Images: posteriors (once), masks.
+    if (need_init)
+        encode(j, p->init_image, NULL, j->moments);
+    if (j->model9)
+        encode(j, j->inpaint ? p->init_image : NULL, p->mask, j->masked_moments);
+    if (j->mask_lat && !ex->dry)
+        latent_mask(j, p->mask);
+    if (j->inpaint)
+        feather_mask(j, p->mask, j->blend);
+
+    sampler_hooks hooks = {
+        .denoise = denoise,
+        .noise = ancestral_noise,
+        .on_step = on_step,
+        .user = j,
+    };
+    for (int pic = 0; pic < p->batch_count; pic++) {
+        j->picture = pic;
+        j->seed = p->seed + (uint64_t)pic;
+        if (ex->dry) {
+            // One of each network in measuring mode sizes the arena.
+            unet_forward(ex, j->m->unet, j->unet_in, j->nb, j->h, j->w, j->unet_t, j->context,
+                         j->n_ctx, j->eps);
+            decode(j, j->x);
+            break;
+        }
+        if (pic == 0 && report(j, NULL) != SDG_OK)
+            return sdg__fail(err, SDG_ERR_CANCELLED, "cancelled");
+        fill_noise(j, SDG_STREAM_INITIAL, 0, j->noise, j->n_lat);
+        if (need_init || j->model9)
+            fill_noise(j, SDG_STREAM_VAE, 0, j->step_noise, j->n_lat);
+        if (need_init)
+            posterior_sample(j, j->moments, j->step_noise, j->init_lat);
+        if (j->model9)
+            posterior_sample(j, j->masked_moments, j->step_noise, j->masked_lat);
+        start_latent(j);
+        int n_run = j->n_steps - j->start;
+        if (n_run > 0) {
+            sdg_status st = sampler_run(p->sampler, &j->m->sched, j->sigmas + j->start,
+                                        j->ts + j->start, n_run, j->x, j->n_lat, j->scratch,
+                                        &hooks);
+            if (st == SDG_ERR_CANCELLED)
+                return sdg__fail(err, st, "cancelled");
+            if (st != SDG_OK)
+                return sdg__fail(err, st, "sampling failed: %s", sdg_status_name(st));
+        }
+        // Back to x_t space (a no-op when the run ends at sigma 0).
+        float s_end = j->sigmas[j->n_steps];
+        float k = 1.0f / sqrtf(1.0f + s_end * s_end);
+        float *lat = res->latents + (size_t)pic * j->n_lat;
+        for (size_t i = 0; i < j->n_lat; i++)
+            lat[i] = j->x[i] * k;
+        if (atomic_load(&j->ctx->cancel))
+            return sdg__fail(err, SDG_ERR_CANCELLED, "cancelled");
+        decode(j, lat);
+
+        sdg_image *img = res->images[pic];
+        for (size_t i = 0; i < HW; i++)
+            for (int ch = 0; ch < 3; ch++) {
+                float v = (j->image[ch * HW + i] + 1.0f) * 0.5f;
+                v = v < 0.0f ? 0.0f : v > 1.0f ? 1.0f : v;
+                if (j->inpaint) {
+                    float b = j->blend[i];
+                    float o = p->init_image->data[i * 3 + ch];
+                    v = b * v + (1.0f - b) * o;
+                }
+                img->data[i * 3 + ch] = v;
+            }
+    }
+    return SDG_OK;
+}
+
+static void job_clear(job *j)
+{
+    sdg_prompt_clear(&j->cond);
+    sdg_prompt_clear(&j->uncond);
+    sdg_prompt_clear(&j->empty);
+    free(j->sigmas);
+    free(j->ts);
+}
+
+static sdg_result *result_new(const job *j, int n)
+{
+    sdg_result *r = calloc(1, sizeof *r);
+    if (!r)
+        return NULL;
+    r->images = calloc((size_t)n, sizeof *r->images);
+    r->latents = malloc((size_t)n * j->n_lat * sizeof(float));
+    if (!r->images || !r->latents) {
+        sdg_result_free(r);
+        return NULL;
+    }
+    r->n_images = n;
+    for (int i = 0; i < n; i++)
+        if (!(r->images[i] = sdg_image_new(j->W, j->H, 3))) {
+            sdg_result_free(r);
+            return NULL;
+        }
+    r->latent_channels = j->c;
+    r->latent_height = j->h;
+    r->latent_width = j->w;
+    return r;
+}
+
+sdg_status sdg__pipeline_generate(sdg_ctx *ctx, const sdg_gen_params *p, sdg_result **out,
+                                  sdg_error *err)
+{
+    job j = { .ctx = ctx, .m = ctx->model, .ex = &ctx->ex };
+    sdg_status st = plan(&j, p, err);
+    sdg_result *res = NULL;
+    if (st == SDG_OK) {
+        ctx->ex.dry = true;
+        st = run(&j, NULL, err);
+        ctx->ex.dry = false;
+    }
+    if (st == SDG_OK)
+        st = sdg__exec_reserve(&ctx->ex, ctx->ex.arena.peak, err);
+    if (st == SDG_OK) {
+        ctx->last_arena_bytes = ctx->ex.arena.peak;
+        res = result_new(&j, p->batch_count);
+        if (!res)
+            st = sdg__fail(err, SDG_ERR_NOMEM, "out of memory for %d pictures of %dx%d",
+                           p->batch_count, j.W, j.H);
+    }
+    if (st == SDG_OK)
+        st = run(&j, res, err);
+    job_clear(&j);
+    if (st != SDG_OK) {
+        sdg_result_free(res);
+        return st;
+    }
+    *out = res;
+    return SDG_OK;
+}

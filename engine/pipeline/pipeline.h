@@ -1,0 +1,61 @@
+/*
+ * pipeline.h - the objects behind the public handles, shared by sd.c (loading, names, the public
+ * entry points) and pipeline.c (text-to-image, image-to-image, inpainting).
+ *
+ * Not public: tests may include it to reach the hooks below; the plug-in and the CLI may not.
+ */
+#ifndef SDG_PIPELINE_H
+#define SDG_PIPELINE_H
+
+#include <stdatomic.h>
+
+#include "../common.h"
+#include "../loader/safetensors.h"
+#include "../loader/weights.h"
+#include "../model/clip.h"
+#include "../model/unet.h"
+#include "../model/vae.h"
+#include "../sampler/sampler.h"
+#include "../tokenizer/tokenizer.h"
+
+struct sdg_model {
+    char *path;
+    st_file *file;             // the mapping F32 weights point into
+    sdg_weights *wb;           // converted copies of F16/BF16 weights
+    sdg_tokenizer *tok;
+    clip_model *clip;
+    unet_model *unet;
+    vae_model *vae;
+    sdg_noise_schedule sched;
+    sdg_model_info info;
+    int32_t pad_id;            // SD1: <|endoftext|>
+};
+
+// Replaces the engine's seeded noise (tests replay the goldens' noise): `which` is the ancestral
+// step (>= 0), SDG_TEST_NOISE_INITIAL (the starting latent) or SDG_TEST_NOISE_VAE (the sample
+// of the init image's posterior).
+typedef void (*sdg_noise_hook)(void *user, int which, float *out, size_t n);
+#define SDG_TEST_NOISE_INITIAL (-1)
+#define SDG_TEST_NOISE_VAE (-2)
+
+struct sdg_ctx {
+    const sdg_model *model;
+    int n_threads;
+    sdg_exec ex;
+    atomic_int cancel;
+    sdg_noise_hook test_noise;  // NULL outside tests
+    void *test_noise_data;
+    size_t last_arena_bytes;    // arena size of the last run (for reports)
+};
+
+// Runs one sdg_generate request (parameters already checked by sdg_generate).
+sdg_status sdg__pipeline_generate(sdg_ctx *ctx, const sdg_gen_params *p, sdg_result **out,
+                                  sdg_error *err);
+
+// The noise streams of rng_normal_fill used for a picture with seed `seed`: the initial latent,
+// then one stream per ancestral step (documented so pictures can be reproduced elsewhere).
+#define SDG_STREAM_INITIAL 0u
+#define SDG_STREAM_ANCESTRAL 1u
+#define SDG_STREAM_VAE 2u
+
+#endif // SDG_PIPELINE_H
