@@ -1,1 +1,811 @@
-/* placeholder: being written */
+/*
+ * main.c - `sdg`, the engine's command-line front end: options (GOption), pictures in and out
+ * through GEGL (PNG out; in, anything gegl:load reads: PNG, JPEG, PPM/PGM, TIFF, ...), a progress
+ * line, Ctrl-C, and error messages with exit codes (0 ok, 1 error, 2 bad usage, 130 cancelled).
+ *
+ * Not in here: anything about networks, samplers, tokenizers or checkpoint files. All of that goes
+ * through the public header sdg.h, and this file includes nothing else from engine/. No previews.
+ */
+#include <errno.h>
+#include <math.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <gegl.h>
+#include <glib.h>
+#include <glib/gstdio.h>
+
+#include "sdg.h"
+
+#ifndef SDG_MODELS_DIR
+#define SDG_MODELS_DIR "/usr/local/share/gimp-diffusion/models"
+#endif
+#ifndef SDG_VERSION
+#define SDG_VERSION "unknown"
+#endif
+
+#define CLI_DEFAULT_MODEL "sdg-default.safetensors"
+#define CLI_DEFAULT_OUTPUT "output.png"
+#define CLI_MAX_SIDE 4096
+
+enum { CLI_EXIT_OK = 0, CLI_EXIT_ERROR = 1, CLI_EXIT_USAGE = 2, CLI_EXIT_CANCELLED = 130 };
+
+// ---------------------------------------------------------------------------------------------
+// Messages
+
+static bool cli_quiet = false;
+
+static void cli_error(const char *fmt, ...) G_GNUC_PRINTF(1, 2);
+static void cli_error(const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    fputs("sdg: error: ", stderr);
+    vfprintf(stderr, fmt, ap);
+    fputc('\n', stderr);
+    va_end(ap);
+}
+
+// Bad usage: one line saying what is wrong, one pointing at --help; returns the exit code.
+static int cli_usage_error(const char *fmt, ...) G_GNUC_PRINTF(1, 2);
+static int cli_usage_error(const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    fputs("sdg: error: ", stderr);
+    vfprintf(stderr, fmt, ap);
+    fputs("\nTry 'sdg --help' for more information.\n", stderr);
+    va_end(ap);
+    return CLI_EXIT_USAGE;
+}
+
+static void cli_info(const char *fmt, ...) G_GNUC_PRINTF(1, 2);
+static void cli_info(const char *fmt, ...)
+{
+    if (cli_quiet)
+        return;
+    va_list ap;
+    va_start(ap, fmt);
+    fputs("sdg: ", stderr);
+    vfprintf(stderr, fmt, ap);
+    fputc('\n', stderr);
+    va_end(ap);
+}
+
+// GEGL's loaders report unreadable files with g_warning; show those as our own one-line warnings
+// (the caller still gets a clear error from the empty picture).
+static void cli_log_handler(const gchar *domain, GLogLevelFlags level, const gchar *message,
+                            gpointer user_data)
+{
+    (void)domain;
+    (void)user_data;
+    if (level & (G_LOG_LEVEL_ERROR | G_LOG_LEVEL_CRITICAL))
+        fprintf(stderr, "sdg: internal error: %s\n", message);
+    else if ((level & G_LOG_LEVEL_WARNING) && !cli_quiet)
+        fprintf(stderr, "sdg: warning: %s\n", message);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Ctrl-C: the handler only raises a flag (and asks the engine to stop, which sdg.h allows from
+// anywhere); the progress callback sees the flag and returns false. SA_RESETHAND makes a second
+// Ctrl-C kill the process at once, for when a stage without progress (model loading) runs long.
+
+static volatile sig_atomic_t cli_cancelled = 0;
+static sdg_ctx *volatile cli_running_ctx = NULL;
+
+static void cli_on_sigint(int sig)
+{
+    (void)sig;
+    static const char msg[] = "\nsdg: cancelling (press Ctrl-C again to quit at once)\n";
+    cli_cancelled = 1;
+    sdg_ctx *ctx = cli_running_ctx;
+    if (ctx)
+        sdg_ctx_cancel(ctx);
+    ssize_t ignored = write(STDERR_FILENO, msg, sizeof msg - 1);
+    (void)ignored;
+}
+
+static void cli_install_sigint(void)
+{
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = cli_on_sigint;
+    sigemptyset(&sa.sa_mask);
+    sa.sa_flags = SA_RESETHAND | SA_RESTART;
+    sigaction(SIGINT, &sa, NULL);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Progress
+
+typedef struct cli_progress {
+    bool quiet;
+    bool tty;          // stderr is a terminal: rewrite one line with \r
+    int image;         // 1-based picture being sampled
+    int n_images;
+    gint64 t_step0;    // monotonic us at step 0 of the current picture
+    int line_len;      // length of the last \r line, to blank leftovers
+} cli_progress;
+
+static bool cli_on_progress(int step, int total, const sdg_image *preview, void *user_data)
+{
+    (void)preview;
+    cli_progress *p = user_data;
+    if (cli_cancelled)
+        return false;
+    gint64 now = g_get_monotonic_time();
+    if (step == 0) {
+        p->image++;
+        p->t_step0 = now;
+    }
+    if (p->quiet || step == 0)
+        return true;
+
+    double per_step = (double)(now - p->t_step0) / 1e6 / step;
+    double eta = per_step * (total - step);
+    char line[160];
+    int n = 0;
+    if (p->n_images > 1)
+        n = snprintf(line, sizeof line, "image %d/%d  ", p->image, p->n_images);
+    n += snprintf(line + n, sizeof line - (size_t)n, "step %d/%d  %.2f s/step  ETA %.0f s", step,
+                  total, per_step, eta);
+    if (p->tty) {
+        int pad = p->line_len > n ? p->line_len - n : 0;
+        fprintf(stderr, "\r%s%*s", line, pad, "");
+        p->line_len = n;
+        if (step == total) {
+            fputc('\n', stderr);
+            p->line_len = 0;
+        }
+    } else {
+        fprintf(stderr, "%s\n", line);
+    }
+    fflush(stderr);
+    return !cli_cancelled;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Pictures through GEGL
+
+// Reads the picture at path as samples of babl format fmt_name (n_channels floats per pixel),
+// scaled to want_w x want_h when those are > 0. Returns a g_malloc'ed array, or NULL with *error
+// set. what names the picture in messages ("init image", "mask").
+static float *cli_read_pixels(const char *path, const char *what, const char *fmt_name,
+                              int n_channels, int want_w, int want_h, int *out_w, int *out_h,
+                              char **error)
+{
+    if (!g_file_test(path, G_FILE_TEST_EXISTS)) {
+        *error = g_strdup_printf("%s '%s' does not exist", what, path);
+        return NULL;
+    }
+    if (!g_file_test(path, G_FILE_TEST_IS_REGULAR) || access(path, R_OK) != 0) {
+        *error = g_strdup_printf("%s '%s' is not a readable file", what, path);
+        return NULL;
+    }
+
+    GeglNode *graph = gegl_node_new();
+    GeglNode *load = gegl_node_new_child(graph, "operation", "gegl:load", "path", path, NULL);
+    GeglRectangle src = gegl_node_get_bounding_box(load);
+    if (src.width <= 0 || src.height <= 0) {
+        g_object_unref(graph);
+        *error = g_strdup_printf("%s '%s' could not be read as a picture (PNG, JPEG, PPM/PGM, "
+                                 "TIFF, ...)", what, path);
+        return NULL;
+    }
+    *out_w = src.width;
+    *out_h = src.height;
+
+    GeglNode *last = load;
+    GeglRectangle rect = src;
+    if (want_w > 0 && want_h > 0 && (want_w != src.width || want_h != src.height)) {
+        GeglNode *move = gegl_node_new_child(graph, "operation", "gegl:translate",
+                                             "x", (double)-src.x, "y", (double)-src.y, NULL);
+        GeglNode *scale = gegl_node_new_child(graph, "operation", "gegl:scale-size",
+                                              "x", (double)want_w, "y", (double)want_h,
+                                              "sampler", GEGL_SAMPLER_CUBIC,
+                                              "abyss-policy", GEGL_ABYSS_CLAMP, NULL);
+        gegl_node_link_many(load, move, scale, NULL);
+        last = scale;
+        rect = (GeglRectangle){0, 0, want_w, want_h};
+    }
+
+    size_t n = (size_t)rect.width * (size_t)rect.height * (size_t)n_channels;
+    float *px = g_try_malloc(n * sizeof *px);
+    if (!px) {
+        g_object_unref(graph);
+        *error = g_strdup_printf("out of memory reading %s '%s'", what, path);
+        return NULL;
+    }
+    gegl_node_blit(last, 1.0, &rect, babl_format(fmt_name), px, GEGL_AUTO_ROWSTRIDE,
+                   GEGL_BLIT_DEFAULT);
+    g_object_unref(graph);
+    return px;
+}
+
+// The init image as RGB in [0,1]; alpha, if any, is dropped (babl converts grey and indexed).
+static sdg_image *cli_load_rgb(const char *path, int want_w, int want_h, int *orig_w,
+                               int *orig_h, char **error)
+{
+    int w = 0, h = 0;
+    float *px = cli_read_pixels(path, "init image", "R'G'B' float", 3, want_w, want_h, &w, &h,
+                                error);
+    if (!px)
+        return NULL;
+    *orig_w = w;
+    *orig_h = h;
+    if (want_w > 0) {
+        w = want_w;
+        h = want_h;
+    }
+    sdg_image *img = sdg_image_new(w, h, 3);
+    if (!img) {
+        g_free(px);
+        *error = g_strdup_printf("init image '%s' is too large (%dx%d)", path, w, h);
+        return NULL;
+    }
+    memcpy(img->data, px, (size_t)w * h * 3 * sizeof(float));
+    g_free(px);
+    return img;
+}
+
+// The mask as one channel: luminance times alpha, so white = regenerate, black or transparent =
+// keep. Greys give a partial mask, as the engine accepts.
+static sdg_image *cli_load_mask(const char *path, int want_w, int want_h, int *orig_w,
+                                int *orig_h, char **error)
+{
+    int w = 0, h = 0;
+    float *px = cli_read_pixels(path, "mask", "Y'A float", 2, want_w, want_h, &w, &h, error);
+    if (!px)
+        return NULL;
+    *orig_w = w;
+    *orig_h = h;
+    if (want_w > 0) {
+        w = want_w;
+        h = want_h;
+    }
+    sdg_image *img = sdg_image_new(w, h, 1);
+    if (!img) {
+        g_free(px);
+        *error = g_strdup_printf("mask '%s' is too large (%dx%d)", path, w, h);
+        return NULL;
+    }
+    for (size_t i = 0; i < (size_t)w * h; i++) {
+        float m = px[2 * i] * px[2 * i + 1];
+        img->data[i] = m > 1.0f ? 1.0f : (m >= 0.0f ? m : 0.0f);   // also maps NaN to 0
+    }
+    g_free(px);
+    return img;
+}
+
+static bool cli_save_png(sdg_image *img, const char *path, char **error)
+{
+    size_t n = (size_t)img->width * img->height * 3;
+    for (size_t i = 0; i < n; i++) {
+        float v = img->data[i];
+        img->data[i] = v > 1.0f ? 1.0f : (v >= 0.0f ? v : 0.0f);
+    }
+    // png-save reports no errors: remove any old file first so that "exists afterwards" means
+    // "was written now".
+    if (g_unlink(path) != 0 && errno != ENOENT) {
+        *error = g_strdup_printf("cannot replace '%s': %s", path, g_strerror(errno));
+        return false;
+    }
+    GeglRectangle rect = {0, 0, img->width, img->height};
+    const Babl *fmt = babl_format("R'G'B' float");
+    GeglBuffer *buf = gegl_buffer_new(&rect, fmt);
+    gegl_buffer_set(buf, &rect, 0, fmt, img->data, GEGL_AUTO_ROWSTRIDE);
+    GeglNode *graph = gegl_node_new();
+    GeglNode *src = gegl_node_new_child(graph, "operation", "gegl:buffer-source", "buffer", buf,
+                                        NULL);
+    GeglNode *save = gegl_node_new_child(graph, "operation", "gegl:png-save", "path", path,
+                                         "bitdepth", 8, NULL);
+    gegl_node_link(src, save);
+    gegl_node_process(save);
+    g_object_unref(graph);
+    g_object_unref(buf);
+
+    GStatBuf st;
+    if (g_stat(path, &st) != 0 || st.st_size == 0) {
+        *error = g_strdup_printf("could not write '%s'", path);
+        return false;
+    }
+    return true;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Options
+
+typedef struct cli_opts {
+    char *model, *vocab, *prompt, *negative, *sampler, *schedule, *seed;
+    char *init_image, *mask, *noise_in, *latent_out, *output;
+    int width, height, steps, batch_count, clip_skip, threads;
+    double cfg_scale, strength;
+    gboolean quiet, version;
+    bool scale_init;   // -W and -H given with --init-image: scale the pictures to that size
+} cli_opts;
+
+// Names of picture i (1-based) of n: "%d" in the pattern is replaced by i; otherwise, for a
+// batch, "-i" goes before the extension (out.png -> out-1.png, out-2.png).
+static char *cli_output_name(const char *pattern, int i, int n)
+{
+    if (strstr(pattern, "%d")) {
+        char num[16];
+        snprintf(num, sizeof num, "%d", i);
+        char **parts = g_strsplit(pattern, "%d", -1);
+        char *name = g_strjoinv(num, parts);
+        g_strfreev(parts);
+        return name;
+    }
+    if (n <= 1)
+        return g_strdup(pattern);
+    const char *base = strrchr(pattern, '/');
+    base = base ? base + 1 : pattern;
+    const char *dot = strrchr(base, '.');
+    if (!dot || dot == base)
+        return g_strdup_printf("%s-%d", pattern, i);
+    return g_strdup_printf("%.*s-%d%s", (int)(dot - pattern), pattern, i, dot);
+}
+
+// The folder of path must exist and be writable: checked before a long run, not after it.
+static bool cli_check_writable(const char *path, const char *what)
+{
+    char *dir = g_path_get_dirname(path);
+    bool ok = true;
+    if (!g_file_test(dir, G_FILE_TEST_IS_DIR)) {
+        cli_error("the folder of the %s '%s' does not exist", what, path);
+        ok = false;
+    } else if (access(dir, W_OK) != 0) {
+        cli_error("cannot write the %s '%s': folder '%s' is not writable", what, path, dir);
+        ok = false;
+    } else if (g_file_test(path, G_FILE_TEST_IS_DIR)) {
+        cli_error("the %s '%s' is a folder", what, path);
+        ok = false;
+    }
+    g_free(dir);
+    return ok;
+}
+
+static char *cli_names(const char *(*name_of)(int), int count)
+{
+    GString *s = g_string_new(NULL);
+    for (int i = 0; i < count; i++)
+        g_string_append_printf(s, "%s%s", i ? ", " : "", name_of(i));
+    return g_string_free(s, FALSE);
+}
+
+static const char *cli_sampler_name(int i) { return sdg_sampler_name((sdg_sampler)i); }
+static const char *cli_schedule_name(int i) { return sdg_schedule_name((sdg_schedule)i); }
+
+static const char cli_description[] =
+    "Defaults: the model is " CLI_DEFAULT_MODEL " in the models folder ($SDG_MODELS_DIR, else\n"
+    SDG_MODELS_DIR "); 512x512, 20 steps, CFG 7, a random seed (printed, to repeat a\n"
+    "picture), strength 0.75, all processors.\n"
+    "\n"
+    "With --init-image the picture's own size is used, unless -W and -H are given: then it is\n"
+    "scaled to that size (and the mask with it). Sizes must be multiples of 8, from 8 to 4096.\n"
+    "Masks: white = regenerate, black = keep; grey gives a partial mask, transparent pixels keep.\n"
+    "Pictures can be PNG, JPEG, PPM/PGM, TIFF or any other format GEGL reads.\n"
+    "--noise-in reads tensor 'noise' [1,4,H/8,W/8] (F32/F16/BF16 safetensors), the starting\n"
+    "noise of the first picture; --latent-out writes tensor 'latent' [N,4,H/8,W/8] (F32).\n"
+    "\n"
+    "Exit status: 0 done, 1 error, 2 bad options, 130 cancelled (Ctrl-C).\n"
+    "\n"
+    "Examples:\n"
+    "  sdg -m v1-5-pruned-emaonly.safetensors -p \"a lighthouse at dusk, oil painting\" -o out.png\n"
+    "  sdg -p \"a red fox\" -n \"blurry\" --sampler dpmpp_2m --schedule karras --steps 25 --seed 42\n"
+    "  sdg -p \"a red fox\" --batch-count 4 -o fox-%d.png\n"
+    "  sdg -p \"watercolour\" -i photo.png --strength 0.6 -o painted.png\n"
+    "  sdg -m sd-v1-5-inpainting.safetensors -p \"a cat\" -i room.png --mask hole.png -o cat.png\n";
+
+// Parses argv into o. Returns -1 when parsing succeeded (go on), else the exit code.
+static int cli_parse(int *argc, char ***argv, cli_opts *o)
+{
+    // The sampler and schedule lists and defaults come from the engine, so --help cannot go stale.
+    sdg_gen_params def = sdg_gen_default_params();
+    char *samplers = cli_names(cli_sampler_name, SDG_SAMPLER_COUNT);
+    char *schedules = cli_names(cli_schedule_name, SDG_SCHEDULE_COUNT);
+    char *sampler_help = g_strdup_printf("One of %s (%s)", samplers, sdg_sampler_name(def.sampler));
+    char *schedule_help = g_strdup_printf("One of %s (%s)", schedules,
+                                          sdg_schedule_name(def.schedule));
+    g_free(samplers);
+    g_free(schedules);
+
+    const GOptionEntry entries[] = {
+        {"model", 'm', 0, G_OPTION_ARG_FILENAME, &o->model,
+         "Checkpoint (.safetensors, SD 1.x); default: " CLI_DEFAULT_MODEL " in the models folder",
+         "FILE"},
+        {"vocab", 0, 0, G_OPTION_ARG_FILENAME, &o->vocab,
+         "CLIP vocabulary (bpe_simple_vocab_16e6.txt[.gz]); default: next to the model, then "
+         "in the models folder", "FILE"},
+        {"prompt", 'p', 0, G_OPTION_ARG_FILENAME, &o->prompt,
+         "What to draw (UTF-8; (word:1.3) emphasis)", "TEXT"},
+        {"negative-prompt", 'n', 0, G_OPTION_ARG_FILENAME, &o->negative,
+         "What to steer away from", "TEXT"},
+        {"width", 'W', 0, G_OPTION_ARG_INT, &o->width, "Width in pixels, a multiple of 8 (512)",
+         "N"},
+        {"height", 'H', 0, G_OPTION_ARG_INT, &o->height,
+         "Height in pixels, a multiple of 8 (512)", "N"},
+        {"sampler", 0, 0, G_OPTION_ARG_STRING, &o->sampler, sampler_help, "NAME"},
+        {"schedule", 0, 0, G_OPTION_ARG_STRING, &o->schedule, schedule_help, "NAME"},
+        {"steps", 0, 0, G_OPTION_ARG_INT, &o->steps, "Sampling steps, 1 to 1000 (20)", "N"},
+        {"cfg-scale", 0, 0, G_OPTION_ARG_DOUBLE, &o->cfg_scale,
+         "Classifier-free guidance scale; 1 = no guidance (7.0)", "X"},
+        {"seed", 's', 0, G_OPTION_ARG_STRING, &o->seed,
+         "Seed, 0 to 2^64-1 (random, printed)", "N"},
+        {"batch-count", 'b', 0, G_OPTION_ARG_INT, &o->batch_count,
+         "Pictures to make, with seeds seed, seed+1, ... (1)", "N"},
+        {"clip-skip", 0, 0, G_OPTION_ARG_INT, &o->clip_skip,
+         "Text-encoder layer: 1 = last, 2 = penultimate (1)", "N"},
+        {"init-image", 'i', 0, G_OPTION_ARG_FILENAME, &o->init_image,
+         "Start from this picture (image-to-image)", "FILE"},
+        {"mask", 0, 0, G_OPTION_ARG_FILENAME, &o->mask,
+         "Inpaint: regenerate where this picture is white (needs --init-image)", "FILE"},
+        {"strength", 0, 0, G_OPTION_ARG_DOUBLE, &o->strength,
+         "How much of the init image to replace, 0 to 1 (0.75)", "X"},
+        {"threads", 't', 0, G_OPTION_ARG_INT, &o->threads,
+         "Threads (number of online processors)", "N"},
+        {"noise-in", 0, 0, G_OPTION_ARG_FILENAME, &o->noise_in,
+         "Starting noise: tensor 'noise' [1,4,H/8,W/8] in a .safetensors file", "FILE"},
+        {"latent-out", 0, 0, G_OPTION_ARG_FILENAME, &o->latent_out,
+         "Also write the final latents (tensor 'latent' [N,4,H/8,W/8]) to a .safetensors file",
+         "FILE"},
+        {"output", 'o', 0, G_OPTION_ARG_FILENAME, &o->output,
+         "Output PNG (" CLI_DEFAULT_OUTPUT "); a batch writes NAME-1.png, ... or fills in %d",
+         "FILE"},
+        {"quiet", 'q', 0, G_OPTION_ARG_NONE, &o->quiet, "Print only errors", NULL},
+        {"version", 0, 0, G_OPTION_ARG_NONE, &o->version, "Print the version and exit", NULL},
+        {NULL, 0, 0, 0, NULL, NULL, NULL},
+    };
+
+    GOptionContext *oc = g_option_context_new("- make pictures with Stable Diffusion 1.x");
+    g_option_context_add_main_entries(oc, entries, NULL);
+    g_option_context_set_description(oc, cli_description);
+    GError *gerr = NULL;
+    bool ok = g_option_context_parse(oc, argc, argv, &gerr);
+    g_option_context_free(oc);
+    g_free(sampler_help);
+    g_free(schedule_help);
+    if (!ok) {
+        int code = cli_usage_error("%s", gerr->message);
+        g_error_free(gerr);
+        return code;
+    }
+    if (*argc > 1)
+        return cli_usage_error("unexpected argument '%s' (quote the prompt and pass it with -p)",
+                               (*argv)[1]);
+    return -1;
+}
+
+// Range and consistency checks that need no file. Returns -1 when all is well, else the code.
+static int cli_validate(cli_opts *o, sdg_gen_params *gp)
+{
+    bool has_size = o->width > 0 || o->height > 0;
+    if (o->init_image && has_size && (o->width <= 0 || o->height <= 0))
+        return cli_usage_error("give both -W and -H to scale the init image, or neither");
+    o->scale_init = o->init_image && has_size;
+    if (o->width == 0)
+        o->width = 512;
+    if (o->height == 0)
+        o->height = 512;
+    if (o->width < 8 || o->width > CLI_MAX_SIDE || o->width % 8)
+        return cli_usage_error("--width must be a multiple of 8 from 8 to %d (got %d)",
+                               CLI_MAX_SIDE, o->width);
+    if (o->height < 8 || o->height > CLI_MAX_SIDE || o->height % 8)
+        return cli_usage_error("--height must be a multiple of 8 from 8 to %d (got %d)",
+                               CLI_MAX_SIDE, o->height);
+    if (o->steps < 1 || o->steps > 1000)
+        return cli_usage_error("--steps must be from 1 to 1000 (got %d)", o->steps);
+    if (!isfinite(o->cfg_scale) || o->cfg_scale < 0.0 || o->cfg_scale > 100.0)
+        return cli_usage_error("--cfg-scale must be from 0 to 100 (got %g)", o->cfg_scale);
+    if (o->batch_count < 1 || o->batch_count > 10000)
+        return cli_usage_error("--batch-count must be from 1 to 10000 (got %d)", o->batch_count);
+    if (o->clip_skip < 1 || o->clip_skip > 12)
+        return cli_usage_error("--clip-skip must be from 1 to 12 (got %d)", o->clip_skip);
+    if (o->threads < 0 || o->threads > 4096)
+        return cli_usage_error("--threads must be from 1 to 4096 (got %d)", o->threads);
+    if (o->strength != -1.0) {   // -1 = not given
+        if (!isfinite(o->strength) || o->strength < 0.0 || o->strength > 1.0)
+            return cli_usage_error("--strength must be from 0 to 1 (got %g)", o->strength);
+        if (!o->init_image)
+            return cli_usage_error("--strength needs --init-image");
+    }
+    if (o->mask && !o->init_image)
+        return cli_usage_error("--mask needs --init-image");
+
+    const char *texts[2] = {o->prompt, o->negative};
+    const char *text_names[2] = {"--prompt", "--negative-prompt"};
+    for (int i = 0; i < 2; i++)
+        if (texts[i] && !g_utf8_validate(texts[i], -1, NULL))
+            return cli_usage_error("%s is not valid UTF-8", text_names[i]);
+
+    if (o->sampler && !sdg_sampler_from_name(o->sampler, &gp->sampler)) {
+        char *names = cli_names(cli_sampler_name, SDG_SAMPLER_COUNT);
+        int code = cli_usage_error("unknown sampler '%s' (one of: %s)", o->sampler, names);
+        g_free(names);
+        return code;
+    }
+    if (o->schedule && !sdg_schedule_from_name(o->schedule, &gp->schedule)) {
+        char *names = cli_names(cli_schedule_name, SDG_SCHEDULE_COUNT);
+        int code = cli_usage_error("unknown schedule '%s' (one of: %s)", o->schedule, names);
+        g_free(names);
+        return code;
+    }
+    if (o->seed) {
+        guint64 seed = 0;
+        GError *gerr = NULL;
+        if (!g_ascii_string_to_unsigned(o->seed, 10, 0, G_MAXUINT64, &seed, &gerr)) {
+            int code = cli_usage_error("--seed: %s", gerr->message);
+            g_error_free(gerr);
+            return code;
+        }
+        gp->seed = seed;
+    } else {
+        gp->seed = g_random_int();   // 32 bits: easy to type back in
+    }
+
+    if (!o->output)
+        o->output = g_strdup(CLI_DEFAULT_OUTPUT);
+    const char *in_files[3] = {o->init_image, o->mask, o->noise_in};
+    const char *in_names[3] = {"init image", "mask", "noise file"};
+    for (int i = 0; i < 3; i++) {
+        if (in_files[i] && !g_file_test(in_files[i], G_FILE_TEST_IS_REGULAR)) {
+            cli_error("%s '%s' does not exist", in_names[i], in_files[i]);
+            return CLI_EXIT_ERROR;
+        }
+    }
+    char *first = cli_output_name(o->output, 1, o->batch_count);
+    bool writable = cli_check_writable(first, "output");
+    g_free(first);
+    if (!writable || (o->latent_out && !cli_check_writable(o->latent_out, "latent file")))
+        return CLI_EXIT_ERROR;
+
+    gp->prompt = o->prompt ? o->prompt : "";
+    gp->negative_prompt = o->negative;
+    gp->width = o->width;
+    gp->height = o->height;
+    gp->steps = o->steps;
+    gp->cfg_scale = (float)o->cfg_scale;
+    gp->batch_count = o->batch_count;
+    gp->clip_skip = o->clip_skip;
+    if (o->init_image)
+        gp->strength = o->strength == -1.0 ? 0.75f : (float)o->strength;
+    return -1;
+}
+
+// The model to load: --model, else the default model in the models folder. NULL (after an
+// error message) when there is none.
+static char *cli_model_path(const cli_opts *o, const char *models_dir)
+{
+    if (o->model) {
+        if (!g_file_test(o->model, G_FILE_TEST_EXISTS)) {
+            cli_error("model file '%s' does not exist", o->model);
+            return NULL;
+        }
+        return g_strdup(o->model);
+    }
+    char *path = g_build_filename(models_dir, CLI_DEFAULT_MODEL, NULL);
+    if (!g_file_test(path, G_FILE_TEST_EXISTS)) {
+        cli_error("no default model '%s'; pass a checkpoint with --model FILE", path);
+        g_free(path);
+        return NULL;
+    }
+    return path;
+}
+
+// ---------------------------------------------------------------------------------------------
+// The run
+
+typedef struct cli_run {
+    sdg_model *model;
+    sdg_ctx *ctx;
+    sdg_result *result;
+    sdg_image *init, *mask;
+    float *noise;           // malloc'ed by sdg_tensor_read
+    char *model_path;
+} cli_run;
+
+static void cli_run_free(cli_run *r)
+{
+    cli_running_ctx = NULL;
+    sdg_result_free(r->result);
+    sdg_ctx_free(r->ctx);
+    sdg_model_free(r->model);
+    sdg_image_free(r->init);
+    sdg_image_free(r->mask);
+    free(r->noise);
+    g_free(r->model_path);
+}
+
+// Loads init image and mask into r and sets the size in gp. Returns -1 or an exit code.
+static int cli_load_pictures(const cli_opts *o, cli_run *r, sdg_gen_params *gp, bool scale)
+{
+    char *error = NULL;
+    int iw = 0, ih = 0, mw = 0, mh = 0;
+    int want_w = scale ? o->width : 0, want_h = scale ? o->height : 0;
+    r->init = cli_load_rgb(o->init_image, want_w, want_h, &iw, &ih, &error);
+    if (!r->init)
+        goto fail;
+    if (!scale && (iw % 8 || ih % 8 || iw > CLI_MAX_SIDE || ih > CLI_MAX_SIDE)) {
+        cli_error("init image '%s' is %dx%d; sides must be multiples of 8 up to %d (pass -W and "
+                  "-H to scale it)", o->init_image, iw, ih, CLI_MAX_SIDE);
+        return CLI_EXIT_ERROR;
+    }
+    if (o->mask) {
+        r->mask = cli_load_mask(o->mask, want_w, want_h, &mw, &mh, &error);
+        if (!r->mask)
+            goto fail;
+        if (mw != iw || mh != ih) {
+            cli_error("mask '%s' is %dx%d but the init image is %dx%d", o->mask, mw, mh, iw, ih);
+            return CLI_EXIT_ERROR;
+        }
+    }
+    gp->init_image = r->init;
+    gp->mask = r->mask;
+    gp->width = r->init->width;
+    gp->height = r->init->height;
+    return -1;
+fail:
+    cli_error("%s", error);
+    g_free(error);
+    return CLI_EXIT_ERROR;
+}
+
+static int cli_write_latents(const char *path, const sdg_result *res)
+{
+    int64_t shape[4] = {res->n_images, res->latent_channels, res->latent_height,
+                        res->latent_width};
+    sdg_error err = {0};
+    if (sdg_tensor_write(path, "latent", 4, shape, res->latents, &err) != SDG_OK) {
+        cli_error("%s", err.message);
+        return CLI_EXIT_ERROR;
+    }
+    cli_info("wrote %s", path);
+    return -1;
+}
+
+static int cli_main(const cli_opts *o, sdg_gen_params *gp)
+{
+    cli_run r = {0};
+    sdg_error err = {0};
+    int code = CLI_EXIT_ERROR;
+    gint64 t0 = g_get_monotonic_time();
+
+    sdg_model_params mp = sdg_model_default_params();
+    const char *env_dir = g_getenv("SDG_MODELS_DIR");
+    if (env_dir && *env_dir)
+        mp.models_dir = env_dir;
+    if (!mp.models_dir)
+        mp.models_dir = SDG_MODELS_DIR;
+    if (o->vocab) {
+        if (!g_file_test(o->vocab, G_FILE_TEST_EXISTS)) {
+            cli_error("vocabulary '%s' does not exist", o->vocab);
+            goto out;
+        }
+        mp.vocab_path = o->vocab;
+    }
+    r.model_path = cli_model_path(o, mp.models_dir);
+    if (!r.model_path)
+        goto out;
+
+    if (o->init_image && (code = cli_load_pictures(o, &r, gp, o->scale_init)) != -1)
+        goto out;
+    code = CLI_EXIT_ERROR;
+
+    cli_info("loading %s", r.model_path);
+    gint64 t_load = g_get_monotonic_time();
+    r.model = sdg_model_load(r.model_path, &mp, &err);
+    if (!r.model) {
+        cli_error("%s", err.message);
+        goto out;
+    }
+    if (cli_cancelled)
+        goto cancelled;
+    cli_info("loaded in %.1f s", (double)(g_get_monotonic_time() - t_load) / 1e6);
+
+    if (o->noise_in) {
+        sdg_model_info info;
+        sdg_model_get_info(r.model, &info);
+        int scale = info.vae_scale > 0 ? info.vae_scale : 8;
+        int64_t shape[4] = {1, 4, gp->height / scale, gp->width / scale};
+        if (sdg_tensor_read(o->noise_in, "noise", 4, shape, &r.noise, &err) != SDG_OK) {
+            cli_error("%s", err.message);
+            goto out;
+        }
+        gp->noise = r.noise;
+    }
+
+    r.ctx = sdg_ctx_new(r.model, o->threads, &err);
+    if (!r.ctx) {
+        cli_error("%s", err.message);
+        goto out;
+    }
+    cli_progress prog = {
+        .quiet = cli_quiet, .tty = isatty(STDERR_FILENO) != 0, .n_images = gp->batch_count,
+    };
+    gp->progress = cli_on_progress;
+    gp->progress_data = &prog;
+    char strength[32] = "";
+    if (o->init_image)
+        snprintf(strength, sizeof strength, ", strength %g", gp->strength);
+    cli_info("%s %dx%d, %s/%s, steps %d, cfg %g%s, seed %" G_GUINT64_FORMAT,
+             o->mask ? "inpainting" : (o->init_image ? "image-to-image" : "text-to-image"),
+             gp->width, gp->height, sdg_sampler_name(gp->sampler),
+             sdg_schedule_name(gp->schedule), gp->steps, gp->cfg_scale, strength, gp->seed);
+
+    gint64 t1 = g_get_monotonic_time();
+    cli_running_ctx = r.ctx;
+    if (cli_cancelled)   // Ctrl-C between the last check and publishing the ctx
+        goto cancelled;
+    sdg_status st = sdg_generate(r.ctx, gp, &r.result, &err);
+    cli_running_ctx = NULL;
+    if (prog.tty && prog.line_len > 0)
+        fputc('\n', stderr);
+    if (st == SDG_ERR_CANCELLED || cli_cancelled)
+        goto cancelled;
+    if (st != SDG_OK) {
+        cli_error("%s", err.message);
+        goto out;
+    }
+
+    for (int i = 0; i < r.result->n_images; i++) {
+        char *name = cli_output_name(o->output, i + 1, r.result->n_images);
+        char *error = NULL;
+        bool ok = cli_save_png(r.result->images[i], name, &error);
+        if (ok)
+            cli_info("wrote %s (seed %" G_GUINT64_FORMAT ")", name, gp->seed + (guint64)i);
+        else
+            cli_error("%s", error);
+        g_free(name);
+        g_free(error);
+        if (!ok)
+            goto out;
+    }
+    if (o->latent_out && cli_write_latents(o->latent_out, r.result) != -1)
+        goto out;
+    cli_info("done in %.1f s (sampling and decoding %.1f s)",
+             (double)(g_get_monotonic_time() - t0) / 1e6,
+             (double)(g_get_monotonic_time() - t1) / 1e6);
+    code = CLI_EXIT_OK;
+    goto out;
+
+cancelled:
+    fprintf(stderr, "sdg: cancelled\n");
+    code = CLI_EXIT_CANCELLED;
+out:
+    cli_run_free(&r);
+    return code;
+}
+
+int main(int argc, char **argv)
+{
+    cli_opts o = {
+        .steps = 20, .cfg_scale = 7.0, .batch_count = 1, .clip_skip = 1, .strength = -1.0,
+    };
+    int code = cli_parse(&argc, &argv, &o);
+    if (code == -1 && o.version) {
+        printf("sdg %s\n", SDG_VERSION);
+        code = CLI_EXIT_OK;
+    }
+    cli_quiet = o.quiet;
+    sdg_gen_params gp = sdg_gen_default_params();
+    if (code == -1)
+        code = cli_validate(&o, &gp);
+    if (code == -1) {
+        cli_install_sigint();
+        g_log_set_default_handler(cli_log_handler, NULL);
+        g_setenv("GEGL_SWAP", "RAM", FALSE);   // no swap files in the user's cache folder
+        gegl_init(NULL, NULL);
+        code = cli_main(&o, &gp);
+        gegl_exit();
+    }
+
+    char **strs[] = {&o.model, &o.vocab, &o.prompt, &o.negative, &o.sampler, &o.schedule,
+                     &o.seed, &o.init_image, &o.mask, &o.noise_in, &o.latent_out, &o.output};
+    for (size_t i = 0; i < G_N_ELEMENTS(strs); i++)
+        g_free(*strs[i]);
+    return code;
+}

@@ -1,0 +1,290 @@
+#!/usr/bin/env bash
+# test-cli.sh - TAP tests of the `sdg` command line and of sdg-random-checkpoint.
+#
+# Usage: test-cli.sh SDG RANDOM_CHECKPOINT   (SDG_REFERENCE_DIR points at shared/reference)
+# Set SDG_CLI_WRAPPER (e.g. "valgrind -q --leak-check=full --error-exitcode=99") to run every sdg
+# under a wrapper. Checks option handling and errors without a model, then generates with the
+# golden tiny model (skipped when the reference data is absent). Not here: picture quality, which
+# the golden C tests cover; this only needs bash and coreutils (no python, no gegl binary).
+set -u
+
+SDG=${1:?usage: test-cli.sh SDG RANDOM_CHECKPOINT}
+RANDCK=${2:?usage: test-cli.sh SDG RANDOM_CHECKPOINT}
+REF=${SDG_REFERENCE_DIR:-$(dirname "$0")/../../shared/reference}
+WRAP=${SDG_CLI_WRAPPER:-}
+TMP=$(mktemp -d "${TMPDIR:-/tmp}/test-cli.XXXXXX") || exit 1
+trap 'rm -rf "$TMP"' EXIT
+
+n=0
+failed=0
+ok()   { n=$((n + 1)); echo "ok $n - $1"; }
+fail() { n=$((n + 1)); failed=$((failed + 1)); echo "not ok $n - $1"; shift; for l in "$@"; do echo "# $l"; done; }
+skip() { n=$((n + 1)); echo "ok $n - $1 # SKIP $2"; }
+
+# run ARGS...: runs sdg, leaving the status in $rc and stderr in $TMP/err
+run() { $WRAP "$SDG" "$@" >"$TMP/out" 2>"$TMP/err"; rc=$?; }
+err_tail() { tail -n 3 "$TMP/err" | tr '\n' '|'; }
+
+# expect NAME CODE PATTERN ARGS...: status CODE and stderr matching PATTERN (grep -E)
+expect() {
+    local name=$1 code=$2 pattern=$3
+    shift 3
+    run "$@"
+    if [ "$rc" -eq "$code" ] && grep -Eq -- "$pattern" "$TMP/err"; then
+        ok "$name"
+    else
+        fail "$name" "want status $code and /$pattern/, got $rc: $(err_tail)"
+    fi
+}
+
+# png_size FILE: prints "WxH" from the IHDR chunk (bytes 16..23, big-endian)
+png_size() {
+    local b
+    b=($(od -An -tu1 -j16 -N8 "$1" 2>/dev/null))
+    [ "${#b[@]}" -eq 8 ] || { echo "none"; return; }
+    echo "$(( (b[0] << 24) | (b[1] << 16) | (b[2] << 8) | b[3] ))x$(( (b[4] << 24) | (b[5] << 16) | (b[6] << 8) | b[7] ))"
+}
+
+# st_header FILE: prints the JSON header of a .safetensors file
+st_header() {
+    local b len
+    b=($(od -An -tu1 -N8 "$1" 2>/dev/null))
+    [ "${#b[@]}" -eq 8 ] || return 1
+    len=$(( b[0] | (b[1] << 8) | (b[2] << 16) | (b[3] << 24) ))
+    dd if="$1" bs=1 skip=8 count="$len" 2>/dev/null
+}
+
+# st_size_ok FILE: the file is exactly 8 + header + the end of the last data range
+st_size_ok() {
+    local b len end size
+    b=($(od -An -tu1 -N8 "$1" 2>/dev/null))
+    [ "${#b[@]}" -eq 8 ] || return 1
+    len=$(( b[0] | (b[1] << 8) | (b[2] << 16) | (b[3] << 24) ))
+    end=$(st_header "$1" | grep -o '"data_offsets":\[[0-9]*,[0-9]*\]' | sed 's/.*,\([0-9]*\)\]/\1/' | sort -n | tail -1)
+    size=$(wc -c <"$1")
+    [ -n "$end" ] && [ "$size" -eq $((8 + len + end)) ]
+}
+
+# pgm FILE W H: a plain PGM, black on the left half and white on the right
+pgm() {
+    local f=$1 w=$2 h=$3 x y
+    {
+        echo "P2"; echo "$w $h"; echo "255"
+        for ((y = 0; y < h; y++)); do
+            for ((x = 0; x < w; x++)); do
+                if [ $x -ge $((w / 2)) ]; then printf '255 '; else printf '0 '; fi
+            done
+            echo
+        done
+    } >"$f"
+}
+
+# ---------------------------------------------------------------------------------------------
+# Options and errors (no model needed)
+
+run --help
+missing=""
+for opt in --model --vocab --prompt --negative-prompt --width --height --sampler --schedule \
+           --steps --cfg-scale --seed --batch-count --clip-skip --init-image --mask --strength \
+           --threads --noise-in --latent-out --output --quiet --version Examples: euler_a karras; do
+    grep -q -- "$opt" "$TMP/out" || missing="$missing $opt"
+done
+if [ "$rc" -eq 0 ] && [ -z "$missing" ]; then ok "--help lists every option"; else fail "--help lists every option" "status $rc, missing:$missing"; fi
+
+run --version
+if [ "$rc" -eq 0 ] && grep -q '^sdg ' "$TMP/out"; then ok "--version"; else fail "--version" "status $rc"; fi
+
+expect "unknown option exits 2 with a hint" 2 "Try 'sdg --help'" --no-such-option
+expect "stray argument exits 2" 2 "unexpected argument" a cat
+expect "non-numeric width exits 2" 2 "width|-W" -W abc
+expect "width not a multiple of 8" 2 "multiple of 8" -W 100
+expect "height too large" 2 "multiple of 8" -H 8192
+expect "steps 0" 2 "steps" --steps 0
+expect "steps 1001" 2 "steps" --steps 1001
+expect "strength 1.5" 2 "strength" -i "$TMP/none.png" --strength 1.5
+expect "strength without init image" 2 "strength needs --init-image" --strength 0.5
+expect "mask without init image" 2 "mask needs --init-image" --mask "$TMP/none.png"
+expect "unknown sampler lists the samplers" 2 "euler_a" --sampler nope
+expect "unknown schedule" 2 "karras" --schedule nope
+expect "bad seed" 2 "seed" --seed -5
+expect "negative cfg scale" 2 "cfg-scale" --cfg-scale -1
+expect "invalid UTF-8 prompt" 2 "not valid UTF-8" -p $'a \xff\xfe cat'
+expect "invalid UTF-8 negative prompt" 2 "not valid UTF-8" -n $'\xc3\x28'
+expect "missing model file is named" 1 "nope\\.safetensors" -m "$TMP/nope.safetensors"
+expect "missing init image is named" 1 "ghost\\.png" -m "$TMP/nope.safetensors" -i "$TMP/ghost.png"
+expect "missing noise file is named" 1 "ghost\\.safetensors" --noise-in "$TMP/ghost.safetensors"
+expect "output folder missing" 1 "does not exist" -o "$TMP/no/such/dir/out.png"
+mkdir -p "$TMP/empty-models"
+SDG_MODELS_DIR="$TMP/empty-models" expect "no default model asks for --model" 1 "--model" -p cat
+echo "not a model" >"$TMP/junk.safetensors"
+run -m "$TMP/junk.safetensors" -W 64 -H 64 -o "$TMP/junk.png"
+if [ "$rc" -eq 1 ] && grep -q "^sdg: error: " "$TMP/err" && [ ! -e "$TMP/junk.png" ]; then
+    ok "malformed model file: one-line error, exit 1"
+else
+    fail "malformed model file: one-line error, exit 1" "status $rc: $(err_tail)"
+fi
+
+# ---------------------------------------------------------------------------------------------
+# sdg-random-checkpoint
+
+printf 'a.weight\tF32\t8,4,3,3\nb.norm1.weight\tF32\t8\nb.bias\tF32\t8\nlogit_scale\tF32\t\nx.position_ids\tI64\t1,77\nbetas\tF32\t1000\n' >"$TMP/small.tsv"
+"$RANDCK" "$TMP/small.tsv" "$TMP/small.safetensors" --seed 7 >/dev/null 2>"$TMP/err"; rc=$?
+if [ "$rc" -eq 0 ] && st_size_ok "$TMP/small.safetensors" &&
+   st_header "$TMP/small.safetensors" | grep -q '"a.weight":{"dtype":"F32","shape":\[8,4,3,3\]' &&
+   st_header "$TMP/small.safetensors" | grep -q '"x.position_ids":{"dtype":"I64","shape":\[1,77\]' &&
+   st_header "$TMP/small.safetensors" | grep -q '"logit_scale":{"dtype":"F32","shape":\[\]'; then
+    ok "random-checkpoint writes a manifest's layout"
+else
+    fail "random-checkpoint writes a manifest's layout" "status $rc: $(err_tail)"
+fi
+"$RANDCK" "$TMP/small.tsv" "$TMP/small16.safetensors" --seed 7 --dtype f16 >/dev/null 2>&1; rc=$?
+if [ "$rc" -eq 0 ] && st_size_ok "$TMP/small16.safetensors" &&
+   st_header "$TMP/small16.safetensors" | grep -q '"a.weight":{"dtype":"F16"' &&
+   st_header "$TMP/small16.safetensors" | grep -q '"x.position_ids":{"dtype":"I64"'; then
+    ok "random-checkpoint --dtype f16 keeps integer tensors"
+else
+    fail "random-checkpoint --dtype f16 keeps integer tensors" "status $rc"
+fi
+"$RANDCK" "$TMP/small.tsv" "$TMP/again.safetensors" --seed 7 >/dev/null 2>&1
+"$RANDCK" "$TMP/small.tsv" "$TMP/other.safetensors" --seed 8 >/dev/null 2>&1
+if cmp -s "$TMP/small.safetensors" "$TMP/again.safetensors" &&
+   ! cmp -s "$TMP/small.safetensors" "$TMP/other.safetensors"; then
+    ok "random-checkpoint output depends only on the seed"
+else
+    fail "random-checkpoint output depends only on the seed"
+fi
+printf 'a.weight\tF99\t3\n' >"$TMP/bad.tsv"
+"$RANDCK" "$TMP/bad.tsv" "$TMP/bad.safetensors" >/dev/null 2>"$TMP/err"; rc=$?
+if [ "$rc" -eq 1 ] && grep -q "line 1" "$TMP/err" && [ ! -e "$TMP/bad.safetensors" ]; then
+    ok "random-checkpoint rejects a bad manifest line"
+else
+    fail "random-checkpoint rejects a bad manifest line" "status $rc: $(err_tail)"
+fi
+"$RANDCK" --dtype f64 "$TMP/small.tsv" "$TMP/x.safetensors" >/dev/null 2>&1; rc=$?
+if [ "$rc" -eq 2 ]; then ok "random-checkpoint rejects --dtype f64"; else fail "random-checkpoint rejects --dtype f64" "status $rc"; fi
+
+# ---------------------------------------------------------------------------------------------
+# Generation with the golden tiny model
+
+MODEL=$REF/golden/tiny-sd1.safetensors
+VOCAB=$REF/vocab/bpe_simple_vocab_16e6.txt.gz
+GEN_TESTS=15
+if [ ! -f "$MODEL" ] || [ ! -f "$VOCAB" ]; then
+    for ((i = 0; i < GEN_TESTS; i++)); do skip "generation $i" "no tiny model under $REF"; done
+    echo "1..$n"
+    exit 0
+fi
+M=(-m "$MODEL" --vocab "$VOCAB" -t 2)
+
+run "${M[@]}" -p "a red fox" -W 64 -H 64 --steps 2 --seed 42 -o "$TMP/t2i.png"
+size=$(png_size "$TMP/t2i.png")
+if [ "$rc" -eq 0 ] && [ "$size" = "64x64" ] && grep -q "seed 42" "$TMP/err"; then
+    ok "text-to-image writes a 64x64 PNG"
+else
+    fail "text-to-image writes a 64x64 PNG" "status $rc, size $size: $(err_tail)"
+fi
+
+run "${M[@]}" -p "a red fox" -W 64 -H 64 --steps 2 --seed 42 -o "$TMP/t2i-again.png" -q
+if [ "$rc" -eq 0 ] && cmp -s "$TMP/t2i.png" "$TMP/t2i-again.png" && [ ! -s "$TMP/err" ]; then
+    ok "same seed, same picture; -q prints nothing"
+else
+    fail "same seed, same picture; -q prints nothing" "status $rc: $(err_tail)"
+fi
+
+run "${M[@]}" -p "a red fox" -W 64 -H 64 --steps 2 --seed 43 -o "$TMP/t2i-43.png" -q
+if [ "$rc" -eq 0 ] && ! cmp -s "$TMP/t2i.png" "$TMP/t2i-43.png"; then
+    ok "another seed, another picture"
+else
+    fail "another seed, another picture" "status $rc: $(err_tail)"
+fi
+
+run "${M[@]}" -p "a red fox" -W 64 -H 48 --steps 1 --sampler dpmpp_2m --schedule karras \
+    --batch-count 2 -o "$TMP/batch.png" --latent-out "$TMP/batch-latent.safetensors"
+if [ "$rc" -eq 0 ] && [ "$(png_size "$TMP/batch-1.png")" = "64x48" ] &&
+   [ "$(png_size "$TMP/batch-2.png")" = "64x48" ] && [ ! -e "$TMP/batch.png" ] &&
+   ! cmp -s "$TMP/batch-1.png" "$TMP/batch-2.png"; then
+    ok "batch of 2 writes NAME-1.png and NAME-2.png"
+else
+    fail "batch of 2 writes NAME-1.png and NAME-2.png" "status $rc: $(err_tail)"
+fi
+if st_size_ok "$TMP/batch-latent.safetensors" &&
+   st_header "$TMP/batch-latent.safetensors" | grep -q '"latent":{"dtype":"F32","shape":\[2,4,6,8\]'; then
+    ok "--latent-out writes tensor 'latent' [2,4,6,8]"
+else
+    fail "--latent-out writes tensor 'latent' [2,4,6,8]" "$(st_header "$TMP/batch-latent.safetensors" | head -c 200)"
+fi
+
+run "${M[@]}" -W 64 -H 64 --steps 1 -b 2 -o "$TMP/pat-%d-x.png" -q
+if [ "$rc" -eq 0 ] && [ -s "$TMP/pat-1-x.png" ] && [ -s "$TMP/pat-2-x.png" ]; then
+    ok "%d in --output is filled in"
+else
+    fail "%d in --output is filled in" "status $rc: $(err_tail)"
+fi
+
+run "${M[@]}" -p "an oil painting" -i "$TMP/t2i.png" --strength 0.5 --steps 2 --seed 1 -o "$TMP/i2i.png"
+if [ "$rc" -eq 0 ] && [ "$(png_size "$TMP/i2i.png")" = "64x64" ] && grep -q "image-to-image" "$TMP/err"; then
+    ok "image-to-image keeps the init image's size"
+else
+    fail "image-to-image keeps the init image's size" "status $rc: $(err_tail)"
+fi
+
+run "${M[@]}" -i "$TMP/t2i.png" -W 32 -H 48 --steps 1 -o "$TMP/i2i-scaled.png"
+if [ "$rc" -eq 0 ] && [ "$(png_size "$TMP/i2i-scaled.png")" = "32x48" ]; then
+    ok "image-to-image with -W/-H scales the init image"
+else
+    fail "image-to-image with -W/-H scales the init image" "status $rc: $(err_tail)"
+fi
+
+pgm "$TMP/mask.pgm" 64 64
+pgm "$TMP/gray.pgm" 64 64
+run "${M[@]}" -p "a cat" -i "$TMP/gray.pgm" --mask "$TMP/mask.pgm" --steps 2 -o "$TMP/inpaint.png"
+if [ "$rc" -eq 0 ] && [ "$(png_size "$TMP/inpaint.png")" = "64x64" ] && grep -q "inpainting" "$TMP/err"; then
+    ok "inpainting with a PGM mask (and a grey init image)"
+else
+    fail "inpainting with a PGM mask (and a grey init image)" "status $rc: $(err_tail)"
+fi
+
+pgm "$TMP/mask-small.pgm" 32 32
+expect "mask of another size than the init image" 1 "mask .* is 32x32 but the init image is 64x64" \
+    "${M[@]}" -i "$TMP/t2i.png" --mask "$TMP/mask-small.pgm" -o "$TMP/x.png"
+pgm "$TMP/odd.pgm" 60 60
+expect "init image not a multiple of 8 without -W/-H" 1 "multiples of 8" \
+    "${M[@]}" -i "$TMP/odd.pgm" -o "$TMP/x.png"
+echo "garbage" >"$TMP/garbage.png"
+expect "unreadable init image" 1 "could not be read" "${M[@]}" -i "$TMP/garbage.png" -o "$TMP/x.png"
+
+# --noise-in replaces the seeded noise: with a deterministic sampler two seeds then agree.
+printf 'noise\tF32\t1,4,8,8\n' >"$TMP/noise.tsv"
+"$RANDCK" "$TMP/noise.tsv" "$TMP/noise.safetensors" --seed 3 >/dev/null 2>&1
+run "${M[@]}" -W 64 -H 64 --steps 2 --sampler euler --seed 1 --noise-in "$TMP/noise.safetensors" \
+    -o "$TMP/noise-1.png" --latent-out "$TMP/noise-1.safetensors" -q
+rc1=$rc
+run "${M[@]}" -W 64 -H 64 --steps 2 --sampler euler --seed 2 --noise-in "$TMP/noise.safetensors" \
+    -o "$TMP/noise-2.png" --latent-out "$TMP/noise-2.safetensors" -q
+if [ "$rc1" -eq 0 ] && [ "$rc" -eq 0 ] && cmp -s "$TMP/noise-1.png" "$TMP/noise-2.png" &&
+   cmp -s "$TMP/noise-1.safetensors" "$TMP/noise-2.safetensors"; then
+    ok "--noise-in: the given noise decides the picture, not the seed"
+else
+    fail "--noise-in: the given noise decides the picture, not the seed" "status $rc1/$rc: $(err_tail)"
+fi
+expect "--noise-in of the wrong shape" 1 "noise" \
+    "${M[@]}" -W 128 -H 64 --steps 1 --noise-in "$TMP/noise.safetensors" -o "$TMP/x.png"
+
+# Ctrl-C: wait for the first progress line, interrupt, expect "cancelled" and status 130.
+$WRAP "$SDG" "${M[@]}" -W 256 -H 256 --steps 1000 -o "$TMP/long.png" >/dev/null 2>"$TMP/err" &
+pid=$!
+for ((i = 0; i < 600; i++)); do
+    grep -q "step 1/1000" "$TMP/err" 2>/dev/null && break
+    kill -0 "$pid" 2>/dev/null || break
+    sleep 0.1
+done
+kill -INT "$pid" 2>/dev/null
+wait "$pid"; rc=$?
+if [ "$rc" -eq 130 ] && grep -q "cancelled" "$TMP/err" && [ ! -e "$TMP/long.png" ]; then
+    ok "Ctrl-C cancels with status 130"
+else
+    fail "Ctrl-C cancels with status 130" "status $rc: $(err_tail)"
+fi
+
+echo "1..$n"
+[ "$failed" -eq 0 ]
