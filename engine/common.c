@@ -3,6 +3,8 @@
  */
 #include "common.h"
 
+#include <sys/mman.h>
+
 #include <cblas.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -60,6 +62,21 @@ const char *sdg_status_name(sdg_status status)
 
 // ---------------------------------------------------------------------------------------------
 
+void *sdg__alloc_big(size_t bytes)
+{
+    const size_t huge = (size_t)2 << 20;
+    size_t align = bytes >= huge ? huge : SDG_ARENA_ALIGN;
+    size_t size = (bytes + align - 1) & ~(align - 1);
+    void *p = NULL;
+    if (posix_memalign(&p, align, size ? size : align) != 0)
+        return NULL;
+#ifdef MADV_HUGEPAGE
+    if (size >= huge)
+        madvise(p, size, MADV_HUGEPAGE);   // advice only: failure changes nothing
+#endif
+    return p;
+}
+
 void sdg__exec_init(sdg_exec *ex, int n_threads)
 {
     memset(ex, 0, sizeof *ex);
@@ -75,8 +92,8 @@ sdg_status sdg__exec_reserve(sdg_exec *ex, size_t bytes, sdg_error *err)
     ex->arena.cap = 0;
     // Round up so that a few bytes more on the next size do not force a new allocation.
     size_t cap = (bytes + (1u << 20) - 1) & ~(size_t)((1u << 20) - 1);
-    void *p = NULL;
-    if (posix_memalign(&p, SDG_ARENA_ALIGN, cap) != 0 || !p)
+    void *p = sdg__alloc_big(cap);
+    if (!p)
         return sdg__fail(err, SDG_ERR_NOMEM, "out of memory: the activations need %.1f MiB",
                          (double)cap / (1 << 20));
     ex->arena.base = p;

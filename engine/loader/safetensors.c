@@ -885,6 +885,20 @@ const void *st_data(const st_file *f, const st_tensor *t)
     return f->data + t->offset;
 }
 
+void st_release(const st_file *f, const st_tensor *t)
+{
+    // Only whole pages inside the tensor: a neighbour may still be in use through the mapping.
+    long page = sysconf(_SC_PAGESIZE);
+    if (page <= 0)
+        return;
+    uintptr_t begin = (uintptr_t)(f->data + t->offset);
+    uintptr_t end = begin + t->size;
+    begin = (begin + (uintptr_t)page - 1) & ~((uintptr_t)page - 1);
+    end &= ~((uintptr_t)page - 1);
+    if (end > begin)
+        madvise((void *)begin, end - begin, MADV_DONTNEED);
+}
+
 // ---------------------------------------------------------------------------------------------
 // Reading with conversion. Source bytes may be unaligned, so they are copied in chunks into an
 // aligned local buffer before conversion.

@@ -50,6 +50,10 @@ const st_tensor *st_find(const st_file *f, const char *name);
 const char *st_metadata(const st_file *f, const char *key);
 // Pointer to a tensor's bytes inside the mapping (valid until st_close).
 const void *st_data(const st_file *f, const st_tensor *t);
+// Says a tensor's bytes will not be read through the mapping again (its data was converted into a
+// copy), so the kernel may drop those pages: weights are then not held twice in memory. Reading
+// it later still works (the pages come back from the file).
+void st_release(const st_file *f, const st_tensor *t);
 
 const char *st_dtype_name(st_dtype dt);   // "F32", "F16", ...
 size_t st_dtype_size(st_dtype dt);

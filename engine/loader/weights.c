@@ -149,10 +149,8 @@ const float *sdg_wb_get(sdg_weights *wb, int n_dims, const int64_t *shape, const
     if (wb->copies[idx])
         return wb->copies[idx];
     size_t bytes = (size_t)t->n_elements * sizeof(float);
-    void *copy = NULL;
-    // Round up so the size is a multiple of the alignment (aligned_alloc requires it on some libcs).
-    size_t alloc = (bytes + 63) & ~(size_t)63;
-    if (posix_memalign(&copy, 64, alloc ? alloc : 64) != 0 || !copy) {
+    void *copy = sdg__alloc_big(bytes);
+    if (!copy) {
         wb_error(wb, SDG_ERR_NOMEM, "%s: out of memory converting tensor '%s' (%zu bytes)", path,
                  name, bytes);
         return NULL;
@@ -165,6 +163,7 @@ const float *sdg_wb_get(sdg_weights *wb, int n_dims, const int64_t *shape, const
     }
     wb->copies[idx] = copy;
     wb->owned += bytes;
+    st_release(wb->f, t);
     return copy;
 }
 
