@@ -24,6 +24,14 @@ static const char *const schedule_names[SDG_SCHEDULE_COUNT] = {
     [SDG_SCHEDULE_DEFAULT] = "default", [SDG_SCHEDULE_KARRAS] = "karras",
 };
 
+static int name_index(const char *const *names, int n, const char *name)
+{
+    for (int i = 0; name && i < n; i++)
+        if (strcmp(name, names[i]) == 0)
+            return i;
+    return -1;
+}
+
 const char *sdg_sampler_name(sdg_sampler s)
 {
     return (unsigned)s < SDG_SAMPLER_COUNT ? sampler_names[s] : "unknown";
@@ -31,13 +39,10 @@ const char *sdg_sampler_name(sdg_sampler s)
 
 bool sdg_sampler_from_name(const char *name, sdg_sampler *out)
 {
-    for (int i = 0; name && i < SDG_SAMPLER_COUNT; i++)
-        if (strcmp(name, sampler_names[i]) == 0) {
-            if (out)
-                *out = (sdg_sampler)i;
-            return true;
-        }
-    return false;
+    int i = name_index(sampler_names, SDG_SAMPLER_COUNT, name);
+    if (i >= 0 && out)
+        *out = (sdg_sampler)i;
+    return i >= 0;
 }
 
 const char *sdg_schedule_name(sdg_schedule s)
@@ -47,13 +52,10 @@ const char *sdg_schedule_name(sdg_schedule s)
 
 bool sdg_schedule_from_name(const char *name, sdg_schedule *out)
 {
-    for (int i = 0; name && i < SDG_SCHEDULE_COUNT; i++)
-        if (strcmp(name, schedule_names[i]) == 0) {
-            if (out)
-                *out = (sdg_schedule)i;
-            return true;
-        }
-    return false;
+    int i = name_index(schedule_names, SDG_SCHEDULE_COUNT, name);
+    if (i >= 0 && out)
+        *out = (sdg_schedule)i;
+    return i >= 0;
 }
 
 // ---------------------------------------------------------------------------------------------

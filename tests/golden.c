@@ -131,3 +131,29 @@ char *golden_prompt(const st_file *f, int index)
     }
     g_error("%s: no prompt %d", st_path(f), index);
 }
+
+size_t golden_run_measured(golden_run_fn run, const void *args, const void *args_no_buffers,
+                           int n_threads)
+{
+    sdg_exec ex;
+    sdg__exec_init(&ex, n_threads);
+    ex.dry = true;
+    run(&ex, args);
+    size_t peak = ex.arena.peak;
+    g_assert_cmpuint(ex.arena.used, ==, 0);
+    if (args_no_buffers) {
+        ex.arena.peak = 0;
+        run(&ex, args_no_buffers);
+        g_assert_cmpuint(ex.arena.peak, ==, peak);
+    }
+    ex.dry = false;
+    sdg_error err;
+    g_assert_cmpint(sdg__exec_reserve(&ex, peak, &err), ==, SDG_OK);
+    ex.arena.used = 0;
+    ex.arena.peak = 0;
+    run(&ex, args);
+    g_assert_cmpuint(ex.arena.peak, ==, peak);
+    g_assert_cmpuint(ex.arena.used, ==, 0);
+    sdg__exec_free(&ex);
+    return peak;
+}

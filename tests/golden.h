@@ -29,6 +29,14 @@ char *golden_prompt(const st_file *f, int index);
 // five pairs and the error as TAP comments, labelled with what.
 double golden_rel_error(const char *what, const float *got, const float *ref, size_t n);
 
+// Runs run(ex, args) the way the engine runs networks: a dry run measures the arena (again with
+// args_no_buffers, if not NULL, whose data pointers are NULL: a dry run needs no buffers), then
+// the real run in exactly that much memory must reach the same peak and release everything.
+// Returns the peak in bytes.
+typedef void (*golden_run_fn)(sdg_exec *ex, const void *args);
+size_t golden_run_measured(golden_run_fn run, const void *args, const void *args_no_buffers,
+                           int n_threads);
+
 // The tolerance every fp32 network comparison uses (shared/reference/golden/README.md).
 #define GOLDEN_TOL 1e-4
 

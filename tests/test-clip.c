@@ -31,41 +31,22 @@ typedef struct run_args {
     float *out;
 } run_args;
 
-static void run_once(sdg_exec *ex, const run_args *a)
+static void run_once(sdg_exec *ex, const void *args)
 {
+    const run_args *a = args;
     if (a->embed_only)
         clip_embed(ex, a->m, a->ids, a->n, a->out);
     else
         clip_forward(ex, a->m, a->ids, a->n, a->clip_skip, a->out);
 }
 
-// Dry run to measure the arena, then the real run in exactly that much; the peaks must agree and
-// everything must be released. Returns the peak in bytes.
+// Dry run, then the real run in exactly the measured memory (golden_run_measured).
 static size_t run_measured(const run_args *a, int n_threads)
 {
-    sdg_exec ex;
-    sdg__exec_init(&ex, n_threads);
-    ex.dry = true;
-    run_once(&ex, a);
-    size_t peak = ex.arena.peak;
-    g_assert_cmpuint(ex.arena.used, ==, 0);
-    // A dry run may be given no buffers at all.
     run_args none = *a;
     none.ids = NULL;
     none.out = NULL;
-    ex.arena.peak = 0;
-    run_once(&ex, &none);
-    g_assert_cmpuint(ex.arena.peak, ==, peak);
-    ex.dry = false;
-    sdg_error err;
-    g_assert_cmpint(sdg__exec_reserve(&ex, peak, &err), ==, SDG_OK);
-    ex.arena.used = 0;
-    ex.arena.peak = 0;
-    run_once(&ex, a);
-    g_assert_cmpuint(ex.arena.peak, ==, peak);
-    g_assert_cmpuint(ex.arena.used, ==, 0);
-    sdg__exec_free(&ex);
-    return peak;
+    return golden_run_measured(run_once, a, &none, n_threads);
 }
 
 typedef struct loaded {

@@ -41,27 +41,30 @@ static void load_tiny(void)
     g_ref = golden_open("golden/tiny-sd1-reference.safetensors");
 }
 
+typedef struct unet_args {
+    const unet_model *m;
+    const float *x, *t, *ctx;
+    int n, h, w, n_ctx;
+    float *out;
+    unet_debug_fn fn;
+    void *user;
+} unet_args;
+
+static void unet_run(sdg_exec *ex, const void *args)
+{
+    const unet_args *a = args;
+    unet_forward_debug(ex, a->m, a->x, a->n, a->h, a->w, a->t, a->ctx, a->n_ctx, a->out, a->fn,
+                       a->user);
+}
+
 // Runs the forward pass as the pipeline does: a dry run sizes the arena, then the real run,
 // which must reach exactly the measured peak. Returns the peak in bytes.
 static size_t run_unet(const unet_model *m, int n_threads, const float *x, int n, int h, int w,
                        const float *t, const float *ctx, int n_ctx, float *out, unet_debug_fn fn,
                        void *user)
 {
-    sdg_exec ex;
-    sdg__exec_init(&ex, n_threads);
-    ex.dry = true;
-    unet_forward_debug(&ex, m, x, n, h, w, t, ctx, n_ctx, out, fn, user);
-    size_t peak = ex.arena.peak;
-    g_assert_cmpuint(ex.arena.used, ==, 0);
-    sdg_error err;
-    g_assert_cmpint(sdg__exec_reserve(&ex, peak, &err), ==, SDG_OK);
-    ex.dry = false;
-    ex.arena.peak = 0;
-    unet_forward_debug(&ex, m, x, n, h, w, t, ctx, n_ctx, out, fn, user);
-    g_assert_cmpuint(ex.arena.peak, ==, peak);
-    g_assert_cmpuint(ex.arena.used, ==, 0);
-    sdg__exec_free(&ex);
-    return peak;
+    unet_args a = { m, x, t, ctx, n, h, w, n_ctx, out, fn, user };
+    return golden_run_measured(unet_run, &a, NULL, n_threads);
 }
 
 static void test_config(void)
