@@ -125,7 +125,6 @@ static void cli_install_sigint(void)
 typedef struct cli_progress {
     bool quiet;
     bool tty;          // stderr is a terminal: rewrite one line with \r
-    int image;         // 1-based picture being sampled
     int n_images;
     gint64 t_step0;    // monotonic us at step 0 of the current picture
     int line_len;      // length of the last \r line, to blank leftovers
@@ -138,10 +137,8 @@ static bool cli_on_progress(int step, int total, const sdg_image *preview, void 
     if (cli_cancelled)
         return false;
     gint64 now = g_get_monotonic_time();
-    if (step == 0) {
-        p->image++;
+    if (step == 0)
         p->t_step0 = now;
-    }
     if (p->quiet || step == 0)
         return true;
 
@@ -149,10 +146,12 @@ static bool cli_on_progress(int step, int total, const sdg_image *preview, void 
     double eta = per_step * (total - step);
     char line[160];
     int n = 0;
-    if (p->n_images > 1)
-        n = snprintf(line, sizeof line, "image %d/%d  ", p->image, p->n_images);
-    n += snprintf(line + n, sizeof line - (size_t)n, "step %d/%d  %.2f s/step  ETA %.0f s", step,
-                  total, per_step, eta);
+    // The engine counts the steps of the whole batch: total = steps per picture x pictures.
+    int per = p->n_images > 1 && total % p->n_images == 0 ? total / p->n_images : total;
+    if (per != total)
+        n = snprintf(line, sizeof line, "image %d/%d  ", (step - 1) / per + 1, p->n_images);
+    n += snprintf(line + n, sizeof line - (size_t)n, "step %d/%d  %.2f s/step  ETA %.0f s",
+                  (step - 1) % per + 1, per, per_step, eta);
     if (p->tty) {
         int pad = p->line_len > n ? p->line_len - n : 0;
         fprintf(stderr, "\r%s%*s", line, pad, "");

@@ -813,7 +813,8 @@ int sdg_tokenizer_tokenize77(const sdg_tokenizer *tok, const char *text, int32_t
     }
     int keep = n < SDG_TOKENIZER_CTX - 2 ? n : SDG_TOKENIZER_CTX - 2;
     ids[0] = tok->bos;
-    memcpy(ids + 1, bpe->data, (size_t)keep * sizeof(int32_t));
+    if (keep > 0)   // an empty GArray has no data pointer
+        memcpy(ids + 1, bpe->data, (size_t)keep * sizeof(int32_t));
     ids[keep + 1] = tok->eos;
     for (int i = keep + 2; i < SDG_TOKENIZER_CTX; i++)
         ids[i] = pad_id;
