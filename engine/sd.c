@@ -226,12 +226,28 @@ sdg_model *sdg_model_load(const char *path, const sdg_model_params *params, sdg_
         .native_size = 512,
         .scale_factor = 0.18215f,
     };
-    // Our own small default model records its native size in the file's metadata.
+    // Our own small default model records what its shapes cannot tell in the file's metadata:
+    // the size it was trained at and its latent scale.
     const char *native = st_metadata(m->file, "sdg.native_size");
     if (native) {
         long v = strtol(native, NULL, 10);
-        if (v >= 64 && v <= 4096 && v % 8 == 0)
-            m->info.native_size = (int)v;
+        if (v < 32 || v > 4096 || v % 8) {
+            sdg__fail(err, SDG_ERR_FORMAT, "%s: metadata sdg.native_size '%s' is not a size",
+                      path, native);
+            goto fail;
+        }
+        m->info.native_size = (int)v;
+    }
+    const char *scale = st_metadata(m->file, "sdg.scale_factor");
+    if (scale) {
+        char *end = NULL;
+        double v = g_ascii_strtod(scale, &end);
+        if (!end || *end || !(v > 1e-4 && v < 1e4)) {
+            sdg__fail(err, SDG_ERR_FORMAT, "%s: metadata sdg.scale_factor '%s' is not a scale",
+                      path, scale);
+            goto fail;
+        }
+        m->info.scale_factor = (float)v;
     }
     return m;
 

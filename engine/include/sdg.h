@@ -134,8 +134,9 @@ typedef struct sdg_model_info {
     int text_width;           // text encoder hidden width
     int text_layers;          // text encoder depth
     int vae_scale;            // image pixels per latent pixel (8)
-    int native_size;          // the size the family was trained at (512 for SD1.x)
-    float scale_factor;       // latent scale (0.18215 for SD1.x)
+    int native_size;          // the size the model was trained at (512 for SD1.x; a file may
+                              // say otherwise in its metadata "sdg.native_size")
+    float scale_factor;       // latent scale (0.18215 for SD1.x; metadata "sdg.scale_factor")
 } sdg_model_info;
 
 SDG_API void sdg_model_get_info(const sdg_model *model, sdg_model_info *info);
