@@ -1,0 +1,594 @@
+/*
+ * core.c - the three Filters > Diffusion procedures, version-neutral: validate, find the model,
+ * compute the region (region.h), read pixels through host.h, generate on the worker thread,
+ * scale and composite back, then add the layers in one undo group.
+ *
+ * The image is touched only at the very end, after every picture is ready, so an error or a
+ * Cancel anywhere before leaves it exactly as it was; a failure while adding layers takes the
+ * ones already added out again.
+ *
+ * Not here: libgimp (host.h), registration and argument parsing (gimp2/main.c), the dialog.
+ */
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <gio/gio.h>
+
+#include "core.h"
+#include "host.h"
+#include "region.h"
+#include "worker.h"
+#include "sdg.h"
+
+#ifndef SDGP_MODELS_DIR
+#define SDGP_MODELS_DIR "/usr/local/share/gimp-diffusion/models"
+#endif
+
+G_DEFINE_QUARK (sdgp-error-quark, sdgp_error)
+
+static const char *const mode_procedures[SDGP_MODE_COUNT] = {
+  "plug-in-diffusion-text-to-image",
+  "plug-in-diffusion-image-to-image",
+  "plug-in-diffusion-inpaint",
+};
+
+static const char *const mode_names[SDGP_MODE_COUNT] = {
+  "text-to-image", "image-to-image", "inpaint",
+};
+
+const char *
+sdgp_mode_procedure (sdgp_mode mode)
+{
+  return (unsigned) mode < SDGP_MODE_COUNT ? mode_procedures[mode] : NULL;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Checks
+
+char *
+sdgp_core_models_dir (const sdgp_params *p)
+{
+  const char *env = g_getenv ("SDG_MODELS_DIR");
+
+  if (p && p->models_dir[0])
+    return g_strdup (p->models_dir);
+  if (env && *env)
+    return g_strdup (env);
+  return g_strdup (SDGP_MODELS_DIR);
+}
+
+char *
+sdgp_core_model_path (const sdgp_params *p,
+                      GError           **error)
+{
+  char *dir, *path;
+
+  if (p->model[0])
+    {
+      if (g_file_test (p->model, G_FILE_TEST_IS_REGULAR))
+        return g_strdup (p->model);
+      g_set_error (error, SDGP_ERROR, SDGP_ERROR_MODEL,
+                   "The model file '%s' does not exist.", p->model);
+      return NULL;
+    }
+  dir = sdgp_core_models_dir (p);
+  path = g_build_filename (dir, SDGP_DEFAULT_MODEL, NULL);
+  if (! g_file_test (path, G_FILE_TEST_IS_REGULAR))
+    {
+      g_set_error (error, SDGP_ERROR, SDGP_ERROR_MODEL,
+                   "No model given and the default model '%s' is not installed in %s. "
+                   "Choose a Stable Diffusion 1.x checkpoint (.safetensors) as the model.",
+                   SDGP_DEFAULT_MODEL, dir);
+      g_free (path);
+      path = NULL;
+    }
+  g_free (dir);
+  return path;
+}
+
+gboolean
+sdgp_core_check_image (sdgp_mode mode,
+                       gint32    image,
+                       gint32    drawable,
+                       GError  **error)
+{
+  sdgp_host_info info;
+
+  if (! sdgp_host_get_info (image, drawable, &info, error))
+    return FALSE;
+  if (info.base == SDGP_HOST_INDEXED)
+    {
+      g_set_error (error, SDGP_ERROR, SDGP_ERROR_UNSUPPORTED,
+                   "Diffusion does not work on indexed images. Convert the image to RGB "
+                   "(Image > Mode > RGB) and try again.");
+      return FALSE;
+    }
+  if (mode == SDGP_INPAINT && ! info.has_selection)
+    {
+      g_set_error (error, SDGP_ERROR, SDGP_ERROR_INVALID,
+                   "Inpaint Selection needs a selection: select the part to repaint first.");
+      return FALSE;
+    }
+  return TRUE;
+}
+
+gboolean
+sdgp_core_check_params (sdgp_mode          mode,
+                        const sdgp_params *p,
+                        GError           **error)
+{
+  sdg_sampler sampler;
+
+  if ((unsigned) mode >= SDGP_MODE_COUNT)
+    {
+      g_set_error (error, SDGP_ERROR, SDGP_ERROR_INVALID, "Unknown mode %d.", (int) mode);
+      return FALSE;
+    }
+  if (! g_utf8_validate (p->prompt, -1, NULL) || ! g_utf8_validate (p->negative_prompt, -1, NULL))
+    {
+      g_set_error (error, SDGP_ERROR, SDGP_ERROR_INVALID, "The prompt is not valid UTF-8.");
+      return FALSE;
+    }
+  if (! sdg_sampler_from_name (p->sampler, &sampler))
+    {
+      GString *names = g_string_new (NULL);
+
+      for (int i = 0; i < SDG_SAMPLER_COUNT; i++)
+        g_string_append_printf (names, "%s%s", i ? ", " : "", sdg_sampler_name ((sdg_sampler) i));
+      g_set_error (error, SDGP_ERROR, SDGP_ERROR_INVALID,
+                   "Unknown sampler '%s' (one of: %s).", p->sampler, names->str);
+      g_string_free (names, TRUE);
+      return FALSE;
+    }
+  if (p->steps < 1 || p->steps > 1000)
+    {
+      g_set_error (error, SDGP_ERROR, SDGP_ERROR_INVALID,
+                   "Steps must be from 1 to 1000 (got %d).", p->steps);
+      return FALSE;
+    }
+  if (! isfinite (p->cfg_scale) || p->cfg_scale < 0.0 || p->cfg_scale > 100.0)
+    {
+      g_set_error (error, SDGP_ERROR, SDGP_ERROR_INVALID,
+                   "CFG scale must be from 0 to 100 (got %g).", p->cfg_scale);
+      return FALSE;
+    }
+  if (p->seed < -1)
+    {
+      g_set_error (error, SDGP_ERROR, SDGP_ERROR_INVALID,
+                   "Seed must be -1 (random) or from 0 to %d (got %d).", G_MAXINT32, p->seed);
+      return FALSE;
+    }
+  if (p->batch_count < 1 || p->batch_count > SDGP_MAX_BATCH)
+    {
+      g_set_error (error, SDGP_ERROR, SDGP_ERROR_INVALID,
+                   "Batch count must be from 1 to %d (got %d).", SDGP_MAX_BATCH, p->batch_count);
+      return FALSE;
+    }
+  if (mode != SDGP_TEXT_TO_IMAGE &&
+      (! isfinite (p->strength) || p->strength < 0.0 || p->strength > 1.0))
+    {
+      g_set_error (error, SDGP_ERROR, SDGP_ERROR_INVALID,
+                   "Strength must be from 0 to 1 (got %g).", p->strength);
+      return FALSE;
+    }
+  return TRUE;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Progress through GIMP when there is no dialog
+
+static void
+host_fb_progress (gpointer ui, int step, int total, double seconds_left)
+{
+  (void) ui;
+  (void) seconds_left;
+  if (total > 0)
+    sdgp_host_progress_update ((double) step / total);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Results
+
+// The layer's name: the start of the prompt and the seed.
+static char *
+core_layer_name (const sdgp_params *p,
+                 guint64            seed)
+{
+  char *prompt = g_strstrip (g_strdup (p->prompt));
+  char *name;
+
+  for (char *c = prompt; *c; c++)
+    if (*c == '\n' || *c == '\r' || *c == '\t')
+      *c = ' ';
+  if (g_utf8_strlen (prompt, -1) > 48)
+    {
+      char *cut = g_strndup (prompt, g_utf8_offset_to_pointer (prompt, 47) - prompt);
+
+      g_free (prompt);
+      prompt = g_strconcat (cut, "\xe2\x80\xa6", NULL);   // U+2026 HORIZONTAL ELLIPSIS
+      g_free (cut);
+    }
+  name = g_strdup_printf ("%s (seed %" G_GUINT64_FORMAT ")", prompt[0] ? prompt : "Diffusion",
+                          seed);
+  g_free (prompt);
+  return name;
+}
+
+static char *
+core_parasite_text (sdgp_mode          mode,
+                    const sdgp_params *p,
+                    const char        *model,
+                    guint64            seed,
+                    int gw, int gh, sdgp_rect r)
+{
+  GKeyFile   *kf = g_key_file_new ();
+  const char *g = SDGP_PARASITE_GROUP;
+  char       *text;
+
+  g_key_file_set_string (kf, g, "mode", mode_names[mode]);
+  g_key_file_set_string (kf, g, "prompt", p->prompt);
+  g_key_file_set_string (kf, g, "negative_prompt", p->negative_prompt);
+  g_key_file_set_string (kf, g, "model", model);
+  g_key_file_set_string (kf, g, "sampler", p->sampler);
+  g_key_file_set_integer (kf, g, "steps", p->steps);
+  g_key_file_set_double (kf, g, "cfg_scale", p->cfg_scale);
+  g_key_file_set_uint64 (kf, g, "seed", seed);
+  if (mode != SDGP_TEXT_TO_IMAGE)
+    g_key_file_set_double (kf, g, "strength", p->strength);
+  if (mode == SDGP_INPAINT)
+    g_key_file_set_boolean (kf, g, "color_match", p->color_match);
+  g_key_file_set_integer (kf, g, "width", gw);
+  g_key_file_set_integer (kf, g, "height", gh);
+  g_key_file_set_integer (kf, g, "x", r.x);
+  g_key_file_set_integer (kf, g, "y", r.y);
+  g_key_file_set_integer (kf, g, "region_width", r.width);
+  g_key_file_set_integer (kf, g, "region_height", r.height);
+  text = g_key_file_to_data (kf, NULL, NULL);
+  g_key_file_free (kf);
+  return text;
+}
+
+// ---------------------------------------------------------------------------------------------
+// The run
+
+typedef struct core_run {
+  sdgp_mode          mode;
+  const sdgp_params *p;
+  sdgp_host_info     info;
+  int                native;         // the model's native side (or $SDG_NATIVE_SIZE)
+  sdgp_rect          r;              // the region, image coordinates
+  int                gw, gh;         // generation size
+
+  float             *orig_rgba;      // r, as read (img2img, inpaint)
+  float             *sel;            // r, the selection (inpaint)
+  float             *blend;          // r, the paste-back mask (inpaint)
+  sdg_image         *init;           // gw x gh RGB
+  sdg_image         *mask;           // gw x gh denoise mask
+  float            **outs;           // batch_count RGBA pictures of r's size
+  int                n_outs;
+} core_run;
+
+static void
+core_run_clear (core_run *c)
+{
+  g_free (c->orig_rgba);
+  g_free (c->sel);
+  g_free (c->blend);
+  sdg_image_free (c->init);
+  sdg_image_free (c->mask);
+  for (int i = 0; i < c->n_outs; i++)
+    g_free (c->outs[i]);
+  g_free (c->outs);
+}
+
+static float *
+core_alloc (int w, int h, int channels, GError **error)
+{
+  float *d = g_try_malloc_n ((gsize) w * (gsize) h, sizeof (float) * (gsize) channels);
+
+  if (! d)
+    g_set_error (error, SDGP_ERROR, SDGP_ERROR_FAILED, "Out of memory (%dx%d).", w, h);
+  return d;
+}
+
+static sdg_image *
+core_image (int w, int h, int channels, GError **error)
+{
+  sdg_image *img = sdg_image_new (w, h, channels);
+
+  if (! img)
+    g_set_error (error, SDGP_ERROR, SDGP_ERROR_FAILED, "Out of memory (%dx%d).", w, h);
+  return img;
+}
+
+static int
+core_native_size (const sdg_model_info *info)
+{
+  const char *env = g_getenv ("SDG_NATIVE_SIZE");
+
+  // For tests and small machines: generate at about this side instead of the model's own.
+  if (env && *env)
+    {
+      long v = strtol (env, NULL, 10);
+
+      if (v >= SDGP_GEN_MIN_SIDE && v <= SDGP_GEN_MAX_SIDE)
+        return (int) v;
+    }
+  return info->native_size > 0 ? info->native_size : 512;
+}
+
+// The region, the generation size and the engine's inputs.
+static gboolean
+core_prepare (core_run  *c,
+              gint32     image,
+              gint32     drawable,
+              GError   **error)
+{
+  const sdgp_host_info *in = &c->info;
+  sdgp_rect             img = { 0, 0, in->image_width, in->image_height };
+  sdgp_rect             layer = { in->x, in->y, in->width, in->height };
+  sdgp_rect             sel = { in->sel_x, in->sel_y, in->sel_width, in->sel_height };
+  const sdgp_rect      *selp = in->has_selection ? &sel : NULL;
+  gboolean              ok = FALSE;
+  int                   n;
+
+  switch (c->mode)
+    {
+    case SDGP_TEXT_TO_IMAGE:
+      ok = sdgp_region_txt2img (selp, img, &c->r, error);
+      break;
+    case SDGP_IMAGE_TO_IMAGE:
+      ok = sdgp_region_img2img (selp, layer, &c->r, error);
+      break;
+    default:
+      ok = sdgp_region_inpaint_context (sel, layer, c->native, &c->r, error);
+      break;
+    }
+  if (! ok)
+    return FALSE;
+  if (! sdgp_region_gen_size (c->r.width, c->r.height, c->native, &c->gw, &c->gh))
+    {
+      g_set_error (error, SDGP_ERROR, SDGP_ERROR_FAILED, "No generation size for %dx%d.",
+                   c->r.width, c->r.height);
+      return FALSE;
+    }
+  if (c->mode == SDGP_TEXT_TO_IMAGE)
+    return TRUE;
+
+  c->orig_rgba = sdgp_host_read_rgba (drawable, c->r.x, c->r.y, c->r.width, c->r.height, error);
+  if (! c->orig_rgba)
+    return FALSE;
+  n = c->r.width * c->r.height;
+  {
+    float *rgb = core_alloc (c->r.width, c->r.height, 3, error);
+
+    if (! rgb)
+      return FALSE;
+    for (int i = 0; i < n; i++)
+      memcpy (rgb + 3 * i, c->orig_rgba + 4 * i, 3 * sizeof (float));
+    c->init = core_image (c->gw, c->gh, 3, error);
+    ok = c->init && sdgp_resample (rgb, c->r.width, c->r.height, 3, c->gw, c->gh,
+                                   c->init->data, error);
+    g_free (rgb);
+    if (! ok)
+      return FALSE;
+  }
+  if (c->mode != SDGP_INPAINT)
+    return TRUE;
+
+  c->sel = sdgp_host_read_selection (image, c->r.x, c->r.y, c->r.width, c->r.height, error);
+  if (! c->sel)
+    return FALSE;
+  {
+    float *sel_gen = core_alloc (c->gw, c->gh, 1, error);
+
+    if (! sel_gen)
+      return FALSE;
+    c->mask = core_image (c->gw, c->gh, 1, error);
+    ok = c->mask &&
+         sdgp_resample (c->sel, c->r.width, c->r.height, 1, c->gw, c->gh, sel_gen, error) &&
+         sdgp_mask_denoise (sel_gen, c->gw, c->gh, (float) c->p->strength,
+                            (float) c->gw / (float) c->r.width, c->mask->data, error);
+    g_free (sel_gen);
+    if (! ok)
+      return FALSE;
+  }
+  c->blend = core_alloc (c->r.width, c->r.height, 1, error);
+  return c->blend &&
+         sdgp_mask_blend (c->sel, c->r.width, c->r.height, SDGP_BLEND_FEATHER_PX, c->blend, error);
+}
+
+// One generated picture (gw x gh RGB) -> the layer's RGBA pixels over the region.
+static float *
+core_finish (core_run        *c,
+             const sdg_image *gen,
+             GError         **error)
+{
+  int    w = c->r.width, h = c->r.height, n = w * h;
+  float *back, *out;
+
+  if (! gen || gen->width != c->gw || gen->height != c->gh || gen->channels != 3)
+    {
+      g_set_error (error, SDGP_ERROR, SDGP_ERROR_FAILED, "The engine returned a %dx%d picture, "
+                   "not %dx%d.", gen ? gen->width : 0, gen ? gen->height : 0, c->gw, c->gh);
+      return NULL;
+    }
+  back = core_alloc (w, h, 3, error);
+  out = back ? core_alloc (w, h, 4, error) : NULL;
+  if (! out || ! sdgp_resample (gen->data, c->gw, c->gh, 3, w, h, back, error))
+    {
+      g_free (back);
+      g_free (out);
+      return NULL;
+    }
+  if (c->mode == SDGP_INPAINT)
+    {
+      float *orig_rgb = core_alloc (w, h, 3, error);
+      gboolean ok = orig_rgb != NULL;
+
+      if (ok && c->p->color_match)
+        {
+          for (int i = 0; i < n; i++)
+            memcpy (orig_rgb + 3 * i, c->orig_rgba + 4 * i, 3 * sizeof (float));
+          ok = sdgp_color_match (orig_rgb, back, c->blend, w, h, back, error);
+        }
+      // Outside the blend mask the original pixels are copied bit for bit, alpha included.
+      ok = ok && sdgp_composite (c->orig_rgba, back, c->blend, w, h, 4, out);
+      if (ok == FALSE && error && ! *error)
+        g_set_error (error, SDGP_ERROR, SDGP_ERROR_FAILED, "Compositing failed.");
+      g_free (orig_rgb);
+      if (! ok)
+        {
+          g_free (back);
+          g_free (out);
+          return NULL;
+        }
+    }
+  else
+    {
+      // Image-to-image keeps the source's transparency; text-to-image is opaque.
+      for (int i = 0; i < n; i++)
+        {
+          memcpy (out + 4 * i, back + 3 * i, 3 * sizeof (float));
+          out[4 * i + 3] = c->orig_rgba ? c->orig_rgba[4 * i + 3] : 1.0f;
+        }
+    }
+  g_free (back);
+  return out;
+}
+
+// Adds every picture as a layer, all or nothing, in one undo group.
+static gboolean
+core_insert (core_run   *c,
+             gint32      image,
+             gint32      drawable,
+             const char *model,
+             guint64     seed,
+             GError    **error)
+{
+  gint32  *layers = g_new0 (gint32, c->n_outs);
+  gboolean ok = TRUE;
+  int      done = 0;
+
+  sdgp_host_undo_group_begin (image);
+  // Each layer goes directly above the source, so the first seed ends up on top.
+  for (int i = 0; i < c->n_outs && ok; i++)
+    {
+      char *name = core_layer_name (c->p, seed + (guint64) i);
+      char *text = core_parasite_text (c->mode, c->p, model, seed + (guint64) i, c->gw, c->gh,
+                                       c->r);
+
+      layers[done] = sdgp_host_insert_layer (image, drawable, name, c->outs[i], c->r.x, c->r.y,
+                                             c->r.width, c->r.height, SDGP_PARASITE_NAME, text,
+                                             error);
+      ok = layers[done] > 0;
+      if (ok)
+        done++;
+      g_free (name);
+      g_free (text);
+    }
+  if (! ok)
+    for (int i = done - 1; i >= 0; i--)
+      sdgp_host_remove_layer (image, layers[i]);
+  sdgp_host_undo_group_end (image);
+  g_free (layers);
+  if (ok)
+    sdgp_host_flush ();
+  return ok;
+}
+
+gboolean
+sdgp_core_run (sdgp_mode            mode,
+               gint32               image,
+               gint32               drawable,
+               const sdgp_params   *p,
+               const sdgp_feedback *fb,
+               gint32              *seed_used,
+               GError             **error)
+{
+  sdgp_feedback  host_fb = { host_fb_progress, NULL, NULL, NULL };
+  core_run       c;
+  sdg_model_info info;
+  sdg_gen_params gp = sdg_gen_default_params ();
+  sdg_result    *res = NULL;
+  char          *model = NULL, *models_dir = NULL;
+  const char    *vocab = g_getenv ("SDG_VOCAB");
+  guint64        seed;
+  gboolean       ok = FALSE;
+
+  memset (&c, 0, sizeof c);
+  c.mode = mode;
+  c.p = p;
+  if (! sdgp_core_check_params (mode, p, error) ||
+      ! sdgp_core_check_image (mode, image, drawable, error) ||
+      ! sdgp_host_get_info (image, drawable, &c.info, error))
+    return FALSE;
+  model = sdgp_core_model_path (p, error);
+  if (! model)
+    return FALSE;
+  models_dir = sdgp_core_models_dir (p);
+  if (! fb)
+    {
+      fb = &host_fb;
+      sdgp_host_progress_init ("Diffusion: loading the model");
+    }
+
+  if (! sdgp_worker_load (model, vocab && *vocab ? vocab : NULL, models_dir, fb, &info, error))
+    goto out;
+  c.native = core_native_size (&info);
+  if (! core_prepare (&c, image, drawable, error))
+    goto out;
+
+  seed = p->seed >= 0 ? (guint64) p->seed : (guint64) g_random_int_range (0, G_MAXINT32);
+  if (seed_used)
+    *seed_used = (gint32) seed;
+  gp.prompt = p->prompt;
+  gp.negative_prompt = p->negative_prompt;
+  gp.width = c.gw;
+  gp.height = c.gh;
+  sdg_sampler_from_name (p->sampler, &gp.sampler);
+  gp.steps = p->steps;
+  gp.cfg_scale = (float) p->cfg_scale;
+  gp.seed = seed;
+  gp.batch_count = p->batch_count;
+  gp.strength = mode == SDGP_TEXT_TO_IMAGE ? 1.0f : (float) p->strength;
+  gp.init_image = c.init;
+  gp.mask = c.mask;
+
+  if (fb == &host_fb)
+    sdgp_host_progress_init ("Diffusion: generating");
+  res = sdgp_worker_generate (&gp, fb, error);
+  if (! res)
+    goto out;
+  if (res->n_images != p->batch_count)
+    {
+      g_set_error (error, SDGP_ERROR, SDGP_ERROR_FAILED, "The engine made %d pictures, not %d.",
+                   res->n_images, p->batch_count);
+      goto out;
+    }
+  c.outs = g_new0 (float *, res->n_images);
+  for (int i = 0; i < res->n_images; i++)
+    {
+      c.outs[i] = core_finish (&c, res->images[i], error);
+      if (! c.outs[i])
+        goto out;
+      c.n_outs++;
+    }
+  ok = core_insert (&c, image, drawable, model, seed, error);
+
+out:
+  if (fb == &host_fb)
+    sdgp_host_progress_update (1.0);
+  sdg_result_free (res);
+  core_run_clear (&c);
+  g_free (model);
+  g_free (models_dir);
+  return ok;
+}
+
+void
+sdgp_core_shutdown (void)
+{
+  sdgp_worker_shutdown ();
+}

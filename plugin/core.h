@@ -1,0 +1,68 @@
+/*
+ * core.h - what a Filters > Diffusion procedure does, independent of the GIMP version: checks the
+ * image and the parameters, finds the model, works out the region (region.h), reads pixels and
+ * the selection through host.h, runs the engine on a worker thread (worker.h), scales and
+ * composites the pictures back and adds them as layers in one undo group.
+ *
+ * Not here: libgimp (host.h is the boundary), PDB registration and argument parsing (the front
+ * end's main.c), the dialog (ui/dialog.h).
+ */
+#ifndef SDGP_CORE_H
+#define SDGP_CORE_H
+
+#include <glib.h>
+
+#include "params.h"
+
+#define SDGP_ERROR (sdgp_error_quark ())
+
+typedef enum sdgp_error_code {
+  SDGP_ERROR_INVALID,       // a parameter or the image/drawable is not usable
+  SDGP_ERROR_UNSUPPORTED,   // an image the plug-in does not handle (indexed)
+  SDGP_ERROR_MODEL,         // the model is missing or cannot be loaded
+  SDGP_ERROR_FAILED         // the engine or GIMP failed
+} sdgp_error_code;
+
+GQuark sdgp_error_quark (void);
+
+// The persistent layer parasite holding a result's generation parameters: a GKeyFile text,
+// group [gimp-diffusion], keys mode, prompt, negative_prompt, model, sampler, steps, cfg_scale,
+// seed, strength, width, height (the generated size), x, y, region_width, region_height.
+#define SDGP_PARASITE_NAME "gimp-diffusion-parameters"
+#define SDGP_PARASITE_GROUP "gimp-diffusion"
+
+// The default checkpoint's file name inside the models folder.
+#define SDGP_DEFAULT_MODEL "sdg-default.safetensors"
+
+// Batch count limit of one run.
+#define SDGP_MAX_BATCH 16
+
+// PDB procedure name of each mode ("plug-in-diffusion-text-to-image", ...).
+const char *sdgp_mode_procedure (sdgp_mode mode);
+
+// The models folder: p->models_dir, else $SDG_MODELS_DIR, else the build's datadir one.
+// Returns a newly allocated string.
+char    *sdgp_core_models_dir (const sdgp_params *p);
+
+// The checkpoint to load: p->model, else the default model in the models folder. NULL and
+// error (SDGP_ERROR_MODEL) when that file does not exist.
+char    *sdgp_core_model_path (const sdgp_params *p, GError **error);
+
+// FALSE and error when the image cannot be worked on in mode (indexed colour, invalid ids, an
+// inpaint without a selection).
+gboolean sdgp_core_check_image (sdgp_mode mode, gint32 image, gint32 drawable, GError **error);
+
+// FALSE and error (SDGP_ERROR_INVALID) naming the first parameter out of range.
+gboolean sdgp_core_check_params (sdgp_mode mode, const sdgp_params *p, GError **error);
+
+// Runs mode on drawable of image with p. fb: the dialog's feedback, or NULL to report through
+// GIMP's progress bar. On success the new layers (p->batch_count of them) sit above the active
+// layer in one undo group and *seed_used (optional) holds the first seed. On failure or cancel
+// (G_IO_ERROR_CANCELLED) the image is unchanged. Main thread only.
+gboolean sdgp_core_run (sdgp_mode mode, gint32 image, gint32 drawable, const sdgp_params *p,
+                        const sdgp_feedback *fb, gint32 *seed_used, GError **error);
+
+// Frees what runs keep between them (the loaded model). Call once before the plug-in exits.
+void     sdgp_core_shutdown (void);
+
+#endif // SDGP_CORE_H

@@ -1,0 +1,358 @@
+/*
+ * main.c - the GIMP 2.10 front end of gimp-diffusion: registers the three procedures under
+ * Filters > Diffusion (query), turns PDB arguments or the dialog into sdgp_params, remembers
+ * the last values (gimp_get_data/gimp_set_data, Filters > Repeat) and hands the run to the
+ * version-neutral core (core.h). Errors go back to the caller as GIMP_PDB_EXECUTION_ERROR with
+ * the message as the second return value, as GIMP 2.10's own plug-ins do.
+ *
+ * Not here: pixels, layers, undo (host.c), regions and the engine (core.c), the dialog (ui/).
+ */
+#include <string.h>
+
+#include <gio/gio.h>
+#include <libgimp/gimp.h>
+
+#include "plugin/core.h"
+#include "plugin/params.h"
+#ifdef SDGP_HAVE_DIALOG
+#include "ui/dialog.h"
+#endif
+
+#ifndef SDGP_ICONS_DIR
+#define SDGP_ICONS_DIR "/usr/local/share/gimp-diffusion/icons"
+#endif
+#ifndef SDGP_VERSION
+#define SDGP_VERSION "unknown"
+#endif
+
+#define SDGP_AUTHOR "GIMP Diffusion authors"
+#define SDGP_DATE "2025"
+#define SDGP_MENU "<Image>/Filters/Diffusion"
+
+// Where this executable lives: icons and models may sit beside it (user-local install).
+static char *plugin_dir;
+
+static void query (void);
+static void run   (const gchar *name, gint nparams, const GimpParam *param,
+                   gint *nreturn_vals, GimpParam **return_vals);
+
+const GimpPlugInInfo PLUG_IN_INFO = { NULL, NULL, query, run };
+
+// ---------------------------------------------------------------------------------------------
+// Registration
+
+typedef struct proc_info {
+  const char *label;
+  const char *icon;
+  const char *blurb;
+  const char *help;
+} proc_info;
+
+static const proc_info procs[SDGP_MODE_COUNT] = {
+  { "_Text to Image...", "diffusion-text-to-image",
+    "Paint a new layer from a text prompt with Stable Diffusion",
+    "Generates pictures from the prompt with a Stable Diffusion 1.x checkpoint on the CPU and "
+    "adds each as a new layer above the active layer, covering the selection bounds, or the "
+    "whole image when nothing is selected. The picture is generated at about the model's native "
+    "size and scaled to the region. Each layer is named from the prompt and seed and carries "
+    "its generation parameters in the 'gimp-diffusion-parameters' parasite. Seed -1 draws a "
+    "random seed; batch count N makes N layers with seeds seed..seed+N-1." },
+  { "_Image to Image...", "diffusion-image-to-image",
+    "Restyle the active layer (or its selected part) with Stable Diffusion",
+    "Re-renders the selection bounds of the active layer (the whole layer without a selection) "
+    "following the prompt, starting from its pixels: strength 0 keeps the picture, 1 ignores it. "
+    "The result is added as a new layer above the active one, over the same region, keeping the "
+    "layer's transparency; the source layer is not changed. Layers carry their generation "
+    "parameters in the 'gimp-diffusion-parameters' parasite." },
+  { "Inpaint _Selection...", "diffusion-inpaint",
+    "Repaint the selected part of the active layer with Stable Diffusion",
+    "Regenerates the selection following the prompt, looking at a context region around it "
+    "(generated at about the model's native size and scaled back). The result is a new layer "
+    "over the context region: inside the selection the new pixels (soft selection edges "
+    "blended), outside it an exact copy of the original, so nothing outside the selection "
+    "changes. Needs a selection. Strength 1 regenerates the selection entirely. Layers carry "
+    "their generation parameters in the 'gimp-diffusion-parameters' parasite." },
+};
+
+static const GimpParamDef args[] = {
+  { GIMP_PDB_INT32, "run-mode", "The run mode { RUN-INTERACTIVE (0), RUN-NONINTERACTIVE (1), "
+                                "RUN-WITH-LAST-VALS (2) }" },
+  { GIMP_PDB_IMAGE, "image", "Input image" },
+  { GIMP_PDB_DRAWABLE, "drawable", "Input drawable (its layer is the source and the new layers "
+                                   "go above it)" },
+  { GIMP_PDB_STRING, "prompt", "What to paint (UTF-8; emphasis: (words:1.3), (words), [words])" },
+  { GIMP_PDB_STRING, "negative-prompt", "What to avoid (may be empty)" },
+  { GIMP_PDB_STRING, "model", "Checkpoint file (.safetensors, Stable Diffusion 1.x); empty = "
+                              "the default model sdg-default.safetensors in the models folder" },
+  { GIMP_PDB_STRING, "sampler", "Sampler: euler, euler_a, heun, dpmpp_2m, lms or ddim" },
+  { GIMP_PDB_INT32, "steps", "Sampling steps (1 to 1000)" },
+  { GIMP_PDB_FLOAT, "cfg-scale", "Classifier-free guidance scale (0 to 100; 1 = no guidance)" },
+  { GIMP_PDB_INT32, "seed", "Random seed (0 to 2147483647; -1 = random)" },
+  { GIMP_PDB_INT32, "batch-count", "Number of pictures, one layer each (1 to 16)" },
+  { GIMP_PDB_FLOAT, "strength", "How much to change: 0 keeps the image, 1 ignores it (0 to 1)" },
+};
+#define N_ARGS_T2I 11
+#define N_ARGS_STRENGTH 12
+
+static void
+register_icon (const char *proc,
+               const char *icon)
+{
+  char *file = g_strconcat (icon, ".png", NULL);
+  char *path = plugin_dir ? g_build_filename (plugin_dir, "icons", file, NULL) : NULL;
+
+  // A user-local install keeps its icons beside the executable; else the installed datadir.
+  if (! path || ! g_file_test (path, G_FILE_TEST_IS_REGULAR))
+    {
+      g_free (path);
+      path = g_build_filename (SDGP_ICONS_DIR, file, NULL);
+    }
+  if (g_file_test (path, G_FILE_TEST_IS_REGULAR))
+    gimp_plugin_icon_register (proc, GIMP_ICON_TYPE_IMAGE_FILE, (const guint8 *) path);
+  g_free (path);
+  g_free (file);
+}
+
+static void
+query (void)
+{
+  for (int m = 0; m < SDGP_MODE_COUNT; m++)
+    {
+      const char *name = sdgp_mode_procedure ((sdgp_mode) m);
+
+      gimp_install_procedure (name, procs[m].blurb, procs[m].help, SDGP_AUTHOR, SDGP_AUTHOR,
+                              SDGP_DATE, procs[m].label, "RGB*, GRAY*", GIMP_PLUGIN,
+                              m == SDGP_TEXT_TO_IMAGE ? N_ARGS_T2I : N_ARGS_STRENGTH, 0,
+                              args, NULL);
+      gimp_plugin_menu_register (name, SDGP_MENU);
+      register_icon (name, procs[m].icon);
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Arguments
+
+static gboolean
+copy_string (char       *dst,
+             gsize       size,
+             const char *src,
+             const char *what,
+             GError    **error)
+{
+  if (! src)
+    src = "";
+  if (strlen (src) >= size)
+    {
+      g_set_error (error, SDGP_ERROR, SDGP_ERROR_INVALID, "The %s is too long (at most %d bytes).",
+                   what, (int) size - 1);
+      return FALSE;
+    }
+  g_strlcpy (dst, src, size);
+  return TRUE;
+}
+
+static gboolean
+params_from_pdb (sdgp_mode        mode,
+                 gint             nparams,
+                 const GimpParam *param,
+                 sdgp_params     *p,
+                 GError         **error)
+{
+  int want = mode == SDGP_TEXT_TO_IMAGE ? N_ARGS_T2I : N_ARGS_STRENGTH;
+
+  if (nparams != want)
+    {
+      g_set_error (error, SDGP_ERROR, SDGP_ERROR_INVALID,
+                   "%s takes %d arguments, not %d.", sdgp_mode_procedure (mode), want, nparams);
+      return FALSE;
+    }
+  if (! copy_string (p->prompt, sizeof p->prompt, param[3].data.d_string, "prompt", error) ||
+      ! copy_string (p->negative_prompt, sizeof p->negative_prompt, param[4].data.d_string,
+                     "negative prompt", error) ||
+      ! copy_string (p->model, sizeof p->model, param[5].data.d_string, "model path", error) ||
+      ! copy_string (p->sampler, sizeof p->sampler, param[6].data.d_string, "sampler name",
+                     error))
+    return FALSE;
+  p->steps = param[7].data.d_int32;
+  p->cfg_scale = param[8].data.d_float;
+  p->seed = param[9].data.d_int32;
+  p->random_seed = p->seed < 0;
+  p->batch_count = param[10].data.d_int32;
+  if (mode != SDGP_TEXT_TO_IMAGE)
+    p->strength = param[11].data.d_float;
+  // The PDB caller names the model explicitly; the dialog's folder does not apply.
+  p->models_dir[0] = '\0';
+  return TRUE;
+}
+
+// The remembered values of mode, or its defaults.
+static void
+params_load (sdgp_mode    mode,
+             sdgp_params *p)
+{
+  const char *name = sdgp_mode_procedure (mode);
+
+  sdgp_params_init (p, mode);
+  if (gimp_get_data_size (name) == (gint) sizeof *p)
+    {
+      gimp_get_data (name, p);
+      // Stored bytes come back as they were written, but never trust a string's end.
+      p->prompt[sizeof p->prompt - 1] = '\0';
+      p->negative_prompt[sizeof p->negative_prompt - 1] = '\0';
+      p->model[sizeof p->model - 1] = '\0';
+      p->models_dir[sizeof p->models_dir - 1] = '\0';
+      p->sampler[sizeof p->sampler - 1] = '\0';
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Runs
+
+typedef struct run_target {
+  sdgp_mode mode;
+  gint32    image, drawable;
+} run_target;
+
+// A run without the dialog. "New seed each run" (remembered from the dialog) draws a new seed
+// for Filters > Repeat too; the dialog draws its own and passes it as a plain number.
+static gboolean
+run_with (const run_target    *t,
+          const sdgp_params   *p,
+          const sdgp_feedback *fb,
+          GError             **error)
+{
+  sdgp_params q = *p;
+
+  if (q.random_seed)
+    q.seed = -1;
+  return sdgp_core_run (t->mode, t->image, t->drawable, &q, fb, NULL, error);
+}
+
+#ifdef SDGP_HAVE_DIALOG
+static gboolean
+dialog_run_fn (const sdgp_params   *p,
+               const sdgp_feedback *fb,
+               gpointer             data,
+               GError             **error)
+{
+  const run_target *t = data;
+
+  return sdgp_core_run (t->mode, t->image, t->drawable, p, fb, NULL, error);
+}
+#endif
+
+static void
+run (const gchar      *name,
+     gint              nparams,
+     const GimpParam  *param,
+     gint             *nreturn_vals,
+     GimpParam       **return_vals)
+{
+  static GimpParam   values[2];
+  static char       *message;
+  GimpPDBStatusType  status = GIMP_PDB_SUCCESS;
+  GimpRunMode        run_mode;
+  run_target         t = { SDGP_TEXT_TO_IMAGE, -1, -1 };
+  sdgp_params        p;
+  GError            *error = NULL;
+  gboolean           found = FALSE;
+
+  *nreturn_vals = 1;
+  *return_vals = values;
+  values[0].type = GIMP_PDB_STATUS;
+
+  for (int m = 0; m < SDGP_MODE_COUNT; m++)
+    if (strcmp (name, sdgp_mode_procedure ((sdgp_mode) m)) == 0)
+      {
+        t.mode = (sdgp_mode) m;
+        found = TRUE;
+      }
+  if (! found || nparams < 3)
+    {
+      values[0].data.d_status = GIMP_PDB_CALLING_ERROR;
+      return;
+    }
+  run_mode = (GimpRunMode) param[0].data.d_int32;
+  t.image = param[1].data.d_image;
+  t.drawable = param[2].data.d_drawable;
+
+  gegl_init (NULL, NULL);
+  params_load (t.mode, &p);
+
+  if (! sdgp_core_check_image (t.mode, t.image, t.drawable, &error))
+    status = GIMP_PDB_EXECUTION_ERROR;
+  else switch (run_mode)
+    {
+    case GIMP_RUN_INTERACTIVE:
+#ifdef SDGP_HAVE_DIALOG
+      if (! sdgp_dialog_run (t.mode, &p, dialog_run_fn, &t))
+        status = GIMP_PDB_CANCEL;
+#else
+      // Built without the dialog: run with the last values.
+      if (! run_with (&t, &p, NULL, &error))
+        status = GIMP_PDB_EXECUTION_ERROR;
+#endif
+      break;
+
+    case GIMP_RUN_NONINTERACTIVE:
+      if (! params_from_pdb (t.mode, nparams, param, &p, &error))
+        status = GIMP_PDB_CALLING_ERROR;
+      else if (! sdgp_core_check_params (t.mode, &p, &error))
+        status = GIMP_PDB_CALLING_ERROR;
+      else if (! run_with (&t, &p, NULL, &error))
+        status = GIMP_PDB_EXECUTION_ERROR;
+      break;
+
+    case GIMP_RUN_WITH_LAST_VALS:
+      if (! run_with (&t, &p, NULL, &error))
+        status = GIMP_PDB_EXECUTION_ERROR;
+      break;
+
+    default:
+      status = GIMP_PDB_CALLING_ERROR;
+      break;
+    }
+
+  if (status == GIMP_PDB_SUCCESS)
+    gimp_set_data (name, &p, sizeof p);
+  if (error)
+    {
+      if (g_error_matches (error, G_IO_ERROR, G_IO_ERROR_CANCELLED))
+        status = GIMP_PDB_CANCEL;
+      else
+        {
+          if (run_mode == GIMP_RUN_INTERACTIVE)
+            gimp_message (error->message);
+          g_free (message);
+          message = g_strdup (error->message);
+          *nreturn_vals = 2;
+          values[1].type = GIMP_PDB_STRING;
+          values[1].data.d_string = message;
+        }
+      g_error_free (error);
+    }
+  values[0].data.d_status = status;
+  sdgp_core_shutdown ();
+}
+
+int
+main (int   argc,
+      char *argv[])
+{
+  int ret;
+
+  if (argc > 0 && argv[0] && g_path_is_absolute (argv[0]))
+    plugin_dir = g_path_get_dirname (argv[0]);
+  // A user-local install may keep its models beside the plug-in.
+  if (plugin_dir && ! g_getenv ("SDG_MODELS_DIR"))
+    {
+      char *models = g_build_filename (plugin_dir, "models", NULL);
+
+      if (g_file_test (models, G_FILE_TEST_IS_DIR))
+        g_setenv ("SDG_MODELS_DIR", models, FALSE);
+      g_free (models);
+    }
+  ret = gimp_main (&PLUG_IN_INFO, argc, argv);
+  g_free (plugin_dir);
+  return ret;
+}

@@ -1,0 +1,48 @@
+/*
+ * params.h - what a Filters > Diffusion run is asked to do: one struct per run, shared by the
+ * procedures (PDB arguments), the dialog (widgets) and the remembered last values; and the
+ * feedback a run reports its progress through.
+ *
+ * Fixed-size and pointer-free on purpose: gimp_set_data()/gimp_get_data() store it as bytes.
+ * Not here: anything of libgimp, GTK or the engine.
+ */
+#ifndef SDGP_PARAMS_H
+#define SDGP_PARAMS_H
+
+#include <glib.h>
+
+typedef enum sdgp_mode {
+    SDGP_TEXT_TO_IMAGE = 0,
+    SDGP_IMAGE_TO_IMAGE = 1,
+    SDGP_INPAINT = 2,
+    SDGP_MODE_COUNT
+} sdgp_mode;
+
+typedef struct sdgp_params {
+    gchar prompt[2048];
+    gchar negative_prompt[2048];
+    gchar model[1024];          // checkpoint path; "" = the bundled default model
+    gchar models_dir[1024];     // folder the dialog lists checkpoints from; "" = the default
+    gchar sampler[32];          // engine sampler name ("euler_a", ...)
+    gint steps;
+    gdouble cfg_scale;
+    gint32 seed;                // -1 = a new random seed each run
+    gboolean random_seed;       // dialog: draw a new seed each run
+    gint batch_count;
+    gdouble strength;           // image-to-image and inpaint
+    gboolean color_match;       // inpaint: match colours to the surroundings
+} sdgp_params;
+
+// How a run reports while it goes on: to the dialog (ui is the dialog's own pointer), or to
+// GIMP's progress bar in non-interactive runs. Every callback is called on the main thread.
+typedef struct sdgp_feedback {
+    void (*progress)(gpointer ui, int step, int total, double seconds_left);   // seconds_left < 0: unknown
+    void (*preview)(gpointer ui, const float *rgb, int width, int height);     // interleaved RGB [0,1]
+    gboolean (*cancelled)(gpointer ui);                                         // the user pressed Cancel
+    gpointer ui;
+} sdgp_feedback;
+
+// The values a first run starts from, per mode.
+void sdgp_params_init(sdgp_params *p, sdgp_mode mode);
+
+#endif // SDGP_PARAMS_H

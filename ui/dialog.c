@@ -1,0 +1,1079 @@
+/*
+ * dialog.c - the Filters > Diffusion dialog for GIMP 2.10 (GTK 2 through libgimpui).
+ *
+ * Left: prompt and negative prompt, model chooser (the bundled default plus every .safetensors
+ * checkpoint in the models folder) with its folder, strength (image-to-image and inpaint), seed,
+ * batch count, "Match colours" (inpaint), and under "Advanced" the sampler, steps and CFG.
+ * Right: a preview of the picture in progress, a progress bar with step count and time left, and
+ * a Cancel button of our own (GIMP's status-bar cancel kills the plug-in outright).
+ *
+ * Not here: the engine, threads, pixels and the PDB. Generate hands the values to the plug-in's
+ * run function, which keeps the main loop turning and reports back through sdgp_feedback; every
+ * call in this file happens on the main thread.
+ *
+ * Test hook: with SDGP_DIALOG_SCREENSHOT=/path.png in the environment the dialog opens with
+ * "Advanced" expanded, saves a picture of itself to that file shortly after it is drawn, and
+ * closes as if the user pressed Close. When the path is a folder, the picture is
+ * FOLDER/dialog-gimp2-MODE.png (MODE: text-to-image, image-to-image, inpaint), so one GIMP
+ * session can photograph every mode. With SDGP_DIALOG_AUTORUN=1 as well, the dialog presses
+ * Generate instead and is photographed half-way through the run (FOLDER/...-MODE-running.png),
+ * or with its error message when the run fails (then it closes).
+ */
+#include <string.h>
+
+#include <gio/gio.h>
+#include <libgimp/gimp.h>
+#include <libgimp/gimpui.h>
+
+#include "sdg.h"
+#include "ui/dialog.h"
+
+#ifndef SDGP_MODELS_DIR
+#define SDGP_MODELS_DIR "/usr/local/share/gimp-diffusion/models"
+#endif
+
+// The bundled default model's file in the models folder; it is listed once, as "Default model".
+#define DEFAULT_MODEL_FILE "sdg-default.safetensors"
+
+#define PREVIEW_SIZE 200
+#define RESPONSE_GENERATE GTK_RESPONSE_OK
+
+// ---------------------------------------------------------------------------------------------
+// Per-model defaults, applied when the user picks a model. Checkpoints carry no cheap hint of
+// their preferred settings, so every checkpoint gets the SD1 defaults; the bundled default model
+// has its own row.
+
+typedef struct model_defaults {
+  gboolean bundled;     // the row for the bundled default model ("" in params.model)
+  gint steps;
+  gdouble cfg_scale;
+  const gchar *sampler;
+} model_defaults;
+
+static const model_defaults model_defaults_table[] = {
+  { TRUE,  20, 7.0, "euler_a" },   // as sdgp_params_init; tune here once the model ships
+  { FALSE, 20, 7.0, "euler_a" },   // any SD 1.x checkpoint
+};
+
+// Friendlier labels for the engine's sampler names, indexed by sdg_sampler.
+static const gchar *const sampler_labels[] = {
+  [SDG_SAMPLER_EULER] = "Euler",
+  [SDG_SAMPLER_EULER_A] = "Euler ancestral",
+  [SDG_SAMPLER_HEUN] = "Heun",
+  [SDG_SAMPLER_DPMPP_2M] = "DPM++ 2M",
+  [SDG_SAMPLER_LMS] = "LMS",
+  [SDG_SAMPLER_DDIM] = "DDIM",
+};
+
+static const gchar *const mode_titles[SDGP_MODE_COUNT] = {
+  [SDGP_TEXT_TO_IMAGE] = "Diffusion: Text to Image",
+  [SDGP_IMAGE_TO_IMAGE] = "Diffusion: Image to Image",
+  [SDGP_INPAINT] = "Diffusion: Inpaint",
+};
+
+static const gchar *const mode_names[SDGP_MODE_COUNT] = {
+  [SDGP_TEXT_TO_IMAGE] = "text-to-image",
+  [SDGP_IMAGE_TO_IMAGE] = "image-to-image",
+  [SDGP_INPAINT] = "inpaint",
+};
+
+static const gchar *const mode_help_ids[SDGP_MODE_COUNT] = {
+  [SDGP_TEXT_TO_IMAGE] = "plug-in-diffusion-text-to-image",
+  [SDGP_IMAGE_TO_IMAGE] = "plug-in-diffusion-image-to-image",
+  [SDGP_INPAINT] = "plug-in-diffusion-inpaint",
+};
+
+enum { MODEL_COL_LABEL, MODEL_COL_PATH, MODEL_N_COLS };
+
+typedef struct dialog {
+  sdgp_mode mode;
+  const sdgp_params *start;     // borrowed: the caller's values the dialog opened with
+
+  GtkWidget *dialog;
+  GtkWidget *inputs;            // everything the user edits; insensitive while running
+  GtkWidget *prompt_view;
+  GtkWidget *negative_view;
+  GtkWidget *model_combo;
+  GtkListStore *model_store;    // owned by model_combo
+  GtkWidget *folder_button;
+  GtkObject *strength_adj;      // NULL in text-to-image
+  GtkWidget *seed_spin;
+  GtkWidget *random_toggle;
+  GtkWidget *dice_button;
+  GtkObject *batch_adj;
+  GtkWidget *color_match_toggle;   // NULL unless inpaint
+  GtkWidget *expander;
+  GtkWidget *sampler_combo;
+  GtkObject *steps_adj;
+  GtkObject *cfg_adj;
+  GtkSizeGroup *label_group;    // lines up the labels of the main and the Advanced tables
+
+  GtkWidget *preview_image;
+  GtkWidget *preview_hint;
+  GtkWidget *progress;
+  GtkWidget *cancel_button;
+  GtkWidget *generate_button;
+  GtkWidget *close_button;
+  GtkWidget *info_bar;
+  GtkWidget *info_label;
+
+  gchar models_dir[1024];       // the folder listed now
+  gboolean models_dir_custom;   // the user (or the saved values) chose it, rather than the default
+  gboolean filling;             // widgets being set by code: don't apply per-model defaults
+  gboolean running;
+  gboolean cancel_requested;
+  gchar *screenshot_path;       // owned; the test hook's target, or NULL
+  gboolean autorun;             // test hook: press Generate, photograph the run half-way
+  gboolean screenshot_taken;
+  int last_step, last_total;    // the run's last progress report
+} dialog;
+
+// ---------------------------------------------------------------------------------------------
+// Small helpers
+
+// Copies src into a fixed buffer without cutting a UTF-8 sequence in half.
+static void
+copy_utf8 (gchar       *dst,
+           gsize        size,
+           const gchar *src)
+{
+  gsize n = strlen (src);
+
+  if (n >= size)
+    {
+      const gchar *end = NULL;
+
+      n = size - 1;
+      if (! g_utf8_validate (src, n, &end))
+        n = (gsize) (end - src);
+    }
+  memcpy (dst, src, n);
+  dst[n] = '\0';
+}
+
+static const model_defaults *
+model_defaults_for (const gchar *model)
+{
+  gboolean bundled = model[0] == '\0';
+
+  for (gsize i = 0; i < G_N_ELEMENTS (model_defaults_table); i++)
+    if (model_defaults_table[i].bundled == bundled)
+      return &model_defaults_table[i];
+  return &model_defaults_table[G_N_ELEMENTS (model_defaults_table) - 1];
+}
+
+static gchar *
+text_view_get_text (GtkWidget *view)
+{
+  GtkTextBuffer *buffer = gtk_text_view_get_buffer (GTK_TEXT_VIEW (view));
+  GtkTextIter    start, end;
+
+  gtk_text_buffer_get_bounds (buffer, &start, &end);
+  return gtk_text_buffer_get_text (buffer, &start, &end, FALSE);
+}
+
+static GtkWidget *
+text_view_new (const gchar *text,
+               gint         lines,
+               const gchar *tooltip,
+               GtkWidget  **view_out)
+{
+  GtkWidget *scrolled = gtk_scrolled_window_new (NULL, NULL);
+  GtkWidget *view = gtk_text_view_new ();
+
+  gtk_scrolled_window_set_policy (GTK_SCROLLED_WINDOW (scrolled),
+                                  GTK_POLICY_NEVER, GTK_POLICY_AUTOMATIC);
+  gtk_scrolled_window_set_shadow_type (GTK_SCROLLED_WINDOW (scrolled), GTK_SHADOW_IN);
+  gtk_text_view_set_wrap_mode (GTK_TEXT_VIEW (view), GTK_WRAP_WORD_CHAR);
+  gtk_text_view_set_left_margin (GTK_TEXT_VIEW (view), 3);
+  gtk_text_view_set_right_margin (GTK_TEXT_VIEW (view), 3);
+  gtk_text_view_set_accepts_tab (GTK_TEXT_VIEW (view), FALSE);
+  gtk_text_buffer_set_text (gtk_text_view_get_buffer (GTK_TEXT_VIEW (view)), text, -1);
+  gtk_container_add (GTK_CONTAINER (scrolled), view);
+  gtk_widget_show (view);
+
+  // Height for `lines` lines of the widget's font, whatever the theme.
+  PangoLayout *layout = gtk_widget_create_pango_layout (view, "Mg");
+  gint         line_h = 16;
+  pango_layout_get_pixel_size (layout, NULL, &line_h);
+  g_object_unref (layout);
+  gtk_widget_set_size_request (scrolled, 360, lines * line_h + 8);
+
+  gimp_help_set_help_data (view, tooltip, NULL);
+  *view_out = view;
+  return scrolled;
+}
+
+static GtkWidget *
+bold_label_new (const gchar *mnemonic,
+                GtkWidget   *target)
+{
+  GtkWidget *label = gtk_label_new_with_mnemonic (mnemonic);
+
+  gimp_label_set_attributes (GTK_LABEL (label), PANGO_ATTR_WEIGHT, PANGO_WEIGHT_BOLD, -1);
+  gtk_misc_set_alignment (GTK_MISC (label), 0.0, 0.5);
+  gtk_label_set_mnemonic_widget (GTK_LABEL (label), target);
+  return label;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Models
+
+static gint
+compare_names (gconstpointer a,
+               gconstpointer b)
+{
+  return g_utf8_collate (*(const gchar *const *) a, *(const gchar *const *) b);
+}
+
+static void
+model_store_append (dialog      *d,
+                    const gchar *label,
+                    const gchar *path)
+{
+  GtkTreeIter iter;
+
+  gtk_list_store_append (d->model_store, &iter);
+  gtk_list_store_set (d->model_store, &iter,
+                      MODEL_COL_LABEL, label, MODEL_COL_PATH, path, -1);
+}
+
+// Selects the row whose path is `path`; returns FALSE when there is none.
+static gboolean
+model_combo_select (dialog      *d,
+                    const gchar *path)
+{
+  GtkTreeModel *model = GTK_TREE_MODEL (d->model_store);
+  GtkTreeIter   iter;
+  gboolean      valid;
+
+  for (valid = gtk_tree_model_get_iter_first (model, &iter); valid;
+       valid = gtk_tree_model_iter_next (model, &iter))
+    {
+      gchar   *p = NULL;
+      gboolean same;
+
+      gtk_tree_model_get (model, &iter, MODEL_COL_PATH, &p, -1);
+      same = g_strcmp0 (p, path) == 0;
+      g_free (p);
+      if (same)
+        {
+          gtk_combo_box_set_active_iter (GTK_COMBO_BOX (d->model_combo), &iter);
+          return TRUE;
+        }
+    }
+  return FALSE;
+}
+
+// The path of the chosen model, "" for the bundled default (g_free it).
+static gchar *
+model_combo_get (dialog *d)
+{
+  GtkTreeIter iter;
+  gchar      *path = NULL;
+
+  if (gtk_combo_box_get_active_iter (GTK_COMBO_BOX (d->model_combo), &iter))
+    gtk_tree_model_get (GTK_TREE_MODEL (d->model_store), &iter, MODEL_COL_PATH, &path, -1);
+  return path ? path : g_strdup ("");
+}
+
+// Lists the bundled default and every checkpoint in d->models_dir, then selects `keep` (a
+// checkpoint from elsewhere is kept as an extra row when keep_foreign is set), else the default.
+static void
+models_refresh (dialog      *d,
+                const gchar *keep,
+                gboolean     keep_foreign)
+{
+  GPtrArray *names = g_ptr_array_new_with_free_func (g_free);
+  GDir      *dir = g_dir_open (d->models_dir, 0, NULL);
+
+  d->filling = TRUE;
+  gtk_list_store_clear (d->model_store);
+  model_store_append (d, "Default model", "");
+
+  if (dir)
+    {
+      const gchar *name;
+
+      while ((name = g_dir_read_name (dir)))
+        {
+          gchar *lower = g_ascii_strdown (name, -1);
+
+          if (g_str_has_suffix (lower, ".safetensors") && strcmp (lower, DEFAULT_MODEL_FILE) != 0)
+            g_ptr_array_add (names, g_strdup (name));
+          g_free (lower);
+        }
+      g_dir_close (dir);
+    }
+  g_ptr_array_sort (names, compare_names);
+
+  for (guint i = 0; i < names->len; i++)
+    {
+      const gchar *name = g_ptr_array_index (names, i);
+      gchar       *path = g_build_filename (d->models_dir, name, NULL);
+      gchar       *label = g_filename_display_name (name);
+
+      // Drop the extension: every entry is a .safetensors file.
+      label[strlen (label) - strlen (".safetensors")] = '\0';
+      model_store_append (d, label, path);
+      g_free (label);
+      g_free (path);
+    }
+  g_ptr_array_unref (names);
+
+  if (keep[0] && ! model_combo_select (d, keep) && keep_foreign)
+    {
+      gchar *base = g_path_get_basename (keep);
+      gchar *label = g_filename_display_name (base);
+
+      model_store_append (d, label, keep);
+      model_combo_select (d, keep);
+      g_free (label);
+      g_free (base);
+    }
+  if (gtk_combo_box_get_active (GTK_COMBO_BOX (d->model_combo)) < 0)
+    gtk_combo_box_set_active (GTK_COMBO_BOX (d->model_combo), 0);
+  d->filling = FALSE;
+}
+
+static void
+sampler_combo_set (dialog      *d,
+                   const gchar *name)
+{
+  sdg_sampler s;
+
+  if (! sdg_sampler_from_name (name, &s))
+    s = SDG_SAMPLER_EULER_A;
+  gimp_int_combo_box_set_active (GIMP_INT_COMBO_BOX (d->sampler_combo), (gint) s);
+}
+
+static void
+model_changed (GtkComboBox *combo,
+               dialog      *d)
+{
+  gchar *path;
+
+  (void) combo;
+  path = model_combo_get (d);
+  gimp_help_set_help_data (d->model_combo,
+                           path[0] ? path
+                                   : "The model that ships with the plug-in "
+                                     "(" DEFAULT_MODEL_FILE " in the models folder)",
+                           NULL);
+  if (! d->filling)
+    {
+      const model_defaults *md = model_defaults_for (path);
+
+      gtk_adjustment_set_value (GTK_ADJUSTMENT (d->steps_adj), md->steps);
+      gtk_adjustment_set_value (GTK_ADJUSTMENT (d->cfg_adj), md->cfg_scale);
+      sampler_combo_set (d, md->sampler);
+    }
+  g_free (path);
+}
+
+static void
+folder_changed (GtkFileChooser *chooser,
+                dialog         *d)
+{
+  gchar *folder = gtk_file_chooser_get_filename (chooser);
+
+  // The button also reports the folder it was set to when it opened; only a real change counts.
+  if (folder && strcmp (folder, d->models_dir) != 0)
+    {
+      gchar *keep = model_combo_get (d);
+
+      copy_utf8 (d->models_dir, sizeof d->models_dir, folder);
+      d->models_dir_custom = TRUE;
+      models_refresh (d, keep, FALSE);
+      model_changed (NULL, d);
+      g_free (keep);
+    }
+  g_free (folder);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Seed
+
+static void
+random_toggled (GtkToggleButton *toggle,
+                dialog          *d)
+{
+  gboolean random = gtk_toggle_button_get_active (toggle);
+
+  // With a new seed each run, the number shown is only the last one used.
+  gtk_widget_set_sensitive (d->seed_spin, ! random);
+}
+
+static void
+dice_clicked (GtkButton *button,
+              dialog    *d)
+{
+  (void) button;
+  gtk_spin_button_set_value (GTK_SPIN_BUTTON (d->seed_spin), g_random_int_range (0, G_MAXINT32));
+}
+
+// ---------------------------------------------------------------------------------------------
+// Building the dialog
+
+static GtkObject *
+scale_entry (dialog      *d,
+             GtkWidget   *table,
+             gint         row,
+             const gchar *label,
+             gdouble      value,
+             gdouble      lower,
+             gdouble      upper,
+             gdouble      step,
+             gdouble      page,
+             guint        digits,
+             const gchar *tooltip)
+{
+  GtkObject *adj = gimp_scale_entry_new (GTK_TABLE (table), 0, row, label, 160, 6,
+                                         CLAMP (value, lower, upper), lower, upper, step, page,
+                                         digits, TRUE, 0, 0, tooltip, NULL);
+
+  gtk_size_group_add_widget (d->label_group, GIMP_SCALE_ENTRY_LABEL (adj));
+  return adj;
+}
+
+static void
+set_models_dir_from (dialog            *d,
+                     const sdgp_params *p)
+{
+  const gchar *env = g_getenv ("SDG_MODELS_DIR");
+
+  d->models_dir_custom = p->models_dir[0] != '\0';
+  if (d->models_dir_custom)
+    copy_utf8 (d->models_dir, sizeof d->models_dir, p->models_dir);
+  else
+    copy_utf8 (d->models_dir, sizeof d->models_dir, env && env[0] ? env : SDGP_MODELS_DIR);
+}
+
+static void
+dialog_build (dialog *d)
+{
+  const sdgp_params *p = d->start;
+  GtkWidget *main_hbox, *left, *right, *label, *table, *hbox, *frame, *vbox, *adv_table;
+  gint       row = 0;
+
+  d->dialog = gimp_dialog_new (mode_titles[d->mode], "gimp-diffusion", NULL, 0,
+                               gimp_standard_help_func, mode_help_ids[d->mode], NULL);
+  d->close_button = gimp_dialog_add_button (GIMP_DIALOG (d->dialog), "_Close", GTK_RESPONSE_CLOSE);
+  d->generate_button = gimp_dialog_add_button (GIMP_DIALOG (d->dialog), "_Generate",
+                                               RESPONSE_GENERATE);
+  gtk_dialog_set_default_response (GTK_DIALOG (d->dialog), RESPONSE_GENERATE);
+  gtk_dialog_set_alternative_button_order (GTK_DIALOG (d->dialog),
+                                           RESPONSE_GENERATE, GTK_RESPONSE_CLOSE, -1);
+  gimp_help_set_help_data (d->generate_button,
+                           d->mode == SDGP_TEXT_TO_IMAGE
+                             ? "Make the picture(s) as new layer(s)"
+                             : "Run the model and put the result on a new layer", NULL);
+  // libgimp is only connected inside a real plug-in; a test harness has no GIMP to sit over.
+  if (gimp_get_progname ())
+    gimp_window_set_transient (GTK_WINDOW (d->dialog));
+
+  // Errors and notes from the last run, in words, inside the dialog.
+  d->info_bar = gtk_info_bar_new ();
+  d->info_label = gtk_label_new (NULL);
+  gtk_label_set_line_wrap (GTK_LABEL (d->info_label), TRUE);
+  gtk_label_set_selectable (GTK_LABEL (d->info_label), TRUE);
+  gtk_widget_set_size_request (d->info_label, 560, -1);   // wrap at the dialog's width
+  gtk_misc_set_alignment (GTK_MISC (d->info_label), 0.0, 0.5);
+  gtk_container_add (GTK_CONTAINER (gtk_info_bar_get_content_area (GTK_INFO_BAR (d->info_bar))),
+                     d->info_label);
+  gtk_widget_show (d->info_label);
+  gtk_widget_set_no_show_all (d->info_bar, TRUE);
+  gtk_box_pack_start (GTK_BOX (gtk_dialog_get_content_area (GTK_DIALOG (d->dialog))),
+                      d->info_bar, FALSE, FALSE, 0);
+
+  main_hbox = gtk_hbox_new (FALSE, 12);
+  gtk_container_set_border_width (GTK_CONTAINER (main_hbox), 12);
+  gtk_box_pack_start (GTK_BOX (gtk_dialog_get_content_area (GTK_DIALOG (d->dialog))),
+                      main_hbox, TRUE, TRUE, 0);
+
+  d->label_group = gtk_size_group_new (GTK_SIZE_GROUP_HORIZONTAL);
+
+  // ---- left: the inputs
+  left = gtk_vbox_new (FALSE, 6);
+  d->inputs = left;
+  gtk_box_pack_start (GTK_BOX (main_hbox), left, TRUE, TRUE, 0);
+
+  GtkWidget *prompt_box =
+    text_view_new (p->prompt, 4,
+                   d->mode == SDGP_TEXT_TO_IMAGE
+                     ? "What the picture should show. Weight words with (words:1.3), "
+                       "(words) or [words]. May be left empty."
+                     : "What the result should show. Weight words with (words:1.3), "
+                       "(words) or [words].",
+                   &d->prompt_view);
+  gtk_box_pack_start (GTK_BOX (left), bold_label_new ("_Prompt", d->prompt_view), FALSE, FALSE, 0);
+  gtk_box_pack_start (GTK_BOX (left), prompt_box, TRUE, TRUE, 0);
+
+  GtkWidget *negative_box =
+    text_view_new (p->negative_prompt, 2,
+                   "What the picture should not show (e.g. \"blurry, text\"). May be left empty.",
+                   &d->negative_view);
+  gtk_box_pack_start (GTK_BOX (left), bold_label_new ("_Negative prompt", d->negative_view),
+                      FALSE, FALSE, 0);
+  gtk_box_pack_start (GTK_BOX (left), negative_box, TRUE, TRUE, 0);
+
+  table = gtk_table_new (6, 3, FALSE);
+  gtk_table_set_col_spacings (GTK_TABLE (table), 6);
+  gtk_table_set_row_spacings (GTK_TABLE (table), 4);
+  gtk_box_pack_start (GTK_BOX (left), table, FALSE, FALSE, 6);
+
+  // Model and its folder.
+  d->model_store = gtk_list_store_new (MODEL_N_COLS, G_TYPE_STRING, G_TYPE_STRING);
+  d->model_combo = gtk_combo_box_new_with_model (GTK_TREE_MODEL (d->model_store));
+  g_object_unref (d->model_store);
+  {
+    GtkCellRenderer *cell = gtk_cell_renderer_text_new ();
+
+    g_object_set (cell, "ellipsize", PANGO_ELLIPSIZE_END, NULL);
+    gtk_cell_layout_pack_start (GTK_CELL_LAYOUT (d->model_combo), cell, TRUE);
+    gtk_cell_layout_set_attributes (GTK_CELL_LAYOUT (d->model_combo), cell,
+                                    "text", MODEL_COL_LABEL, NULL);
+  }
+  label = gimp_table_attach_aligned (GTK_TABLE (table), 0, row++, "_Model:", 0.0, 0.5,
+                                     d->model_combo, 2, FALSE);
+  gtk_size_group_add_widget (d->label_group, label);
+
+  set_models_dir_from (d, p);
+  d->folder_button = gtk_file_chooser_button_new ("Models Folder",
+                                                  GTK_FILE_CHOOSER_ACTION_SELECT_FOLDER);
+  if (g_file_test (d->models_dir, G_FILE_TEST_IS_DIR))
+    gtk_file_chooser_set_filename (GTK_FILE_CHOOSER (d->folder_button), d->models_dir);
+  gimp_help_set_help_data (d->folder_button,
+                           "The folder whose .safetensors checkpoints (Stable Diffusion 1.x) "
+                           "are listed under Model", NULL);
+  label = gimp_table_attach_aligned (GTK_TABLE (table), 0, row++, "Models _folder:", 0.0, 0.5,
+                                     d->folder_button, 2, FALSE);
+  gtk_size_group_add_widget (d->label_group, label);
+
+  models_refresh (d, p->model, TRUE);
+  g_signal_connect (d->model_combo, "changed", G_CALLBACK (model_changed), d);
+  g_signal_connect (d->folder_button, "selection-changed", G_CALLBACK (folder_changed), d);
+
+  if (d->mode != SDGP_TEXT_TO_IMAGE)
+    d->strength_adj =
+      scale_entry (d, table, row++, "_Strength:", p->strength, 0.0, 1.0, 0.01, 0.1, 2,
+                   d->mode == SDGP_INPAINT
+                     ? "How much of the selection to redraw: 0 keeps it, 1 paints it anew"
+                     : "How far to move away from the image: 0 keeps it, 1 ignores it");
+
+  // Seed: number, a button for a new one now, and "new seed each run".
+  hbox = gtk_hbox_new (FALSE, 4);
+  d->seed_spin = gtk_spin_button_new_with_range (0, G_MAXINT32, 1);
+  gtk_spin_button_set_digits (GTK_SPIN_BUTTON (d->seed_spin), 0);
+  gtk_entry_set_width_chars (GTK_ENTRY (d->seed_spin), 10);
+  gtk_spin_button_set_value (GTK_SPIN_BUTTON (d->seed_spin),
+                             p->seed >= 0 ? p->seed : g_random_int_range (0, G_MAXINT32));
+  gimp_help_set_help_data (d->seed_spin,
+                           "The same seed with the same settings gives the same picture; "
+                           "picture i of a batch uses seed + i", NULL);
+  gtk_box_pack_start (GTK_BOX (hbox), d->seed_spin, FALSE, FALSE, 0);
+
+  d->dice_button = gtk_button_new ();
+  gtk_container_add (GTK_CONTAINER (d->dice_button),
+                     gtk_image_new_from_stock (GTK_STOCK_REFRESH, GTK_ICON_SIZE_BUTTON));
+  gimp_help_set_help_data (d->dice_button, "Draw a new random seed now", NULL);
+  g_signal_connect (d->dice_button, "clicked", G_CALLBACK (dice_clicked), d);
+  gtk_box_pack_start (GTK_BOX (hbox), d->dice_button, FALSE, FALSE, 0);
+
+  d->random_toggle = gtk_check_button_new_with_mnemonic ("New seed each _run");
+  gimp_help_set_help_data (d->random_toggle,
+                           "Draw a new seed for every run; the seed used is shown afterwards", NULL);
+  gtk_box_pack_start (GTK_BOX (hbox), d->random_toggle, FALSE, FALSE, 4);
+  g_signal_connect (d->random_toggle, "toggled", G_CALLBACK (random_toggled), d);
+  gtk_toggle_button_set_active (GTK_TOGGLE_BUTTON (d->random_toggle),
+                                p->random_seed || p->seed < 0);
+  random_toggled (GTK_TOGGLE_BUTTON (d->random_toggle), d);
+  gtk_widget_show_all (hbox);
+  label = gimp_table_attach_aligned (GTK_TABLE (table), 0, row++, "S_eed:", 0.0, 0.5,
+                                     hbox, 2, FALSE);
+  gtk_label_set_mnemonic_widget (GTK_LABEL (label), d->seed_spin);
+  gtk_size_group_add_widget (d->label_group, label);
+
+  d->batch_adj = scale_entry (d, table, row++, "_Batch count:", p->batch_count, 1, 16, 1, 4, 0,
+                              "How many pictures to make, each on its own layer");
+
+  if (d->mode == SDGP_INPAINT)
+    {
+      d->color_match_toggle = gtk_check_button_new_with_mnemonic ("Match _colours");
+      gtk_toggle_button_set_active (GTK_TOGGLE_BUTTON (d->color_match_toggle), p->color_match);
+      gimp_help_set_help_data (d->color_match_toggle,
+                               "Shift the new pixels' colours to match the area around the "
+                               "selection, so the seam does not show", NULL);
+      gtk_table_attach (GTK_TABLE (table), d->color_match_toggle, 1, 3, row, row + 1,
+                        GTK_FILL, GTK_FILL, 0, 0);
+      row++;
+    }
+
+  // Advanced: sampler, steps, CFG.
+  d->expander = gtk_expander_new_with_mnemonic ("_Advanced");
+  gtk_box_pack_start (GTK_BOX (left), d->expander, FALSE, FALSE, 0);
+  adv_table = gtk_table_new (3, 3, FALSE);
+  gtk_table_set_col_spacings (GTK_TABLE (adv_table), 6);
+  gtk_table_set_row_spacings (GTK_TABLE (adv_table), 4);
+  {
+    // No indent, so the Advanced rows line up with the ones above.
+    GtkWidget *align = gtk_alignment_new (0.0, 0.0, 1.0, 1.0);
+
+    gtk_alignment_set_padding (GTK_ALIGNMENT (align), 6, 0, 0, 0);
+    gtk_container_add (GTK_CONTAINER (align), adv_table);
+    gtk_container_add (GTK_CONTAINER (d->expander), align);
+  }
+
+  d->sampler_combo = g_object_new (GIMP_TYPE_INT_COMBO_BOX, NULL);
+  for (gint s = 0; s < SDG_SAMPLER_COUNT; s++)
+    gimp_int_combo_box_append (GIMP_INT_COMBO_BOX (d->sampler_combo),
+                               GIMP_INT_STORE_VALUE, s,
+                               GIMP_INT_STORE_LABEL,
+                               s < (gint) G_N_ELEMENTS (sampler_labels) && sampler_labels[s]
+                                 ? sampler_labels[s] : sdg_sampler_name ((sdg_sampler) s),
+                               -1);
+  sampler_combo_set (d, p->sampler);
+  gimp_help_set_help_data (d->sampler_combo,
+                           "How the noise is taken away step by step. Euler ancestral varies "
+                           "more; DPM++ 2M needs fewer steps", NULL);
+  label = gimp_table_attach_aligned (GTK_TABLE (adv_table), 0, 0, "Sa_mpler:", 0.0, 0.5,
+                                     d->sampler_combo, 2, FALSE);
+  gtk_size_group_add_widget (d->label_group, label);
+
+  d->steps_adj = scale_entry (d, adv_table, 1, "S_teps:", p->steps, 1, 150, 1, 5, 0,
+                              "Sampling steps: more is slower and usually cleaner (20-30 is "
+                              "typical)");
+  d->cfg_adj = scale_entry (d, adv_table, 2, "C_FG scale:", p->cfg_scale, 1.0, 30.0, 0.5, 1.0, 1,
+                            "How closely to follow the prompt (classifier-free guidance); "
+                            "1 ignores the negative prompt and runs twice as fast");
+  gtk_widget_show_all (gtk_bin_get_child (GTK_BIN (d->expander)));
+
+  // ---- right: preview, progress, cancel
+  right = gtk_vbox_new (FALSE, 6);
+  gtk_box_pack_start (GTK_BOX (main_hbox), right, FALSE, FALSE, 0);
+
+  frame = gtk_frame_new (NULL);
+  gtk_frame_set_shadow_type (GTK_FRAME (frame), GTK_SHADOW_IN);
+  gtk_box_pack_start (GTK_BOX (right), frame, FALSE, FALSE, 0);
+  vbox = gtk_vbox_new (FALSE, 0);
+  gtk_widget_set_size_request (vbox, PREVIEW_SIZE, PREVIEW_SIZE);
+  gtk_container_add (GTK_CONTAINER (frame), vbox);
+  d->preview_hint = gtk_label_new ("The picture in progress\nappears here");
+  gtk_label_set_justify (GTK_LABEL (d->preview_hint), GTK_JUSTIFY_CENTER);
+  gtk_widget_set_sensitive (d->preview_hint, FALSE);
+  gtk_box_pack_start (GTK_BOX (vbox), d->preview_hint, TRUE, TRUE, 0);
+  d->preview_image = gtk_image_new ();
+  gtk_widget_set_no_show_all (d->preview_image, TRUE);
+  gtk_box_pack_start (GTK_BOX (vbox), d->preview_image, TRUE, TRUE, 0);
+
+  d->progress = gtk_progress_bar_new ();
+  gtk_progress_bar_set_text (GTK_PROGRESS_BAR (d->progress), "Ready");
+  gtk_progress_bar_set_ellipsize (GTK_PROGRESS_BAR (d->progress), PANGO_ELLIPSIZE_END);
+  gtk_box_pack_start (GTK_BOX (right), d->progress, FALSE, FALSE, 0);
+
+  d->cancel_button = gtk_button_new_from_stock (GTK_STOCK_CANCEL);
+  gimp_help_set_help_data (d->cancel_button, "Stop the run; the image is left as it was", NULL);
+  gtk_widget_set_sensitive (d->cancel_button, FALSE);
+  gtk_box_pack_start (GTK_BOX (right), d->cancel_button, FALSE, FALSE, 0);
+
+  gtk_widget_show_all (main_hbox);
+  g_object_unref (d->label_group);   // the widgets in it keep it alive
+}
+
+// ---------------------------------------------------------------------------------------------
+// Reading the widgets
+
+static void
+dialog_read (dialog      *d,
+             sdgp_params *p)
+{
+  gchar *text;
+  gchar *model;
+  gint   s = SDG_SAMPLER_EULER_A;
+
+  text = text_view_get_text (d->prompt_view);
+  copy_utf8 (p->prompt, sizeof p->prompt, text);
+  g_free (text);
+  text = text_view_get_text (d->negative_view);
+  copy_utf8 (p->negative_prompt, sizeof p->negative_prompt, text);
+  g_free (text);
+
+  model = model_combo_get (d);
+  copy_utf8 (p->model, sizeof p->model, model);
+  g_free (model);
+  copy_utf8 (p->models_dir, sizeof p->models_dir, d->models_dir_custom ? d->models_dir : "");
+
+  if (! gimp_int_combo_box_get_active (GIMP_INT_COMBO_BOX (d->sampler_combo), &s) ||
+      s < 0 || s >= SDG_SAMPLER_COUNT)
+    s = SDG_SAMPLER_EULER_A;
+  copy_utf8 (p->sampler, sizeof p->sampler, sdg_sampler_name ((sdg_sampler) s));
+
+  p->steps = (gint) gtk_adjustment_get_value (GTK_ADJUSTMENT (d->steps_adj));
+  p->cfg_scale = gtk_adjustment_get_value (GTK_ADJUSTMENT (d->cfg_adj));
+  p->batch_count = (gint) gtk_adjustment_get_value (GTK_ADJUSTMENT (d->batch_adj));
+  if (d->strength_adj)
+    p->strength = gtk_adjustment_get_value (GTK_ADJUSTMENT (d->strength_adj));
+  if (d->color_match_toggle)
+    p->color_match = gtk_toggle_button_get_active (GTK_TOGGLE_BUTTON (d->color_match_toggle));
+
+  // A new seed each run is drawn here, shown, and handed over as a plain number, so the run
+  // (and the remembered values) name the seed that made the picture.
+  p->random_seed = gtk_toggle_button_get_active (GTK_TOGGLE_BUTTON (d->random_toggle));
+  if (p->random_seed)
+    dice_clicked (NULL, d);
+  p->seed = gtk_spin_button_get_value_as_int (GTK_SPIN_BUTTON (d->seed_spin));
+}
+
+// ---------------------------------------------------------------------------------------------
+// Feedback from the run (main thread)
+
+static void screenshot_maybe_running (dialog *d);
+
+static void
+fb_progress (gpointer ui,
+             int      step,
+             int      total,
+             double   seconds_left)
+{
+  dialog *d = ui;
+  gchar   text[128];
+
+  if (total <= 0)
+    return;
+  step = CLAMP (step, 0, total);
+  if (seconds_left < 0)
+    g_snprintf (text, sizeof text, "Step %d / %d", step, total);
+  else if (seconds_left < 60)
+    g_snprintf (text, sizeof text, "Step %d / %d \u2014 %d s left", step, total,
+                (int) (seconds_left + 0.5));
+  else
+    {
+      int s = (int) (seconds_left + 0.5);
+      g_snprintf (text, sizeof text, "Step %d / %d \u2014 %d min %02d s left", step, total,
+                  s / 60, s % 60);
+    }
+  gtk_progress_bar_set_fraction (GTK_PROGRESS_BAR (d->progress), (double) step / total);
+  gtk_progress_bar_set_text (GTK_PROGRESS_BAR (d->progress), text);
+  d->last_step = step;
+  d->last_total = total;
+  screenshot_maybe_running (d);
+}
+
+static void
+fb_preview (gpointer     ui,
+            const float *rgb,
+            int          width,
+            int          height)
+{
+  dialog    *d = ui;
+  GdkPixbuf *small, *big;
+  gint       bw, bh;
+
+  if (! rgb || width <= 0 || height <= 0 || width > 4096 || height > 4096)
+    return;
+  small = gdk_pixbuf_new (GDK_COLORSPACE_RGB, FALSE, 8, width, height);
+  if (! small)
+    return;
+
+  guchar *pixels = gdk_pixbuf_get_pixels (small);
+  gint    stride = gdk_pixbuf_get_rowstride (small);
+  for (int y = 0; y < height; y++)
+    for (int x = 0; x < width * 3; x++)
+      {
+        float v = rgb[(gsize) y * width * 3 + x];
+        pixels[y * stride + x] = (guchar) (CLAMP (v, 0.0f, 1.0f) * 255.0f + 0.5f);
+      }
+
+  // Fit the frame, keeping the aspect; bilinear keeps the 8x blow-up of the latent smooth.
+  if (width >= height)
+    {
+      bw = PREVIEW_SIZE;
+      bh = MAX (1, (gint) ((gint64) PREVIEW_SIZE * height / width));
+    }
+  else
+    {
+      bh = PREVIEW_SIZE;
+      bw = MAX (1, (gint) ((gint64) PREVIEW_SIZE * width / height));
+    }
+  big = gdk_pixbuf_scale_simple (small, bw, bh, GDK_INTERP_BILINEAR);
+  g_object_unref (small);
+  if (! big)
+    return;
+  gtk_image_set_from_pixbuf (GTK_IMAGE (d->preview_image), big);
+  g_object_unref (big);
+  gtk_widget_hide (d->preview_hint);
+  gtk_widget_show (d->preview_image);
+  screenshot_maybe_running (d);
+}
+
+static gboolean
+fb_cancelled (gpointer ui)
+{
+  dialog *d = ui;
+
+  return d->cancel_requested;
+}
+
+static void
+cancel_clicked (GtkButton *button,
+                dialog    *d)
+{
+  (void) button;
+  if (d->running)
+    {
+      d->cancel_requested = TRUE;
+      gtk_widget_set_sensitive (d->cancel_button, FALSE);
+      gtk_progress_bar_set_text (GTK_PROGRESS_BAR (d->progress), "Cancelling\u2026");
+    }
+}
+
+// Closing the window or pressing Escape during a run cancels the run; the dialog stays.
+static gboolean
+delete_event (GtkWidget *widget,
+              GdkEvent  *event,
+              dialog    *d)
+{
+  (void) widget;
+  (void) event;
+  if (d->running)
+    {
+      cancel_clicked (NULL, d);
+      return TRUE;
+    }
+  return FALSE;
+}
+
+static void
+response (GtkDialog *dlg,
+          gint       response_id,
+          dialog    *d)
+{
+  (void) dlg;
+  if (d->running && response_id == GTK_RESPONSE_DELETE_EVENT)
+    cancel_clicked (NULL, d);
+}
+
+static void
+show_message (dialog         *d,
+              GtkMessageType  type,
+              const gchar    *message)
+{
+  if (! message)
+    {
+      gtk_widget_hide (d->info_bar);
+      return;
+    }
+  gtk_info_bar_set_message_type (GTK_INFO_BAR (d->info_bar), type);
+  gtk_label_set_text (GTK_LABEL (d->info_label), message);
+  gtk_widget_show (d->info_bar);
+}
+
+static void
+set_running (dialog  *d,
+             gboolean running)
+{
+  d->running = running;
+  d->cancel_requested = FALSE;
+  gtk_widget_set_sensitive (d->inputs, ! running);
+  gtk_widget_set_sensitive (d->generate_button, ! running);
+  gtk_widget_set_sensitive (d->close_button, ! running);
+  gtk_widget_set_sensitive (d->cancel_button, running);
+  if (running)
+    gtk_widget_grab_focus (d->cancel_button);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Test hook: a picture of the dialog
+
+static void
+screenshot_save (dialog *d)
+{
+  GdkWindow *window = gtk_widget_get_window (d->dialog);
+  GdkPixbuf *shot = NULL;
+  GError    *error = NULL;
+  gint       w = 0, h = 0;
+
+  d->screenshot_taken = TRUE;
+  // Let pending resizes and the X server's exposes through first: mid-run the plug-in turns the
+  // main loop only now and then, and a new preview needs a layout pass before it is drawn.
+  // Then one full repaint, so no region keeps stale pixels.
+  for (int i = 0; i < 40; i++)
+    {
+      if (i == 20)
+        gtk_widget_queue_draw (d->dialog);
+      while (gtk_events_pending ())
+        gtk_main_iteration ();
+      gdk_flush ();
+      g_usleep (10000);
+    }
+  if (window)
+    {
+      // Rendered afresh into a pixmap rather than read off the screen, which mid-run can still
+      // hold pixels of windows and states gone by.
+      GdkPixmap *pixmap = gtk_widget_get_snapshot (d->dialog, NULL);
+
+      gdk_window_process_all_updates ();
+      if (pixmap)
+        {
+          gdk_drawable_get_size (GDK_DRAWABLE (pixmap), &w, &h);
+          shot = gdk_pixbuf_get_from_drawable (NULL, GDK_DRAWABLE (pixmap),
+                                               gtk_widget_get_colormap (d->dialog),
+                                               0, 0, 0, 0, w, h);
+          g_object_unref (pixmap);
+        }
+      else
+        {
+          gdk_drawable_get_size (GDK_DRAWABLE (window), &w, &h);
+          shot = gdk_pixbuf_get_from_drawable (NULL, GDK_DRAWABLE (window), NULL,
+                                               0, 0, 0, 0, w, h);
+        }
+    }
+  if (! shot)
+    g_printerr ("gimp-diffusion: could not grab the dialog window\n");
+  else if (! gdk_pixbuf_save (shot, d->screenshot_path, "png", &error, NULL))
+    {
+      g_printerr ("gimp-diffusion: %s\n", error->message);
+      g_clear_error (&error);
+    }
+  else
+    g_printerr ("gimp-diffusion: dialog screenshot %dx%d saved to %s\n", w, h, d->screenshot_path);
+  if (shot)
+    g_object_unref (shot);
+}
+
+// Once the picture in progress is half done, with a preview on show.
+static void
+screenshot_maybe_running (dialog *d)
+{
+  if (d->autorun && ! d->screenshot_taken && d->last_step > 0 &&
+      2 * d->last_step >= d->last_total &&
+      gtk_widget_get_visible (d->preview_image))
+    screenshot_save (d);
+}
+
+static gboolean
+screenshot_timeout (gpointer data)
+{
+  dialog *d = data;
+
+  if (d->autorun)
+    gtk_dialog_response (GTK_DIALOG (d->dialog), RESPONSE_GENERATE);
+  else
+    {
+      screenshot_save (d);
+      gtk_dialog_response (GTK_DIALOG (d->dialog), GTK_RESPONSE_CLOSE);
+    }
+  return G_SOURCE_REMOVE;
+}
+
+static void
+screenshot_on_map (GtkWidget *widget,
+                   dialog    *d)
+{
+  (void) widget;
+  g_timeout_add (500, screenshot_timeout, d);
+}
+
+static void
+screenshot_setup (dialog      *d,
+                  const gchar *target)
+{
+  const gchar *autorun = g_getenv ("SDGP_DIALOG_AUTORUN");
+
+  d->autorun = autorun && autorun[0] && strcmp (autorun, "0") != 0;
+  if (g_file_test (target, G_FILE_TEST_IS_DIR))
+    {
+      gchar *name = g_strdup_printf ("dialog-gimp2-%s%s.png", mode_names[d->mode],
+                                     d->autorun ? "-running" : "");
+
+      d->screenshot_path = g_build_filename (target, name, NULL);
+      g_free (name);
+    }
+  else
+    d->screenshot_path = g_strdup (target);
+  gtk_expander_set_expanded (GTK_EXPANDER (d->expander), TRUE);
+  g_signal_connect_after (d->dialog, "map", G_CALLBACK (screenshot_on_map), d);
+}
+
+// ---------------------------------------------------------------------------------------------
+
+gboolean
+sdgp_dialog_run (sdgp_mode    mode,
+                 sdgp_params *params,
+                 sdgp_run_fn  run,
+                 gpointer     run_data)
+{
+  dialog        d = { 0 };
+  sdgp_feedback fb = { fb_progress, fb_preview, fb_cancelled, &d };
+  gboolean      done = FALSE;
+  const gchar  *shot = g_getenv ("SDGP_DIALOG_SCREENSHOT");
+
+  g_return_val_if_fail (params != NULL && run != NULL, FALSE);
+  // Inside GIMP: GIMP's theme, help and colour settings (a no-op when the plug-in already did it).
+  // A harness without GIMP calls gtk_init itself.
+  if (gimp_get_progname ())
+    gimp_ui_init ("gimp-diffusion", FALSE);
+  d.mode = (mode >= 0 && mode < SDGP_MODE_COUNT) ? mode : SDGP_TEXT_TO_IMAGE;
+  d.start = params;
+  dialog_build (&d);
+
+  g_signal_connect (d.cancel_button, "clicked", G_CALLBACK (cancel_clicked), &d);
+  g_signal_connect (d.dialog, "delete-event", G_CALLBACK (delete_event), &d);
+  g_signal_connect (d.dialog, "response", G_CALLBACK (response), &d);
+
+  if (shot && shot[0])
+    screenshot_setup (&d, shot);
+
+  gtk_widget_grab_focus (d.prompt_view);
+  gtk_widget_show (d.dialog);
+
+  while (! done)
+    {
+      gint r = gimp_dialog_run (GIMP_DIALOG (d.dialog));
+
+      if (r != RESPONSE_GENERATE)
+        break;
+
+      sdgp_params p = *params;
+      GError     *error = NULL;
+
+      dialog_read (&d, &p);
+      show_message (&d, GTK_MESSAGE_INFO, NULL);
+      gtk_progress_bar_set_fraction (GTK_PROGRESS_BAR (d.progress), 0.0);
+      gtk_progress_bar_set_text (GTK_PROGRESS_BAR (d.progress), "Loading the model\u2026");
+      d.last_step = d.last_total = 0;
+      set_running (&d, TRUE);
+
+      if (run (&p, &fb, run_data, &error))
+        {
+          *params = p;
+          done = TRUE;
+        }
+      else
+        {
+          gboolean cancelled = g_error_matches (error, G_IO_ERROR, G_IO_ERROR_CANCELLED);
+
+          set_running (&d, FALSE);
+          gtk_progress_bar_set_fraction (GTK_PROGRESS_BAR (d.progress), 0.0);
+          gtk_progress_bar_set_text (GTK_PROGRESS_BAR (d.progress),
+                                     cancelled ? "Cancelled" : "Failed");
+          if (cancelled)
+            show_message (&d, GTK_MESSAGE_INFO, "Cancelled: the image was left as it was.");
+          else
+            show_message (&d, GTK_MESSAGE_ERROR,
+                          error && error->message ? error->message : "The run failed.");
+          g_clear_error (&error);
+          // Test hook: a failed run is photographed with its message, then the dialog closes.
+          if (d.autorun)
+            {
+              if (! d.screenshot_taken)
+                screenshot_save (&d);
+              break;
+            }
+        }
+    }
+
+  gtk_widget_destroy (d.dialog);
+  g_free (d.screenshot_path);
+  return done;
+}

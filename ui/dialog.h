@@ -1,0 +1,29 @@
+/*
+ * dialog.h - the Filters > Diffusion dialog (GTK through libgimpui): prompt, negative prompt,
+ * model chooser, strength, seed, batch count, and under "Advanced" the sampler, steps and CFG.
+ * While a run goes on it shows a progress bar with step count and time left, a preview of the
+ * picture in progress, and a Cancel button of its own.
+ *
+ * The dialog does not run the engine: it calls back into the plug-in (sdgp_run_fn) and gives it
+ * a feedback object to report through. Every call here happens on the main thread.
+ */
+#ifndef SDGP_DIALOG_H
+#define SDGP_DIALOG_H
+
+#include <glib.h>
+
+#include "../plugin/params.h"
+
+// Runs one generation with params (already validated by the dialog), reporting through fb; keeps
+// the GTK main loop turning while it waits. Returns FALSE and sets error on failure or cancel
+// (G_IO_ERROR_CANCELLED), in which case the image must be untouched.
+typedef gboolean (*sdgp_run_fn)(const sdgp_params *params, const sdgp_feedback *fb,
+                                gpointer user_data, GError **error);
+
+// Shows the dialog for mode, starting from *params. Generate calls run(); on success the dialog
+// closes and returns TRUE with *params holding the values used; on an error the message is shown
+// in the dialog and the user may change values and try again; Close returns FALSE.
+gboolean sdgp_dialog_run(sdgp_mode mode, sdgp_params *params, sdgp_run_fn run,
+                         gpointer run_data);
+
+#endif // SDGP_DIALOG_H
