@@ -558,7 +558,7 @@ sdgp_core_run (sdgp_mode            mode,
 
   if (fb == &host_fb)
     sdgp_host_progress_init ("Diffusion: generating");
-  res = sdgp_worker_generate (&gp, fb, error);
+  res = sdgp_worker_generate (&gp, sdgp_host_num_threads (), fb, error);
   if (! res)
     goto out;
   if (res->n_images != p->batch_count)

@@ -76,4 +76,7 @@ void     sdgp_host_progress_update (double fraction);
 // A message for the user (error console, message box or stderr in batch mode).
 void     sdgp_host_message (const char *text);
 
+// The number of threads the user gave GIMP (Preferences > System Resources), or 0 when unknown.
+int      sdgp_host_num_threads (void);
+
 #endif // SDGP_HOST_H

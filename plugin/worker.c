@@ -20,6 +20,7 @@ typedef struct worker {
   // Inputs, read-only while the thread runs. model_path NULL = generate with the loaded model.
   const char     *model_path, *vocab_path, *models_dir;
   sdg_gen_params  gp;
+  int             n_threads;   // 0 = every processor
 
   // Mailbox, under lock.
   GMutex          lock;
@@ -106,7 +107,7 @@ worker_load_model (worker *w)
 static void
 worker_generate (worker *w)
 {
-  sdg_ctx *ctx = sdg_ctx_new (cached_model, 0, &w->err);
+  sdg_ctx *ctx = sdg_ctx_new (cached_model, w->n_threads, &w->err);
 
   if (! ctx)
     return;
@@ -272,6 +273,7 @@ sdgp_worker_load (const char          *model_path,
 
 sdg_result *
 sdgp_worker_generate (const sdg_gen_params *gp,
+                      int                   n_threads,
                       const sdgp_feedback  *fb,
                       GError              **error)
 {
@@ -279,6 +281,7 @@ sdgp_worker_generate (const sdg_gen_params *gp,
 
   memset (&w, 0, sizeof w);
   w.gp = *gp;
+  w.n_threads = n_threads;
   w.gp.preview = fb && fb->preview;
   if (! worker_run (&w, fb, error))
     {

@@ -27,9 +27,10 @@ gboolean    sdgp_worker_load (const char          *model_path,
 
 // Runs gp with the loaded model on the worker thread, blocking the caller until it ends. fb
 // (optional) is called on the calling thread only. gp's progress fields are the worker's own
-// (ignored). Returns the result, or NULL with error set (G_IO_ERROR_CANCELLED in domain
+// (ignored). n_threads: the engine's thread count (0 = every processor). Returns the result, or NULL with error set (G_IO_ERROR_CANCELLED in domain
 // G_IO_ERROR when cancelled, else SDGP_ERROR).
 sdg_result *sdgp_worker_generate (const sdg_gen_params *gp,
+                                  int                   n_threads,
                                   const sdgp_feedback  *fb,
                                   GError              **error);
 

@@ -6,6 +6,7 @@
  * Not here: registration and argument handling (main.c), and anything about regions or the
  * engine. Every function runs on the main thread.
  */
+#include <stdlib.h>
 #include <string.h>
 
 #include <libgimp/gimp.h>
@@ -316,4 +317,14 @@ void
 sdgp_host_message (const char *text)
 {
   gimp_message (text);
+}
+
+int
+sdgp_host_num_threads (void)
+{
+  gchar *value = gimp_gimprc_query ("num-processors");
+  int    n     = value ? atoi (value) : 0;
+
+  g_free (value);
+  return n > 0 && n <= 256 ? n : 0;
 }
