@@ -4,6 +4,7 @@
 #include "golden.h"
 
 #include <glib.h>
+#include <glib/gstdio.h>
 #include <math.h>
 #include <stdio.h>
 #include <string.h>
@@ -156,4 +157,33 @@ size_t golden_run_measured(golden_run_fn run, const void *args, const void *args
     g_assert_cmpuint(ex.arena.used, ==, 0);
     sdg__exec_free(&ex);
     return peak;
+}
+
+char *golden_tmpdir(const char *tag)
+{
+    char *pattern = g_strdup_printf("sdg-%s-XXXXXX", tag);
+    GError *error = NULL;
+    char *dir = g_dir_make_tmp(pattern, &error);
+    if (!dir)
+        g_error("cannot make a temporary folder: %s", error->message);
+    g_free(pattern);
+    return dir;
+}
+
+void golden_tmpdir_remove(char *dir)
+{
+    if (!dir)
+        return;
+    GDir *d = g_dir_open(dir, 0, NULL);
+    if (d) {
+        const char *name;
+        while ((name = g_dir_read_name(d))) {
+            char *path = g_build_filename(dir, name, NULL);
+            g_unlink(path);
+            g_free(path);
+        }
+        g_dir_close(d);
+    }
+    g_rmdir(dir);
+    g_free(dir);
 }

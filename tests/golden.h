@@ -37,6 +37,11 @@ typedef void (*golden_run_fn)(sdg_exec *ex, const void *args);
 size_t golden_run_measured(golden_run_fn run, const void *args, const void *args_no_buffers,
                            int n_threads);
 
+// A new temporary folder for a test's files (g_free the path), and its removal together with
+// the files in it (a flat folder); golden_tmpdir_remove frees dir.
+char *golden_tmpdir(const char *tag);
+void golden_tmpdir_remove(char *dir);
+
 // The tolerance every fp32 network comparison uses (shared/reference/golden/README.md).
 #define GOLDEN_TOL 1e-4
 

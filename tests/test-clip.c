@@ -310,24 +310,11 @@ static void test_bad_weights(void)
 int main(int argc, char **argv)
 {
     g_test_init(&argc, &argv, NULL);
-    tmpdir = g_dir_make_tmp("sdg-test-clip-XXXXXX", NULL);
-    g_assert_nonnull(tmpdir);
+    tmpdir = golden_tmpdir("test-clip");
     g_test_add_func("/clip/config", test_config);
     g_test_add_func("/clip/golden", test_golden);
     g_test_add_func("/clip/bad-weights", test_bad_weights);
     int rc = g_test_run();
-    // Remove the temporary files (flat directory).
-    GDir *d = g_dir_open(tmpdir, 0, NULL);
-    if (d) {
-        const char *name;
-        while ((name = g_dir_read_name(d))) {
-            char *p = g_build_filename(tmpdir, name, NULL);
-            g_unlink(p);
-            g_free(p);
-        }
-        g_dir_close(d);
-    }
-    g_rmdir(tmpdir);
-    g_free(tmpdir);
+    golden_tmpdir_remove(tmpdir);
     return rc;
 }

@@ -374,8 +374,7 @@ static void test_non_square(void)
 int main(int argc, char **argv)
 {
     g_test_init(&argc, &argv, NULL);
-    tmpdir = g_dir_make_tmp("sdg-test-vae-XXXXXX", NULL);
-    g_assert_nonnull(tmpdir);
+    tmpdir = golden_tmpdir("test-vae");
     g_test_add_func("/vae/config", test_config);
     g_test_add_func("/vae/golden", test_golden);
     g_test_add_func("/vae/chunked", test_chunked);
@@ -383,17 +382,6 @@ int main(int argc, char **argv)
     g_test_add_func("/vae/attn-2d", test_attn_2d);
     g_test_add_func("/vae/non-square", test_non_square);
     int rc = g_test_run();
-    GDir *d = g_dir_open(tmpdir, 0, NULL);
-    if (d) {
-        const char *name;
-        while ((name = g_dir_read_name(d))) {
-            char *path = g_build_filename(tmpdir, name, NULL);
-            g_unlink(path);
-            g_free(path);
-        }
-        g_dir_close(d);
-    }
-    g_rmdir(tmpdir);
-    g_free(tmpdir);
+    golden_tmpdir_remove(tmpdir);
     return rc;
 }
