@@ -24,7 +24,7 @@ icons=${3:-}
 for tool in gimp-2.10 xvfb-run; do
   if ! command -v "$tool" >/dev/null 2>&1; then
     echo "1..0 # SKIP $tool not installed"
-    exit 77
+    exit 0   # meson's TAP protocol reports any other status (77 included) as an error
   fi
 done
 if [ ! -x "$plugin" ]; then

@@ -1,0 +1,352 @@
+"""train.py - trains the default model in stages, resumably, in a work folder:
+
+  data      WORKDIR/data.npz: the procedural set (dataset.py), N pictures at the native size
+  bpe       WORKDIR/vocab/{vocab.json,merges.txt} learned from the training captions (bpe.py)
+  vae       AutoencoderKL: L1 + L2 + image-gradient L1 reconstruction, tiny KL; batch from a
+            fixed per-step index draw
+  latents   WORKDIR/latents.npz: posterior mean/logvar of every picture; the latent scale is
+            1/std of the means (SD's scale_factor rule)
+  diffusion text encoder + UNet jointly: eps prediction on the SD schedule, t uniform, 10% of
+            captions replaced by "" (for CFG), AdamW, warm-up + cosine, EMA of the weights
+  final     WORKDIR/final.pt: the EMA weights with SD1 single-file names (export.py writes fp16)
+
+Reproducible: every random draw of step s of stage k comes from generators seeded with
+(seed, k, s), so an interrupted and resumed run makes the same batches and noise as an
+uninterrupted one. Checkpoints every --ckpt-min minutes and at each stage end (temp file +
+rename), and on SIGTERM/SIGINT; the next start resumes from them. Progress lines go to
+WORKDIR/progress.log. --budget-min stops a run that overruns its time (the stage's weights so
+far are kept and the run goes on to the next stage, noting it in the log).
+
+Not here: network definitions (models.py), file export (export.py), scoring (evaluate.py).
+"""
+import argparse
+import json
+import math
+import os
+import signal
+import sys
+import time
+
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")   # torch's own threads do the parallel work
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from . import bpe, dataset, models
+
+STAGE_VAE, STAGE_DIFF = 1, 2
+
+
+class Run:
+    def __init__(self, args):
+        self.args = args
+        self.wd = args.workdir
+        os.makedirs(os.path.join(self.wd, "ckpt"), exist_ok=True)
+        self.t_start = time.time()
+        self.elapsed_before = 0.0   # seconds spent in earlier sessions of this run
+        self.stop = False
+        self.log_f = open(os.path.join(self.wd, "progress.log"), "a", buffering=1)
+        state_path = os.path.join(self.wd, "run-state.json")
+        if os.path.exists(state_path):
+            with open(state_path) as f:
+                self.elapsed_before = json.load(f).get("elapsed", 0.0)
+
+    def elapsed(self):
+        return self.elapsed_before + time.time() - self.t_start
+
+    def save_elapsed(self):
+        path = os.path.join(self.wd, "run-state.json")
+        with open(path + ".tmp", "w") as f:
+            json.dump({"elapsed": self.elapsed()}, f)
+        os.replace(path + ".tmp", path)
+
+    def log(self, msg):
+        line = "%s [%7.1f min] %s" % (time.strftime("%Y-%m-%d %H:%M:%S"), self.elapsed() / 60, msg)
+        self.log_f.write(line + "\n")
+        if not self.args.quiet:
+            print(line, flush=True)
+
+    def over_budget(self):
+        return self.args.budget_min > 0 and self.elapsed() > self.args.budget_min * 60
+
+
+def gen(seed, stage, step):
+    g = torch.Generator()
+    g.manual_seed((seed * 1000003 + stage * 7919 + step) & ((1 << 62) - 1))
+    return g, np.random.Generator(np.random.PCG64([seed, stage, step]))
+
+
+def lr_at(step, total, base, warmup):
+    if step < warmup:
+        return base * (step + 1) / warmup
+    p = (step - warmup) / max(1, total - warmup)
+    return base * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(1.0, p))))
+
+
+def save_ckpt(path, obj):
+    torch.save(obj, path + ".tmp")
+    os.replace(path + ".tmp", path)
+
+
+def to_unit(imgs_u8):
+    return imgs_u8.permute(0, 3, 1, 2).float() / 127.5 - 1.0
+
+
+# ---------------------------------------------------------------------------------------------
+
+def stage_data(run, cfg):
+    a = run.args
+    path = os.path.join(run.wd, "data.npz")
+    if not os.path.exists(path):
+        t0 = time.time()
+        imgs, caps = dataset.build(a.n_images, cfg["size"], a.seed)
+        np.savez(path + ".tmp.npz", images=imgs, captions=np.array(caps))
+        os.replace(path + ".tmp.npz", path)
+        run.log("data: %d pictures %dx%d in %.1f s" % (a.n_images, cfg["size"], cfg["size"], time.time() - t0))
+    d = np.load(path)
+    imgs, caps = d["images"], [str(c) for c in d["captions"]]
+    held = set(dataset.heldout_captions())
+    leak = [c for c in caps if c in held]
+    if leak:
+        raise SystemExit("held-out captions in the training set: %r" % leak[:3])
+    vdir = os.path.join(run.wd, "vocab")
+    if not os.path.exists(os.path.join(vdir, "merges.txt")):
+        os.makedirs(vdir, exist_ok=True)
+        tok = bpe.Tokenizer(bpe.learn(caps))
+        tok.save(vdir)
+        run.log("bpe: %d merges, vocabulary %d" % (len(tok.merges), len(tok)))
+    return imgs, caps, bpe.Tokenizer.load(vdir)
+
+
+def stage_vae(run, cfg, imgs):
+    a = run.args
+    final = os.path.join(run.wd, "vae.pt")
+    vae = models.AutoencoderKL(cfg["vae_ch"], tuple(cfg["vae_mult"]), cfg["vae_blocks"], cfg["z_ch"])
+    if os.path.exists(final):
+        vae.load_state_dict(torch.load(final))
+        return vae
+    torch.manual_seed(a.seed)
+    vae = models.AutoencoderKL(cfg["vae_ch"], tuple(cfg["vae_mult"]), cfg["vae_blocks"], cfg["z_ch"])
+    opt = torch.optim.AdamW(vae.parameters(), lr=a.vae_lr, weight_decay=0.0)
+    ck = os.path.join(run.wd, "ckpt", "vae.pt")
+    step = 0
+    if os.path.exists(ck):
+        st = torch.load(ck)
+        vae.load_state_dict(st["model"])
+        opt.load_state_dict(st["opt"])
+        step = st["step"]
+        run.log("vae: resumed at step %d" % step)
+    data = torch.from_numpy(imgs)
+    total, bs = a.vae_steps, a.vae_batch
+    t_last_ck, t0, s0, loss_avg = time.time(), time.time(), step, None
+    while step < total and not run.stop:
+        g, rng = gen(a.seed, STAGE_VAE, step)
+        idx = torch.from_numpy(rng.integers(0, len(data), bs))
+        x = to_unit(data[idx])
+        for pg in opt.param_groups:
+            pg["lr"] = lr_at(step, total, a.vae_lr, 100)
+        mean, logvar = vae.encode(x)
+        z = mean + torch.randn(mean.shape, generator=g) * torch.exp(0.5 * logvar)
+        y = vae.decode(z)
+        rec = (y - x).abs().mean() + ((y - x) ** 2).mean()
+        gx = ((y[..., 1:] - y[..., :-1]) - (x[..., 1:] - x[..., :-1])).abs().mean()
+        gy = ((y[..., 1:, :] - y[..., :-1, :]) - (x[..., 1:, :] - x[..., :-1, :])).abs().mean()
+        kl = 0.5 * (mean ** 2 + logvar.exp() - 1 - logvar).sum(dim=(1, 2, 3)).mean()
+        loss = rec + 0.5 * (gx + gy) + a.vae_kl * kl
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        step += 1
+        loss_avg = loss.item() if loss_avg is None else 0.98 * loss_avg + 0.02 * loss.item()
+        if step % a.log_every == 0 or step == total:
+            per = (time.time() - t0) / (step - s0)
+            run.log("vae: step %d/%d loss %.4f (rec %.4f kl %.1f) %.2f s/step ETA %.1f min" %
+                    (step, total, loss_avg, rec.item(), kl.item(), per, per * (total - step) / 60))
+        if time.time() - t_last_ck > a.ckpt_min * 60 or run.stop:
+            save_ckpt(ck, {"model": vae.state_dict(), "opt": opt.state_dict(), "step": step})
+            run.save_elapsed()
+            t_last_ck = time.time()
+        if run.over_budget():
+            run.log("vae: wall budget reached at step %d; going on with these weights" % step)
+            break
+    if run.stop:
+        save_ckpt(ck, {"model": vae.state_dict(), "opt": opt.state_dict(), "step": step})
+        run.save_elapsed()
+        raise SystemExit(0)
+    save_ckpt(final, vae.state_dict())
+    run.save_elapsed()
+    run.log("vae: done at step %d" % step)
+    return vae
+
+
+def stage_latents(run, vae, imgs):
+    path = os.path.join(run.wd, "latents.npz")
+    if not os.path.exists(path):
+        t0 = time.time()
+        vae.eval()
+        means, logvars = [], []
+        with torch.no_grad():
+            for i in range(0, len(imgs), 64):
+                m, lv = vae.encode(to_unit(torch.from_numpy(imgs[i:i + 64])))
+                means.append(m.numpy())
+                logvars.append(lv.numpy())
+        mean, logvar = np.concatenate(means), np.concatenate(logvars)
+        scale = float(1.0 / mean.std())
+        # Reconstruction error of the means, for the log.
+        with torch.no_grad():
+            x = to_unit(torch.from_numpy(imgs[:256]))
+            err = (vae.decode(torch.from_numpy(mean[:256])).clamp(-1, 1) - x).abs().mean().item() * 127.5
+        np.savez(path + ".tmp.npz", mean=mean, logvar=logvar, scale=np.float32(scale))
+        os.replace(path + ".tmp.npz", path)
+        run.log("latents: %s, std %.3f -> scale_factor %.4f, mean abs pixel error %.2f/255, %.1f s" %
+                (mean.shape, mean.std(), scale, err, time.time() - t0))
+    d = np.load(path)
+    return d["mean"], d["logvar"], float(d["scale"])
+
+
+def stage_diffusion(run, cfg, tok, caps, mean, logvar, scale):
+    a = run.args
+    torch.manual_seed(a.seed + 1)
+    unet = models.UNet(cfg["z_ch"], cfg["unet_ch"], cfg["z_ch"], tuple(cfg["unet_mult"]),
+                       cfg["unet_blocks"], tuple(cfg["unet_attn"]), cfg["text_width"])
+    text = models.CLIPTextModel(len(tok), cfg["text_width"], cfg["text_layers"])
+    params = list(unet.parameters()) + list(text.parameters())
+    ema = [p.detach().clone() for p in params]
+    opt = torch.optim.AdamW(params, lr=a.lr, weight_decay=0.01)
+    ck = os.path.join(run.wd, "ckpt", "diffusion.pt")
+    step = 0
+    if os.path.exists(ck):
+        st = torch.load(ck)
+        unet.load_state_dict(st["unet"])
+        text.load_state_dict(st["text"])
+        opt.load_state_dict(st["opt"])
+        ema = st["ema"]
+        step = st["step"]
+        run.log("diffusion: resumed at step %d" % step)
+    ids = torch.tensor([tok.tokenize77(c) for c in caps], dtype=torch.long)
+    empty = torch.tensor(tok.tokenize77(""), dtype=torch.long)
+    mean_t, std_t = torch.from_numpy(mean), torch.from_numpy(np.exp(0.5 * logvar))
+    ac = models.sd_schedule()
+    total, bs = a.steps, a.batch
+    t_last_ck, t0, s0, loss_avg = time.time(), time.time(), step, None
+
+    def checkpoint():
+        save_ckpt(ck, {"unet": unet.state_dict(), "text": text.state_dict(), "opt": opt.state_dict(),
+                       "ema": ema, "step": step})
+        run.save_elapsed()
+
+    while step < total and not run.stop:
+        g, rng = gen(a.seed, STAGE_DIFF, step)
+        idx = torch.from_numpy(rng.integers(0, len(caps), bs))
+        drop = torch.from_numpy(rng.random(bs) < a.uncond_p)
+        x0 = (mean_t[idx] + std_t[idx] * torch.randn(mean_t[idx].shape, generator=g)) * scale
+        t = torch.randint(0, 1000, (bs,), generator=g)
+        noise = torch.randn(x0.shape, generator=g)
+        a_t = ac[t][:, None, None, None]
+        xt = a_t.sqrt() * x0 + (1 - a_t).sqrt() * noise
+        tid = torch.where(drop[:, None], empty[None], ids[idx])
+        for pg in opt.param_groups:
+            pg["lr"] = lr_at(step, total, a.lr, 200)
+        eps = unet(xt, t, text(tid))
+        loss = F.mse_loss(eps, noise)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        opt.step()
+        step += 1
+        decay = min(a.ema, (1 + step) / (10 + step))
+        with torch.no_grad():
+            for e, p in zip(ema, params):
+                e.mul_(decay).add_(p.detach(), alpha=1 - decay)
+        loss_avg = loss.item() if loss_avg is None else 0.99 * loss_avg + 0.01 * loss.item()
+        if step % a.log_every == 0 or step == total:
+            per = (time.time() - t0) / (step - s0)
+            run.log("diffusion: step %d/%d loss %.4f %.2f s/step ETA %.1f min" %
+                    (step, total, loss_avg, per, per * (total - step) / 60))
+        if time.time() - t_last_ck > a.ckpt_min * 60:
+            checkpoint()
+            t_last_ck = time.time()
+        if run.over_budget():
+            run.log("diffusion: wall budget reached at step %d; exporting these weights" % step)
+            break
+    if run.stop:
+        checkpoint()
+        raise SystemExit(0)
+    checkpoint()
+    with torch.no_grad():
+        for e, p in zip(ema, params):
+            p.copy_(e)
+    return unet, text
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description="Train the default SD1-layout model (resumable).")
+    p.add_argument("--workdir", required=True)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--n-images", type=int, default=30000)
+    p.add_argument("--size", type=int, default=64)
+    p.add_argument("--config", default="{}", help="JSON overrides of models.DEFAULT_CONFIG")
+    p.add_argument("--vae-steps", type=int, default=1500)
+    p.add_argument("--vae-batch", type=int, default=32)
+    p.add_argument("--vae-lr", type=float, default=1e-3)
+    p.add_argument("--vae-kl", type=float, default=1e-6)
+    p.add_argument("--steps", type=int, default=6000, help="diffusion steps")
+    p.add_argument("--batch", type=int, default=64)
+    p.add_argument("--lr", type=float, default=5e-4)
+    p.add_argument("--ema", type=float, default=0.999)
+    p.add_argument("--uncond-p", type=float, default=0.1)
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--ckpt-min", type=float, default=5.0)
+    p.add_argument("--budget-min", type=float, default=0, help="wall-clock stop (0 = none)")
+    p.add_argument("--log-every", type=int, default=20)
+    p.add_argument("--quiet", action="store_true")
+    a = p.parse_args(argv)
+    torch.set_num_threads(a.threads)
+
+    cfg = dict(models.DEFAULT_CONFIG)
+    cfg["size"] = a.size
+    cfg.update(json.loads(a.config))
+    run = Run(a)
+    # A resumed run must have the same settings as the first start.
+    settings = {k: v for k, v in vars(a).items() if k not in ("budget_min", "quiet", "log_every", "ckpt_min", "threads")}
+    settings["config"] = cfg
+    sp = os.path.join(run.wd, "settings.json")
+    if os.path.exists(sp):
+        with open(sp) as f:
+            old = json.load(f)
+        if old != json.loads(json.dumps(settings)):
+            raise SystemExit("%s: the work folder was started with other settings: %s" % (sp, old))
+    else:
+        with open(sp, "w") as f:
+            json.dump(settings, f, indent=1)
+
+    def on_signal(signum, frame):
+        run.stop = True
+        run.log("signal %d: checkpointing and stopping" % signum)
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+
+    final = os.path.join(run.wd, "final.pt")
+    if os.path.exists(final):
+        run.log("already trained: %s" % final)
+        return 0
+    run.log("start: %s" % json.dumps(settings))
+    imgs, caps, tok = stage_data(run, cfg)
+    cfg["vocab"] = len(tok)
+    vae = stage_vae(run, cfg, imgs)
+    mean, logvar, scale = stage_latents(run, vae, imgs)
+    unet, text = stage_diffusion(run, cfg, tok, caps, mean, logvar, scale)
+    sd = {}
+    for prefix, mod in ((models.UNET_PREFIX, unet), (models.VAE_PREFIX, vae), (models.TEXT_PREFIX, text)):
+        for k, v in mod.state_dict().items():
+            sd[prefix + k] = v.detach().clone()
+    save_ckpt(final, {"state_dict": sd, "config": cfg, "scale_factor": scale,
+                      "elapsed_min": run.elapsed() / 60, "settings": settings})
+    run.save_elapsed()
+    run.log("done: %s (%.1f min in all)" % (final, run.elapsed() / 60))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
