@@ -30,7 +30,7 @@ for size in "${SIZES[@]}"; do
   tr '\r' '\n' < "$log" | awk -v size="$size" -v threads="$THREADS" -v load="$(cut -d' ' -f1 /proc/loadavg)" '
     /loaded in/ { t_load = $4 }
     /^step [0-9]+\/[0-9]+/ { split($2, a, "/"); steps = a[1]; per = $3 }   # running mean
-    /done in/ { t_done = $4; gsub(/[()s]/, "", $8); t_sd = $8 }
+    /done in/ { t_done = $4; t_sd = $9 }
     /RSS_KB/ { rss = $2 }
     END { printf "%dx%d  threads %d  %.2f s/step (CFG on)  load %.1f s  decode %.1f s  peak RSS %.2f GB  (loadavg %s)\n",
           size, size, threads, per, t_load, t_sd - per * steps, rss / 1048576, load }'

@@ -1,0 +1,488 @@
+/*
+ * main.c - the GIMP 3.0 front end of gimp-diffusion: a GimpPlugIn that registers the same three
+ * procedures as the GIMP 2.10 one (names, Filters > Diffusion menu entries, arguments, icons),
+ * turns their GimpProcedureConfig into sdgp_params and hands the run to the version-neutral core
+ * (core.h). GIMP 3 keeps the last values itself (the config is loaded for RUN_INTERACTIVE and
+ * RUN_WITH_LAST_VALS and stored after a successful run); the dialog-only values (models folder,
+ * "New seed each run", "Match colours") are auxiliary arguments so they are remembered too.
+ *
+ * GIMP 3 differences the callers see: run-mode is implicit, and the drawable is an array of
+ * drawables ("drawables", exactly one accepted); the sampler is a GimpChoice (still a string).
+ *
+ * Interactive runs use the shared dialog (ui/dialog.h) when it is built for GTK 3
+ * (SDGP_HAVE_DIALOG); until then GIMP's own procedure dialog over the same config.
+ *
+ * Not here: pixels, layers, undo (host.c), regions and the engine (core.c), the dialog (ui/).
+ */
+#include <string.h>
+
+#include <gio/gio.h>
+#include <libgimp/gimp.h>
+#include <libgimp/gimpui.h>
+
+#include "sdg.h"
+#include "plugin/core.h"
+#include "plugin/params.h"
+#ifdef SDGP_HAVE_DIALOG
+#include "ui/dialog.h"
+#endif
+
+#ifndef SDGP_ICONS_DIR
+#define SDGP_ICONS_DIR "/usr/local/share/gimp-diffusion/icons"
+#endif
+#ifndef SDGP_VERSION
+#define SDGP_VERSION "unknown"
+#endif
+
+#define SDGP_BINARY "gimp-diffusion"
+#define SDGP_AUTHOR "GIMP Diffusion authors"
+#define SDGP_DATE "2025"
+#define SDGP_MENU "<Image>/Filters/Diffusion"
+
+// Where this executable lives: icons and models may sit beside it (user-local install).
+static char *plugin_dir;
+
+typedef struct _SdgpPlugIn      { GimpPlugIn parent_instance; } SdgpPlugIn;
+typedef struct _SdgpPlugInClass { GimpPlugInClass parent_class; } SdgpPlugInClass;
+
+static GType sdgp_plug_in_get_type (void);
+G_DEFINE_TYPE (SdgpPlugIn, sdgp_plug_in, GIMP_TYPE_PLUG_IN)
+
+// ---------------------------------------------------------------------------------------------
+// Registration
+
+typedef struct proc_info {
+  const char *label;
+  const char *icon;
+  const char *blurb;
+  const char *help;
+} proc_info;
+
+// The same texts as the GIMP 2.10 front end (plugin/gimp2/main.c).
+static const proc_info procs[SDGP_MODE_COUNT] = {
+  { "_Text to Image...", "diffusion-text-to-image",
+    "Paint a new layer from a text prompt with Stable Diffusion",
+    "Generates pictures from the prompt with a Stable Diffusion 1.x checkpoint on the CPU and "
+    "adds each as a new layer above the active layer, covering the selection bounds, or the "
+    "whole image when nothing is selected. The picture is generated at about the model's native "
+    "size and scaled to the region. Each layer is named from the prompt and seed and carries "
+    "its generation parameters in the 'gimp-diffusion-parameters' parasite. Seed -1 draws a "
+    "random seed; batch count N makes N layers with seeds seed..seed+N-1." },
+  { "_Image to Image...", "diffusion-image-to-image",
+    "Restyle the active layer (or its selected part) with Stable Diffusion",
+    "Re-renders the selection bounds of the active layer (the whole layer without a selection) "
+    "following the prompt, starting from its pixels: strength 0 keeps the picture, 1 ignores it. "
+    "The result is added as a new layer above the active one, over the same region, keeping the "
+    "layer's transparency; the source layer is not changed. Layers carry their generation "
+    "parameters in the 'gimp-diffusion-parameters' parasite." },
+  { "Inpaint _Selection...", "diffusion-inpaint",
+    "Repaint the selected part of the active layer with Stable Diffusion",
+    "Regenerates the selection following the prompt, looking at a context region around it "
+    "(generated at about the model's native size and scaled back). The result is a new layer "
+    "over the context region: inside the selection the new pixels (soft selection edges "
+    "blended), outside it an exact copy of the original, so nothing outside the selection "
+    "changes. Needs a selection. Strength 1 regenerates the selection entirely. Layers carry "
+    "their generation parameters in the 'gimp-diffusion-parameters' parasite." },
+};
+
+static gboolean
+mode_of (const char *name,
+         sdgp_mode  *mode)
+{
+  for (int m = 0; m < SDGP_MODE_COUNT; m++)
+    if (strcmp (name, sdgp_mode_procedure ((sdgp_mode) m)) == 0)
+      {
+        *mode = (sdgp_mode) m;
+        return TRUE;
+      }
+  return FALSE;
+}
+
+static GFile *
+icon_file (const char *icon)
+{
+  char  *file = g_strconcat (icon, ".png", NULL);
+  char  *path = plugin_dir ? g_build_filename (plugin_dir, "icons", file, NULL) : NULL;
+  GFile *result = NULL;
+
+  // A user-local install keeps its icons beside the executable; else the installed datadir.
+  if (! path || ! g_file_test (path, G_FILE_TEST_IS_REGULAR))
+    {
+      g_free (path);
+      path = g_build_filename (SDGP_ICONS_DIR, file, NULL);
+    }
+  if (g_file_test (path, G_FILE_TEST_IS_REGULAR))
+    result = g_file_new_for_path (path);
+  g_free (path);
+  g_free (file);
+  return result;
+}
+
+// The engine's samplers, as a GimpChoice (a string argument with a fixed set of values).
+static GimpChoice *
+sampler_choice (void)
+{
+  GimpChoice *choice = gimp_choice_new ();
+
+  for (int s = 0; s < SDG_SAMPLER_COUNT; s++)
+    gimp_choice_add (choice, sdg_sampler_name ((sdg_sampler) s), s,
+                     sdg_sampler_name ((sdg_sampler) s), NULL);
+  return choice;
+}
+
+static GimpValueArray *run (GimpProcedure *procedure, GimpRunMode run_mode, GimpImage *image,
+                            GimpDrawable **drawables, GimpProcedureConfig *config,
+                            gpointer run_data);
+
+static GList *
+sdgp_query_procedures (GimpPlugIn *plug_in)
+{
+  GList *list = NULL;
+
+  (void) plug_in;
+  for (int m = SDGP_MODE_COUNT - 1; m >= 0; m--)
+    list = g_list_prepend (list, g_strdup (sdgp_mode_procedure ((sdgp_mode) m)));
+  return list;
+}
+
+static GimpProcedure *
+sdgp_create_procedure (GimpPlugIn  *plug_in,
+                       const gchar *name)
+{
+  GimpProcedure *procedure;
+  GFile         *icon;
+  sdgp_params    d;
+  sdgp_mode      mode;
+
+  if (! mode_of (name, &mode))
+    return NULL;
+  sdgp_params_init (&d, mode);
+
+  procedure = gimp_image_procedure_new (plug_in, name, GIMP_PDB_PROC_TYPE_PLUGIN, run,
+                                        NULL, NULL);
+  gimp_procedure_set_image_types (procedure, "RGB*, GRAY*");
+  gimp_procedure_set_sensitivity_mask (procedure, GIMP_PROCEDURE_SENSITIVE_DRAWABLE);
+  gimp_procedure_set_menu_label (procedure, procs[mode].label);
+  gimp_procedure_add_menu_path (procedure, SDGP_MENU);
+  gimp_procedure_set_documentation (procedure, procs[mode].blurb, procs[mode].help, name);
+  gimp_procedure_set_attribution (procedure, SDGP_AUTHOR, SDGP_AUTHOR, SDGP_DATE);
+  icon = icon_file (procs[mode].icon);
+  if (icon)
+    {
+      gimp_procedure_set_icon_file (procedure, icon);
+      g_object_unref (icon);
+    }
+
+  // The arguments of the GIMP 2.10 procedures, in the same order, after run-mode, image and
+  // drawables (which GIMP 3 adds itself).
+  gimp_procedure_add_string_argument (procedure, "prompt", "_Prompt",
+                                      "What to paint (UTF-8; emphasis: (words:1.3), (words), [words])",
+                                      d.prompt, G_PARAM_READWRITE);
+  gimp_procedure_add_string_argument (procedure, "negative-prompt", "_Negative prompt",
+                                      "What to avoid (may be empty)",
+                                      d.negative_prompt, G_PARAM_READWRITE);
+  gimp_procedure_add_string_argument (procedure, "model", "_Model",
+                                      "Checkpoint file (.safetensors, Stable Diffusion 1.x); "
+                                      "empty = the default model sdg-default.safetensors in the "
+                                      "models folder",
+                                      d.model, G_PARAM_READWRITE);
+  gimp_procedure_add_choice_argument (procedure, "sampler", "Sa_mpler",
+                                      "Sampler: euler, euler_a, heun, dpmpp_2m, lms or ddim",
+                                      sampler_choice (), d.sampler, G_PARAM_READWRITE);
+  gimp_procedure_add_int_argument (procedure, "steps", "S_teps", "Sampling steps (1 to 1000)",
+                                   1, 1000, d.steps, G_PARAM_READWRITE);
+  gimp_procedure_add_double_argument (procedure, "cfg-scale", "_CFG scale",
+                                      "Classifier-free guidance scale (0 to 100; 1 = no guidance)",
+                                      0.0, 100.0, d.cfg_scale, G_PARAM_READWRITE);
+  gimp_procedure_add_int_argument (procedure, "seed", "_Seed",
+                                   "Random seed (0 to 2147483647; -1 = random)",
+                                   -1, G_MAXINT32, d.seed, G_PARAM_READWRITE);
+  gimp_procedure_add_int_argument (procedure, "batch-count", "_Batch count",
+                                   "Number of pictures, one layer each (1 to 16)",
+                                   1, SDGP_MAX_BATCH, d.batch_count, G_PARAM_READWRITE);
+  if (mode != SDGP_TEXT_TO_IMAGE)
+    gimp_procedure_add_double_argument (procedure, "strength", "St_rength",
+                                        "How much to change: 0 keeps the image, 1 ignores it "
+                                        "(0 to 1)",
+                                        0.0, 1.0, d.strength, G_PARAM_READWRITE);
+
+  // Remembered between runs but not part of the PDB call (the dialog's own settings).
+  gimp_procedure_add_string_aux_argument (procedure, "models-dir", "Models _folder",
+                                          "Folder the dialog lists checkpoints from; empty = the "
+                                          "default", d.models_dir, G_PARAM_READWRITE);
+  gimp_procedure_add_boolean_aux_argument (procedure, "random-seed", "New seed each _run",
+                                           "Draw a new seed for every run", d.random_seed,
+                                           G_PARAM_READWRITE);
+  gimp_procedure_add_boolean_aux_argument (procedure, "color-match", "Match c_olours",
+                                           "Inpaint: match colours to the surroundings",
+                                           d.color_match, G_PARAM_READWRITE);
+  return procedure;
+}
+
+static void
+sdgp_plug_in_class_init (SdgpPlugInClass *klass)
+{
+  GimpPlugInClass *plug_in_class = GIMP_PLUG_IN_CLASS (klass);
+
+  plug_in_class->query_procedures = sdgp_query_procedures;
+  plug_in_class->create_procedure = sdgp_create_procedure;
+  plug_in_class->set_i18n = NULL;
+}
+
+static void
+sdgp_plug_in_init (SdgpPlugIn *self)
+{
+  (void) self;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Arguments <-> sdgp_params
+
+static gboolean
+copy_string (char       *dst,
+             gsize       size,
+             const char *src,
+             const char *what,
+             GError    **error)
+{
+  if (! src)
+    src = "";
+  if (strlen (src) >= size)
+    {
+      g_set_error (error, SDGP_ERROR, SDGP_ERROR_INVALID, "The %s is too long (at most %d bytes).",
+                   what, (int) size - 1);
+      return FALSE;
+    }
+  g_strlcpy (dst, src, size);
+  return TRUE;
+}
+
+static gboolean
+params_from_config (sdgp_mode            mode,
+                    GimpProcedureConfig *config,
+                    sdgp_params         *p,
+                    GError             **error)
+{
+  gchar   *prompt = NULL, *negative = NULL, *model = NULL, *sampler = NULL, *models_dir = NULL;
+  gboolean ok;
+
+  sdgp_params_init (p, mode);
+  g_object_get (config,
+                "prompt", &prompt, "negative-prompt", &negative, "model", &model,
+                "sampler", &sampler, "steps", &p->steps, "cfg-scale", &p->cfg_scale,
+                "seed", &p->seed, "batch-count", &p->batch_count,
+                "models-dir", &models_dir, "random-seed", &p->random_seed,
+                "color-match", &p->color_match, NULL);
+  if (mode != SDGP_TEXT_TO_IMAGE)
+    g_object_get (config, "strength", &p->strength, NULL);
+  ok = copy_string (p->prompt, sizeof p->prompt, prompt, "prompt", error) &&
+       copy_string (p->negative_prompt, sizeof p->negative_prompt, negative, "negative prompt",
+                    error) &&
+       copy_string (p->model, sizeof p->model, model, "model path", error) &&
+       copy_string (p->sampler, sizeof p->sampler, sampler, "sampler name", error) &&
+       copy_string (p->models_dir, sizeof p->models_dir, models_dir, "models folder", error);
+  g_free (prompt);
+  g_free (negative);
+  g_free (model);
+  g_free (sampler);
+  g_free (models_dir);
+  return ok;
+}
+
+// What the dialog changed goes back into the config, which GIMP stores as the last values.
+static void G_GNUC_UNUSED
+params_to_config (sdgp_mode            mode,
+                  const sdgp_params   *p,
+                  GimpProcedureConfig *config)
+{
+  g_object_set (config,
+                "prompt", p->prompt, "negative-prompt", p->negative_prompt, "model", p->model,
+                "sampler", p->sampler, "steps", p->steps, "cfg-scale", p->cfg_scale,
+                "seed", p->seed, "batch-count", p->batch_count, "models-dir", p->models_dir,
+                "random-seed", p->random_seed, "color-match", p->color_match, NULL);
+  if (mode != SDGP_TEXT_TO_IMAGE)
+    g_object_set (config, "strength", p->strength, NULL);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Runs
+
+typedef struct run_target {
+  sdgp_mode mode;
+  gint32    image, drawable;
+} run_target;
+
+// A run without the shared dialog. "New seed each run" (remembered) draws a new seed for
+// Filters > Repeat too; the dialog draws its own and passes it as a plain number.
+static gboolean
+run_with (const run_target  *t,
+          const sdgp_params *p,
+          GError           **error)
+{
+  sdgp_params q = *p;
+
+  if (q.random_seed)
+    q.seed = -1;
+  return sdgp_core_run (t->mode, t->image, t->drawable, &q, NULL, NULL, error);
+}
+
+#ifdef SDGP_HAVE_DIALOG
+static gboolean
+dialog_run_fn (const sdgp_params   *p,
+               const sdgp_feedback *fb,
+               gpointer             data,
+               GError             **error)
+{
+  const run_target *t = data;
+
+  return sdgp_core_run (t->mode, t->image, t->drawable, p, fb, NULL, error);
+}
+#else
+// GIMP's own dialog over the procedure's config: the same settings, "Advanced" in a frame; no
+// preview or progress of its own (the run reports through GIMP's progress bar).
+static gboolean
+procedure_dialog (GimpProcedure       *procedure,
+                  GimpProcedureConfig *config,
+                  sdgp_mode            mode)
+{
+  GtkWidget *dialog;
+  gboolean   ok;
+
+  gimp_ui_init (SDGP_BINARY);
+  dialog = gimp_procedure_dialog_new (procedure, config, NULL);
+  gimp_procedure_dialog_set_ok_label (GIMP_PROCEDURE_DIALOG (dialog), "_Generate");
+  gimp_procedure_dialog_get_widget (GIMP_PROCEDURE_DIALOG (dialog), "prompt", GTK_TYPE_TEXT_VIEW);
+  gimp_procedure_dialog_get_widget (GIMP_PROCEDURE_DIALOG (dialog), "negative-prompt",
+                                    GTK_TYPE_TEXT_VIEW);
+  gimp_procedure_dialog_fill_box (GIMP_PROCEDURE_DIALOG (dialog), "advanced-box",
+                                  "sampler", "steps", "cfg-scale", NULL);
+  gimp_procedure_dialog_get_label (GIMP_PROCEDURE_DIALOG (dialog), "advanced-label",
+                                   "Advanced", FALSE, FALSE);
+  gimp_procedure_dialog_fill_frame (GIMP_PROCEDURE_DIALOG (dialog), "advanced-frame",
+                                    "advanced-label", FALSE, "advanced-box");
+  if (mode == SDGP_TEXT_TO_IMAGE)
+    gimp_procedure_dialog_fill (GIMP_PROCEDURE_DIALOG (dialog), "prompt", "negative-prompt",
+                                "model", "seed", "random-seed", "batch-count",
+                                "advanced-frame", NULL);
+  else if (mode == SDGP_IMAGE_TO_IMAGE)
+    gimp_procedure_dialog_fill (GIMP_PROCEDURE_DIALOG (dialog), "prompt", "negative-prompt",
+                                "model", "strength", "seed", "random-seed", "batch-count",
+                                "advanced-frame", NULL);
+  else
+    gimp_procedure_dialog_fill (GIMP_PROCEDURE_DIALOG (dialog), "prompt", "negative-prompt",
+                                "model", "strength", "seed", "random-seed", "batch-count",
+                                "color-match", "advanced-frame", NULL);
+  ok = gimp_procedure_dialog_run (GIMP_PROCEDURE_DIALOG (dialog));
+  gtk_widget_destroy (dialog);
+  return ok;
+}
+#endif
+
+static GimpValueArray *
+run (GimpProcedure        *procedure,
+     GimpRunMode           run_mode,
+     GimpImage            *image,
+     GimpDrawable        **drawables,
+     GimpProcedureConfig  *config,
+     gpointer              run_data)
+{
+  GimpPDBStatusType status = GIMP_PDB_SUCCESS;
+  run_target        t = { SDGP_TEXT_TO_IMAGE, -1, -1 };
+  sdgp_params       p;
+  GError           *error = NULL;
+  gsize             n_drawables;
+
+  (void) run_data;
+  if (! mode_of (gimp_procedure_get_name (procedure), &t.mode))
+    return gimp_procedure_new_return_values (procedure, GIMP_PDB_CALLING_ERROR, NULL);
+  n_drawables = drawables ? gimp_core_object_array_get_length ((GObject **) drawables) : 0;
+  if (! image || n_drawables != 1)
+    {
+      g_set_error (&error, SDGP_ERROR, SDGP_ERROR_INVALID,
+                   "%s works on exactly one drawable.", gimp_procedure_get_name (procedure));
+      return gimp_procedure_new_return_values (procedure, GIMP_PDB_CALLING_ERROR, error);
+    }
+  t.image = gimp_image_get_id (image);
+  t.drawable = gimp_item_get_id (GIMP_ITEM (drawables[0]));
+
+  gegl_init (NULL, NULL);
+  if (! sdgp_core_check_image (t.mode, t.image, t.drawable, &error))
+    status = GIMP_PDB_EXECUTION_ERROR;
+  else if (! params_from_config (t.mode, config, &p, &error))
+    status = GIMP_PDB_CALLING_ERROR;
+  else switch (run_mode)
+    {
+    case GIMP_RUN_INTERACTIVE:
+#ifdef SDGP_HAVE_DIALOG
+      gimp_ui_init (SDGP_BINARY);
+      if (sdgp_dialog_run (t.mode, &p, dialog_run_fn, &t))
+        params_to_config (t.mode, &p, config);
+      else
+        status = GIMP_PDB_CANCEL;
+#else
+      if (! procedure_dialog (procedure, config, t.mode))
+        status = GIMP_PDB_CANCEL;
+      else if (! params_from_config (t.mode, config, &p, &error) ||
+               ! sdgp_core_check_params (t.mode, &p, &error))
+        status = GIMP_PDB_CALLING_ERROR;
+      else if (! run_with (&t, &p, &error))
+        status = GIMP_PDB_EXECUTION_ERROR;
+#endif
+      break;
+
+    case GIMP_RUN_NONINTERACTIVE:
+      // The PDB caller names the model explicitly and chooses the seed; the dialog's folder and
+      // "New seed each run" do not apply.
+      p.models_dir[0] = '\0';
+      p.random_seed = p.seed < 0;
+      if (! sdgp_core_check_params (t.mode, &p, &error))
+        status = GIMP_PDB_CALLING_ERROR;
+      else if (! run_with (&t, &p, &error))
+        status = GIMP_PDB_EXECUTION_ERROR;
+      else
+        g_object_set (config, "random-seed", p.random_seed, NULL);
+      break;
+
+    case GIMP_RUN_WITH_LAST_VALS:
+      if (! run_with (&t, &p, &error))
+        status = GIMP_PDB_EXECUTION_ERROR;
+      break;
+
+    default:
+      status = GIMP_PDB_CALLING_ERROR;
+      break;
+    }
+  sdgp_core_shutdown ();
+
+  if (error && g_error_matches (error, G_IO_ERROR, G_IO_ERROR_CANCELLED))
+    {
+      g_clear_error (&error);
+      status = GIMP_PDB_CANCEL;
+    }
+  if (error && run_mode == GIMP_RUN_INTERACTIVE)
+    gimp_message (error->message);
+  // GIMP takes the error: its message goes back to the caller with the status.
+  return gimp_procedure_new_return_values (procedure, status, error);
+}
+
+int
+main (int   argc,
+      char *argv[])
+{
+  int ret;
+
+  if (argc > 0 && argv[0] && g_path_is_absolute (argv[0]))
+    plugin_dir = g_path_get_dirname (argv[0]);
+  // A user-local install may keep its models beside the plug-in.
+  if (plugin_dir && ! g_getenv ("SDG_MODELS_DIR"))
+    {
+      char *models = g_build_filename (plugin_dir, "models", NULL);
+
+      if (g_file_test (models, G_FILE_TEST_IS_DIR))
+        g_setenv ("SDG_MODELS_DIR", models, FALSE);
+      g_free (models);
+    }
+  ret = gimp_main (sdgp_plug_in_get_type (), argc, argv);
+  g_free (plugin_dir);
+  return ret;
+}
