@@ -1,5 +1,7 @@
 /*
- * dialog.c - the Filters > Diffusion dialog for GIMP 2.10 (GTK 2 through libgimpui).
+ * dialog.c - the Filters > Diffusion dialog for GIMP 2.10 (GTK 2 through libgimpui-2.0) and
+ * GIMP 3 (GTK 3 through libgimpui-3.0). The few calls that differ sit behind the helpers of
+ * "GTK 2 / GTK 3" below; the GTK 2 build is unchanged by them.
  *
  * Left: prompt and negative prompt, model chooser (the bundled default plus every .safetensors
  * checkpoint in the models folder) with its folder, strength (image-to-image and inpaint), seed,
@@ -14,7 +16,7 @@
  * Test hook: with SDGP_DIALOG_SCREENSHOT=/path.png in the environment the dialog opens with
  * "Advanced" expanded, saves a picture of itself to that file shortly after it is drawn, and
  * closes as if the user pressed Close. When the path is a folder, the picture is
- * FOLDER/dialog-gimp2-MODE.png (MODE: text-to-image, image-to-image, inpaint), so one GIMP
+ * FOLDER/dialog-gimpN-MODE.png (N: 2 or 3; MODE: text-to-image, image-to-image, inpaint), so one GIMP
  * session can photograph every mode. With SDGP_DIALOG_AUTORUN=1 as well, the dialog presses
  * Generate instead and is photographed half-way through the run (FOLDER/...-MODE-running.png),
  * or with its error message when the run fails (then it closes).
@@ -23,7 +25,15 @@
 
 #include <gio/gio.h>
 #include <libgimp/gimp.h>
+#if GIMP_CHECK_VERSION (2, 99, 0)
+// GIMP 3.0's gimpspinscale.h declares a `const guint` return, which -Wextra flags; not ours.
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wignored-qualifiers"
 #include <libgimp/gimpui.h>
+#pragma GCC diagnostic pop
+#else
+#include <libgimp/gimpui.h>
+#endif
 
 #include "sdg.h"
 #include "ui/dialog.h"
@@ -96,16 +106,16 @@ typedef struct dialog {
   GtkWidget *model_combo;
   GtkListStore *model_store;    // owned by model_combo
   GtkWidget *folder_button;
-  GtkObject *strength_adj;      // NULL in text-to-image
+  GtkAdjustment *strength_adj;  // NULL in text-to-image
   GtkWidget *seed_spin;
   GtkWidget *random_toggle;
   GtkWidget *dice_button;
-  GtkObject *batch_adj;
+  GtkAdjustment *batch_adj;
   GtkWidget *color_match_toggle;   // NULL unless inpaint
   GtkWidget *expander;
   GtkWidget *sampler_combo;
-  GtkObject *steps_adj;
-  GtkObject *cfg_adj;
+  GtkAdjustment *steps_adj;
+  GtkAdjustment *cfg_adj;
   GtkSizeGroup *label_group;    // lines up the labels of the main and the Advanced tables
 
   GtkWidget *preview_image;
@@ -127,6 +137,183 @@ typedef struct dialog {
   gboolean screenshot_taken;
   int last_step, last_total;    // the run's last progress report
 } dialog;
+
+// ---------------------------------------------------------------------------------------------
+// GTK 2 / GTK 3: the calls that differ between libgimpui-2.0 and libgimpui-3.0. Under GTK 2 each
+// helper is exactly the call the dialog made before GIMP 3 support.
+
+#if GTK_CHECK_VERSION (3, 0, 0)
+#define SDGP_GIMP_SERIES "gimp3"
+#else
+#define SDGP_GIMP_SERIES "gimp2"
+#endif
+
+static GtkWidget *
+box_new (gboolean horizontal,
+         gint     spacing)
+{
+#if GTK_CHECK_VERSION (3, 0, 0)
+  return gtk_box_new (horizontal ? GTK_ORIENTATION_HORIZONTAL : GTK_ORIENTATION_VERTICAL, spacing);
+#else
+  return horizontal ? gtk_hbox_new (FALSE, spacing) : gtk_vbox_new (FALSE, spacing);
+#endif
+}
+
+// A label flush left, centred vertically.
+static void
+label_set_left (GtkWidget *label)
+{
+#if GTK_CHECK_VERSION (3, 0, 0)
+  gtk_label_set_xalign (GTK_LABEL (label), 0.0);
+  gtk_label_set_yalign (GTK_LABEL (label), 0.5);
+#else
+  gtk_misc_set_alignment (GTK_MISC (label), 0.0, 0.5);
+#endif
+}
+
+// A form of label / widget rows: a GtkTable in GTK 2, a GtkGrid in GTK 3; 3 columns (label, and
+// a widget spanning two).
+static GtkWidget *
+form_new (gint rows)
+{
+#if GTK_CHECK_VERSION (3, 0, 0)
+  GtkWidget *grid = gtk_grid_new ();
+
+  (void) rows;
+  gtk_grid_set_column_spacing (GTK_GRID (grid), 6);
+  gtk_grid_set_row_spacing (GTK_GRID (grid), 4);
+  return grid;
+#else
+  GtkWidget *table = gtk_table_new (rows, 3, FALSE);
+
+  gtk_table_set_col_spacings (GTK_TABLE (table), 6);
+  gtk_table_set_row_spacings (GTK_TABLE (table), 4);
+  return table;
+#endif
+}
+
+// A labelled row; returns the label.
+static GtkWidget *
+form_attach_aligned (GtkWidget   *form,
+                     gint         row,
+                     const gchar *label,
+                     GtkWidget   *widget)
+{
+#if GTK_CHECK_VERSION (3, 0, 0)
+  gtk_widget_set_hexpand (widget, TRUE);
+  return gimp_grid_attach_aligned (GTK_GRID (form), 0, row, label, 0.0, 0.5, widget, 2);
+#else
+  return gimp_table_attach_aligned (GTK_TABLE (form), 0, row, label, 0.0, 0.5, widget, 2, FALSE);
+#endif
+}
+
+// A widget in the two right-hand columns of a row, without a label.
+static void
+form_attach_right (GtkWidget *form,
+                   gint       row,
+                   GtkWidget *widget)
+{
+#if GTK_CHECK_VERSION (3, 0, 0)
+  gtk_grid_attach (GTK_GRID (form), widget, 1, row, 2, 1);
+#else
+  gtk_table_attach (GTK_TABLE (form), widget, 1, 3, row, row + 1, GTK_FILL, GTK_FILL, 0, 0);
+#endif
+}
+
+// A scale with a spin button on row `row` of the form; its label joins `label_group`.
+static GtkAdjustment *
+form_scale_entry (GtkWidget    *form,
+                  GtkSizeGroup *label_group,
+                  gint          row,
+                  const gchar  *label,
+                  gdouble       value,
+                  gdouble       lower,
+                  gdouble       upper,
+                  gdouble       step,
+                  gdouble       page,
+                  guint         digits,
+                  const gchar  *tooltip)
+{
+#if GIMP_CHECK_VERSION (2, 99, 0)
+  // GIMP 3's scale entry is a widget of its own (label, scale, spin button) spanning the row.
+  GtkWidget *entry = gimp_scale_entry_new (label, CLAMP (value, lower, upper), lower, upper,
+                                           digits);
+  GtkWidget *spin = gimp_label_spin_get_spin_button (GIMP_LABEL_SPIN (entry));
+
+  gimp_label_spin_set_increments (GIMP_LABEL_SPIN (entry), step, page);
+  gimp_help_set_help_data (spin, tooltip, NULL);
+  gimp_help_set_help_data (gimp_scale_entry_get_range (GIMP_SCALE_ENTRY (entry)), tooltip, NULL);
+  gtk_widget_set_hexpand (entry, TRUE);
+  gtk_grid_attach (GTK_GRID (form), entry, 0, row, 3, 1);
+  gtk_size_group_add_widget (label_group, gimp_labeled_get_label (GIMP_LABELED (entry)));
+  gtk_widget_show (entry);
+  return gtk_spin_button_get_adjustment (GTK_SPIN_BUTTON (spin));
+#else
+  GtkObject *adj = gimp_scale_entry_new (GTK_TABLE (form), 0, row, label, 160, 6,
+                                         CLAMP (value, lower, upper), lower, upper, step, page,
+                                         digits, TRUE, 0, 0, tooltip, NULL);
+
+  gtk_size_group_add_widget (label_group, GIMP_SCALE_ENTRY_LABEL (adj));
+  return GTK_ADJUSTMENT (adj);
+#endif
+}
+
+// The dialog's picture for the test hook, rendered afresh rather than read off the screen, which
+// mid-run can still hold pixels of windows and states gone by. Sets *w and *h.
+static GdkPixbuf *
+widget_snapshot (GtkWidget *widget,
+                 gint      *w,
+                 gint      *h)
+{
+  GdkWindow *window = gtk_widget_get_window (widget);
+  GdkPixbuf *shot = NULL;
+
+  if (! window)
+    return NULL;
+#if GTK_CHECK_VERSION (3, 0, 0)
+  *w = gtk_widget_get_allocated_width (widget);
+  *h = gtk_widget_get_allocated_height (widget);
+  if (*w > 0 && *h > 0)
+    {
+      cairo_surface_t *surface = cairo_image_surface_create (CAIRO_FORMAT_ARGB32, *w, *h);
+
+      if (cairo_surface_status (surface) == CAIRO_STATUS_SUCCESS)
+        {
+          cairo_t *cr = cairo_create (surface);
+
+          gtk_widget_draw (widget, cr);
+          cairo_destroy (cr);
+          shot = gdk_pixbuf_get_from_surface (surface, 0, 0, *w, *h);
+        }
+      cairo_surface_destroy (surface);
+    }
+  if (! shot)
+    {
+      *w = gdk_window_get_width (window);
+      *h = gdk_window_get_height (window);
+      shot = gdk_pixbuf_get_from_window (window, 0, 0, *w, *h);
+    }
+#else
+  GdkPixmap *pixmap = gtk_widget_get_snapshot (widget, NULL);
+
+  gdk_window_process_all_updates ();
+  if (pixmap)
+    {
+      gdk_drawable_get_size (GDK_DRAWABLE (pixmap), w, h);
+      shot = gdk_pixbuf_get_from_drawable (NULL, GDK_DRAWABLE (pixmap),
+                                           gtk_widget_get_colormap (widget),
+                                           0, 0, 0, 0, *w, *h);
+      g_object_unref (pixmap);
+    }
+  else
+    {
+      gdk_drawable_get_size (GDK_DRAWABLE (window), w, h);
+      shot = gdk_pixbuf_get_from_drawable (NULL, GDK_DRAWABLE (window), NULL,
+                                           0, 0, 0, 0, *w, *h);
+    }
+#endif
+  return shot;
+}
 
 // ---------------------------------------------------------------------------------------------
 // Small helpers
@@ -211,7 +398,7 @@ bold_label_new (const gchar *mnemonic,
   GtkWidget *label = gtk_label_new_with_mnemonic (mnemonic);
 
   gimp_label_set_attributes (GTK_LABEL (label), PANGO_ATTR_WEIGHT, PANGO_WEIGHT_BOLD, -1);
-  gtk_misc_set_alignment (GTK_MISC (label), 0.0, 0.5);
+  label_set_left (label);
   gtk_label_set_mnemonic_widget (GTK_LABEL (label), target);
   return label;
 }
@@ -415,7 +602,7 @@ dice_clicked (GtkButton *button,
 // ---------------------------------------------------------------------------------------------
 // Building the dialog
 
-static GtkObject *
+static GtkAdjustment *
 scale_entry (dialog      *d,
              GtkWidget   *table,
              gint         row,
@@ -428,12 +615,8 @@ scale_entry (dialog      *d,
              guint        digits,
              const gchar *tooltip)
 {
-  GtkObject *adj = gimp_scale_entry_new (GTK_TABLE (table), 0, row, label, 160, 6,
-                                         CLAMP (value, lower, upper), lower, upper, step, page,
-                                         digits, TRUE, 0, 0, tooltip, NULL);
-
-  gtk_size_group_add_widget (d->label_group, GIMP_SCALE_ENTRY_LABEL (adj));
-  return adj;
+  return form_scale_entry (table, d->label_group, row, label, value, lower, upper, step, page,
+                           digits, tooltip);
 }
 
 static void
@@ -462,8 +645,17 @@ dialog_build (dialog *d)
   d->generate_button = gimp_dialog_add_button (GIMP_DIALOG (d->dialog), "_Generate",
                                                RESPONSE_GENERATE);
   gtk_dialog_set_default_response (GTK_DIALOG (d->dialog), RESPONSE_GENERATE);
+#if GTK_CHECK_VERSION (3, 0, 0)
+  {
+    gint order[] = { RESPONSE_GENERATE, GTK_RESPONSE_CLOSE };
+
+    gimp_dialog_set_alternative_button_order_from_array (GIMP_DIALOG (d->dialog),
+                                                         G_N_ELEMENTS (order), order);
+  }
+#else
   gtk_dialog_set_alternative_button_order (GTK_DIALOG (d->dialog),
                                            RESPONSE_GENERATE, GTK_RESPONSE_CLOSE, -1);
+#endif
   gimp_help_set_help_data (d->generate_button,
                            d->mode == SDGP_TEXT_TO_IMAGE
                              ? "Make the picture(s) as new layer(s)"
@@ -478,7 +670,7 @@ dialog_build (dialog *d)
   gtk_label_set_line_wrap (GTK_LABEL (d->info_label), TRUE);
   gtk_label_set_selectable (GTK_LABEL (d->info_label), TRUE);
   gtk_widget_set_size_request (d->info_label, 560, -1);   // wrap at the dialog's width
-  gtk_misc_set_alignment (GTK_MISC (d->info_label), 0.0, 0.5);
+  label_set_left (d->info_label);
   gtk_container_add (GTK_CONTAINER (gtk_info_bar_get_content_area (GTK_INFO_BAR (d->info_bar))),
                      d->info_label);
   gtk_widget_show (d->info_label);
@@ -486,7 +678,7 @@ dialog_build (dialog *d)
   gtk_box_pack_start (GTK_BOX (gtk_dialog_get_content_area (GTK_DIALOG (d->dialog))),
                       d->info_bar, FALSE, FALSE, 0);
 
-  main_hbox = gtk_hbox_new (FALSE, 12);
+  main_hbox = box_new (TRUE, 12);
   gtk_container_set_border_width (GTK_CONTAINER (main_hbox), 12);
   gtk_box_pack_start (GTK_BOX (gtk_dialog_get_content_area (GTK_DIALOG (d->dialog))),
                       main_hbox, TRUE, TRUE, 0);
@@ -494,7 +686,7 @@ dialog_build (dialog *d)
   d->label_group = gtk_size_group_new (GTK_SIZE_GROUP_HORIZONTAL);
 
   // ---- left: the inputs
-  left = gtk_vbox_new (FALSE, 6);
+  left = box_new (FALSE, 6);
   d->inputs = left;
   gtk_box_pack_start (GTK_BOX (main_hbox), left, TRUE, TRUE, 0);
 
@@ -517,9 +709,7 @@ dialog_build (dialog *d)
                       FALSE, FALSE, 0);
   gtk_box_pack_start (GTK_BOX (left), negative_box, TRUE, TRUE, 0);
 
-  table = gtk_table_new (6, 3, FALSE);
-  gtk_table_set_col_spacings (GTK_TABLE (table), 6);
-  gtk_table_set_row_spacings (GTK_TABLE (table), 4);
+  table = form_new (6);
   gtk_box_pack_start (GTK_BOX (left), table, FALSE, FALSE, 6);
 
   // Model and its folder.
@@ -534,8 +724,7 @@ dialog_build (dialog *d)
     gtk_cell_layout_set_attributes (GTK_CELL_LAYOUT (d->model_combo), cell,
                                     "text", MODEL_COL_LABEL, NULL);
   }
-  label = gimp_table_attach_aligned (GTK_TABLE (table), 0, row++, "_Model:", 0.0, 0.5,
-                                     d->model_combo, 2, FALSE);
+  label = form_attach_aligned (table, row++, "_Model:", d->model_combo);
   gtk_size_group_add_widget (d->label_group, label);
 
   set_models_dir_from (d, p);
@@ -546,8 +735,7 @@ dialog_build (dialog *d)
   gimp_help_set_help_data (d->folder_button,
                            "The folder whose .safetensors checkpoints (Stable Diffusion 1.x) "
                            "are listed under Model", NULL);
-  label = gimp_table_attach_aligned (GTK_TABLE (table), 0, row++, "Models _folder:", 0.0, 0.5,
-                                     d->folder_button, 2, FALSE);
+  label = form_attach_aligned (table, row++, "Models _folder:", d->folder_button);
   gtk_size_group_add_widget (d->label_group, label);
 
   models_refresh (d, p->model, TRUE);
@@ -562,7 +750,7 @@ dialog_build (dialog *d)
                      : "How far to move away from the image: 0 keeps it, 1 ignores it");
 
   // Seed: number, a button for a new one now, and "new seed each run".
-  hbox = gtk_hbox_new (FALSE, 4);
+  hbox = box_new (TRUE, 4);
   d->seed_spin = gtk_spin_button_new_with_range (0, G_MAXINT32, 1);
   gtk_spin_button_set_digits (GTK_SPIN_BUTTON (d->seed_spin), 0);
   gtk_entry_set_width_chars (GTK_ENTRY (d->seed_spin), 10);
@@ -574,8 +762,13 @@ dialog_build (dialog *d)
   gtk_box_pack_start (GTK_BOX (hbox), d->seed_spin, FALSE, FALSE, 0);
 
   d->dice_button = gtk_button_new ();
+#if GTK_CHECK_VERSION (3, 0, 0)
+  gtk_container_add (GTK_CONTAINER (d->dice_button),
+                     gtk_image_new_from_icon_name (GIMP_ICON_VIEW_REFRESH, GTK_ICON_SIZE_BUTTON));
+#else
   gtk_container_add (GTK_CONTAINER (d->dice_button),
                      gtk_image_new_from_stock (GTK_STOCK_REFRESH, GTK_ICON_SIZE_BUTTON));
+#endif
   gimp_help_set_help_data (d->dice_button, "Draw a new random seed now", NULL);
   g_signal_connect (d->dice_button, "clicked", G_CALLBACK (dice_clicked), d);
   gtk_box_pack_start (GTK_BOX (hbox), d->dice_button, FALSE, FALSE, 0);
@@ -589,8 +782,7 @@ dialog_build (dialog *d)
                                 p->random_seed || p->seed < 0);
   random_toggled (GTK_TOGGLE_BUTTON (d->random_toggle), d);
   gtk_widget_show_all (hbox);
-  label = gimp_table_attach_aligned (GTK_TABLE (table), 0, row++, "S_eed:", 0.0, 0.5,
-                                     hbox, 2, FALSE);
+  label = form_attach_aligned (table, row++, "S_eed:", hbox);
   gtk_label_set_mnemonic_widget (GTK_LABEL (label), d->seed_spin);
   gtk_size_group_add_widget (d->label_group, label);
 
@@ -604,25 +796,27 @@ dialog_build (dialog *d)
       gimp_help_set_help_data (d->color_match_toggle,
                                "Shift the new pixels' colours to match the area around the "
                                "selection, so the seam does not show", NULL);
-      gtk_table_attach (GTK_TABLE (table), d->color_match_toggle, 1, 3, row, row + 1,
-                        GTK_FILL, GTK_FILL, 0, 0);
+      form_attach_right (table, row, d->color_match_toggle);
       row++;
     }
 
   // Advanced: sampler, steps, CFG.
   d->expander = gtk_expander_new_with_mnemonic ("_Advanced");
   gtk_box_pack_start (GTK_BOX (left), d->expander, FALSE, FALSE, 0);
-  adv_table = gtk_table_new (3, 3, FALSE);
-  gtk_table_set_col_spacings (GTK_TABLE (adv_table), 6);
-  gtk_table_set_row_spacings (GTK_TABLE (adv_table), 4);
+  adv_table = form_new (3);
+  // No indent, so the Advanced rows line up with the ones above.
+#if GTK_CHECK_VERSION (3, 0, 0)
+  gtk_widget_set_margin_top (adv_table, 6);
+  gtk_container_add (GTK_CONTAINER (d->expander), adv_table);
+#else
   {
-    // No indent, so the Advanced rows line up with the ones above.
     GtkWidget *align = gtk_alignment_new (0.0, 0.0, 1.0, 1.0);
 
     gtk_alignment_set_padding (GTK_ALIGNMENT (align), 6, 0, 0, 0);
     gtk_container_add (GTK_CONTAINER (align), adv_table);
     gtk_container_add (GTK_CONTAINER (d->expander), align);
   }
+#endif
 
   d->sampler_combo = g_object_new (GIMP_TYPE_INT_COMBO_BOX, NULL);
   for (gint s = 0; s < SDG_SAMPLER_COUNT; s++)
@@ -636,8 +830,7 @@ dialog_build (dialog *d)
   gimp_help_set_help_data (d->sampler_combo,
                            "How the noise is taken away step by step. Euler ancestral varies "
                            "more; DPM++ 2M needs fewer steps", NULL);
-  label = gimp_table_attach_aligned (GTK_TABLE (adv_table), 0, 0, "Sa_mpler:", 0.0, 0.5,
-                                     d->sampler_combo, 2, FALSE);
+  label = form_attach_aligned (adv_table, 0, "Sa_mpler:", d->sampler_combo);
   gtk_size_group_add_widget (d->label_group, label);
 
   d->steps_adj = scale_entry (d, adv_table, 1, "S_teps:", p->steps, 1, 150, 1, 5, 0,
@@ -649,13 +842,13 @@ dialog_build (dialog *d)
   gtk_widget_show_all (gtk_bin_get_child (GTK_BIN (d->expander)));
 
   // ---- right: preview, progress, cancel
-  right = gtk_vbox_new (FALSE, 6);
+  right = box_new (FALSE, 6);
   gtk_box_pack_start (GTK_BOX (main_hbox), right, FALSE, FALSE, 0);
 
   frame = gtk_frame_new (NULL);
   gtk_frame_set_shadow_type (GTK_FRAME (frame), GTK_SHADOW_IN);
   gtk_box_pack_start (GTK_BOX (right), frame, FALSE, FALSE, 0);
-  vbox = gtk_vbox_new (FALSE, 0);
+  vbox = box_new (FALSE, 0);
   gtk_widget_set_size_request (vbox, PREVIEW_SIZE, PREVIEW_SIZE);
   gtk_container_add (GTK_CONTAINER (frame), vbox);
   d->preview_hint = gtk_label_new ("The picture in progress\nappears here");
@@ -667,11 +860,18 @@ dialog_build (dialog *d)
   gtk_box_pack_start (GTK_BOX (vbox), d->preview_image, TRUE, TRUE, 0);
 
   d->progress = gtk_progress_bar_new ();
+#if GTK_CHECK_VERSION (3, 0, 0)
+  gtk_progress_bar_set_show_text (GTK_PROGRESS_BAR (d->progress), TRUE);   // GTK 2 always shows it
+#endif
   gtk_progress_bar_set_text (GTK_PROGRESS_BAR (d->progress), "Ready");
   gtk_progress_bar_set_ellipsize (GTK_PROGRESS_BAR (d->progress), PANGO_ELLIPSIZE_END);
   gtk_box_pack_start (GTK_BOX (right), d->progress, FALSE, FALSE, 0);
 
+#if GTK_CHECK_VERSION (3, 0, 0)
+  d->cancel_button = gtk_button_new_with_mnemonic ("_Cancel");
+#else
   d->cancel_button = gtk_button_new_from_stock (GTK_STOCK_CANCEL);
+#endif
   gimp_help_set_help_data (d->cancel_button, "Stop the run; the image is left as it was", NULL);
   gtk_widget_set_sensitive (d->cancel_button, FALSE);
   gtk_box_pack_start (GTK_BOX (right), d->cancel_button, FALSE, FALSE, 0);
@@ -888,7 +1088,6 @@ set_running (dialog  *d,
 static void
 screenshot_save (dialog *d)
 {
-  GdkWindow *window = gtk_widget_get_window (d->dialog);
   GdkPixbuf *shot = NULL;
   GError    *error = NULL;
   gint       w = 0, h = 0;
@@ -903,31 +1102,14 @@ screenshot_save (dialog *d)
         gtk_widget_queue_draw (d->dialog);
       while (gtk_events_pending ())
         gtk_main_iteration ();
+#if GTK_CHECK_VERSION (3, 0, 0)
+      gdk_display_flush (gtk_widget_get_display (d->dialog));
+#else
       gdk_flush ();
+#endif
       g_usleep (10000);
     }
-  if (window)
-    {
-      // Rendered afresh into a pixmap rather than read off the screen, which mid-run can still
-      // hold pixels of windows and states gone by.
-      GdkPixmap *pixmap = gtk_widget_get_snapshot (d->dialog, NULL);
-
-      gdk_window_process_all_updates ();
-      if (pixmap)
-        {
-          gdk_drawable_get_size (GDK_DRAWABLE (pixmap), &w, &h);
-          shot = gdk_pixbuf_get_from_drawable (NULL, GDK_DRAWABLE (pixmap),
-                                               gtk_widget_get_colormap (d->dialog),
-                                               0, 0, 0, 0, w, h);
-          g_object_unref (pixmap);
-        }
-      else
-        {
-          gdk_drawable_get_size (GDK_DRAWABLE (window), &w, &h);
-          shot = gdk_pixbuf_get_from_drawable (NULL, GDK_DRAWABLE (window), NULL,
-                                               0, 0, 0, 0, w, h);
-        }
-    }
+  shot = widget_snapshot (d->dialog, &w, &h);
   if (! shot)
     g_printerr ("gimp-diffusion: could not grab the dialog window\n");
   else if (! gdk_pixbuf_save (shot, d->screenshot_path, "png", &error, NULL))
@@ -983,7 +1165,7 @@ screenshot_setup (dialog      *d,
   d->autorun = autorun && autorun[0] && strcmp (autorun, "0") != 0;
   if (g_file_test (target, G_FILE_TEST_IS_DIR))
     {
-      gchar *name = g_strdup_printf ("dialog-gimp2-%s%s.png", mode_names[d->mode],
+      gchar *name = g_strdup_printf ("dialog-" SDGP_GIMP_SERIES "-%s%s.png", mode_names[d->mode],
                                      d->autorun ? "-running" : "");
 
       d->screenshot_path = g_build_filename (target, name, NULL);
@@ -1012,7 +1194,11 @@ sdgp_dialog_run (sdgp_mode    mode,
   // Inside GIMP: GIMP's theme, help and colour settings (a no-op when the plug-in already did it).
   // A harness without GIMP calls gtk_init itself.
   if (gimp_get_progname ())
+#if GIMP_CHECK_VERSION (2, 99, 0)
+    gimp_ui_init ("gimp-diffusion");
+#else
     gimp_ui_init ("gimp-diffusion", FALSE);
+#endif
   d.mode = (mode >= 0 && mode < SDGP_MODE_COUNT) ? mode : SDGP_TEXT_TO_IMAGE;
   d.start = params;
   dialog_build (&d);
