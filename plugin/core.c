@@ -282,14 +282,24 @@ core_run_clear (core_run *c)
   g_free (c->outs);
 }
 
-static float *
-core_alloc (int w, int h, int channels, GError **error)
+float *
+sdgp_core_alloc_pixels (int      width,
+                        int      height,
+                        int      channels,
+                        GError **error)
 {
-  float *d = g_try_malloc_n ((gsize) w * (gsize) h, sizeof (float) * (gsize) channels);
+  float *data;
 
-  if (! d)
-    g_set_error (error, SDGP_ERROR, SDGP_ERROR_FAILED, "Out of memory (%dx%d).", w, h);
-  return d;
+  if (width < 1 || height < 1)
+    {
+      g_set_error (error, SDGP_ERROR, SDGP_ERROR_INVALID, "Empty region %dx%d.", width, height);
+      return NULL;
+    }
+  data = g_try_malloc0_n ((gsize) width * (gsize) height, sizeof (float) * (gsize) channels);
+  if (! data)
+    g_set_error (error, SDGP_ERROR, SDGP_ERROR_FAILED,
+                 "Out of memory for a %dx%d region.", width, height);
+  return data;
 }
 
 static sdg_image *
@@ -361,7 +371,7 @@ core_prepare (core_run  *c,
     return FALSE;
   n = c->r.width * c->r.height;
   {
-    float *rgb = core_alloc (c->r.width, c->r.height, 3, error);
+    float *rgb = sdgp_core_alloc_pixels (c->r.width, c->r.height, 3, error);
 
     if (! rgb)
       return FALSE;
@@ -381,7 +391,7 @@ core_prepare (core_run  *c,
   if (! c->sel)
     return FALSE;
   {
-    float *sel_gen = core_alloc (c->gw, c->gh, 1, error);
+    float *sel_gen = sdgp_core_alloc_pixels (c->gw, c->gh, 1, error);
 
     if (! sel_gen)
       return FALSE;
@@ -394,7 +404,7 @@ core_prepare (core_run  *c,
     if (! ok)
       return FALSE;
   }
-  c->blend = core_alloc (c->r.width, c->r.height, 1, error);
+  c->blend = sdgp_core_alloc_pixels (c->r.width, c->r.height, 1, error);
   return c->blend &&
          sdgp_mask_blend (c->sel, c->r.width, c->r.height, SDGP_BLEND_FEATHER_PX, c->blend, error);
 }
@@ -414,8 +424,8 @@ core_finish (core_run        *c,
                    "not %dx%d.", gen ? gen->width : 0, gen ? gen->height : 0, c->gw, c->gh);
       return NULL;
     }
-  back = core_alloc (w, h, 3, error);
-  out = back ? core_alloc (w, h, 4, error) : NULL;
+  back = sdgp_core_alloc_pixels (w, h, 3, error);
+  out = back ? sdgp_core_alloc_pixels (w, h, 4, error) : NULL;
   if (! out || ! sdgp_resample (gen->data, c->gw, c->gh, 3, w, h, back, error))
     {
       g_free (back);
@@ -424,7 +434,7 @@ core_finish (core_run        *c,
     }
   if (c->mode == SDGP_INPAINT)
     {
-      float *orig_rgb = core_alloc (w, h, 3, error);
+      float *orig_rgb = sdgp_core_alloc_pixels (w, h, 3, error);
       gboolean ok = orig_rgb != NULL;
 
       if (ok && c->p->color_match)
@@ -591,4 +601,27 @@ void
 sdgp_core_shutdown (void)
 {
   sdgp_worker_shutdown ();
+}
+
+gboolean
+sdgp_core_run_params (const sdgp_target *t,
+                      const sdgp_params *p,
+                      GError           **error)
+{
+  sdgp_params q = *p;
+
+  if (q.random_seed)
+    q.seed = -1;
+  return sdgp_core_run (t->mode, t->image, t->drawable, &q, NULL, NULL, error);
+}
+
+gboolean
+sdgp_core_run_dialog (const sdgp_params   *p,
+                      const sdgp_feedback *fb,
+                      gpointer             target,
+                      GError             **error)
+{
+  const sdgp_target *t = target;
+
+  return sdgp_core_run (t->mode, t->image, t->drawable, p, fb, NULL, error);
 }

@@ -62,6 +62,25 @@ gboolean sdgp_core_check_params (sdgp_mode mode, const sdgp_params *p, GError **
 gboolean sdgp_core_run (sdgp_mode mode, gint32 image, gint32 drawable, const sdgp_params *p,
                         const sdgp_feedback *fb, gint32 *seed_used, GError **error);
 
+// A zero-filled w x h x channels float buffer (g_free it), or NULL with error set (an empty
+// region, or out of memory). Shared by the core and the front ends' pixel reads.
+float   *sdgp_core_alloc_pixels (int width, int height, int channels, GError **error);
+
+// What a procedure call runs on; both front ends keep one per call.
+typedef struct sdgp_target {
+  sdgp_mode mode;
+  gint32    image, drawable;
+} sdgp_target;
+
+// A run without the dialog (non-interactive, Filters > Repeat): "new seed each run"
+// (remembered from the dialog) draws a new seed; reports through GIMP's progress bar.
+gboolean sdgp_core_run_params (const sdgp_target *t, const sdgp_params *p, GError **error);
+
+// The dialog's run function (an sdgp_run_fn of ui/dialog.h; target is an sdgp_target): the
+// dialog draws its own seed and passes it as a plain number, so p is run as given.
+gboolean sdgp_core_run_dialog (const sdgp_params *p, const sdgp_feedback *fb, gpointer target,
+                               GError **error);
+
 // Frees what runs keep between them (the loaded model). Call once before the plug-in exits.
 void     sdgp_core_shutdown (void);
 

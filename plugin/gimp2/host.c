@@ -90,26 +90,6 @@ sdgp_host_get_info (gint32          image,
   return TRUE;
 }
 
-static float *
-host_alloc (int      width,
-            int      height,
-            int      channels,
-            GError **error)
-{
-  float *data;
-
-  if (width < 1 || height < 1)
-    {
-      g_set_error (error, SDGP_ERROR, SDGP_ERROR_INVALID, "Empty region %dx%d.", width, height);
-      return NULL;
-    }
-  data = g_try_malloc0_n ((gsize) width * (gsize) height, sizeof (float) * (gsize) channels);
-  if (! data)
-    g_set_error (error, SDGP_ERROR, SDGP_ERROR_FAILED,
-                 "Out of memory for a %dx%d region.", width, height);
-  return data;
-}
-
 float *
 sdgp_host_read_rgba (gint32   drawable,
                      int      x,
@@ -122,7 +102,7 @@ sdgp_host_read_rgba (gint32   drawable,
   float      *data;
   gint        off_x = 0, off_y = 0;
 
-  data = host_alloc (width, height, 4, error);
+  data = sdgp_core_alloc_pixels (width, height, 4, error);
   if (! data)
     return NULL;
   buffer = gimp_drawable_get_buffer (drawable);
@@ -153,7 +133,7 @@ sdgp_host_read_selection (gint32   image,
   gint32      selection;
   float      *data;
 
-  data = host_alloc (width, height, 1, error);
+  data = sdgp_core_alloc_pixels (width, height, 1, error);
   if (! data)
     return NULL;
   if (gimp_selection_is_empty (image))

@@ -208,39 +208,6 @@ params_load (sdgp_mode    mode,
 // ---------------------------------------------------------------------------------------------
 // Runs
 
-typedef struct run_target {
-  sdgp_mode mode;
-  gint32    image, drawable;
-} run_target;
-
-// A run without the dialog. "New seed each run" (remembered from the dialog) draws a new seed
-// for Filters > Repeat too; the dialog draws its own and passes it as a plain number.
-static gboolean
-run_with (const run_target    *t,
-          const sdgp_params   *p,
-          const sdgp_feedback *fb,
-          GError             **error)
-{
-  sdgp_params q = *p;
-
-  if (q.random_seed)
-    q.seed = -1;
-  return sdgp_core_run (t->mode, t->image, t->drawable, &q, fb, NULL, error);
-}
-
-#ifdef SDGP_HAVE_DIALOG
-static gboolean
-dialog_run_fn (const sdgp_params   *p,
-               const sdgp_feedback *fb,
-               gpointer             data,
-               GError             **error)
-{
-  const run_target *t = data;
-
-  return sdgp_core_run (t->mode, t->image, t->drawable, p, fb, NULL, error);
-}
-#endif
-
 static void
 run (const gchar      *name,
      gint              nparams,
@@ -252,7 +219,7 @@ run (const gchar      *name,
   static char       *message;
   GimpPDBStatusType  status = GIMP_PDB_SUCCESS;
   GimpRunMode        run_mode;
-  run_target         t = { SDGP_TEXT_TO_IMAGE, -1, -1 };
+  sdgp_target        t = { SDGP_TEXT_TO_IMAGE, -1, -1 };
   sdgp_params        p;
   GError            *error = NULL;
   gboolean           found = FALSE;
@@ -285,11 +252,11 @@ run (const gchar      *name,
     {
     case GIMP_RUN_INTERACTIVE:
 #ifdef SDGP_HAVE_DIALOG
-      if (! sdgp_dialog_run (t.mode, &p, dialog_run_fn, &t))
+      if (! sdgp_dialog_run (t.mode, &p, sdgp_core_run_dialog, &t))
         status = GIMP_PDB_CANCEL;
 #else
       // Built without the dialog: run with the last values.
-      if (! run_with (&t, &p, NULL, &error))
+      if (! sdgp_core_run_params (&t, &p, &error))
         status = GIMP_PDB_EXECUTION_ERROR;
 #endif
       break;
@@ -299,12 +266,12 @@ run (const gchar      *name,
         status = GIMP_PDB_CALLING_ERROR;
       else if (! sdgp_core_check_params (t.mode, &p, &error))
         status = GIMP_PDB_CALLING_ERROR;
-      else if (! run_with (&t, &p, NULL, &error))
+      else if (! sdgp_core_run_params (&t, &p, &error))
         status = GIMP_PDB_EXECUTION_ERROR;
       break;
 
     case GIMP_RUN_WITH_LAST_VALS:
-      if (! run_with (&t, &p, NULL, &error))
+      if (! sdgp_core_run_params (&t, &p, &error))
         status = GIMP_PDB_EXECUTION_ERROR;
       break;
 

@@ -116,26 +116,6 @@ sdgp_host_get_info (gint32          image_id,
   return TRUE;
 }
 
-static float *
-host_alloc (int      width,
-            int      height,
-            int      channels,
-            GError **error)
-{
-  float *data;
-
-  if (width < 1 || height < 1)
-    {
-      g_set_error (error, SDGP_ERROR, SDGP_ERROR_INVALID, "Empty region %dx%d.", width, height);
-      return NULL;
-    }
-  data = g_try_malloc0_n ((gsize) width * (gsize) height, sizeof (float) * (gsize) channels);
-  if (! data)
-    g_set_error (error, SDGP_ERROR, SDGP_ERROR_FAILED,
-                 "Out of memory for a %dx%d region.", width, height);
-  return data;
-}
-
 float *
 sdgp_host_read_rgba (gint32   drawable_id,
                      int      x,
@@ -149,7 +129,7 @@ sdgp_host_read_rgba (gint32   drawable_id,
   float        *data;
   gint          off_x = 0, off_y = 0;
 
-  data = host_alloc (width, height, 4, error);
+  data = sdgp_core_alloc_pixels (width, height, 4, error);
   if (! data)
     return NULL;
   buffer = drawable ? gimp_drawable_get_buffer (drawable) : NULL;
@@ -181,7 +161,7 @@ sdgp_host_read_selection (gint32   image_id,
   const Babl    *own, *format;
   float         *data;
 
-  data = host_alloc (width, height, 1, error);
+  data = sdgp_core_alloc_pixels (width, height, 1, error);
   if (! data)
     return NULL;
   if (image && gimp_selection_is_empty (image))

@@ -307,37 +307,7 @@ params_to_config (sdgp_mode            mode,
 // ---------------------------------------------------------------------------------------------
 // Runs
 
-typedef struct run_target {
-  sdgp_mode mode;
-  gint32    image, drawable;
-} run_target;
-
-// A run without the shared dialog. "New seed each run" (remembered) draws a new seed for
-// Filters > Repeat too; the dialog draws its own and passes it as a plain number.
-static gboolean
-run_with (const run_target  *t,
-          const sdgp_params *p,
-          GError           **error)
-{
-  sdgp_params q = *p;
-
-  if (q.random_seed)
-    q.seed = -1;
-  return sdgp_core_run (t->mode, t->image, t->drawable, &q, NULL, NULL, error);
-}
-
-#ifdef SDGP_HAVE_DIALOG
-static gboolean
-dialog_run_fn (const sdgp_params   *p,
-               const sdgp_feedback *fb,
-               gpointer             data,
-               GError             **error)
-{
-  const run_target *t = data;
-
-  return sdgp_core_run (t->mode, t->image, t->drawable, p, fb, NULL, error);
-}
-#else
+#ifndef SDGP_HAVE_DIALOG
 // GIMP's own dialog over the procedure's config: the same settings, "Advanced" in a frame; no
 // preview or progress of its own (the run reports through GIMP's progress bar).
 static gboolean
@@ -387,7 +357,7 @@ run (GimpProcedure        *procedure,
      gpointer              run_data)
 {
   GimpPDBStatusType status = GIMP_PDB_SUCCESS;
-  run_target        t = { SDGP_TEXT_TO_IMAGE, -1, -1 };
+  sdgp_target       t = { SDGP_TEXT_TO_IMAGE, -1, -1 };
   sdgp_params       p;
   GError           *error = NULL;
   gsize             n_drawables;
@@ -415,7 +385,7 @@ run (GimpProcedure        *procedure,
     case GIMP_RUN_INTERACTIVE:
 #ifdef SDGP_HAVE_DIALOG
       gimp_ui_init (SDGP_BINARY);
-      if (sdgp_dialog_run (t.mode, &p, dialog_run_fn, &t))
+      if (sdgp_dialog_run (t.mode, &p, sdgp_core_run_dialog, &t))
         params_to_config (t.mode, &p, config);
       else
         status = GIMP_PDB_CANCEL;
@@ -425,7 +395,7 @@ run (GimpProcedure        *procedure,
       else if (! params_from_config (t.mode, config, &p, &error) ||
                ! sdgp_core_check_params (t.mode, &p, &error))
         status = GIMP_PDB_CALLING_ERROR;
-      else if (! run_with (&t, &p, &error))
+      else if (! sdgp_core_run_params (&t, &p, &error))
         status = GIMP_PDB_EXECUTION_ERROR;
 #endif
       break;
@@ -437,14 +407,14 @@ run (GimpProcedure        *procedure,
       p.random_seed = p.seed < 0;
       if (! sdgp_core_check_params (t.mode, &p, &error))
         status = GIMP_PDB_CALLING_ERROR;
-      else if (! run_with (&t, &p, &error))
+      else if (! sdgp_core_run_params (&t, &p, &error))
         status = GIMP_PDB_EXECUTION_ERROR;
       else
         g_object_set (config, "random-seed", p.random_seed, NULL);
       break;
 
     case GIMP_RUN_WITH_LAST_VALS:
-      if (! run_with (&t, &p, &error))
+      if (! sdgp_core_run_params (&t, &p, &error))
         status = GIMP_PDB_EXECUTION_ERROR;
       break;
 
