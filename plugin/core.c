@@ -43,6 +43,39 @@ sdgp_mode_procedure (sdgp_mode mode)
   return (unsigned) mode < SDGP_MODE_COUNT ? mode_procedures[mode] : NULL;
 }
 
+// What the PDB browser and the menus show, the same in every GIMP version.
+static const sdgp_mode_texts mode_texts[SDGP_MODE_COUNT] = {
+  { "_Text to Image...", "diffusion-text-to-image",
+    "Paint a new layer from a text prompt with Stable Diffusion",
+    "Generates pictures from the prompt with a Stable Diffusion 1.x checkpoint on the CPU and "
+    "adds each as a new layer above the active layer, covering the selection bounds, or the "
+    "whole image when nothing is selected. The picture is generated at about the model's native "
+    "size and scaled to the region. Each layer is named from the prompt and seed and carries "
+    "its generation parameters in the 'gimp-diffusion-parameters' parasite. Seed -1 draws a "
+    "random seed; batch count N makes N layers with seeds seed..seed+N-1." },
+  { "_Image to Image...", "diffusion-image-to-image",
+    "Restyle the active layer (or its selected part) with Stable Diffusion",
+    "Re-renders the selection bounds of the active layer (the whole layer without a selection) "
+    "following the prompt, starting from its pixels: strength 0 keeps the picture, 1 ignores it. "
+    "The result is added as a new layer above the active one, over the same region, keeping the "
+    "layer's transparency; the source layer is not changed. Layers carry their generation "
+    "parameters in the 'gimp-diffusion-parameters' parasite." },
+  { "Inpaint _Selection...", "diffusion-inpaint",
+    "Repaint the selected part of the active layer with Stable Diffusion",
+    "Regenerates the selection following the prompt, looking at a context region around it "
+    "(generated at about the model's native size and scaled back). The result is a new layer "
+    "over the context region: inside the selection the new pixels (soft selection edges "
+    "blended), outside it an exact copy of the original, so nothing outside the selection "
+    "changes. Needs a selection. Strength 1 regenerates the selection entirely. Layers carry "
+    "their generation parameters in the 'gimp-diffusion-parameters' parasite." },
+};
+
+const sdgp_mode_texts *
+sdgp_mode_info (sdgp_mode mode)
+{
+  return (unsigned) mode < SDGP_MODE_COUNT ? &mode_texts[mode] : NULL;
+}
+
 // ---------------------------------------------------------------------------------------------
 // Checks
 

@@ -40,6 +40,15 @@ GQuark sdgp_error_quark (void);
 // PDB procedure name of each mode ("plug-in-diffusion-text-to-image", ...).
 const char *sdgp_mode_procedure (sdgp_mode mode);
 
+// Menu label, icon name (icons/<icon>.png), blurb and help of each mode's procedure.
+typedef struct sdgp_mode_texts {
+  const char *label;
+  const char *icon;
+  const char *blurb;
+  const char *help;
+} sdgp_mode_texts;
+const sdgp_mode_texts *sdgp_mode_info (sdgp_mode mode);
+
 // The models folder: p->models_dir, else $SDG_MODELS_DIR, else the build's datadir one.
 // Returns a newly allocated string.
 char    *sdgp_core_models_dir (const sdgp_params *p);

@@ -326,37 +326,3 @@ sdgp_host_remove_layer (gint32 image_id,
   if (image && layer)
     gimp_image_remove_layer (image, layer);
 }
-
-void
-sdgp_host_flush (void)
-{
-  gimp_displays_flush ();
-}
-
-void
-sdgp_host_progress_init (const char *text)
-{
-  gimp_progress_init (text);
-}
-
-void
-sdgp_host_progress_update (double fraction)
-{
-  gimp_progress_update (CLAMP (fraction, 0.0, 1.0));
-}
-
-void
-sdgp_host_message (const char *text)
-{
-  gimp_message (text);
-}
-
-int
-sdgp_host_num_threads (void)
-{
-  gchar *value = gimp_gimprc_query ("num-processors");
-  int    n     = value ? atoi (value) : 0;
-
-  g_free (value);
-  return n > 0 && n <= 256 ? n : 0;
-}

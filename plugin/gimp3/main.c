@@ -51,40 +51,6 @@ G_DEFINE_TYPE (SdgpPlugIn, sdgp_plug_in, GIMP_TYPE_PLUG_IN)
 // ---------------------------------------------------------------------------------------------
 // Registration
 
-typedef struct proc_info {
-  const char *label;
-  const char *icon;
-  const char *blurb;
-  const char *help;
-} proc_info;
-
-// The same texts as the GIMP 2.10 front end (plugin/gimp2/main.c).
-static const proc_info procs[SDGP_MODE_COUNT] = {
-  { "_Text to Image...", "diffusion-text-to-image",
-    "Paint a new layer from a text prompt with Stable Diffusion",
-    "Generates pictures from the prompt with a Stable Diffusion 1.x checkpoint on the CPU and "
-    "adds each as a new layer above the active layer, covering the selection bounds, or the "
-    "whole image when nothing is selected. The picture is generated at about the model's native "
-    "size and scaled to the region. Each layer is named from the prompt and seed and carries "
-    "its generation parameters in the 'gimp-diffusion-parameters' parasite. Seed -1 draws a "
-    "random seed; batch count N makes N layers with seeds seed..seed+N-1." },
-  { "_Image to Image...", "diffusion-image-to-image",
-    "Restyle the active layer (or its selected part) with Stable Diffusion",
-    "Re-renders the selection bounds of the active layer (the whole layer without a selection) "
-    "following the prompt, starting from its pixels: strength 0 keeps the picture, 1 ignores it. "
-    "The result is added as a new layer above the active one, over the same region, keeping the "
-    "layer's transparency; the source layer is not changed. Layers carry their generation "
-    "parameters in the 'gimp-diffusion-parameters' parasite." },
-  { "Inpaint _Selection...", "diffusion-inpaint",
-    "Repaint the selected part of the active layer with Stable Diffusion",
-    "Regenerates the selection following the prompt, looking at a context region around it "
-    "(generated at about the model's native size and scaled back). The result is a new layer "
-    "over the context region: inside the selection the new pixels (soft selection edges "
-    "blended), outside it an exact copy of the original, so nothing outside the selection "
-    "changes. Needs a selection. Strength 1 regenerates the selection entirely. Layers carry "
-    "their generation parameters in the 'gimp-diffusion-parameters' parasite." },
-};
-
 static gboolean
 mode_of (const char *name,
          sdgp_mode  *mode)
@@ -153,20 +119,22 @@ sdgp_create_procedure (GimpPlugIn  *plug_in,
   GFile         *icon;
   sdgp_params    d;
   sdgp_mode      mode;
+  const sdgp_mode_texts *texts;
 
   if (! mode_of (name, &mode))
     return NULL;
   sdgp_params_init (&d, mode);
+  texts = sdgp_mode_info (mode);
 
   procedure = gimp_image_procedure_new (plug_in, name, GIMP_PDB_PROC_TYPE_PLUGIN, run,
                                         NULL, NULL);
   gimp_procedure_set_image_types (procedure, "RGB*, GRAY*");
   gimp_procedure_set_sensitivity_mask (procedure, GIMP_PROCEDURE_SENSITIVE_DRAWABLE);
-  gimp_procedure_set_menu_label (procedure, procs[mode].label);
+  gimp_procedure_set_menu_label (procedure, texts->label);
   gimp_procedure_add_menu_path (procedure, SDGP_MENU);
-  gimp_procedure_set_documentation (procedure, procs[mode].blurb, procs[mode].help, name);
+  gimp_procedure_set_documentation (procedure, texts->blurb, texts->help, name);
   gimp_procedure_set_attribution (procedure, SDGP_AUTHOR, SDGP_AUTHOR, SDGP_DATE);
-  icon = icon_file (procs[mode].icon);
+  icon = icon_file (texts->icon);
   if (icon)
     {
       gimp_procedure_set_icon_file (procedure, icon);
