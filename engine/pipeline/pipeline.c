@@ -611,7 +611,6 @@ sdg_status sdg__pipeline_generate(sdg_ctx *ctx, const sdg_gen_params *p, sdg_res
     if (st == SDG_OK)
         st = sdg__exec_reserve(&ctx->ex, ctx->ex.arena.peak, err);
     if (st == SDG_OK) {
-        ctx->last_arena_bytes = ctx->ex.arena.peak;
         res = result_new(&j, p->batch_count);
         if (!res)
             st = sdg__fail(err, SDG_ERR_NOMEM, "out of memory for %d pictures of %dx%d",

@@ -45,7 +45,6 @@ struct sdg_ctx {
     atomic_int cancel;
     sdg_noise_hook test_noise;  // NULL outside tests
     void *test_noise_data;
-    size_t last_arena_bytes;    // arena size of the last run (for reports)
 };
 
 // Runs one sdg_generate request (parameters already checked by sdg_generate).
