@@ -240,6 +240,9 @@ form_scale_entry (GtkWidget    *form,
                                            digits);
   GtkWidget *spin = gimp_label_spin_get_spin_button (GIMP_LABEL_SPIN (entry));
 
+  // libgimpwidgets 3.0.4 can apply the value before the bounds, leaving the spin button at 0
+  // (below `lower`): set it again now that the range is in place.
+  gimp_label_spin_set_value (GIMP_LABEL_SPIN (entry), CLAMP (value, lower, upper));
   gimp_label_spin_set_increments (GIMP_LABEL_SPIN (entry), step, page);
   gimp_help_set_help_data (spin, tooltip, NULL);
   gimp_help_set_help_data (gimp_scale_entry_get_range (GIMP_SCALE_ENTRY (entry)), tooltip, NULL);
@@ -1248,14 +1251,18 @@ sdgp_dialog_run (sdgp_mode    mode,
           else
             show_message (&d, GTK_MESSAGE_ERROR,
                           error && error->message ? error->message : "The run failed.");
-          g_clear_error (&error);
-          // Test hook: a failed run is photographed with its message, then the dialog closes.
+          // Test hook: a failed run is photographed with its message, then the dialog closes;
+          // the message goes to the log too, as the picture may have been taken before.
           if (d.autorun)
             {
+              g_printerr ("gimp-diffusion: the run failed: %s\n",
+                          error && error->message ? error->message : "(no message)");
+              g_clear_error (&error);
               if (! d.screenshot_taken)
                 screenshot_save (&d);
               break;
             }
+          g_clear_error (&error);
         }
     }
 

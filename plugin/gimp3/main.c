@@ -3,14 +3,16 @@
  * procedures as the GIMP 2.10 one (names, Filters > Diffusion menu entries, arguments, icons),
  * turns their GimpProcedureConfig into sdgp_params and hands the run to the version-neutral core
  * (core.h). GIMP 3 keeps the last values itself (the config is loaded for RUN_INTERACTIVE and
- * RUN_WITH_LAST_VALS and stored after a successful run); the dialog-only values (models folder,
- * "New seed each run", "Match colours") are auxiliary arguments so they are remembered too.
+ * RUN_WITH_LAST_VALS and stored after a successful interactive run; save_last_values() stores
+ * them after a successful non-interactive one too, as GIMP 2.10 does); the dialog-only values
+ * (models folder, "New seed each run", "Match colours") are auxiliary arguments so they are
+ * remembered too.
  *
- * GIMP 3 differences the callers see: run-mode is implicit, and the drawable is an array of
- * drawables ("drawables", exactly one accepted); the sampler is a GimpChoice (still a string).
+ * GIMP 3 differences the callers see: the drawable is an array of drawables ("drawables",
+ * exactly one accepted), and arguments may be named.
  *
- * Interactive runs use the shared dialog (ui/dialog.h) when it is built for GTK 3
- * (SDGP_HAVE_DIALOG); until then GIMP's own procedure dialog over the same config.
+ * Interactive runs use the shared dialog (ui/dialog.h, GTK 3 under GIMP 3), the same as 2.10's:
+ * its live preview, progress and Cancel do not fit GIMP's generated procedure dialog.
  *
  * Not here: pixels, layers, undo (host.c), regions and the engine (core.c), the dialog (ui/).
  */
@@ -20,12 +22,9 @@
 #include <libgimp/gimp.h>
 #include <libgimp/gimpui.h>
 
-#include "sdg.h"
 #include "plugin/core.h"
 #include "plugin/params.h"
-#ifdef SDGP_HAVE_DIALOG
 #include "ui/dialog.h"
-#endif
 
 #ifndef SDGP_ICONS_DIR
 #define SDGP_ICONS_DIR "/usr/local/share/gimp-diffusion/icons"
@@ -82,18 +81,6 @@ icon_file (const char *icon)
   g_free (path);
   g_free (file);
   return result;
-}
-
-// The engine's samplers, as a GimpChoice (a string argument with a fixed set of values).
-static GimpChoice *
-sampler_choice (void)
-{
-  GimpChoice *choice = gimp_choice_new ();
-
-  for (int s = 0; s < SDG_SAMPLER_COUNT; s++)
-    gimp_choice_add (choice, sdg_sampler_name ((sdg_sampler) s), s,
-                     sdg_sampler_name ((sdg_sampler) s), NULL);
-  return choice;
 }
 
 static GimpValueArray *run (GimpProcedure *procedure, GimpRunMode run_mode, GimpImage *image,
@@ -154,9 +141,11 @@ sdgp_create_procedure (GimpPlugIn  *plug_in,
                                       "empty = the default model sdg-default.safetensors in the "
                                       "models folder",
                                       d.model, G_PARAM_READWRITE);
-  gimp_procedure_add_choice_argument (procedure, "sampler", "Sa_mpler",
+  // A plain string, not a GimpChoice: GIMP 3.0 quietly replaces an unknown choice with the
+  // default, where a script naming a sampler that does not exist must get an error (as in 2.10).
+  gimp_procedure_add_string_argument (procedure, "sampler", "Sa_mpler",
                                       "Sampler: euler, euler_a, heun, dpmpp_2m, lms or ddim",
-                                      sampler_choice (), d.sampler, G_PARAM_READWRITE);
+                                      d.sampler, G_PARAM_READWRITE);
   gimp_procedure_add_int_argument (procedure, "steps", "S_teps", "Sampling steps (1 to 1000)",
                                    1, 1000, d.steps, G_PARAM_READWRITE);
   gimp_procedure_add_double_argument (procedure, "cfg-scale", "_CFG scale",
@@ -258,7 +247,7 @@ params_from_config (sdgp_mode            mode,
 }
 
 // What the dialog changed goes back into the config, which GIMP stores as the last values.
-static void G_GNUC_UNUSED
+static void
 params_to_config (sdgp_mode            mode,
                   const sdgp_params   *p,
                   GimpProcedureConfig *config)
@@ -272,49 +261,41 @@ params_to_config (sdgp_mode            mode,
     g_object_set (config, "strength", p->strength, NULL);
 }
 
+// libgimp 3.0 stores the last values only after a successful INTERACTIVE run
+// (gimp_procedure_config_end_run). The GIMP 2.10 plug-in remembers every successful run, so that
+// Filters > Repeat (RUN_WITH_LAST_VALS) after a script's call repeats that call; to keep that,
+// a successful NONINTERACTIVE run writes the file libgimp's begin_run reads for
+// RUN_WITH_LAST_VALS and RUN_INTERACTIVE: <profile>/plug-in-settings/<config type>.last, in
+// GimpConfig's own format (libgimp 3.0.4 exports no save-last call). A failure only costs the
+// remembered values, so it is reported and the run still succeeds.
+static void
+save_last_values (GimpProcedureConfig *config)
+{
+  gchar  *name = g_strconcat (G_OBJECT_TYPE_NAME (config), ".last", NULL);
+  GFile  *dir  = gimp_directory_file ("plug-in-settings", NULL);
+  GFile  *file = g_file_get_child (dir, name);
+  GError *error = NULL;
+
+  if (! g_file_make_directory_with_parents (dir, NULL, &error) &&
+      ! g_error_matches (error, G_IO_ERROR, G_IO_ERROR_EXISTS))
+    g_printerr ("gimp-diffusion: could not create %s: %s\n", g_file_peek_path (dir),
+                error->message);
+  else
+    {
+      g_clear_error (&error);
+      if (! gimp_config_serialize_to_file (GIMP_CONFIG (config), file, "settings",
+                                           "end of settings", NULL, &error))
+        g_printerr ("gimp-diffusion: could not store the last values: %s\n", error->message);
+    }
+  g_clear_error (&error);
+  g_object_unref (file);
+  g_object_unref (dir);
+  g_free (name);
+}
+
 // ---------------------------------------------------------------------------------------------
 // Runs
 
-#ifndef SDGP_HAVE_DIALOG
-// GIMP's own dialog over the procedure's config: the same settings, "Advanced" in a frame; no
-// preview or progress of its own (the run reports through GIMP's progress bar).
-static gboolean
-procedure_dialog (GimpProcedure       *procedure,
-                  GimpProcedureConfig *config,
-                  sdgp_mode            mode)
-{
-  GtkWidget *dialog;
-  gboolean   ok;
-
-  gimp_ui_init (SDGP_BINARY);
-  dialog = gimp_procedure_dialog_new (procedure, config, NULL);
-  gimp_procedure_dialog_set_ok_label (GIMP_PROCEDURE_DIALOG (dialog), "_Generate");
-  gimp_procedure_dialog_get_widget (GIMP_PROCEDURE_DIALOG (dialog), "prompt", GTK_TYPE_TEXT_VIEW);
-  gimp_procedure_dialog_get_widget (GIMP_PROCEDURE_DIALOG (dialog), "negative-prompt",
-                                    GTK_TYPE_TEXT_VIEW);
-  gimp_procedure_dialog_fill_box (GIMP_PROCEDURE_DIALOG (dialog), "advanced-box",
-                                  "sampler", "steps", "cfg-scale", NULL);
-  gimp_procedure_dialog_get_label (GIMP_PROCEDURE_DIALOG (dialog), "advanced-label",
-                                   "Advanced", FALSE, FALSE);
-  gimp_procedure_dialog_fill_frame (GIMP_PROCEDURE_DIALOG (dialog), "advanced-frame",
-                                    "advanced-label", FALSE, "advanced-box");
-  if (mode == SDGP_TEXT_TO_IMAGE)
-    gimp_procedure_dialog_fill (GIMP_PROCEDURE_DIALOG (dialog), "prompt", "negative-prompt",
-                                "model", "seed", "random-seed", "batch-count",
-                                "advanced-frame", NULL);
-  else if (mode == SDGP_IMAGE_TO_IMAGE)
-    gimp_procedure_dialog_fill (GIMP_PROCEDURE_DIALOG (dialog), "prompt", "negative-prompt",
-                                "model", "strength", "seed", "random-seed", "batch-count",
-                                "advanced-frame", NULL);
-  else
-    gimp_procedure_dialog_fill (GIMP_PROCEDURE_DIALOG (dialog), "prompt", "negative-prompt",
-                                "model", "strength", "seed", "random-seed", "batch-count",
-                                "color-match", "advanced-frame", NULL);
-  ok = gimp_procedure_dialog_run (GIMP_PROCEDURE_DIALOG (dialog));
-  gtk_widget_destroy (dialog);
-  return ok;
-}
-#endif
 
 static GimpValueArray *
 run (GimpProcedure        *procedure,
@@ -351,21 +332,12 @@ run (GimpProcedure        *procedure,
   else switch (run_mode)
     {
     case GIMP_RUN_INTERACTIVE:
-#ifdef SDGP_HAVE_DIALOG
       gimp_ui_init (SDGP_BINARY);
+      // libgimp stores the config as the last values after this (successful) run.
       if (sdgp_dialog_run (t.mode, &p, sdgp_core_run_dialog, &t))
         params_to_config (t.mode, &p, config);
       else
         status = GIMP_PDB_CANCEL;
-#else
-      if (! procedure_dialog (procedure, config, t.mode))
-        status = GIMP_PDB_CANCEL;
-      else if (! params_from_config (t.mode, config, &p, &error) ||
-               ! sdgp_core_check_params (t.mode, &p, &error))
-        status = GIMP_PDB_CALLING_ERROR;
-      else if (! sdgp_core_run_params (&t, &p, &error))
-        status = GIMP_PDB_EXECUTION_ERROR;
-#endif
       break;
 
     case GIMP_RUN_NONINTERACTIVE:
@@ -378,7 +350,10 @@ run (GimpProcedure        *procedure,
       else if (! sdgp_core_run_params (&t, &p, &error))
         status = GIMP_PDB_EXECUTION_ERROR;
       else
-        g_object_set (config, "random-seed", p.random_seed, NULL);
+        {
+          g_object_set (config, "random-seed", p.random_seed, NULL);
+          save_last_values (config);
+        }
       break;
 
     case GIMP_RUN_WITH_LAST_VALS:

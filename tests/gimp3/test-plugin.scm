@@ -1,0 +1,365 @@
+; test-plugin.scm - end-to-end checks of the gimp-diffusion procedures in a headless GIMP 3.0
+; (Script-Fu 3, version 2 bindings: calls return lists), run by tests/test-gimp3.sh, which
+; defines before loading this file:
+;   sdg-model   the checkpoint (the golden tiny model)
+;   tap-path    the file the TAP lines go to (batch Script-Fu has no usable stdout)
+; The plug-in's procedures are called with named arguments (GIMP 3 deprecates ordered ones for
+; plug-in procedures); every call that may fail is inside catch, because GIMP 3 stops at a
+; failing batch command and never reaches (gimp-quit).
+; Not here: profile set-up, plug-in installation, the registered argument names (pluginrc) and
+; GIMP's error messages (the shell script greps those). Undo itself is not reachable from a batch
+; script in GIMP 3 (no PDB procedure performs an undo step); what is checked is that undo stays
+; enabled and a failed run leaves no layer behind.
+
+(define tap-port (open-output-file tap-path))
+(define tap-n 0)
+(define (tap-line s) (display s tap-port) (newline tap-port))
+(define (diag s) (tap-line (string-append "# " s)))
+(define (ok pass name)
+  (set! tap-n (+ tap-n 1))
+  (tap-line (string-append (if pass "ok " "not ok ") (number->string tap-n) " - " name)))
+
+(define (string-contains hay needle)
+  (let ((n (string-length needle)) (h (string-length hay)))
+    (let loop ((i 0))
+      (cond ((> (+ i n) h) #f)
+            ((string=? (substring hay i (+ i n)) needle) #t)
+            (else (loop (+ i 1)))))))
+
+; GIMP keeps layer names unique (a repeated name gets " #1"), so names are checked by prefix.
+(define (name-starts? l prefix)
+  (let ((name (car (gimp-item-get-name l))))
+    (and (>= (string-length name) (string-length prefix))
+         (string=? (substring name 0 (string-length prefix)) prefix))))
+
+(define (drop lst k)
+  (if (or (= k 0) (null? lst)) lst (drop (cdr lst) (- k 1))))
+(define (take lst k)
+  (if (or (= k 0) (null? lst)) '() (cons (car lst) (take (cdr lst) (- k 1)))))
+
+; ------------------------------------------------------------------------------------------------
+; Images
+
+; Fills layer l with a spiral gradient from the foreground to the background colour (GIMP 3.0
+; has no plasma procedure any more), so that sampled pixels differ from one another.
+(define (texture l seed)
+  (let ((w (car (gimp-drawable-get-width l))) (h (car (gimp-drawable-get-height l))))
+    (gimp-context-set-foreground (list (remainder (* seed 37) 256) 30 200))
+    (gimp-context-set-background '(240 220 10))
+    (gimp-drawable-edit-gradient-fill l GRADIENT-SPIRAL-CLOCKWISE 0 FALSE 1 0 TRUE
+                                      (quotient w 2) (quotient h 2) (+ (quotient w 2) 9 seed)
+                                      (quotient h 3))))
+
+; An image of base type (RGB or GRAY) and precision with a textured background layer; alpha
+; adds an alpha channel with a transparent corner. Returns (image layer).
+(define (make-image type w h precision alpha)
+  (let* ((img (car (gimp-image-new w h type)))
+         (l (car (gimp-layer-new img "background" w h (if (= type RGB) RGB-IMAGE GRAY-IMAGE)
+                                 100 LAYER-MODE-NORMAL))))
+    (gimp-image-insert-layer img l 0 0)
+    (texture l 7)
+    (if alpha
+        (begin
+          (gimp-layer-add-alpha l)
+          (gimp-image-select-rectangle img CHANNEL-OP-REPLACE 0 0 (quotient w 4) (quotient h 4))
+          (gimp-drawable-edit-clear l)
+          (gimp-selection-none img)))
+    (if (not (= precision PRECISION-U8-NON-LINEAR))
+        (gimp-image-convert-precision img precision))
+    (list img l)))
+
+; Adds a textured layer of w x h at (x, y) on top; returns it.
+(define (add-offset-layer img w h x y)
+  (let* ((gray (= (car (gimp-image-get-base-type img)) GRAY))
+         (l (car (gimp-layer-new img "offset layer" w h (if gray GRAYA-IMAGE RGBA-IMAGE)
+                                 100 LAYER-MODE-NORMAL))))
+    (gimp-image-insert-layer img l 0 0)
+    (gimp-layer-set-offsets l x y)
+    (texture l 11)
+    l))
+
+(define (layers img) (vector->list (car (gimp-image-get-layers img))))
+(define (n-layers img) (length (layers img)))
+(define (position img l) (car (gimp-image-get-item-position img l)))
+(define (offsets d) (gimp-drawable-get-offsets d))
+(define (width d) (car (gimp-drawable-get-width d)))
+(define (height d) (car (gimp-drawable-get-height d)))
+
+; The colour of drawable at IMAGE point (x, y), as Script-Fu gives it (a list of components).
+(define (pixel-at d x y)
+  (let ((off (offsets d)))
+    (car (gimp-drawable-get-pixel d (- x (car off)) (- y (cadr off))))))
+
+; A 7 x 7 grid of image points over drawable d.
+(define (grid d)
+  (let* ((off (offsets d)) (w (width d)) (h (height d)))
+    (let loop ((i 0) (acc '()))
+      (if (= i 49) acc
+          (loop (+ i 1)
+                (cons (list (+ (car off) (quotient (* (remainder i 7) (- w 1)) 6))
+                            (+ (cadr off) (quotient (* (quotient i 7) (- h 1)) 6)))
+                      acc))))))
+
+(define (snapshot d) (map (lambda (p) (pixel-at d (car p) (cadr p))) (grid d)))
+
+; ------------------------------------------------------------------------------------------------
+; Running the procedures
+
+; Runs mode on d with model, seed and batch; #t on success, #f when the procedure failed.
+(define (run-mode mode img d model seed batch)
+  (catch #f
+    (cond ((string=? mode "t2i")
+           (plug-in-diffusion-text-to-image
+             #:run-mode RUN-NONINTERACTIVE #:image img #:drawables (vector d)
+             #:prompt "a red fox" #:negative-prompt "blurry" #:model model #:sampler "euler_a"
+             #:steps 2 #:cfg-scale 7.0 #:seed seed #:batch-count batch))
+          ((string=? mode "i2i")
+           (plug-in-diffusion-image-to-image
+             #:run-mode RUN-NONINTERACTIVE #:image img #:drawables (vector d)
+             #:prompt "a red fox" #:negative-prompt "blurry" #:model model #:sampler "euler_a"
+             #:steps 2 #:cfg-scale 7.0 #:seed seed #:batch-count batch #:strength 0.8))
+          (else
+           (plug-in-diffusion-inpaint
+             #:run-mode RUN-NONINTERACTIVE #:image img #:drawables (vector d)
+             #:prompt "a red fox" #:negative-prompt "blurry" #:model model #:sampler "euler_a"
+             #:steps 2 #:cfg-scale 7.0 #:seed seed #:batch-count batch #:strength 0.8)))
+    #t))
+
+(define (parasite-of l)
+  (catch "" (caddr (car (gimp-item-get-parasite l "gimp-diffusion-parameters")))))
+(define (parasite-flags l)
+  (catch -1 (cadr (car (gimp-item-get-parasite l "gimp-diffusion-parameters")))))
+
+; Runs mode and checks everything about the result. expect: (x y w h) of the new layers, or #f
+; for inpaint (the context is only known to contain the selection: sel = (x y w h)).
+(define (check-run label mode img d seed batch expect sel)
+  (let* ((before (n-layers img))
+         (pos (position img d))
+         (snap (snapshot d))
+         (ran (run-mode mode img d sdg-model seed batch)))
+    (ok ran (string-append label ": the procedure succeeds"))
+    (if ran
+        ; New layers go directly above the source: they take its old position in the stack.
+        (let* ((new (take (drop (layers img) pos) batch))
+               (top (car new)))
+          (ok (= (n-layers img) (+ before batch))
+              (string-append label ": batch " (number->string batch) " adds as many layers"))
+          (ok (= (position img top) pos)
+              (string-append label ": the new layers sit directly above the source layer"))
+          (ok (equal? (snapshot d) snap) (string-append label ": the source layer is unchanged"))
+          (ok (name-starts? top (string-append "a red fox (seed " (number->string seed) ")"))
+              (string-append label ": the layer is named from the prompt and seed"))
+          (let ((text (parasite-of top)))
+            (ok (and (string-contains text "prompt=a red fox")
+                     (string-contains text "negative_prompt=blurry")
+                     (string-contains text (string-append "model=" sdg-model))
+                     (string-contains text "sampler=euler_a")
+                     (string-contains text "steps=2")
+                     (string-contains text "cfg_scale=7")
+                     (string-contains text (string-append "seed=" (number->string seed)))
+                     (string-contains text "width=")
+                     (string-contains text "height=")
+                     (or (string=? mode "t2i") (string-contains text "strength=0.8")))
+                (string-append label ": the parasite holds the generation parameters"))
+            (ok (= (parasite-flags top) 3)
+                (string-append label ": the parasite is persistent and undoable")))
+          (if (> batch 1)
+              (ok (and (string-contains (parasite-of (cadr new))
+                                        (string-append "seed=" (number->string (+ seed 1))))
+                       (name-starts? (cadr new) (string-append "a red fox (seed "
+                                                               (number->string (+ seed 1)) ")"))
+                       (= (position img d) (+ pos batch)))
+                  (string-append label ": the second layer has the next seed, then the source")))
+          (ok (= (car (gimp-drawable-has-alpha top)) 1)
+              (string-append label ": the new layer has alpha"))
+          (ok (= (car (gimp-drawable-is-gray top)) (car (gimp-drawable-is-gray d)))
+              (string-append label ": the new layer has the image's colour mode"))
+          (let* ((off (offsets top))
+                 (geom (list (car off) (cadr off) (width top) (height top))))
+            (diag (string-append label ": new layer at " (number->string (car geom)) ","
+                                 (number->string (cadr geom)) " size "
+                                 (number->string (caddr geom)) "x"
+                                 (number->string (list-ref geom 3))))
+            (if expect
+                (ok (equal? geom expect)
+                    (string-append label ": the layer covers the expected region"))
+                (ok (and (<= (car geom) (car sel)) (<= (cadr geom) (cadr sel))
+                         (>= (+ (car geom) (caddr geom)) (+ (car sel) (caddr sel)))
+                         (>= (+ (cadr geom) (list-ref geom 3)) (+ (cadr sel) (list-ref sel 3))))
+                    (string-append label ": the context region contains the selection"))))
+          (if (string=? mode "inpaint") (check-inpaint label img d top))
+          (ok (= (car (gimp-image-undo-is-enabled img)) 1)
+              (string-append label ": undo is still enabled"))
+          top)
+        #f)))
+
+; Inpaint: every sampled pixel outside the selection is the source's (colour and, when the
+; source has alpha, alpha; compared as Script-Fu reads them, 8 bits per component); some pixel
+; inside differs.
+(define (check-inpaint label img d top)
+  (let* ((doff (offsets d)) (same-out #t) (n-out 0) (n-in 0) (changed-in #f))
+    (for-each
+      (lambda (p)
+        (let ((x (car p)) (y (cadr p)))
+          (if (and (>= x (car doff)) (>= y (cadr doff))
+                   (< x (+ (car doff) (width d))) (< y (+ (cadr doff) (height d))))
+              (let* ((b (pixel-at d x y))
+                     (a (take (pixel-at top x y) (length b))))
+                (if (= (car (gimp-selection-value img x y)) 0)
+                    (begin (set! n-out (+ n-out 1))
+                           (if (not (equal? a b)) (set! same-out #f)))
+                    (begin (set! n-in (+ n-in 1))
+                           (if (not (equal? a b)) (set! changed-in #t))))))))
+      (grid top))
+    (ok (and same-out (> n-out 0))
+        (string-append label ": pixels outside the selection are unchanged ("
+                       (number->string n-out) " sampled)"))
+    (ok (or changed-in (= n-in 0))
+        (string-append label ": pixels inside the selection are repainted"))))
+
+; A run that must fail and leave the image as it was.
+(define (check-fails label mode img d model)
+  (let* ((before (layers img)) (snap (snapshot d))
+         (ran (run-mode mode img d model 5 1)))
+    (ok (not ran) (string-append label ": the procedure fails"))
+    (ok (and (equal? (layers img) before) (equal? (snapshot d) snap))
+        (string-append label ": the image is unchanged"))))
+
+(define (with-image spec fn)
+  (let ((img (car spec)) (l (cadr spec)))
+    (fn img l)
+    (gimp-image-delete img)))
+
+; ------------------------------------------------------------------------------------------------
+; The cases
+
+; Every case, in one function: GIMP 3 stops at a failing batch command and never reaches
+; (gimp-quit), so an unexpected Script-Fu error is caught below and reported as a failure.
+(define (run-cases)
+  ; The test images have texture, or the pixel comparisons below prove little.
+  (with-image (make-image RGB 40 40 PRECISION-U8-NON-LINEAR #f)
+    (lambda (img l)
+      (ok (not (equal? (pixel-at l 5 5) (pixel-at l 30 27))) "the test images are not flat")))
+
+  ; Text to image
+  (with-image (make-image RGB 100 80 PRECISION-U8-NON-LINEAR #f)
+    (lambda (img l)
+      (check-run "t2i RGB, no selection" "t2i" img l 42 2 '(0 0 100 80) #f)
+      ; Filters > Repeat: the same values again (seed 42 was explicit, so it is kept).
+      (let ((before (n-layers img)))
+        (ok (catch #f (plug-in-diffusion-text-to-image #:run-mode RUN-WITH-LAST-VALS #:image img
+                                                       #:drawables (vector l))
+                   #t)
+            "t2i RUN-WITH-LAST-VALS succeeds")
+        (ok (and (= (n-layers img) (+ before 2))
+                 (name-starts? (list-ref (layers img) (- (position img l) 1)) "a red fox (seed 43)")
+                 (name-starts? (list-ref (layers img) (- (position img l) 2)) "a red fox (seed 42)"))
+            "t2i RUN-WITH-LAST-VALS reuses the last (non-interactive) values"))
+      (gimp-image-select-rectangle img CHANNEL-OP-REPLACE 10 12 40 30)
+      (check-run "t2i RGB, selection" "t2i" img l 7 1 '(10 12 40 30) #f)))
+
+  (with-image (make-image GRAY 64 48 PRECISION-U8-NON-LINEAR #f)
+    (lambda (img l) (check-run "t2i grey" "t2i" img l 3 1 '(0 0 64 48) #f)))
+
+  (with-image (make-image RGB 72 40 PRECISION-U16-NON-LINEAR #t)
+    (lambda (img l)
+      (gimp-image-select-ellipse img CHANNEL-OP-REPLACE 8 4 30 20)
+      (check-run "t2i RGBA 16-bit, ellipse" "t2i" img l 11 1 '(8 4 30 20) #f)))
+
+  (with-image (make-image RGB 48 48 PRECISION-FLOAT-LINEAR #f)
+    (lambda (img l) (check-run "t2i RGB float" "t2i" img l 12 1 '(0 0 48 48) #f)))
+
+  (with-image (make-image RGB 100 80 PRECISION-U8-NON-LINEAR #f)
+    (lambda (img l)
+      (let ((o (add-offset-layer img 60 50 30 20)))
+        (check-run "t2i on an offset layer" "t2i" img o 13 1 '(0 0 100 80) #f))))
+
+  ; Image to image
+  (with-image (make-image RGB 96 64 PRECISION-U8-NON-LINEAR #f)
+    (lambda (img l)
+      (check-run "i2i RGB, no selection" "i2i" img l 21 2 '(0 0 96 64) #f)
+      (gimp-image-select-rectangle img CHANNEL-OP-REPLACE 20 10 33 27)
+      (check-run "i2i RGB, selection" "i2i" img l 22 1 '(20 10 33 27) #f)))
+
+  (with-image (make-image RGB 100 80 PRECISION-U8-NON-LINEAR #t)
+    (lambda (img l)
+      (let ((o (add-offset-layer img 60 50 30 20)))
+        (check-run "i2i RGBA offset layer" "i2i" img o 23 1 '(30 20 60 50) #f)
+        ; A selection that sticks out of the layer is clipped to it.
+        (gimp-image-select-rectangle img CHANNEL-OP-REPLACE 10 10 50 30)
+        (check-run "i2i offset layer, selection clipped" "i2i" img o 24 1 '(30 20 30 20) #f))))
+
+  (with-image (make-image GRAY 64 64 PRECISION-U16-NON-LINEAR #t)
+    (lambda (img l)
+      (gimp-image-select-rectangle img CHANNEL-OP-REPLACE 16 16 32 24)
+      (check-run "i2i grey+alpha 16-bit, selection" "i2i" img l 25 1 '(16 16 32 24) #f)))
+
+  ; Inpaint
+  (with-image (make-image RGB 120 90 PRECISION-U8-NON-LINEAR #f)
+    (lambda (img l)
+      (gimp-image-select-rectangle img CHANNEL-OP-REPLACE 40 30 24 20)
+      (check-run "inpaint RGB, rectangle" "inpaint" img l 31 2 #f '(40 30 24 20))))
+
+  (with-image (make-image RGB 100 80 PRECISION-U8-NON-LINEAR #t)
+    (lambda (img l)
+      (let ((o (add-offset-layer img 70 60 25 15)))
+        (gimp-image-select-ellipse img CHANNEL-OP-REPLACE 45 35 20 16)
+        (gimp-selection-feather img 4)
+        (let ((b (gimp-selection-bounds img)))
+          (check-run "inpaint RGBA offset layer, feathered ellipse" "inpaint" img o 32 1 #f
+                     (list (list-ref b 1) (list-ref b 2) (- (list-ref b 3) (list-ref b 1))
+                           (- (list-ref b 4) (list-ref b 2))))))))
+
+  (with-image (make-image RGB 80 80 PRECISION-U16-NON-LINEAR #f)
+    (lambda (img l)
+      (gimp-image-select-rectangle img CHANNEL-OP-REPLACE 30 30 16 16)
+      (check-run "inpaint RGB 16-bit" "inpaint" img l 33 1 #f '(30 30 16 16))))
+
+  (with-image (make-image GRAY 80 72 PRECISION-U8-NON-LINEAR #f)
+    (lambda (img l)
+      (gimp-image-select-rectangle img CHANNEL-OP-REPLACE 8 8 20 20)
+      (check-run "inpaint grey" "inpaint" img l 34 1 #f '(8 8 20 20))))
+
+  ; Failures leave the image as it was
+  (with-image (make-image RGB 64 64 PRECISION-U8-NON-LINEAR #f)
+    (lambda (img l)
+      (check-fails "t2i bad model path" "t2i" img l "/nonexistent/sdg-missing.safetensors")
+      (check-fails "t2i default model not installed" "t2i" img l "")
+      (gimp-image-select-rectangle img CHANNEL-OP-REPLACE 8 8 20 20)
+      (check-fails "inpaint bad model path" "inpaint" img l "/nonexistent/sdg-missing.safetensors")
+      (check-fails "i2i not a checkpoint" "i2i" img l tap-path)
+      (gimp-selection-none img)
+      (check-fails "inpaint without a selection" "inpaint" img l sdg-model)
+      (let ((before (layers img)))
+        (ok (not (catch #f (plug-in-diffusion-text-to-image
+                             #:run-mode RUN-NONINTERACTIVE #:image img #:drawables (vector l)
+                             #:prompt "x" #:model sdg-model #:sampler "no-such-sampler" #:steps 2)
+                        #t))
+            "an unknown sampler fails")
+        (ok (not (catch #f (plug-in-diffusion-text-to-image
+                             #:run-mode RUN-NONINTERACTIVE #:image img #:drawables (vector l)
+                             #:prompt "x" #:model sdg-model #:sampler "euler" #:steps 0)
+                        #t))
+            "steps 0 fails")
+        (ok (not (catch #f (plug-in-diffusion-text-to-image
+                             #:run-mode RUN-NONINTERACTIVE #:image img #:drawables (vector l l)
+                             #:prompt "x" #:model sdg-model #:steps 2)
+                        #t))
+            "two drawables fail (exactly one is accepted)")
+        (ok (equal? (layers img) before) "bad arguments leave the image unchanged"))))
+
+  (with-image (make-image RGB 32 32 PRECISION-U8-NON-LINEAR #f)
+    (lambda (img l)
+      (ok (catch #f (gimp-image-convert-indexed img CONVERT-DITHER-NONE CONVERT-PALETTE-GENERATE
+                                                16 FALSE FALSE "")
+                 #t)
+          "the image converts to indexed")
+      (check-fails "t2i on an indexed image" "t2i" img l sdg-model)
+      (check-fails "i2i on an indexed image" "i2i" img l sdg-model)))
+  #t)
+
+(if (not (catch #f (run-cases)))
+    (ok #f "the script ran without a Script-Fu error (it stopped at the case after the last above)"))
+(tap-line (string-append "1.." (number->string tap-n)))
+(tap-line "# script finished")
+(close-output-port tap-port)

@@ -1,0 +1,136 @@
+#!/usr/bin/env bash
+# test-gimp3.sh - the GIMP 3 plug-in end to end in a real headless GIMP 3.0 (gimp-console-3.0 -i)
+# with a throw-away profile, on the golden tiny model: tests/gimp3/test-plugin.scm drives the
+# three procedures through Script-Fu 3 (named arguments) and writes TAP to a file; this script
+# installs the plug-in into the profile (GIMP 3 wants it in a folder of its own name), runs GIMP
+# once under a timeout, checks the registration GIMP wrote to pluginrc and GIMP's error messages,
+# and prints the TAP. The GIMP 3 port of tests/test-gimp.sh.
+#
+# Usage: test-gimp3.sh PLUGIN MODEL VOCAB [ICONS_DIR]
+# Skips (TAP "1..0 # SKIP") only when gimp-console-3.0 is not installed.
+# Environment: SDG_KEEP_TEST_DIR=1 keeps the work folder (profile, GIMP's stderr);
+# SDG_PLUGIN_WRAPPER runs the plug-in through a command (valgrind); SDG_GIMP3_TIMEOUT (seconds,
+# default 900) bounds the GIMP session.
+#
+# Not here: the checks on images (test-plugin.scm), the dialog (test-dialog.sh).
+set -u
+
+plugin=${1:?plug-in executable}
+model=${2:?model}
+vocab=${3:?vocab}
+icons=${4:-}
+here=$(cd "$(dirname "$0")" && pwd)
+
+gimp=$(command -v gimp-console-3.0 || true)
+if [ -z "$gimp" ]; then
+  echo "1..0 # SKIP gimp-console-3.0 is not installed"
+  exit 0
+fi
+
+work=$(mktemp -d "${TMPDIR:-/tmp}/sdg-gimp3-test.XXXXXX") || exit 1
+trap '[ -n "${SDG_KEEP_TEST_DIR:-}" ] || rm -rf "$work"' EXIT
+
+# A profile of our own: nothing read from or written to the user's GIMP settings.
+export GIMP3_DIRECTORY="$work/profile"
+dest="$GIMP3_DIRECTORY/plug-ins/gimp-diffusion"
+mkdir -p "$dest" || exit 1
+if [ -n "${SDG_PLUGIN_WRAPPER:-}" ]; then
+  # e.g. SDG_PLUGIN_WRAPPER="valgrind --leak-check=full --log-file=/tmp/vg.%p": GIMP runs the
+  # plug-in through this (the icons are then looked up in the installed datadir).
+  printf '#!/bin/sh\nexec %s %q "$@"\n' "$SDG_PLUGIN_WRAPPER" "$(realpath "$plugin")" \
+    >"$dest/gimp-diffusion"
+  chmod +x "$dest/gimp-diffusion"
+else
+  cp "$plugin" "$dest/gimp-diffusion" || exit 1
+fi
+if [ -n "$icons" ] && [ -d "$icons" ]; then
+  mkdir -p "$dest/icons"
+  cp "$icons"/diffusion-*.png "$dest/icons/" 2>/dev/null
+fi
+
+# The plug-in finds the vocabulary through SDG_VOCAB; a missing default model must not be found
+# by accident in an installed models folder.
+export SDG_VOCAB="$vocab"
+export SDG_MODELS_DIR="$work/no-models"
+# Generate at about 64x64 instead of the model's native 512x512: the tiny model is slow there.
+export SDG_NATIVE_SIZE=64
+export OMP_WAIT_POLICY=passive
+export HOME="$work"          # GEGL/babl caches and fontconfig stay inside the throw-away folder
+export XDG_CACHE_HOME="$work/cache"
+export XDG_CONFIG_HOME="$work/config"
+
+tap="$work/tap.txt"
+scm_str() { printf '"%s"' "$(printf '%s' "$1" | sed 's/[\\"]/\\&/g')"; }
+# GIMP 3 stops at a failing batch command and never runs the next one, (gimp-quit 0) included:
+# the script catches its own errors, and the session runs under a timeout all the same.
+batch="(begin (define sdg-model $(scm_str "$model")) (define tap-path $(scm_str "$tap"))"
+batch="$batch (load $(scm_str "$here/gimp3/test-plugin.scm")))"
+
+timeout "${SDG_GIMP3_TIMEOUT:-900}" "$gimp" -i -d -f --no-splash \
+  --batch-interpreter=plug-in-script-fu-eval -b "$batch" -b "(gimp-quit 0)" \
+  >"$work/stdout" 2>"$work/stderr"
+rc=$?
+
+n=0
+fail=0
+emit() {   # emit PASS NAME
+  n=$((n + 1))
+  if [ "$1" = 1 ]; then echo "ok $n - $2"; else echo "not ok $n - $2"; fail=1; fi
+}
+yes_if() { if "$@"; then echo 1; else echo 0; fi; }
+
+# The script's own results, renumbered so that ours can follow.
+if [ -f "$tap" ]; then
+  while IFS= read -r line; do
+    case "$line" in
+      "ok "*)     emit 1 "${line#* - }" ;;
+      "not ok "*) emit 0 "${line#* - }" ;;
+      "1.."*)     ;;
+      *)          echo "$line" ;;
+    esac
+  done <"$tap"
+fi
+
+finished=$(yes_if grep -q '^# script finished' "$tap")
+emit "$finished" "the Script-Fu test ran to its end"
+emit $(yes_if [ $rc = 0 ]) "gimp-console-3.0 exits with 0 (got $rc)"
+emit $(yes_if grep -q "sdg-missing.safetensors' does not exist" "$work/stderr") \
+  "a bad model path reports which file is missing"
+emit $(yes_if grep -q "default model 'sdg-default.safetensors' is not installed" "$work/stderr") \
+  "an empty model with no default model installed says so"
+emit $(yes_if grep -q "indexed images" "$work/stderr") "an indexed image gets a clear message"
+emit $(yes_if grep -q "needs a selection" "$work/stderr") "inpaint without a selection says it needs one"
+emit $(yes_if grep -q "works on exactly one drawable" "$work/stderr") \
+  "two drawables get a clear message"
+
+# What GIMP stored of the registration: per procedure its icon, menu path and argument names in
+# order (pluginrc lists them as (proc-arg TYPE "GParamX" "gtype" "name" ...)).
+rc_file="$GIMP3_DIRECTORY/pluginrc"
+args_of() {   # the argument names of procedure $1, space-separated
+  awk -v proc="\"$1\"" '
+    $1 == "(proc-def" { inproc = ($2 == proc) }
+    inproc && $1 == "(proc-arg" { gsub(/"/, "", $5); printf "%s ", $5 }' "$rc_file" 2>/dev/null
+}
+common="run-mode image drawables prompt negative-prompt model sampler steps cfg-scale seed batch-count"
+for proc in text-to-image image-to-image inpaint; do
+  want="$common"
+  [ $proc = text-to-image ] || want="$want strength"
+  got=$(args_of "plug-in-diffusion-$proc")
+  emit $(yes_if [ "${got# }" != "" ] && [ "${got#"$want "}" != "$got" ] || [ "$got" = "$want " ]) \
+    "plug-in-diffusion-$proc: arguments in the documented order (got: ${got% })"
+  emit $(yes_if grep -q "diffusion-$proc.png" "$rc_file") "plug-in-diffusion-$proc carries its icon"
+done
+emit $(yes_if [ "$(grep -c '"<Image>/Filters/Diffusion"' "$rc_file" 2>/dev/null)" = 3 ]) \
+  "the three procedures are under Filters > Diffusion"
+# GIMP 3 names a plug-in that died in its messages ("... crashed", "terminated"); GIMP's own
+# harmless warnings (script-fu-interpreter without a display, LibGimp's "gimp_flush(): Broken
+# pipe" when GIMP closes a finished plug-in's pipe first) are not ours.
+crashed=$(yes_if grep -iE "gimp-diffusion.*(crash|segmentation|terminated|killed)" "$work/stderr")
+emit $((1 - crashed)) "no plug-in crashed"
+
+if [ $fail = 1 ] || [ "$finished" = 0 ]; then
+  echo "# GIMP's stderr:"
+  sed 's/^/#   /' "$work/stderr" | tail -n 80
+fi
+echo "1..$n"
+exit 0
