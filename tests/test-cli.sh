@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # test-cli.sh - TAP tests of the `sdg` command line and of sdg-random-checkpoint.
 #
-# Usage: test-cli.sh SDG RANDOM_CHECKPOINT   (SDG_REFERENCE_DIR points at shared/reference)
+# Usage: test-cli.sh SDG RANDOM_CHECKPOINT [MODELS_DIR]   (SDG_REFERENCE_DIR points at
+# shared/reference; MODELS_DIR holds the bundled default model, the project's models/)
 # Set SDG_CLI_WRAPPER (e.g. "valgrind -q --leak-check=full --error-exitcode=99") to run every sdg
 # under a wrapper. Checks option handling and errors without a model, then generates with the
 # golden tiny model (skipped when the reference data is absent). Not here: picture quality, which
@@ -10,6 +11,7 @@ set -u
 
 SDG=${1:?usage: test-cli.sh SDG RANDOM_CHECKPOINT}
 RANDCK=${2:?usage: test-cli.sh SDG RANDOM_CHECKPOINT}
+MODELS=${3:-}
 REF=${SDG_REFERENCE_DIR:-$(dirname "$0")/../../shared/reference}
 WRAP=${SDG_CLI_WRAPPER:-}
 TMP=$(mktemp -d "${TMPDIR:-/tmp}/test-cli.XXXXXX") || exit 1
@@ -167,6 +169,20 @@ if [ "$rc" -eq 2 ]; then ok "random-checkpoint rejects --dtype f64"; else fail "
 # Generation with the golden tiny model
 
 MODEL=$REF/golden/tiny-sd1.safetensors
+# The bundled default model, found in the models folder with its own vocabulary beside it, at
+# its native size when no size is given.
+if [ -n "$MODELS" ] && [ -f "$MODELS/sdg-default.safetensors" ]; then
+    SDG_MODELS_DIR=$MODELS run -p "a red circle on the left" --steps 2 -t 2 -o "$TMP/default.png"
+    size=$(png_size "$TMP/default.png")
+    if [ "$rc" -eq 0 ] && [ "$size" = "64x64" ] && grep -q "sdg-default.safetensors" "$TMP/err"; then
+        ok "the default model makes a picture at its native size (64x64)"
+    else
+        fail "the default model makes a picture at its native size (64x64)" "status $rc, size $size: $(err_tail)"
+    fi
+else
+    skip "the default model makes a picture at its native size" "no default model in '$MODELS'"
+fi
+
 VOCAB=$REF/vocab/bpe_simple_vocab_16e6.txt.gz
 GEN_TESTS=15
 if [ ! -f "$MODEL" ] || [ ! -f "$VOCAB" ]; then

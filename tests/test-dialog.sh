@@ -1,27 +1,36 @@
 #!/usr/bin/env bash
-# test-dialog.sh - opens the Filters > Diffusion dialog of every mode in a real GIMP 2.10 under
-# Xvfb and photographs it (TAP). The plug-in's test hook (SDGP_DIALOG_SCREENSHOT, ui/dialog.c)
-# saves the dialog window as OUTDIR/dialog-gimp2-MODE.png once it is drawn, then closes it as if
-# the user pressed Close; this script checks that each picture exists and has a plausible size.
-# A second GIMP session (SDGP_DIALOG_AUTORUN) presses Generate in the text-to-image dialog and
-# photographs the run half-way (progress bar, preview, Cancel), OUTDIR/dialog-gimp2-text-to-
-# image-running.png. docs/dialog-gimp2.png is a copy of one of the pictures.
+# test-dialog.sh - opens the Filters > Diffusion dialog of every mode in a real GIMP (2.10 or 3.0)
+# under Xvfb and photographs it (TAP). The plug-in's test hook (SDGP_DIALOG_SCREENSHOT,
+# ui/dialog.c) saves the dialog window as OUTDIR/dialog-gimpN-MODE.png once it is drawn, then
+# closes it as if the user pressed Close; this script checks that each picture exists and has a
+# plausible size. A second GIMP session (SDGP_DIALOG_AUTORUN) presses Generate in the
+# text-to-image dialog and photographs the run half-way (progress bar, preview, Cancel),
+# OUTDIR/dialog-gimpN-text-to-image-running.png, and checks that the run added its layer.
+# docs/dialog-gimp2.png and docs/dialog-gimp3.png are copies of such pictures.
 #
 # The tiny random-weight model of the reference data ($SDG_REFERENCE_DIR) serves as the models
 # folder's checkpoint; without it the dialogs open on defaults and the running picture is skipped.
-# Not here: judging the look, or the pictures the model makes (tests/test-gimp.sh).
+# Not here: judging the look, or the pictures the model makes (tests/test-gimp.sh, test-gimp3.sh).
 #
-# Usage: test-dialog.sh PLUGIN_EXECUTABLE OUTDIR [ICONS_DIR]
-# ICONS_DIR's PNGs are put beside the plug-in (its user-local icon folder), so the procedures
-# register with their icons as they would installed.
-# Exits 77 (skip) when gimp-2.10 or xvfb-run is missing.
+# Usage: test-dialog.sh PLUGIN_EXECUTABLE OUTDIR [ICONS_DIR [GIMP_VERSION]]
+# GIMP_VERSION is 2.10 (the default) or 3.0; the two differ only in the Scheme of the calls (GIMP
+# 3: named arguments, a drawables vector) and the profile variable. ICONS_DIR's PNGs are put
+# beside the plug-in (its user-local icon folder), so the procedures register with their icons as
+# they would installed. Skips (TAP "1..0 # SKIP") when gimp-VERSION or xvfb-run is missing.
 set -u
 
-plugin=${1:?usage: test-dialog.sh PLUGIN_EXECUTABLE OUTDIR}
-outdir=${2:?usage: test-dialog.sh PLUGIN_EXECUTABLE OUTDIR}
+plugin=${1:?usage: test-dialog.sh PLUGIN_EXECUTABLE OUTDIR [ICONS_DIR [GIMP_VERSION]]}
+outdir=${2:?usage: test-dialog.sh PLUGIN_EXECUTABLE OUTDIR [ICONS_DIR [GIMP_VERSION]]}
 icons=${3:-}
+gimp_version=${4:-2.10}
+case "$gimp_version" in
+  2.10) profile_var=GIMP2_DIRECTORY tag=gimp2 ;;
+  3.0) profile_var=GIMP3_DIRECTORY tag=gimp3 ;;
+  *) echo "Bail out! GIMP_VERSION must be 2.10 or 3.0, not '$gimp_version'"; exit 1 ;;
+esac
+gimp=gimp-$gimp_version
 
-for tool in gimp-2.10 xvfb-run; do
+for tool in "$gimp" xvfb-run; do
   if ! command -v "$tool" >/dev/null 2>&1; then
     echo "1..0 # SKIP $tool not installed"
     exit 0   # meson's TAP protocol reports any other status (77 included) as an error
@@ -34,9 +43,11 @@ fi
 
 modes=(text-to-image image-to-image inpaint)
 
-# A throw-away GIMP profile holding only our plug-in, so the user's settings play no part.
-profile=$(mktemp -d "${TMPDIR:-/tmp}/sdgp-gimp-profile.XXXXXX")
-trap 'rm -rf "$profile"' EXIT
+# A throw-away GIMP profile and home holding only our plug-in (in a folder of its own name), so
+# the user's settings play no part.
+work=$(mktemp -d "${TMPDIR:-/tmp}/sdgp-$tag-dialog.XXXXXX") || exit 1
+trap 'rm -rf "$work"' EXIT
+profile="$work/profile"
 mkdir -p "$profile/plug-ins/gimp-diffusion" "$outdir"
 cp "$plugin" "$profile/plug-ins/gimp-diffusion/gimp-diffusion"
 chmod +x "$profile/plug-ins/gimp-diffusion/gimp-diffusion"
@@ -45,12 +56,12 @@ if [ -n "$icons" ] && [ -d "$icons" ]; then
   cp "$icons"/diffusion-*.png "$profile/plug-ins/gimp-diffusion/icons/"
 fi
 for m in "${modes[@]}" text-to-image-running; do
-  rm -f "$outdir/dialog-gimp2-$m.png"
+  rm -f "$outdir/dialog-$tag-$m.png"
 done
 
 # A models folder holding the tiny random-weight model of the reference data (when there is one),
 # so the model list shows a checkpoint and the warm-up runs below can work.
-models="$profile/models"
+models="$work/models"
 mkdir -p "$models"
 ref=${SDG_REFERENCE_DIR:-}
 tiny=""
@@ -60,17 +71,41 @@ if [ -n "$ref" ] && [ -f "$ref/golden/tiny-sd1.safetensors" ] && [ -f "$ref/voca
   tiny="$models/tiny-sd1.safetensors"
 fi
 
-# One image with a layer and a selection (the procedures' PDB arguments, plugin/gimp2/main.c:
-# prompt, negative prompt, model, sampler, steps, CFG, seed, batch count, and strength).
-# Batch commands share no variables, so each finds the image again (the only one) through with_img.
-setup='
-(let* ((img (car (gimp-image-new 256 256 RGB)))
-       (layer (car (gimp-layer-new img 256 256 RGB-IMAGE "bg" 100 LAYER-MODE-NORMAL))))
-  (gimp-image-insert-layer img layer 0 0)
-  (gimp-drawable-fill layer FILL-WHITE)
-  (gimp-image-select-rectangle img CHANNEL-OP-REPLACE 64 64 128 128))'
+# One image with a layer and a selection. Batch commands share no variables, so each finds the
+# image again (the only one) through with_img. GIMP 3 stops at a failing batch command and never
+# reaches (gimp-quit), so every command is inside catch. n-layers: the image's layer count.
+if [ "$gimp_version" = 2.10 ]; then
+  new_layer='(gimp-layer-new img 256 256 RGB-IMAGE "bg" 100 LAYER-MODE-NORMAL)'
+  find_img='(img (vector-ref (cadr (gimp-image-list)) 0)) (layer (car (gimp-image-get-active-layer img)))'
+  n_layers='(car (gimp-image-get-layers img))'
+else
+  new_layer='(gimp-layer-new img "bg" 256 256 RGB-IMAGE 100 LAYER-MODE-NORMAL)'
+  find_img='(img (vector-ref (car (gimp-get-images)) 0)) (layer (vector-ref (car (gimp-image-get-layers img)) 0))'
+  n_layers='(vector-length (car (gimp-image-get-layers img)))'
+fi
+setup="
+(catch #f
+  (let* ((img (car (gimp-image-new 256 256 RGB)))
+         (layer (car $new_layer)))
+    (gimp-image-insert-layer img layer 0 0)
+    (gimp-drawable-fill layer FILL-WHITE)
+    (gimp-image-select-rectangle img CHANNEL-OP-REPLACE 64 64 128 128)))"
 with_img() {
-  echo "(let* ((img (vector-ref (cadr (gimp-image-list)) 0)) (layer (car (gimp-image-get-active-layer img)))) $1)"
+  echo "(catch #f (let* ($find_img) $1))"
+}
+# call PROC RUN-MODE [PROMPT NEGATIVE MODEL SAMPLER STEPS SEED STRENGTH]: a procedure call on the
+# image's layer, batch count 1, CFG 7; the defaults are a dialog's (empty texts, 20 steps).
+call() {
+  local proc=$1 mode=$2 prompt=${3:-} negative=${4:-} model=${5:-} sampler=${6:-euler_a}
+  local steps=${7:-20} seed=${8:--1} strength=${9:-}
+  if [ -z "$strength" ] && [ "$proc" != plug-in-diffusion-text-to-image ]; then
+    strength=0.75
+  fi
+  if [ "$gimp_version" = 2.10 ]; then
+    echo "($proc $mode img layer \"$prompt\" \"$negative\" \"$model\" \"$sampler\" $steps 7.0 $seed 1 $strength)"
+  else
+    echo "($proc #:run-mode $mode #:image img #:drawables (vector layer) #:prompt \"$prompt\" #:negative-prompt \"$negative\" #:model \"$model\" #:sampler \"$sampler\" #:steps $steps #:cfg-scale 7.0 #:seed $seed #:batch-count 1 ${strength:+#:strength $strength})"
+  fi
 }
 
 # Warm-up: one short (2-step) non-interactive run per mode with the tiny model, so that each
@@ -79,37 +114,40 @@ with_img() {
 warmups=()
 if [ -n "$tiny" ]; then
   warmups=(
-    -b "$(with_img "(plug-in-diffusion-text-to-image RUN-NONINTERACTIVE img layer \"a red circle on a white wall, studio light\" \"blurry, text\" \"$tiny\" \"euler_a\" 2 7.0 42 1)")"
-    -b "$(with_img "(plug-in-diffusion-image-to-image RUN-NONINTERACTIVE img layer \"the same wall in watercolour\" \"blurry\" \"$tiny\" \"dpmpp_2m\" 2 7.0 7 1 0.6)")"
-    -b "$(with_img "(plug-in-diffusion-inpaint RUN-NONINTERACTIVE img layer \"a blue vase of flowers\" \"blurry\" \"$tiny\" \"euler_a\" 2 7.0 1234 1 1.0)")"
+    -b "$(with_img "$(call plug-in-diffusion-text-to-image RUN-NONINTERACTIVE "a red circle on a white wall, studio light" "blurry, text" "$tiny" euler_a 2 42)")"
+    -b "$(with_img "$(call plug-in-diffusion-image-to-image RUN-NONINTERACTIVE "the same wall in watercolour" "blurry" "$tiny" dpmpp_2m 2 7 0.6)")"
+    -b "$(with_img "$(call plug-in-diffusion-inpaint RUN-NONINTERACTIVE "a blue vase of flowers" "blurry" "$tiny" euler_a 2 1234 1.0)")"
   )
 fi
 
 # The dialogs: each closes itself after its picture, so the batch goes on.
-dialogs=$(with_img '
-  (plug-in-diffusion-text-to-image RUN-INTERACTIVE img layer "" "" "" "euler_a" 20 7.0 -1 1)
-  (plug-in-diffusion-image-to-image RUN-INTERACTIVE img layer "" "" "" "euler_a" 20 7.0 -1 1 0.75)
-  (plug-in-diffusion-inpaint RUN-INTERACTIVE img layer "" "" "" "euler_a" 20 7.0 -1 1 1.0)')
+dialogs=$(with_img "
+  $(call plug-in-diffusion-text-to-image RUN-INTERACTIVE)
+  $(call plug-in-diffusion-image-to-image RUN-INTERACTIVE)
+  $(call plug-in-diffusion-inpaint RUN-INTERACTIVE "" "" "" euler_a 20 -1 1.0)")
 
 # run_gimp LOG [ENV=VALUE...] -- BATCH-ARGS...: one GIMP session under Xvfb on the profile.
+# SDG_NATIVE_SIZE=64: the tiny model generates at about 64x64 (it is slow at 512x512).
 run_gimp() {
   local log=$1 envs=()
   shift
   while [ "$1" != "--" ]; do envs+=("$1"); shift; done
   shift
-  env GIMP2_DIRECTORY="$profile" SDGP_DIALOG_SCREENSHOT="$outdir" SDG_MODELS_DIR="$models" \
-    "${envs[@]}" timeout 240 xvfb-run -a -s "-screen 0 1280x1024x24" \
-    gimp-2.10 -i -d -f --batch-interpreter plug-in-script-fu-eval "$@" -b '(gimp-quit 0)' \
-    >"$log" 2>&1
+  env "$profile_var=$profile" HOME="$work" XDG_CACHE_HOME="$work/cache" \
+    XDG_CONFIG_HOME="$work/config" SDGP_DIALOG_SCREENSHOT="$outdir" SDG_MODELS_DIR="$models" \
+    SDG_NATIVE_SIZE=64 OMP_WAIT_POLICY=passive \
+    "${envs[@]}" timeout 300 xvfb-run -a -s "-screen 0 1280x1024x24" \
+    "$gimp" -i -d -f --no-splash --batch-interpreter plug-in-script-fu-eval "$@" \
+    -b '(gimp-quit 0)' >"$log" 2>&1
   local status=$?
   if [ $status -ne 0 ]; then
-    echo "# gimp-2.10 exited with status $status; its output:"
+    echo "# $gimp exited with status $status; its output:"
     sed 's/^/# /' "$log"
   fi
 }
 
 echo "1..$(( ${#modes[@]} + 1 ))"
-log="$outdir/test-dialog-gimp.log"
+log="$outdir/test-dialog-$tag.log"
 run_gimp "$log" -- -b "$setup" "${warmups[@]}" -b "$dialogs"
 
 # Width and height from the PNG's IHDR chunk (big-endian, bytes 16..23).
@@ -122,7 +160,7 @@ n=0
 failed=0
 for m in "${modes[@]}"; do
   n=$((n + 1))
-  png="$outdir/dialog-gimp2-$m.png"
+  png="$outdir/dialog-$tag-$m.png"
   magic=$(od -A n -t x1 -N 8 "$png" 2>/dev/null | tr -d ' \n')
   read -r w h <<<"$(png_size "$png")"
   if [ "$magic" != "89504e470d0a1a0a" ]; then
@@ -139,20 +177,28 @@ if [ $failed -ne 0 ]; then
   sed 's/^/# /' "$log"
 fi
 
-# The same dialog while it runs: Generate pressed by the hook, a 2-step run of the tiny model.
+# The same dialog while it runs: Generate pressed by the hook, a 20-step run of the tiny model.
 n=$((n + 1))
 if [ -z "$tiny" ]; then
   echo "ok $n - text-to-image run photographed # SKIP no tiny model in \$SDG_REFERENCE_DIR"
 else
-  runlog="$outdir/test-dialog-gimp-run.log"
-  run_gimp "$runlog" SDGP_DIALOG_AUTORUN=1 -- -b "$setup" "${warmups[0]}" "${warmups[1]}" \
-    -b "$(with_img '(plug-in-diffusion-text-to-image RUN-INTERACTIVE img layer "" "" "" "euler_a" 20 7.0 -1 1)')"
-  png="$outdir/dialog-gimp2-text-to-image-running.png"
+  runlog="$outdir/test-dialog-$tag-run.log"
+  # The hook also photographs a run that failed (with its message), so the number of layers
+  # afterwards tells whether the run really finished: the background, the text-to-image warm-up
+  # (its "-b" and command, the first two words of warmups) and the run's own layer.
+  count="$work/layers.txt"
+  run_gimp "$runlog" SDGP_DIALOG_AUTORUN=1 -- -b "$setup" "${warmups[@]:0:2}" \
+    -b "$(with_img "$(call plug-in-diffusion-text-to-image RUN-INTERACTIVE)")" \
+    -b "$(with_img "(let ((port (open-output-file \"$count\")))
+                      (display $n_layers port)
+                      (close-output-port port))")"
+  png="$outdir/dialog-$tag-text-to-image-running.png"
   read -r w h <<<"$(png_size "$png")"
-  if [ "${w:-0}" -ge 300 ] && [ "${h:-0}" -ge 250 ]; then
-    echo "ok $n - text-to-image run photographed half-way, ${w}x${h} ($png)"
+  layers=$(cat "$count" 2>/dev/null)
+  if [ "${w:-0}" -ge 300 ] && [ "${h:-0}" -ge 250 ] && [ "$layers" = 3 ]; then
+    echo "ok $n - text-to-image run photographed half-way, ${w}x${h} ($png), its layer added"
   else
-    echo "not ok $n - text-to-image run: no picture at $png"
+    echo "not ok $n - text-to-image run: picture ${w:-none}x${h:-none} at $png, ${layers:-?} layers (want 3)"
     sed 's/^/# /' "$runlog"
     failed=1
   fi

@@ -4,10 +4,13 @@
 # procedures through Script-Fu and writes TAP to a file; this script installs the plug-in into the
 # profile, runs GIMP once, checks GIMP's error messages and prints the TAP.
 #
-# Usage: test-gimp.sh PLUGIN MODEL VOCAB [ICONS_DIR]
+# Usage: test-gimp.sh PLUGIN MODEL VOCAB [ICONS_DIR [MODELS_DIR]]
+# With MODELS_DIR (the project's models/, holding the bundled default model) GIMP runs a second
+# time, on the default model: tests/gimp/test-default-model.scm.
 # Skips (TAP "1..0 # SKIP") only when gimp-console-2.10 is not installed.
 # Environment: SDG_KEEP_TEST_DIR=1 keeps the work folder (profile, GIMP's stderr);
-# SDG_PLUGIN_WRAPPER runs the plug-in through a command (valgrind).
+# SDG_PLUGIN_WRAPPER runs the plug-in through a command (valgrind); SDG_DEMO_DIR=folder saves
+# the default model's inpainting before/after pictures there (docs/ for the README).
 #
 # Not here: the checks themselves (test-plugin.scm), unit tests of the region maths.
 set -u
@@ -16,6 +19,7 @@ plugin=${1:?plug-in executable}
 model=${2:?model}
 vocab=${3:?vocab}
 icons=${4:-}
+models=${5:-}
 here=$(cd "$(dirname "$0")" && pwd)
 
 gimp=$(command -v gimp-console-2.10 || true)
@@ -48,17 +52,10 @@ fi
 
 # The plug-in finds the vocabulary through SDG_VOCAB; a missing default model must not be found
 # by accident in an installed models folder.
-export SDG_VOCAB="$vocab"
-export SDG_MODELS_DIR="$work/no-models"
-# Generate at about 64x64 instead of the model's native 512x512: the tiny model is slow there.
-export SDG_NATIVE_SIZE=64
-export OMP_WAIT_POLICY=passive
-export HOME="$work"          # GEGL/babl caches and fontconfig stay inside the throw-away folder
-export XDG_CACHE_HOME="$work/cache"
-export XDG_CONFIG_HOME="$work/config"
+. "$here/gimp-lib.sh"
+gimp_test_env "$work" "$vocab"
 
 tap="$work/tap.txt"
-scm_str() { printf '"%s"' "$(printf '%s' "$1" | sed 's/[\\"]/\\&/g')"; }
 batch="(begin (define sdg-model $(scm_str "$model")) (define tap-path $(scm_str "$tap"))"
 batch="$batch (load $(scm_str "$here/gimp/test-plugin.scm")))"
 
@@ -66,23 +63,29 @@ timeout 900 "$gimp" -i -d -f --no-splash --batch-interpreter=plug-in-script-fu-e
   -b "$batch" -b "(gimp-quit 0)" >"$work/stdout" 2>"$work/stderr"
 rc=$?
 
-n=0
-fail=0
-emit() {   # emit PASS NAME
-  n=$((n + 1))
-  if [ "$1" = 1 ]; then echo "ok $n - $2"; else echo "not ok $n - $2"; fail=1; fi
-}
 
 # The script's own results, renumbered so that ours can follow.
-if [ -f "$tap" ]; then
-  while IFS= read -r line; do
-    case "$line" in
-      "ok "*)     emit 1 "${line#* - }" ;;
-      "not ok "*) emit 0 "${line#* - }" ;;
-      "1.."*)     ;;
-      *)          echo "$line" ;;
-    esac
-  done <"$tap"
+relay_tap "$tap"
+
+# The default model: a second GIMP with the real models folder and the model's own vocabulary.
+tap2="$work/tap-default.txt"
+if [ -n "$models" ] && [ -f "$models/sdg-default.safetensors" ]; then
+  batch="(begin (define tap-path $(scm_str "$tap2")) (define demo-dir $(scm_str "${SDG_DEMO_DIR:-}"))"
+  batch="$batch (load $(scm_str "$here/gimp/test-default-model.scm")))"
+  env -u SDG_VOCAB -u SDG_NATIVE_SIZE SDG_MODELS_DIR="$models" \
+    timeout 600 "$gimp" -i -d -f --no-splash --batch-interpreter=plug-in-script-fu-eval \
+    -b "$batch" -b "(gimp-quit 0)" >"$work/stdout-default" 2>"$work/stderr-default"
+  rc2=$?
+  relay_tap "$tap2"
+  emit $(grep -q '^# script finished' "$tap2" 2>/dev/null && echo 1 || echo 0) \
+    "the default model's Script-Fu test ran to its end"
+  emit $([ $rc2 = 0 ] && echo 1 || echo 0) "gimp-console on the default model exits with 0 (got $rc2)"
+  if [ $fail = 1 ]; then
+    echo "# GIMP's stderr (default model):"
+    sed 's/^/#   /' "$work/stderr-default" | tail -n 40
+  fi
+else
+  echo "# no default model in '$models': its checks are skipped"
 fi
 
 finished=0

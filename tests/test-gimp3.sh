@@ -50,17 +50,10 @@ fi
 
 # The plug-in finds the vocabulary through SDG_VOCAB; a missing default model must not be found
 # by accident in an installed models folder.
-export SDG_VOCAB="$vocab"
-export SDG_MODELS_DIR="$work/no-models"
-# Generate at about 64x64 instead of the model's native 512x512: the tiny model is slow there.
-export SDG_NATIVE_SIZE=64
-export OMP_WAIT_POLICY=passive
-export HOME="$work"          # GEGL/babl caches and fontconfig stay inside the throw-away folder
-export XDG_CACHE_HOME="$work/cache"
-export XDG_CONFIG_HOME="$work/config"
+. "$here/gimp-lib.sh"
+gimp_test_env "$work" "$vocab"
 
 tap="$work/tap.txt"
-scm_str() { printf '"%s"' "$(printf '%s' "$1" | sed 's/[\\"]/\\&/g')"; }
 # GIMP 3 stops at a failing batch command and never runs the next one, (gimp-quit 0) included:
 # the script catches its own errors, and the session runs under a timeout all the same.
 batch="(begin (define sdg-model $(scm_str "$model")) (define tap-path $(scm_str "$tap"))"
@@ -71,25 +64,9 @@ timeout "${SDG_GIMP3_TIMEOUT:-900}" "$gimp" -i -d -f --no-splash \
   >"$work/stdout" 2>"$work/stderr"
 rc=$?
 
-n=0
-fail=0
-emit() {   # emit PASS NAME
-  n=$((n + 1))
-  if [ "$1" = 1 ]; then echo "ok $n - $2"; else echo "not ok $n - $2"; fail=1; fi
-}
-yes_if() { if "$@"; then echo 1; else echo 0; fi; }
 
 # The script's own results, renumbered so that ours can follow.
-if [ -f "$tap" ]; then
-  while IFS= read -r line; do
-    case "$line" in
-      "ok "*)     emit 1 "${line#* - }" ;;
-      "not ok "*) emit 0 "${line#* - }" ;;
-      "1.."*)     ;;
-      *)          echo "$line" ;;
-    esac
-  done <"$tap"
-fi
+relay_tap "$tap"
 
 finished=$(yes_if grep -q '^# script finished' "$tap")
 emit "$finished" "the Script-Fu test ran to its end"

@@ -27,10 +27,16 @@ fi
 cd "$here"
 "$py" -m sdg_train.train --workdir "$work" "$@"
 "$py" -m sdg_train.export --workdir "$work" --out "$out"
+if [ "$out" -ef "$root/models" ]; then
+    # The shipped model: refresh the scorer calibration and token ids test-default-model.c uses.
+    "$py" -m sdg_train.evaluate --model "$out/sdg-default.safetensors" \
+        --write-test-data "$root/tests/default-model-data.h"
+fi
 sdg=${SDG:-$root/build/engine/cli/sdg}
 if [ -x "$sdg" ]; then
     "$py" -m sdg_train.evaluate --model "$out/sdg-default.safetensors" --sdg "$sdg" \
-        --json "$work/eval.json" --grid "$work/eval-grid.png" | tee "$work/eval.md"
+        --json "$work/eval.json" --grid "$work/eval-grid.png" \
+        --inpaint-grid "$work/eval-inpaint.png" | tee "$work/eval.md"
 else
     echo "train-default-model.sh: $sdg not built; skipping the evaluation" >&2
 fi

@@ -381,8 +381,8 @@ static const char *cli_schedule_name(int i) { return sdg_schedule_name((sdg_sche
 
 static const char cli_description[] =
     "Defaults: the model is " CLI_DEFAULT_MODEL " in the models folder ($SDG_MODELS_DIR, else\n"
-    SDG_MODELS_DIR "); 512x512, 20 steps, CFG 7, a random seed (printed, to repeat a\n"
-    "picture), strength 0.75, all processors.\n"
+    SDG_MODELS_DIR "); the model's native size (512x512 for SD 1.x), 20 steps, CFG 7, a random\n"
+    "seed (printed, to repeat a picture), strength 0.75, all processors.\n"
     "\n"
     "With --init-image the picture's own size is used, unless -W and -H are given: then it is\n"
     "scaled to that size (and the mask with it). Sizes must be multiples of 8, from 8 to 4096.\n"
@@ -424,10 +424,11 @@ static int cli_parse(int *argc, char ***argv, cli_opts *o)
          "What to draw (UTF-8; (word:1.3) emphasis)", "TEXT"},
         {"negative-prompt", 'n', 0, G_OPTION_ARG_FILENAME, &o->negative,
          "What to steer away from", "TEXT"},
-        {"width", 'W', 0, G_OPTION_ARG_INT, &o->width, "Width in pixels, a multiple of 8 (512)",
+        {"width", 'W', 0, G_OPTION_ARG_INT, &o->width,
+         "Width in pixels, a multiple of 8 (the model's native size)",
          "N"},
         {"height", 'H', 0, G_OPTION_ARG_INT, &o->height,
-         "Height in pixels, a multiple of 8 (512)", "N"},
+         "Height in pixels, a multiple of 8 (the model's native size)", "N"},
         {"sampler", 0, 0, G_OPTION_ARG_STRING, &o->sampler, sampler_help, "NAME"},
         {"schedule", 0, 0, G_OPTION_ARG_STRING, &o->schedule, schedule_help, "NAME"},
         {"steps", 0, 0, G_OPTION_ARG_INT, &o->steps, "Sampling steps, 1 to 1000 (20)", "N"},
@@ -486,14 +487,11 @@ static int cli_validate(cli_opts *o, sdg_gen_params *gp)
     if (o->init_image && has_size && (o->width <= 0 || o->height <= 0))
         return cli_usage_error("give both -W and -H to scale the init image, or neither");
     o->scale_init = o->init_image && has_size;
-    if (o->width == 0)
-        o->width = 512;
-    if (o->height == 0)
-        o->height = 512;
-    if (o->width < 8 || o->width > CLI_MAX_SIDE || o->width % 8)
+    // An unset side (0) becomes the model's native size once the model is loaded.
+    if (o->width != 0 && (o->width < 8 || o->width > CLI_MAX_SIDE || o->width % 8))
         return cli_usage_error("--width must be a multiple of 8 from 8 to %d (got %d)",
                                CLI_MAX_SIDE, o->width);
-    if (o->height < 8 || o->height > CLI_MAX_SIDE || o->height % 8)
+    if (o->height != 0 && (o->height < 8 || o->height > CLI_MAX_SIDE || o->height % 8))
         return cli_usage_error("--height must be a multiple of 8 from 8 to %d (got %d)",
                                CLI_MAX_SIDE, o->height);
     if (o->steps < 1 || o->steps > 1000)
@@ -705,9 +703,13 @@ static int cli_main(const cli_opts *o, sdg_gen_params *gp)
         goto cancelled;
     cli_info("loaded in %.1f s", (double)(g_get_monotonic_time() - t_load) / 1e6);
 
+    sdg_model_info info;
+    sdg_model_get_info(r.model, &info);
+    if (gp->width == 0)
+        gp->width = info.native_size;
+    if (gp->height == 0)
+        gp->height = info.native_size;
     if (o->noise_in) {
-        sdg_model_info info;
-        sdg_model_get_info(r.model, &info);
         int scale = info.vae_scale > 0 ? info.vae_scale : 8;
         int64_t shape[4] = {1, 4, gp->height / scale, gp->width / scale};
         if (sdg_tensor_read(o->noise_in, "noise", 4, shape, &r.noise, &err) != SDG_OK) {

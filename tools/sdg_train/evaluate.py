@@ -24,7 +24,7 @@ import tempfile
 
 import numpy as np
 
-from . import dataset, pngio
+from . import bpe, dataset, pngio
 
 OBJ_COLOURS = list(dataset.COLOURS)
 PALETTE = np.array([dataset.COLOURS[c] for c in OBJ_COLOURS], dtype=np.float64)
@@ -93,27 +93,145 @@ class Scorer:
         self.mu, self.sd = allf.mean(0), allf.std(0) + 1e-6
         self.centroids = {s: ((np.array(v) - self.mu) / self.sd).mean(0) for s, v in feats.items()}
 
-    def score(self, img, obj):
-        """(colour ok, shape ok, position ok, predicted (colour, shape, cell) or None)."""
+    def classify(self, img, within=None):
+        """(colour, shape) of the object region of img (restricted to the bool mask `within`),
+        or (None, None) when there is no object."""
         mask = region(img)
+        if within is not None:
+            mask &= within
         f = features(mask)
         if f is None:
-            return False, False, False, None
+            return None, None
         med = np.median(img.reshape(-1, 3)[mask.reshape(-1)].astype(np.float64), axis=0)
         colour = OBJ_COLOURS[int(np.argmin(np.linalg.norm(PALETTE - med, axis=1)))]
         z = (f - self.mu) / self.sd
         shape = min(self.centroids, key=lambda s: np.linalg.norm(z - self.centroids[s]))
-        cell = cell_of(mask)
+        return colour, shape
+
+    def score(self, img, obj):
+        """(colour ok, shape ok, position ok, predicted (colour, shape, cell) or None)."""
+        colour, shape = self.classify(img)
+        if colour is None:
+            return False, False, False, None
+        cell = cell_of(region(img))
         return colour == obj["colour"], shape == obj["shape"], cell == obj["cell"], (colour, shape, cell)
 
 
-def generate(sdg, model, caption, seed, n, cfg, size, steps, out_dir, tag):
+def generate(sdg, model, caption, seed, n, cfg, size, steps, out_dir, tag, init=None, mask=None,
+             strength=None):
+    """n pictures from the CLI (seeds seed..seed+n-1); init/mask: PNG paths for img2img/inpaint."""
     pattern = os.path.join(out_dir, "%s-%%d.png" % tag)
     cmd = [sdg, "-m", model, "-p", caption, "-W", str(size), "-H", str(size), "--steps", str(steps),
            "--cfg-scale", str(cfg), "-s", str(seed), "-b", str(n), "--sampler", "euler", "-q",
            "-t", "2", "-o", pattern]
+    if init:
+        cmd += ["-i", init]
+    if mask:
+        cmd += ["--mask", mask]
+    if strength is not None:
+        cmd += ["--strength", str(strength)]
     subprocess.run(cmd, check=True)
     return [pngio.read_png(pattern.replace("%d", str(i + 1))) for i in range(n)]
+
+
+def moved_cell(cell):
+    """The cell an image-to-image prompt moves the object to: the mirror cell, centre -> top left."""
+    return (0, 0) if cell == (1, 1) else (2 - cell[0], 2 - cell[1])
+
+
+def eval_img2img(a, sdg, scorer, descs, tmp):
+    """Image-to-image from each held-out picture with a prompt that moves its object: at low
+    strength the object should stay in its cell (layout kept), at high strength go to the cell the
+    prompt names. Rows: strength -> (in source cell, in prompt's cell, mean abs pixel change)."""
+    rows = {}
+    for strength in a.strengths:
+        kept = moved = 0
+        change = []
+        for i, d in enumerate(descs):
+            src = dataset.render(d, a.size)
+            path = os.path.join(tmp, "src%d.png" % i)
+            pngio.write_png(path, src)
+            obj = d["objects"][0]
+            target = dict(d, objects=[dict(obj, cell=moved_cell(obj["cell"]))])
+            imgs = generate(sdg, a.model, dataset.caption_of(target), a.seed, a.seeds, a.cfg[0],
+                            a.size, a.steps, tmp, "i%d" % i, init=path, strength=strength)
+            for im in imgs:
+                mask = region(im)
+                if features(mask) is not None:
+                    cell = cell_of(mask)
+                    kept += cell == obj["cell"]
+                    moved += cell == target["objects"][0]["cell"]
+                change.append(np.abs(im.astype(np.float64) - src).mean())
+        n = len(descs) * a.seeds
+        rows[strength] = (kept / n, moved / n, float(np.mean(change)))
+    return rows
+
+
+def inpaint_box(cell, size):
+    """The selection for inpainting: the square around a cell's centre, 0.44 of the side."""
+    half = int(round(0.22 * size))
+    cx, cy = (int(round(dataset.CELL_CENTRE[c] * size)) for c in cell)
+    box = np.zeros((size, size), dtype=bool)
+    box[max(0, cy - half):cy + half, max(0, cx - half):cx + half] = True
+    return box
+
+
+
+def eval_inpaint(a, sdg, scorer, descs, tmp, prompt="a green star", positioned=False):
+    """Inpaint a box in an empty cell of each held-out picture with `prompt` (+ the box's position
+    when positioned): is there a green, star-shaped object inside the box, and is every pixel
+    outside it unchanged? Returns (green, star, green star, outside max abs change, pictures)."""
+    green = star = both = 0
+    outside = 0.0
+    pictures = []
+    for i, d in enumerate(descs):
+        obj = d["objects"][0]
+        cell = moved_cell(obj["cell"])
+        src = dataset.render(d, a.size)
+        box = inpaint_box(cell, a.size)
+        src_path, mask_path = os.path.join(tmp, "ip%d.png" % i), os.path.join(tmp, "ipm%d.png" % i)
+        pngio.write_png(src_path, src)
+        pngio.write_png(mask_path, np.where(box, 255, 0).astype(np.uint8))
+        cap = prompt + (" " + dataset.POSITIONS[cell] if positioned else "")
+        imgs = generate(sdg, a.model, cap, a.seed, a.seeds, a.cfg[0], a.size, a.steps, tmp,
+                        "p%d" % i, init=src_path, mask=mask_path, strength=1.0)
+        for im in imgs:
+            outside = max(outside, float(np.abs(im.astype(np.int32) - src)[~box].max()))
+            c, s = scorer.classify(im, box)
+            green += c == "green"
+            star += s == "star"
+            both += c == "green" and s == "star"
+        pictures.append((src, box, imgs))
+    n = len(descs) * a.seeds
+    return green / n, star / n, both / n, outside, pictures
+
+
+TOKEN_CASES = ["a red circle on the left", "", "A  Large, GREEN star!! at the top-right",
+               "an orange ring on a purple to yellow gradient", "zebra 42 caf\u00e9 \u732b"]
+
+
+def write_test_data(path, vocab_dir, size):
+    """tests/default-model-data.h: the scorer's shape calibration and the learned vocabulary's
+    token ids (bpe.py) for test-default-model.c."""
+    scorer = Scorer(size)
+    tok = bpe.Tokenizer.load(vocab_dir)
+
+    def row(v):
+        return "{" + ", ".join("%.9g" % x for x in v) + "}"
+    lines = ["// Generated by tools/sdg_train (python3 -m sdg_train.evaluate --write-test-data); do not edit.",
+             "// The shape scorer's calibration on the generator's renders (Scorer) and the token ids",
+             "// of the default model's vocabulary as bpe.py computes them.",
+             "static const double calib_mean[5] = %s;" % row(scorer.mu),
+             "static const double calib_sd[5] = %s;" % row(scorer.sd),
+             "static const double calib_centroid[5][5] = {"]
+    lines += ["    %s, // %s" % (row(scorer.centroids[s]), s) for s in dataset.SHAPES]
+    lines += ["};", "", "static const struct { const char *text; int32_t ids[77]; } token_cases[] = {"]
+    for t in TOKEN_CASES:
+        # JSON's \uXXXX escapes are C11 universal character names: UTF-8 in a char literal.
+        lines.append("    {%s, %s}," % (json.dumps(t, ensure_ascii=True), row(tok.tokenize77(t))))
+    lines.append("};")
+    with open(path, "w") as f:
+        f.write("\n".join(lines) + "\n")
 
 
 def main(argv=None):
@@ -123,12 +241,22 @@ def main(argv=None):
     p.add_argument("--seeds", type=int, default=4, help="pictures per caption")
     p.add_argument("--seed", type=int, default=1000)
     p.add_argument("--captions", type=int, default=0, help="use only the first N held-out captions")
-    p.add_argument("--cfg", type=float, nargs="+", default=[5.0, 1.0])
+    p.add_argument("--cfg", type=float, nargs="+", default=[5.0, 1.0],
+                   help="text-to-image guidance scales; the first one is used for img2img/inpaint")
     p.add_argument("--steps", type=int, default=20)
     p.add_argument("--size", type=int, default=64)
+    p.add_argument("--strengths", type=float, nargs="*", default=[0.3, 0.5, 0.7, 0.9],
+                   help="image-to-image strengths (none: skip image-to-image)")
+    p.add_argument("--no-inpaint", action="store_true")
     p.add_argument("--json", help="write the numbers here")
     p.add_argument("--grid", help="write a PNG grid (rows: captions, columns: seeds x cfg)")
+    p.add_argument("--inpaint-grid", help="write a PNG grid of inpainting (source, mask, results)")
+    p.add_argument("--write-test-data", metavar="HEADER",
+                   help="only write tests/default-model-data.h (vocab files beside --model)")
     a = p.parse_args(argv)
+    if a.write_test_data:
+        write_test_data(a.write_test_data, os.path.dirname(os.path.abspath(a.model)), a.size)
+        return 0
     root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     sdg = a.sdg or os.path.join(root, "build", "engine", "cli", "sdg")
 
@@ -140,6 +268,7 @@ def main(argv=None):
     ref = np.array([scorer.score(dataset.render(d, a.size), d["objects"][0])[:3] for d in descs], dtype=float)
     rows["reference (ground-truth renders)"] = ref.mean(0)
     grid_imgs = {}
+    report = {}
     with tempfile.TemporaryDirectory() as tmp:
         for cfg in a.cfg:
             res = []
@@ -150,17 +279,50 @@ def main(argv=None):
                 for im in imgs:
                     res.append(scorer.score(im, d["objects"][0])[:3])
             rows["CFG %g" % cfg] = np.array(res, dtype=float).mean(0)
+        i2i = eval_img2img(a, sdg, scorer, descs, tmp) if a.strengths else {}
+        inp = {}
+        if not a.no_inpaint:
+            for positioned in (False, True):
+                inp[positioned] = eval_inpaint(a, sdg, scorer, descs, tmp, positioned=positioned)
     rows["random guess"] = np.array([1 / 8, 1 / 5, 1 / 9])
 
     n = len(descs)
-    print("%d held-out captions x %d seeds, %dx%d, %d euler steps" % (n, a.seeds, a.size, a.size, a.steps))
-    print("| measure | colour | shape | position |")
+    print("Text to image: %d held-out captions x %d seeds, %dx%d, %d euler steps"
+          % (n, a.seeds, a.size, a.size, a.steps))
+    print()
+    print("| pictures | colour | shape | position |")
     print("| --- | --- | --- | --- |")
     for k, v in rows.items():
         print("| %s | %.2f | %.2f | %.2f |" % (k, v[0], v[1], v[2]))
+    report["text_to_image"] = {k: dict(zip(["colour", "shape", "position"], map(float, v)))
+                               for k, v in rows.items()}
+    if i2i:
+        print()
+        print("Image to image: each held-out picture with a prompt that moves its object to the mirror "
+              "cell (CFG %g); random guess 1/9 for either cell" % a.cfg[0])
+        print()
+        print("| strength | object stays in its cell | object in the prompt's cell | mean abs change (0-255) |")
+        print("| --- | --- | --- | --- |")
+        for st, (kept, moved, change) in i2i.items():
+            print("| %.2f | %.2f | %.2f | %.1f |" % (st, kept, moved, change))
+        report["image_to_image"] = {"%.2f" % st: dict(kept=v[0], moved=v[1], change=v[2])
+                                    for st, v in i2i.items()}
+    if inp:
+        print()
+        print("Inpainting: a box (0.44 of the side) in an empty cell of each held-out picture, "
+              "CFG %g; random guess 1/8 colour, 1/5 shape" % a.cfg[0])
+        print()
+        print("| prompt | green inside | star inside | green star | max change outside |")
+        print("| --- | --- | --- | --- | --- |")
+        for positioned, v in inp.items():
+            name = "a green star" + (" + the box's position" if positioned else "")
+            print("| %s | %.2f | %.2f | %.2f | %g |" % (name, v[0], v[1], v[2], v[3]))
+        report["inpaint"] = {("positioned" if k else "plain"): dict(green=v[0], star=v[1], green_star=v[2],
+                                                                   outside_max_change=v[3])
+                             for k, v in inp.items()}
     if a.json:
         with open(a.json, "w") as f:
-            json.dump({k: dict(zip(["colour", "shape", "position"], map(float, v))) for k, v in rows.items()}, f, indent=1)
+            json.dump(report, f, indent=1)
     if a.grid:
         tiles = []
         for i, d in enumerate(descs):
@@ -168,6 +330,13 @@ def main(argv=None):
             for cfg in a.cfg:
                 tiles += grid_imgs[(i, cfg)]
         pngio.write_png(a.grid, pngio.grid(tiles, 1 + a.seeds * len(a.cfg)))
+    if a.inpaint_grid and inp:
+        tiles = []
+        for src, box, imgs in inp[False][4]:
+            shown = src.copy()
+            shown[box] = (shown[box] * 0.5 + np.array([255, 0, 255]) * 0.5).astype(np.uint8)
+            tiles += [src, shown] + imgs
+        pngio.write_png(a.inpaint_grid, pngio.grid(tiles, 2 + a.seeds))
     return 0
 
 

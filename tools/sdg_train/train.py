@@ -249,7 +249,14 @@ def stage_diffusion(run, cfg, tok, caps, mean, logvar, scale):
         for pg in opt.param_groups:
             pg["lr"] = lr_at(step, total, a.lr, 200)
         eps = unet(xt, t, text(tid))
-        loss = F.mse_loss(eps, noise)
+        if a.min_snr > 0:
+            # Min-SNR weighting (Hang et al. 2023): the nearly clean timesteps, which teach only
+            # fine detail, stop dominating the gradient; layout, colour and shape come sooner.
+            snr = a_t.flatten() / (1 - a_t.flatten())
+            w = snr.clamp(max=a.min_snr) / snr
+            loss = (w * (eps - noise).pow(2).mean(dim=(1, 2, 3))).mean()
+        else:
+            loss = F.mse_loss(eps, noise)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
@@ -296,6 +303,8 @@ def main(argv=None):
     p.add_argument("--lr", type=float, default=5e-4)
     p.add_argument("--ema", type=float, default=0.999)
     p.add_argument("--uncond-p", type=float, default=0.1)
+    p.add_argument("--min-snr", type=float, default=0.0,
+                   help="min-SNR loss weighting gamma for the diffusion stage (0 = plain MSE)")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--ckpt-min", type=float, default=5.0)
     p.add_argument("--budget-min", type=float, default=0, help="wall-clock stop (0 = none)")
@@ -315,7 +324,12 @@ def main(argv=None):
     if os.path.exists(sp):
         with open(sp) as f:
             old = json.load(f)
-        if old != json.loads(json.dumps(settings)):
+        # Options added after a run started compare equal at their defaults.
+        new = json.loads(json.dumps(settings))
+        for k in set(new) - set(old):
+            if new[k] == p.get_default(k):
+                old[k] = new[k]
+        if old != new:
             raise SystemExit("%s: the work folder was started with other settings: %s" % (sp, old))
     else:
         with open(sp, "w") as f:
