@@ -11,10 +11,10 @@
  *             centroid offset) -> the nearest shape centroid of evaluate.py's calibration
  *
  * Asserted: text-to-image on held-out captions (never seen in training) beats random guessing
- * by a wide margin with CFG and does worse without it; image-to-image keeps the layout at low
- * strength and follows the prompt at high strength; inpainting a box with "a green star" puts a
- * green object in the box and leaves every pixel outside it unchanged; the learned vocabulary
- * tokenizes as the training tool's tokenizer does. The thresholds sit below the figures measured
+ * on colour and position by a wide margin with CFG and does worse without it; image-to-image
+ * keeps the layout at low strength and follows the prompt at high strength; inpainting a box
+ * leaves every pixel outside it unchanged; the learned vocabulary tokenizes as the training
+ * tool's tokenizer does. Shape and the inpainted object are reported, not asserted (see MIN_*). The thresholds sit below the figures measured
  * when the model was trained (MODEL_CARD.md), which the engine reproduces bit for bit on a given
  * build; they are far above the random-guess baselines.
  */
@@ -30,13 +30,19 @@
 #define STEPS 20
 #define CFG 5.0f
 #define N_THREADS 2
+// Image-to-image: 8x8 latents hold a 64-pixel picture, so an object is one or two latent pixels
+// and little noise moves it: the layout is kept up to a strength of about 0.1-0.2, not 0.3.
+#define LOW_STRENGTH 0.1f
+#define HIGH_STRENGTH 0.9f
 
-// What the default model must reach (MODEL_CARD.md has the figures measured at training time).
-#define MIN_COLOUR 0.0
-#define MIN_SHAPE 0.0
-#define MIN_POSITION 0.0
-#define MIN_MOVED 0.0
-#define MIN_GREEN_OF_4 0
+// What the default model must reach on these seeds (MODEL_CARD.md has the figures measured when it
+// was trained: colour 0.79, position 1.00; strength 0.1 keeps 1.00, 0.9 moves 1.00). Random
+// guessing gives 0.12 / 0.11 / 0.11. Shape (0.08 here, random 0.20) and what inpainting puts in
+// the box are not asserted: this model has not learned them yet (issue #4 stays open for them).
+#define MIN_COLOUR 0.6
+#define MIN_POSITION 0.8
+#define MIN_KEPT 0.75
+#define MIN_MOVED 0.75
 
 static const char *model_path;
 static sdg_model *model;
@@ -324,7 +330,6 @@ static void test_text_to_image(void)
 {
     accuracy on = text_to_image_accuracy(CFG), off = text_to_image_accuracy(1.0f);
     g_assert_cmpfloat(on.colour, >=, MIN_COLOUR);
-    g_assert_cmpfloat(on.shape, >=, MIN_SHAPE);
     g_assert_cmpfloat(on.position, >=, MIN_POSITION);
     // Guidance is what makes the pictures follow the prompt.
     g_assert_cmpfloat(on.colour + on.shape + on.position, >, off.colour + off.shape + off.position);
@@ -388,13 +393,14 @@ static void test_image_to_image(void)
     sdg_image *src = draw_source();
     const char *prompt = "a red circle on the right on a white background";
     double change_low, change_high;
-    sdg_result *low = generate(prompt, CFG, 300, 4, src, NULL, 0.3f);
-    sdg_result *high = generate(prompt, CFG, 300, 4, src, NULL, 0.9f);
+    sdg_result *low = generate(prompt, CFG, 300, 4, src, NULL, LOW_STRENGTH);
+    sdg_result *high = generate(prompt, CFG, 300, 4, src, NULL, HIGH_STRENGTH);
     double kept = in_cell(low, 0, 1, src, &change_low);
     double moved = in_cell(high, 2, 1, src, &change_high);
-    g_test_message("strength 0.3: %.2f kept on the left, mean change %.1f; strength 0.9: %.2f "
-                   "moved to the right, mean change %.1f", kept, change_low, moved, change_high);
-    g_assert_cmpfloat(kept, >=, 0.75);
+    g_test_message("strength %.2f: %.2f kept on the left, mean change %.1f; strength %.2f: %.2f "
+                   "moved to the right, mean change %.1f", LOW_STRENGTH, kept, change_low,
+                   HIGH_STRENGTH, moved, change_high);
+    g_assert_cmpfloat(kept, >=, MIN_KEPT);
     g_assert_cmpfloat(moved, >=, MIN_MOVED);
     g_assert_cmpfloat(change_high, >, 2 * change_low);
     sdg_result_free(low);
@@ -430,7 +436,7 @@ static void test_inpaint(void)
         green += v.object && strcmp(colour_names[v.colour], "green") == 0;
         g_free(p.rgb);
     }
-    g_assert_cmpint(green, >=, MIN_GREEN_OF_4);
+    g_test_message("%d of 4 pictures have a green object in the box", green);
     sdg_result_free(res);
     g_free(box);
     sdg_image_free(mask);

@@ -55,34 +55,47 @@ fi
 . "$here/gimp-lib.sh"
 gimp_test_env "$work" "$vocab"
 
-tap="$work/tap.txt"
-batch="(begin (define sdg-model $(scm_str "$model")) (define tap-path $(scm_str "$tap"))"
-batch="$batch (load $(scm_str "$here/gimp/test-plugin.scm")))"
+# run_scm TAG SCRIPT MODEL [VAR=VALUE | -u VAR]...: one gimp-console session running
+# tests/gimp/SCRIPT with sdg-model = MODEL, tap-path = $work/tap-TAG.txt and demo-dir =
+# $SDG_DEMO_DIR, in this environment changed by the env(1) arguments; GIMP's output goes to
+# $work/stdout-TAG and $work/stderr-TAG, its exit status to rc_TAG.
+run_scm() {
+  local tag=$1 script=$2 model=$3 batch
+  shift 3
+  batch="(begin (define sdg-model $(scm_str "$model")) (define tap-path $(scm_str "$work/tap-$tag.txt"))"
+  batch="$batch (define demo-dir $(scm_str "${SDG_DEMO_DIR:-}"))"
+  batch="$batch (load $(scm_str "$here/gimp/$script")))"
+  env "$@" timeout 900 "$gimp" -i -d -f --no-splash --batch-interpreter=plug-in-script-fu-eval \
+    -b "$batch" -b "(gimp-quit 0)" >"$work/stdout-$tag" 2>"$work/stderr-$tag"
+  printf -v "rc_$tag" %d $?
+}
 
-timeout 900 "$gimp" -i -d -f --no-splash --batch-interpreter=plug-in-script-fu-eval \
-  -b "$batch" -b "(gimp-quit 0)" >"$work/stdout" 2>"$work/stderr"
-rc=$?
-
-
-# The script's own results, renumbered so that ours can follow.
+# The golden tiny model through every procedure, image type and error (the script's own results,
+# renumbered so that ours can follow).
+tap="$work/tap-tiny.txt"
+run_scm tiny test-plugin.scm "$model"
+rc=$rc_tiny
 relay_tap "$tap"
 
-# The default model: a second GIMP with the real models folder and the model's own vocabulary.
-tap2="$work/tap-default.txt"
+# The bundled default model: the same script with the model's path (its own vocabulary beside it,
+# so no SDG_VOCAB, and its own native size), then test-default-model.scm with the model argument
+# left empty and the real models folder, where inpainting must put green inside the selection.
 if [ -n "$models" ] && [ -f "$models/sdg-default.safetensors" ]; then
-  batch="(begin (define tap-path $(scm_str "$tap2")) (define demo-dir $(scm_str "${SDG_DEMO_DIR:-}"))"
-  batch="$batch (load $(scm_str "$here/gimp/test-default-model.scm")))"
-  env -u SDG_VOCAB -u SDG_NATIVE_SIZE SDG_MODELS_DIR="$models" \
-    timeout 600 "$gimp" -i -d -f --no-splash --batch-interpreter=plug-in-script-fu-eval \
-    -b "$batch" -b "(gimp-quit 0)" >"$work/stdout-default" 2>"$work/stderr-default"
-  rc2=$?
-  relay_tap "$tap2"
-  emit $(grep -q '^# script finished' "$tap2" 2>/dev/null && echo 1 || echo 0) \
-    "the default model's Script-Fu test ran to its end"
-  emit $([ $rc2 = 0 ] && echo 1 || echo 0) "gimp-console on the default model exits with 0 (got $rc2)"
+  run_scm default test-plugin.scm "$models/sdg-default.safetensors" -u SDG_VOCAB -u SDG_NATIVE_SIZE
+  relay_tap "$work/tap-default.txt"
+  run_scm demo test-default-model.scm "" -u SDG_VOCAB -u SDG_NATIVE_SIZE SDG_MODELS_DIR="$models"
+  relay_tap "$work/tap-demo.txt"
+  for tag in default demo; do
+    emit $(yes_if grep -q '^# script finished' "$work/tap-$tag.txt") \
+      "the default model's Script-Fu test ($tag) ran to its end"
+    eval "code=\$rc_$tag"
+    emit $(yes_if [ "$code" = 0 ]) "gimp-console on the default model ($tag) exits with 0 (got $code)"
+  done
   if [ $fail = 1 ]; then
-    echo "# GIMP's stderr (default model):"
-    sed 's/^/#   /' "$work/stderr-default" | tail -n 40
+    for tag in default demo; do
+      echo "# GIMP's stderr (default model, $tag):"
+      sed 's/^/#   /' "$work/stderr-$tag" | tail -n 30
+    done
   fi
 else
   echo "# no default model in '$models': its checks are skipped"
@@ -92,13 +105,13 @@ finished=0
 grep -q '^# script finished' "$tap" 2>/dev/null && finished=1
 emit $finished "the Script-Fu test ran to its end"
 emit $([ $rc = 0 ] && echo 1 || echo 0) "gimp-console exits with 0 (got $rc)"
-emit $(grep -q "sdg-missing.safetensors' does not exist" "$work/stderr" && echo 1 || echo 0) \
+emit $(grep -q "sdg-missing.safetensors' does not exist" "$work/stderr-tiny" && echo 1 || echo 0) \
   "a bad model path reports which file is missing"
-emit $(grep -q "default model 'sdg-default.safetensors' is not installed" "$work/stderr" && echo 1 || echo 0) \
+emit $(grep -q "default model 'sdg-default.safetensors' is not installed" "$work/stderr-tiny" && echo 1 || echo 0) \
   "an empty model with no default model installed says so"
-emit $(grep -q "indexed images" "$work/stderr" && echo 1 || echo 0) \
+emit $(grep -q "indexed images" "$work/stderr-tiny" && echo 1 || echo 0) \
   "an indexed image gets a clear message"
-emit $(grep -q "needs a selection" "$work/stderr" && echo 1 || echo 0) \
+emit $(grep -q "needs a selection" "$work/stderr-tiny" && echo 1 || echo 0) \
   "inpaint without a selection says it needs one"
 # GIMP writes what query() registered into the profile's pluginrc.
 for proc in text-to-image image-to-image inpaint; do
@@ -107,12 +120,12 @@ for proc in text-to-image image-to-image inpaint; do
 done
 emit $(grep -c '"<Image>/Filters/Diffusion"' "$GIMP2_DIRECTORY/pluginrc" 2>/dev/null | grep -qx 3 \
        && echo 1 || echo 0) "the three procedures are under Filters > Diffusion"
-emit $(grep -qiE "crash|segmentation|wire read|terminated" "$work/stderr" && echo 0 || echo 1) \
+emit $(grep -qiE "crash|segmentation|wire read|terminated" "$work/stderr-tiny" && echo 0 || echo 1) \
   "no plug-in crashed"
 
 if [ $fail = 1 ] || [ $finished = 0 ]; then
   echo "# GIMP's stderr:"
-  sed 's/^/#   /' "$work/stderr" | tail -n 80
+  sed 's/^/#   /' "$work/stderr-tiny" | tail -n 80
 fi
 echo "1..$n"
 exit 0

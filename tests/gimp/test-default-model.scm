@@ -90,8 +90,9 @@
           (ok (and same-out (> n-out 100))
               (string-append "inpaint: every sampled pixel outside the selection is unchanged ("
                              (number->string n-out) ")"))
-          ; A star of the data set's size covers about a sixth of this selection.
-          (ok (>= (* 12 n-green) n-in) "inpaint: green appears inside the selection")
+          ; Clearly green pixels in at least 1 in 25 of the sampled selection (none are green
+          ; before; the model's green object covered 41 of 501 when it was trained, MODEL_CARD.md).
+          (ok (>= (* 25 n-green) n-in) "inpaint: green appears inside the selection")
           (if (> (string-length demo-dir) 0)
               (let ((flat (car (gimp-image-merge-visible-layers img CLIP-TO-IMAGE))))
                 (save-png img flat (string-append demo-dir "/inpaint-after.png")))))))

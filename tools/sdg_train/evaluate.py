@@ -16,6 +16,7 @@ The same scorer is run on the generator's ground-truth pictures of the held-out 
 Not here: training, the CLI itself. Needs the built CLI (build/engine/cli/sdg or --sdg).
 """
 import argparse
+import concurrent.futures
 import json
 import os
 import subprocess
@@ -119,11 +120,13 @@ class Scorer:
 
 def generate(sdg, model, caption, seed, n, cfg, size, steps, out_dir, tag, init=None, mask=None,
              strength=None):
-    """n pictures from the CLI (seeds seed..seed+n-1); init/mask: PNG paths for img2img/inpaint."""
+    """n pictures from the CLI (seeds seed..seed+n-1); init/mask: PNG paths for img2img/inpaint.
+    One thread: generate_all runs several of these at once, which also overlaps the CLI's start-up
+    (GEGL's initialisation takes longer than 64x64 pictures)."""
     pattern = os.path.join(out_dir, "%s-%%d.png" % tag)
     cmd = [sdg, "-m", model, "-p", caption, "-W", str(size), "-H", str(size), "--steps", str(steps),
            "--cfg-scale", str(cfg), "-s", str(seed), "-b", str(n), "--sampler", "euler", "-q",
-           "-t", "2", "-o", pattern]
+           "-t", "1", "-o", pattern]
     if init:
         cmd += ["-i", init]
     if mask:
@@ -132,6 +135,17 @@ def generate(sdg, model, caption, seed, n, cfg, size, steps, out_dir, tag, init=
         cmd += ["--strength", str(strength)]
     subprocess.run(cmd, check=True)
     return [pngio.read_png(pattern.replace("%d", str(i + 1))) for i in range(n)]
+
+
+JOBS = 2   # CLI processes at once (--jobs)
+
+
+def generate_all(calls):
+    """generate(*args, **kwargs) for each (args, kwargs) of calls, JOBS at a time; the results in
+    the order of calls."""
+    with concurrent.futures.ThreadPoolExecutor(max_workers=JOBS) as pool:
+        futures = [pool.submit(generate, *args, **kwargs) for args, kwargs in calls]
+        return [f.result() for f in futures]
 
 
 def moved_cell(cell):
@@ -144,17 +158,22 @@ def eval_img2img(a, sdg, scorer, descs, tmp):
     strength the object should stay in its cell (layout kept), at high strength go to the cell the
     prompt names. Rows: strength -> (in source cell, in prompt's cell, mean abs pixel change)."""
     rows = {}
-    for strength in a.strengths:
+    srcs, targets = [], []
+    for i, d in enumerate(descs):
+        srcs.append(dataset.render(d, a.size))
+        pngio.write_png(os.path.join(tmp, "src%d.png" % i), srcs[-1])
+        obj = d["objects"][0]
+        targets.append(dict(d, objects=[dict(obj, cell=moved_cell(obj["cell"]))]))
+    for k, strength in enumerate(a.strengths):
         kept = moved = 0
         change = []
-        for i, d in enumerate(descs):
-            src = dataset.render(d, a.size)
-            path = os.path.join(tmp, "src%d.png" % i)
-            pngio.write_png(path, src)
+        results = generate_all(
+            [((sdg, a.model, dataset.caption_of(targets[i]), a.seed, a.seeds, a.cfg[0], a.size,
+               a.steps, tmp, "i%d-%d" % (k, i)),
+              dict(init=os.path.join(tmp, "src%d.png" % i), strength=strength))
+             for i in range(len(descs))])
+        for d, src, target, imgs in zip(descs, srcs, targets, results):
             obj = d["objects"][0]
-            target = dict(d, objects=[dict(obj, cell=moved_cell(obj["cell"]))])
-            imgs = generate(sdg, a.model, dataset.caption_of(target), a.seed, a.seeds, a.cfg[0],
-                            a.size, a.steps, tmp, "i%d" % i, init=path, strength=strength)
             for im in imgs:
                 mask = region(im)
                 if features(mask) is not None:
@@ -184,17 +203,20 @@ def eval_inpaint(a, sdg, scorer, descs, tmp, prompt="a green star", positioned=F
     green = star = both = 0
     outside = 0.0
     pictures = []
+    calls, inputs = [], []
     for i, d in enumerate(descs):
-        obj = d["objects"][0]
-        cell = moved_cell(obj["cell"])
+        cell = moved_cell(d["objects"][0]["cell"])
         src = dataset.render(d, a.size)
         box = inpaint_box(cell, a.size)
         src_path, mask_path = os.path.join(tmp, "ip%d.png" % i), os.path.join(tmp, "ipm%d.png" % i)
         pngio.write_png(src_path, src)
         pngio.write_png(mask_path, np.where(box, 255, 0).astype(np.uint8))
         cap = prompt + (" " + dataset.POSITIONS[cell] if positioned else "")
-        imgs = generate(sdg, a.model, cap, a.seed, a.seeds, a.cfg[0], a.size, a.steps, tmp,
-                        "p%d" % i, init=src_path, mask=mask_path, strength=1.0)
+        calls.append(((sdg, a.model, cap, a.seed, a.seeds, a.cfg[0], a.size, a.steps, tmp,
+                       "p%d-%d" % (positioned, i)),
+                      dict(init=src_path, mask=mask_path, strength=1.0)))
+        inputs.append((src, box))
+    for (src, box), imgs in zip(inputs, generate_all(calls)):
         for im in imgs:
             outside = max(outside, float(np.abs(im.astype(np.int32) - src)[~box].max()))
             c, s = scorer.classify(im, box)
@@ -248,12 +270,15 @@ def main(argv=None):
     p.add_argument("--strengths", type=float, nargs="*", default=[0.3, 0.5, 0.7, 0.9],
                    help="image-to-image strengths (none: skip image-to-image)")
     p.add_argument("--no-inpaint", action="store_true")
+    p.add_argument("--jobs", type=int, default=2, help="CLI processes at once, one thread each")
     p.add_argument("--json", help="write the numbers here")
     p.add_argument("--grid", help="write a PNG grid (rows: captions, columns: seeds x cfg)")
     p.add_argument("--inpaint-grid", help="write a PNG grid of inpainting (source, mask, results)")
     p.add_argument("--write-test-data", metavar="HEADER",
                    help="only write tests/default-model-data.h (vocab files beside --model)")
     a = p.parse_args(argv)
+    global JOBS
+    JOBS = max(1, a.jobs)
     if a.write_test_data:
         write_test_data(a.write_test_data, os.path.dirname(os.path.abspath(a.model)), a.size)
         return 0
@@ -272,9 +297,10 @@ def main(argv=None):
     with tempfile.TemporaryDirectory() as tmp:
         for cfg in a.cfg:
             res = []
-            for i, d in enumerate(descs):
-                cap = dataset.caption_of(d)
-                imgs = generate(sdg, a.model, cap, a.seed, a.seeds, cfg, a.size, a.steps, tmp, "c%d" % i)
+            results = generate_all([((sdg, a.model, dataset.caption_of(d), a.seed, a.seeds, cfg, a.size,
+                                      a.steps, tmp, "c%g-%d" % (cfg, i)), {})
+                                    for i, d in enumerate(descs)])
+            for i, (d, imgs) in enumerate(zip(descs, results)):
                 grid_imgs[(i, cfg)] = imgs
                 for im in imgs:
                     res.append(scorer.score(im, d["objects"][0])[:3])
