@@ -31,7 +31,8 @@
 #define CFG 5.0f
 #define N_THREADS 2
 // Image-to-image: 8x8 latents hold a 64-pixel picture, so an object is one or two latent pixels
-// and little noise moves it: the layout is kept up to a strength of about 0.1-0.2, not 0.3.
+// and little noise moves it: the layout is kept at a strength of about 0.1 (0.69 of
+// evaluate.py's objects stay there), not 0.3.
 #define LOW_STRENGTH 0.1f
 #define HIGH_STRENGTH 0.9f
 
