@@ -56,25 +56,32 @@ fi
 gimp_test_env "$work" "$vocab"
 
 # run_scm TAG SCRIPT MODEL [VAR=VALUE | -u VAR]...: one gimp-console session running
-# tests/gimp/SCRIPT with sdg-model = MODEL, tap-path = $work/tap-TAG.txt and demo-dir =
-# $SDG_DEMO_DIR, in this environment changed by the env(1) arguments; GIMP's output goes to
-# $work/stdout-TAG and $work/stderr-TAG, its exit status to rc_TAG.
+# tests/gimp-lib.scm and tests/gimp/SCRIPT with sdg-model = MODEL, tap-path = $work/tap-TAG.txt
+# and demo-dir = $SDG_DEMO_DIR, in this environment changed by the env(1) arguments; GIMP's
+# output goes to $work/stdout-TAG and $work/stderr-TAG. Returns GIMP's exit status.
 run_scm() {
   local tag=$1 script=$2 model=$3 batch
   shift 3
   batch="(begin (define sdg-model $(scm_str "$model")) (define tap-path $(scm_str "$work/tap-$tag.txt"))"
   batch="$batch (define demo-dir $(scm_str "${SDG_DEMO_DIR:-}"))"
-  batch="$batch (load $(scm_str "$here/gimp/$script")))"
+  batch="$batch (load $(scm_str "$here/gimp-lib.scm")) (load $(scm_str "$here/gimp/$script")))"
   env "$@" timeout 900 "$gimp" -i -d -f --no-splash --batch-interpreter=plug-in-script-fu-eval \
     -b "$batch" -b "(gimp-quit 0)" >"$work/stdout-$tag" 2>"$work/stderr-$tag"
-  printf -v "rc_$tag" %d $?
+}
+
+# check_default_run TAG STATUS: the default model's session TAG ran its script to the end and
+# GIMP exited with 0.
+check_default_run() {
+  emit $(yes_if grep -q '^# script finished' "$work/tap-$1.txt") \
+    "the default model's Script-Fu test ($1) ran to its end"
+  emit $(yes_if [ "$2" = 0 ]) "gimp-console on the default model ($1) exits with 0 (got $2)"
 }
 
 # The golden tiny model through every procedure, image type and error (the script's own results,
 # renumbered so that ours can follow).
 tap="$work/tap-tiny.txt"
 run_scm tiny test-plugin.scm "$model"
-rc=$rc_tiny
+rc=$?
 relay_tap "$tap"
 
 # The bundled default model: the same script with the model's path (its own vocabulary beside it,
@@ -82,15 +89,13 @@ relay_tap "$tap"
 # left empty and the real models folder, where inpainting must put green inside the selection.
 if [ -n "$models" ] && [ -f "$models/sdg-default.safetensors" ]; then
   run_scm default test-plugin.scm "$models/sdg-default.safetensors" -u SDG_VOCAB -u SDG_NATIVE_SIZE
+  rc_default=$?
   relay_tap "$work/tap-default.txt"
   run_scm demo test-default-model.scm "" -u SDG_VOCAB -u SDG_NATIVE_SIZE SDG_MODELS_DIR="$models"
+  rc_demo=$?
   relay_tap "$work/tap-demo.txt"
-  for tag in default demo; do
-    emit $(yes_if grep -q '^# script finished' "$work/tap-$tag.txt") \
-      "the default model's Script-Fu test ($tag) ran to its end"
-    eval "code=\$rc_$tag"
-    emit $(yes_if [ "$code" = 0 ]) "gimp-console on the default model ($tag) exits with 0 (got $code)"
-  done
+  check_default_run default $rc_default
+  check_default_run demo $rc_demo
   if [ $fail = 1 ]; then
     for tag in default demo; do
       echo "# GIMP's stderr (default model, $tag):"

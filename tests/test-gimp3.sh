@@ -57,7 +57,7 @@ tap="$work/tap.txt"
 # GIMP 3 stops at a failing batch command and never runs the next one, (gimp-quit 0) included:
 # the script catches its own errors, and the session runs under a timeout all the same.
 batch="(begin (define sdg-model $(scm_str "$model")) (define tap-path $(scm_str "$tap"))"
-batch="$batch (load $(scm_str "$here/gimp3/test-plugin.scm")))"
+batch="$batch (load $(scm_str "$here/gimp-lib.scm")) (load $(scm_str "$here/gimp3/test-plugin.scm")))"
 
 timeout "${SDG_GIMP3_TIMEOUT:-900}" "$gimp" -i -d -f --no-splash \
   --batch-interpreter=plug-in-script-fu-eval -b "$batch" -b "(gimp-quit 0)" \

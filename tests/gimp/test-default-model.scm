@@ -8,13 +8,7 @@
 ;               inpaint-after.png, for the README)
 ; Not here: the procedures on every image type and the error cases (test-plugin.scm).
 
-(define tap-port (open-output-file tap-path))
-(define tap-n 0)
-(define (tap-line s) (display s tap-port) (newline tap-port))
-(define (diag s) (tap-line (string-append "# " s)))
-(define (ok pass name)
-  (set! tap-n (+ tap-n 1))
-  (tap-line (string-append (if pass "ok " "not ok ") (number->string tap-n) " - " name)))
+; TAP output (ok, diag, tap-finish) and the list and string helpers: tests/gimp-lib.scm.
 
 (define size 128)
 (define sel-x 72) (define sel-y 36) (define sel-w 48) (define sel-h 56)
@@ -98,6 +92,4 @@
                 (save-png img flat (string-append demo-dir "/inpaint-after.png")))))))
   (gimp-image-delete img))
 
-(tap-line (string-append "1.." (number->string tap-n)))
-(tap-line "# script finished")
-(close-output-port tap-port)
+(tap-finish)

@@ -5,31 +5,7 @@
 ; Not here: profile set-up, plug-in installation, the check of GIMP's error messages (the shell
 ; script greps GIMP's stderr for them).
 
-(define tap-port (open-output-file tap-path))
-(define tap-n 0)
-(define (tap-line s) (display s tap-port) (newline tap-port))
-(define (diag s) (tap-line (string-append "# " s)))
-(define (ok pass name)
-  (set! tap-n (+ tap-n 1))
-  (tap-line (string-append (if pass "ok " "not ok ") (number->string tap-n) " - " name)))
-
-(define (string-contains hay needle)
-  (let ((n (string-length needle)) (h (string-length hay)))
-    (let loop ((i 0))
-      (cond ((> (+ i n) h) #f)
-            ((string=? (substring hay i (+ i n)) needle) #t)
-            (else (loop (+ i 1)))))))
-
-; GIMP keeps layer names unique (a repeated name gets " #1"), so names are checked by prefix.
-(define (name-starts? l prefix)
-  (let ((name (car (gimp-item-get-name l))))
-    (and (>= (string-length name) (string-length prefix))
-         (string=? (substring name 0 (string-length prefix)) prefix))))
-
-(define (drop lst k)
-  (if (or (= k 0) (null? lst)) lst (drop (cdr lst) (- k 1))))
-(define (take lst k)
-  (if (or (= k 0) (null? lst)) '() (cons (car lst) (take (cdr lst) (- k 1)))))
+; TAP output (ok, diag, tap-finish) and the list and string helpers: tests/gimp-lib.scm.
 
 ; ------------------------------------------------------------------------------------------------
 ; Images
@@ -337,6 +313,4 @@
     (check-fails "t2i on an indexed image" "t2i" img l sdg-model)
     (check-fails "i2i on an indexed image" "i2i" img l sdg-model)))
 
-(tap-line (string-append "1.." (number->string tap-n)))
-(tap-line "# script finished")
-(close-output-port tap-port)
+(tap-finish)
