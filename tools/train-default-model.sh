@@ -26,6 +26,8 @@ fi
 
 cd "$here"
 "$py" -m sdg_train.train --workdir "$work" "$@"
+# Stopped by a signal: the checkpoints are saved; run this again to go on.
+[ -f "$work/final.pt" ] || exit 0
 "$py" -m sdg_train.export --workdir "$work" --out "$out"
 if [ "$out" -ef "$root/models" ]; then
     # The shipped model: refresh the scorer calibration and token ids test-default-model.c uses.

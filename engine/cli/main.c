@@ -388,8 +388,9 @@ static const char cli_description[] =
     "scaled to that size (and the mask with it). Sizes must be multiples of 8, from 8 to 4096.\n"
     "Masks: white = regenerate, black = keep; grey gives a partial mask, transparent pixels keep.\n"
     "Pictures can be PNG, JPEG, PPM/PGM, TIFF or any other format GEGL reads.\n"
-    "--noise-in reads tensor 'noise' [1,4,H/8,W/8] (F32/F16/BF16 safetensors), the starting\n"
-    "noise of the first picture; --latent-out writes tensor 'latent' [N,4,H/8,W/8] (F32).\n"
+    "--noise-in reads tensor 'noise' [1,4,H/f,W/f] (F32/F16/BF16 safetensors), the starting\n"
+    "noise of the first picture; --latent-out writes tensor 'latent' [N,4,H/f,W/f] (F32).\n"
+    "f is the VAE's factor: 8 for Stable Diffusion, 4 for the default model.\n"
     "\n"
     "Exit status: 0 done, 1 error, 2 bad options, 130 cancelled (Ctrl-C).\n"
     "\n"
@@ -449,9 +450,9 @@ static int cli_parse(int *argc, char ***argv, cli_opts *o)
         {"threads", 't', 0, G_OPTION_ARG_INT, &o->threads,
          "Threads (number of online processors)", "N"},
         {"noise-in", 0, 0, G_OPTION_ARG_FILENAME, &o->noise_in,
-         "Starting noise: tensor 'noise' [1,4,H/8,W/8] in a .safetensors file", "FILE"},
+         "Starting noise: tensor 'noise' [1,4,H/f,W/f] in a .safetensors file", "FILE"},
         {"latent-out", 0, 0, G_OPTION_ARG_FILENAME, &o->latent_out,
-         "Also write the final latents (tensor 'latent' [N,4,H/8,W/8]) to a .safetensors file",
+         "Also write the final latents (tensor 'latent' [N,4,H/f,W/f]) to a .safetensors file",
          "FILE"},
         {"output", 'o', 0, G_OPTION_ARG_FILENAME, &o->output,
          "Output PNG (" CLI_DEFAULT_OUTPUT "); a batch writes NAME-1.png, ... or fills in %d",

@@ -133,7 +133,7 @@ typedef struct sdg_model_info {
     int context_dim;          // 768 for SD1.x
     int text_width;           // text encoder hidden width
     int text_layers;          // text encoder depth
-    int vae_scale;            // image pixels per latent pixel (8)
+    int vae_scale;            // image pixels per latent pixel (8 for SD; 2^(VAE levels - 1))
     int native_size;          // the size the model was trained at (512 for SD1.x; a file may
                               // say otherwise in its metadata "sdg.native_size")
     float scale_factor;       // latent scale (0.18215 for SD1.x; metadata "sdg.scale_factor")
@@ -179,7 +179,8 @@ typedef struct sdg_gen_params {
     float strength;                // img2img / inpaint: 0 = keep the image, 1 = ignore it
     const sdg_image *init_image;   // RGB; set for img2img and inpaint
     const sdg_image *mask;         // 1 channel, same size as init_image; set for inpaint
-    const float *noise;            // optional initial latent [1,4,H/8,W/8] (unit variance);
+    const float *noise;            // optional initial latent [1,4,H/f,W/f], f = vae_scale,
+                                   // unit variance;
                                    // replaces the seeded noise of the first picture
     sdg_progress_fn progress;      // optional
     void *progress_data;

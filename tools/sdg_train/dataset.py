@@ -229,6 +229,25 @@ def object_mask(obj, size):
     return np.clip(0.5 - _shape_sd(obj["shape"], xs - cx, ys - cy, r, obj["angle"]), 0, 1)
 
 
+def training_mask(desc, size, rng):
+    """A selection to inpaint in training, bool [size, size]: a rectangle or an ellipse, in 60% of
+    the draws around one of the picture's objects (so the model learns to draw the object its
+    caption names into a hole that hides it), otherwise anywhere, of any size a user selects."""
+    if rng.random() < 0.6:
+        o = desc["objects"][rng.integers(len(desc["objects"]))]
+        r = SIZES[o["size"]] * o["scale"] * size
+        cx = (CELL_CENTRE[o["cell"][0]] + o["jitter"][0]) * size + rng.uniform(-0.3, 0.3) * r
+        cy = (CELL_CENTRE[o["cell"][1]] + o["jitter"][1]) * size + rng.uniform(-0.3, 0.3) * r
+        hw, hh = r * rng.uniform(1.3, 2.4, 2)
+    else:
+        cx, cy = rng.uniform(0, size, 2)
+        hw, hh = rng.uniform(0.08, 0.4, 2) * size
+    ys, xs = np.mgrid[0:size, 0:size].astype(np.float64) + 0.5
+    if rng.random() < 0.5:
+        return (np.abs(xs - cx) <= hw) & (np.abs(ys - cy) <= hh)
+    return ((xs - cx) / hw) ** 2 + ((ys - cy) / hh) ** 2 <= 1.0
+
+
 def build(n, size, seed=0):
     """n pictures and captions: (uint8 [n,size,size,3], list of str)."""
     imgs = np.empty((n, size, size, 3), dtype=np.uint8)

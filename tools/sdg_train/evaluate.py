@@ -288,7 +288,7 @@ def main(argv=None):
                    help="text-to-image guidance scales; the first one is used for img2img/inpaint")
     p.add_argument("--steps", type=int, default=20)
     p.add_argument("--size", type=int, default=64)
-    p.add_argument("--strengths", type=float, nargs="*", default=[0.3, 0.5, 0.7, 0.9],
+    p.add_argument("--strengths", type=float, nargs="*", default=[0.1, 0.2, 0.3, 0.5, 0.7, 0.9],
                    help="image-to-image strengths (none: skip image-to-image)")
     p.add_argument("--no-inpaint", action="store_true")
     p.add_argument("--jobs", type=int, default=2, help="CLI processes at once, one thread each")

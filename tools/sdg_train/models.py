@@ -193,7 +193,7 @@ class UNet(nn.Module):
                                  nn.Conv2d(ch, out_ch, 3, padding=1))
 
     def forward(self, x, t, ctx):
-        emb = self.time_embed(timestep_embedding(t, self.model_ch))
+        emb = self.time_embed(timestep_embedding(t, self.model_ch).to(x.dtype))
         hs, h = [], x
         for m in self.input_blocks:
             h = m(h, emb, ctx)
@@ -448,7 +448,7 @@ class SD1(nn.Module):
     def __init__(self, cfg):
         super().__init__()
         self.cfg = cfg
-        self.unet = UNet(in_ch=cfg["z_ch"], model_ch=cfg["unet_ch"], out_ch=cfg["z_ch"],
+        self.unet = UNet(in_ch=unet_in_channels(cfg), model_ch=cfg["unet_ch"], out_ch=cfg["z_ch"],
                          ch_mult=tuple(cfg["unet_mult"]), num_res_blocks=cfg["unet_blocks"],
                          attn_levels=tuple(cfg["unet_attn"]), context_dim=cfg["text_width"])
         self.vae = AutoencoderKL(ch=cfg["vae_ch"], ch_mult=tuple(cfg["vae_mult"]),
@@ -471,10 +471,21 @@ class SD1(nn.Module):
 
 DEFAULT_CONFIG = dict(
     size=64, z_ch=4,
-    vae_ch=32, vae_mult=[1, 1, 2, 2], vae_blocks=1,
-    unet_ch=64, unet_mult=[1, 2], unet_blocks=2, unet_attn=[0, 1],
+    vae_ch=32, vae_mult=[1, 1, 2], vae_blocks=1,
+    unet_ch=32, unet_mult=[1, 2, 4], unet_blocks=2, unet_attn=[1, 2],
+    unet_in=9,   # the SD 1.5-inpainting input [latent, mask, latent of the masked picture]
     text_width=128, text_layers=2, vocab=0,
 )
+
+
+def unet_in_channels(cfg):
+    """4 for a plain model, 9 for an inpainting one (configs older than unet_in are plain)."""
+    return cfg.get("unet_in", cfg["z_ch"])
+
+
+def vae_factor(cfg):
+    """Picture pixels per latent pixel: one halving per VAE level after the first."""
+    return 2 ** (len(cfg["vae_mult"]) - 1)
 
 
 def sd_schedule():

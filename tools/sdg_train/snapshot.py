@@ -28,7 +28,7 @@ def snapshot(workdir, out):
     tok = bpe.Tokenizer.load(os.path.join(workdir, "vocab"))
     cfg["vocab"] = len(tok)
     ck = torch.load(os.path.join(workdir, "ckpt", "diffusion.pt"))
-    unet = models.UNet(cfg["z_ch"], cfg["unet_ch"], cfg["z_ch"], tuple(cfg["unet_mult"]),
+    unet = models.UNet(models.unet_in_channels(cfg), cfg["unet_ch"], cfg["z_ch"], tuple(cfg["unet_mult"]),
                        cfg["unet_blocks"], tuple(cfg["unet_attn"]), cfg["text_width"])
     text = models.CLIPTextModel(len(tok), cfg["text_width"], cfg["text_layers"])
     unet.load_state_dict(ck["unet"])

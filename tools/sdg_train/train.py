@@ -6,8 +6,13 @@
             fixed per-step index draw
   latents   WORKDIR/latents.npz: posterior mean/logvar of every picture; the latent scale is
             1/std of the means (SD's scale_factor rule)
+  masks     (9-channel inpainting UNet) WORKDIR/masks.npz: MASKS_PER_PICTURE selections per
+            picture (dataset.training_mask), their latent masks (nearest, as the engine) and the
+            posterior of each masked picture (pixels under the mask set to 0, as SD 1.5-inpainting
+            and the engine do), plus the posterior of the all-masked picture
   diffusion text encoder + UNet jointly: eps prediction on the SD schedule, t uniform, 10% of
-            captions replaced by "" (for CFG), AdamW, warm-up + cosine, EMA of the weights
+            captions replaced by "" (for CFG); a 9-channel UNet also gets [mask, masked picture's
+            latent], the whole picture masked in --full-mask-p of the samples (text-to-image), AdamW, warm-up + cosine, EMA of the weights
   final     WORKDIR/final.pt: the EMA weights with SD1 single-file names (export.py writes fp16)
 
 Reproducible: every random draw of step s of stage k comes from generators seeded with
@@ -35,7 +40,8 @@ import torch.nn.functional as F
 
 from . import bpe, dataset, models
 
-STAGE_VAE, STAGE_DIFF = 1, 2
+STAGE_VAE, STAGE_DIFF, STAGE_MASKS = 1, 2, 3
+MASKS_PER_PICTURE = 2
 
 
 class Run:
@@ -205,10 +211,62 @@ def stage_latents(run, vae, imgs):
     return d["mean"], d["logvar"], float(d["scale"])
 
 
-def stage_diffusion(run, cfg, tok, caps, mean, logvar, scale):
+def stage_masks(run, cfg, vae, imgs):
+    """Returns (latent masks uint8 [N, K, h, w], masked means and stds float16 [N, K, c, h, w],
+    all-masked mean and std [c, h, w])."""
+    a = run.args
+    path = os.path.join(run.wd, "masks.npz")
+    f = models.vae_factor(cfg)
+    if not os.path.exists(path):
+        t0 = time.time()
+        vae.eval()
+        n, size, k = len(imgs), imgs.shape[1], MASKS_PER_PICTURE
+        lat_masks = np.empty((n, k, size // f, size // f), np.uint8)
+        means = np.empty((n, k, cfg["z_ch"], size // f, size // f), np.float16)
+        stds = np.empty_like(means)
+        with torch.no_grad():
+            for i0 in range(0, n, 32):
+                i1 = min(n, i0 + 32)
+                masks = np.array([[dataset.training_mask(dataset.sample(i, a.seed), size,
+                                                         np.random.Generator(np.random.PCG64([a.seed, STAGE_MASKS, i, j])))
+                                   for j in range(k)] for i in range(i0, i1)])      # [b, k, H, W]
+                # The engine's latent mask: the pixel at (y*f, x*f) of the binarised mask.
+                lat_masks[i0:i1] = masks[:, :, ::f, ::f]
+                x = to_unit(torch.from_numpy(imgs[i0:i1]))[:, None] * torch.from_numpy(~masks)[:, :, None]
+                m, lv = vae.encode(x.reshape(-1, 3, size, size))
+                means[i0:i1] = m.reshape(i1 - i0, k, *m.shape[1:]).numpy()
+                stds[i0:i1] = torch.exp(0.5 * lv).reshape(i1 - i0, k, *m.shape[1:]).numpy()
+            m, lv = vae.encode(torch.zeros(1, 3, size, size))
+        np.savez(path + ".tmp.npz", lat_masks=lat_masks, means=means, stds=stds,
+                 full_mean=m[0].numpy(), full_std=torch.exp(0.5 * lv)[0].numpy())
+        os.replace(path + ".tmp.npz", path)
+        run.log("masks: %d per picture, %.1f%% of latent pixels masked on average, %.1f s" %
+                (k, 100.0 * lat_masks.mean(), time.time() - t0))
+    d = np.load(path)
+    return d["lat_masks"], d["means"], d["stds"], d["full_mean"], d["full_std"]
+
+
+def masked_input(masks, idx, g, rng, full_p, scale):
+    """The 9-channel UNet's extra input [b, 1 + c, h, w] for the pictures idx: one of each
+    picture's selections, or (with probability full_p) everything masked."""
+    lat_masks, means, stds, full_mean, full_std = masks
+    b = len(idx)
+    k = torch.from_numpy(rng.integers(0, lat_masks.shape[1], b))
+    full = torch.from_numpy(rng.random(b) < full_p)
+    mk = torch.from_numpy(lat_masks)[idx, k].float()[:, None]
+    mean = torch.from_numpy(means)[idx, k].float()
+    std = torch.from_numpy(stds)[idx, k].float()
+    mk[full] = 1.0
+    mean[full] = torch.from_numpy(full_mean)
+    std[full] = torch.from_numpy(full_std)
+    lat = (mean + std * torch.randn(mean.shape, generator=g)) * scale
+    return torch.cat([mk, lat], dim=1)
+
+
+def stage_diffusion(run, cfg, tok, caps, mean, logvar, scale, masks=None):
     a = run.args
     torch.manual_seed(a.seed + 1)
-    unet = models.UNet(cfg["z_ch"], cfg["unet_ch"], cfg["z_ch"], tuple(cfg["unet_mult"]),
+    unet = models.UNet(models.unet_in_channels(cfg), cfg["unet_ch"], cfg["z_ch"], tuple(cfg["unet_mult"]),
                        cfg["unet_blocks"], tuple(cfg["unet_attn"]), cfg["text_width"])
     text = models.CLIPTextModel(len(tok), cfg["text_width"], cfg["text_layers"])
     params = list(unet.parameters()) + list(text.parameters())
@@ -248,6 +306,8 @@ def stage_diffusion(run, cfg, tok, caps, mean, logvar, scale):
         tid = torch.where(drop[:, None], empty[None], ids[idx])
         for pg in opt.param_groups:
             pg["lr"] = lr_at(step, total, a.lr, 200)
+        if masks is not None:
+            xt = torch.cat([xt, masked_input(masks, idx, g, rng, a.full_mask_p, scale)], dim=1)
         eps = unet(xt, t, text(tid))
         if a.min_snr > 0:
             # Min-SNR weighting (Hang et al. 2023): the nearly clean timesteps, which teach only
@@ -298,12 +358,14 @@ def main(argv=None):
     p.add_argument("--vae-batch", type=int, default=32)
     p.add_argument("--vae-lr", type=float, default=1e-3)
     p.add_argument("--vae-kl", type=float, default=1e-6)
-    p.add_argument("--steps", type=int, default=6000, help="diffusion steps")
+    p.add_argument("--steps", type=int, default=3600, help="diffusion steps")
     p.add_argument("--batch", type=int, default=64)
     p.add_argument("--lr", type=float, default=5e-4)
     p.add_argument("--ema", type=float, default=0.999)
     p.add_argument("--uncond-p", type=float, default=0.1)
-    p.add_argument("--min-snr", type=float, default=0.0,
+    p.add_argument("--full-mask-p", type=float, default=0.4,
+                   help="9-channel UNet: share of samples with everything masked (text-to-image)")
+    p.add_argument("--min-snr", type=float, default=5.0,
                    help="min-SNR loss weighting gamma for the diffusion stage (0 = plain MSE)")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--ckpt-min", type=float, default=5.0)
@@ -350,7 +412,8 @@ def main(argv=None):
     cfg["vocab"] = len(tok)
     vae = stage_vae(run, cfg, imgs)
     mean, logvar, scale = stage_latents(run, vae, imgs)
-    unet, text = stage_diffusion(run, cfg, tok, caps, mean, logvar, scale)
+    masks = stage_masks(run, cfg, vae, imgs) if models.unet_in_channels(cfg) == 9 else None
+    unet, text = stage_diffusion(run, cfg, tok, caps, mean, logvar, scale, masks)
     sd = {}
     for prefix, mod in ((models.UNET_PREFIX, unet), (models.VAE_PREFIX, vae), (models.TEXT_PREFIX, text)):
         for k, v in mod.state_dict().items():
