@@ -450,10 +450,12 @@ static void test_info(void)
 {
     sdg_model_info info;
     sdg_model_get_info(model, &info);
-    g_test_message("native size %d, scale factor %g, text width %d x %d layers, UNet %d channels",
-                   info.native_size, info.scale_factor, info.text_width, info.text_layers,
-                   info.unet_model_channels);
+    g_test_message("native size %d, VAE factor %d, scale factor %g, text width %d x %d layers, "
+                   "UNet %d channels, %d input channels", info.native_size, info.vae_scale,
+                   info.scale_factor, info.text_width, info.text_layers, info.unet_model_channels,
+                   info.unet_in_channels);
     g_assert_cmpint(info.native_size, ==, SIZE);
+    g_assert_cmpint(info.vae_scale, ==, 8);
     g_assert_cmpint(info.unet_in_channels, ==, 4);
     g_assert_cmpfloat(info.scale_factor, >, 0.0f);
 }

@@ -390,7 +390,7 @@ static const char cli_description[] =
     "Pictures can be PNG, JPEG, PPM/PGM, TIFF or any other format GEGL reads.\n"
     "--noise-in reads tensor 'noise' [1,4,H/f,W/f] (F32/F16/BF16 safetensors), the starting\n"
     "noise of the first picture; --latent-out writes tensor 'latent' [N,4,H/f,W/f] (F32).\n"
-    "f is the VAE's factor: 8 for Stable Diffusion, 4 for the default model.\n"
+    "f is the VAE's factor (8 for Stable Diffusion and the default model).\n"
     "\n"
     "Exit status: 0 done, 1 error, 2 bad options, 130 cancelled (Ctrl-C).\n"
     "\n"

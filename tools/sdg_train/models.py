@@ -471,11 +471,12 @@ class SD1(nn.Module):
 
 DEFAULT_CONFIG = dict(
     size=64, z_ch=4,
-    vae_ch=32, vae_mult=[1, 1, 2], vae_blocks=1,
-    unet_ch=32, unet_mult=[1, 2, 4], unet_blocks=2, unet_attn=[1, 2],
-    unet_in=9,   # the SD 1.5-inpainting input [latent, mask, latent of the masked picture]
+    vae_ch=32, vae_mult=[1, 1, 2, 2], vae_blocks=1,
+    unet_ch=64, unet_mult=[1, 2], unet_blocks=2, unet_attn=[0, 1],
     text_width=128, text_layers=2, vocab=0,
 )
+# Optional key: unet_in=9 trains an SD 1.5-inpainting style UNet (input [latent, mask, latent of
+# the masked picture]; train.py's masks stage). Tried once (tools/sdg_train/README.md), not shipped.
 
 
 def unet_in_channels(cfg):
