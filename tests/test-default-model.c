@@ -14,9 +14,10 @@
  * on colour and position by a wide margin with CFG and does worse without it; image-to-image
  * keeps the layout at low strength and follows the prompt at high strength; inpainting a box
  * leaves every pixel outside it unchanged; the learned vocabulary tokenizes as the training
- * tool's tokenizer does. Shape and the inpainted object are reported, not asserted (see MIN_*). The thresholds sit below the figures measured
- * when the model was trained (MODEL_CARD.md), which the engine reproduces bit for bit on a given
- * build; they are far above the random-guess baselines.
+ * tool's tokenizer does. Shape and the inpainted object are reported, not asserted (see MIN_*).
+ * The thresholds sit below the figures measured when the model was trained (MODEL_CARD.md),
+ * which the engine reproduces bit for bit on a given build; they are far above the random-guess
+ * baselines.
  */
 #include <glib.h>
 #include <math.h>

@@ -26,7 +26,7 @@ def main():
     torch.manual_seed(0)
     cfg = dict(models.DEFAULT_CONFIG, vocab=610)
     size, f = cfg["size"], models.vae_factor(cfg)
-    vae = models.AutoencoderKL(cfg["vae_ch"], tuple(cfg["vae_mult"]), cfg["vae_blocks"], cfg["z_ch"])
+    vae = models.vae_of(cfg)
     opt = torch.optim.Adam(vae.parameters(), 1e-3)
     x = torch.randn(32, 3, size, size)
 

@@ -444,24 +444,40 @@ class CLIPTextModel(nn.Module):
 # ---------------------------------------------------------------------------------------------
 # The whole checkpoint
 
+def unet_of(cfg):
+    return UNet(in_ch=unet_in_channels(cfg), model_ch=cfg["unet_ch"], out_ch=cfg["z_ch"],
+                ch_mult=tuple(cfg["unet_mult"]), num_res_blocks=cfg["unet_blocks"],
+                attn_levels=tuple(cfg["unet_attn"]), context_dim=cfg["text_width"])
+
+
+def vae_of(cfg):
+    return AutoencoderKL(ch=cfg["vae_ch"], ch_mult=tuple(cfg["vae_mult"]),
+                         num_res_blocks=cfg["vae_blocks"], z_ch=cfg["z_ch"])
+
+
+def text_of(cfg):
+    return CLIPTextModel(cfg["vocab"], width=cfg["text_width"], layers=cfg["text_layers"])
+
+
+def sd1_state_dict(unet, vae, text):
+    """name -> tensor with the single-file names (the modules' own tensors, not copies)."""
+    out = {}
+    for prefix, mod in ((UNET_PREFIX, unet), (VAE_PREFIX, vae), (TEXT_PREFIX, text)):
+        for k, v in mod.state_dict().items():
+            out[prefix + k] = v
+    return out
+
+
 class SD1(nn.Module):
     def __init__(self, cfg):
         super().__init__()
         self.cfg = cfg
-        self.unet = UNet(in_ch=unet_in_channels(cfg), model_ch=cfg["unet_ch"], out_ch=cfg["z_ch"],
-                         ch_mult=tuple(cfg["unet_mult"]), num_res_blocks=cfg["unet_blocks"],
-                         attn_levels=tuple(cfg["unet_attn"]), context_dim=cfg["text_width"])
-        self.vae = AutoencoderKL(ch=cfg["vae_ch"], ch_mult=tuple(cfg["vae_mult"]),
-                                 num_res_blocks=cfg["vae_blocks"], z_ch=cfg["z_ch"])
-        self.text = CLIPTextModel(cfg["vocab"], width=cfg["text_width"], layers=cfg["text_layers"])
+        self.unet = unet_of(cfg)
+        self.vae = vae_of(cfg)
+        self.text = text_of(cfg)
 
     def sd1_state_dict(self):
-        """name -> tensor with the single-file names."""
-        out = {}
-        for prefix, mod in ((UNET_PREFIX, self.unet), (VAE_PREFIX, self.vae), (TEXT_PREFIX, self.text)):
-            for k, v in mod.state_dict().items():
-                out[prefix + k] = v
-        return out
+        return sd1_state_dict(self.unet, self.vae, self.text)
 
     def load_sd1_state_dict(self, sd, strict=True):
         for prefix, mod in ((UNET_PREFIX, self.unet), (VAE_PREFIX, self.vae), (TEXT_PREFIX, self.text)):

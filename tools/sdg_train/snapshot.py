@@ -28,21 +28,17 @@ def snapshot(workdir, out):
     tok = bpe.Tokenizer.load(os.path.join(workdir, "vocab"))
     cfg["vocab"] = len(tok)
     ck = torch.load(os.path.join(workdir, "ckpt", "diffusion.pt"))
-    unet = models.UNet(models.unet_in_channels(cfg), cfg["unet_ch"], cfg["z_ch"], tuple(cfg["unet_mult"]),
-                       cfg["unet_blocks"], tuple(cfg["unet_attn"]), cfg["text_width"])
-    text = models.CLIPTextModel(len(tok), cfg["text_width"], cfg["text_layers"])
+    unet = models.unet_of(cfg)
+    text = models.text_of(cfg)
     unet.load_state_dict(ck["unet"])
     text.load_state_dict(ck["text"])
     with torch.no_grad():
         for e, p in zip(ck["ema"], list(unet.parameters()) + list(text.parameters())):
             p.copy_(e)
-    vae = models.AutoencoderKL(cfg["vae_ch"], tuple(cfg["vae_mult"]), cfg["vae_blocks"], cfg["z_ch"])
+    vae = models.vae_of(cfg)
     vae.load_state_dict(torch.load(os.path.join(workdir, "vae.pt")))
     scale = float(np.load(os.path.join(workdir, "latents.npz"))["scale"])
-    sd = {}
-    for prefix, mod in ((models.UNET_PREFIX, unet), (models.VAE_PREFIX, vae), (models.TEXT_PREFIX, text)):
-        for k, v in mod.state_dict().items():
-            sd[prefix + k] = v.detach().clone()
+    sd = {k: v.clone() for k, v in models.sd1_state_dict(unet, vae, text).items()}
     os.makedirs(os.path.join(out, "vocab"), exist_ok=True)
     for f in ("vocab.json", "merges.txt"):
         shutil.copyfile(os.path.join(workdir, "vocab", f), os.path.join(out, "vocab", f))

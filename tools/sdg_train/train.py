@@ -12,7 +12,8 @@
             and the engine do), plus the posterior of the all-masked picture
   diffusion text encoder + UNet jointly: eps prediction on the SD schedule, t uniform, 10% of
             captions replaced by "" (for CFG); a 9-channel UNet also gets [mask, masked picture's
-            latent], the whole picture masked in --full-mask-p of the samples (text-to-image), AdamW, warm-up + cosine, EMA of the weights
+            latent], the whole picture masked in --full-mask-p of the samples (text-to-image);
+            AdamW, warm-up + cosine, EMA of the weights
   final     WORKDIR/final.pt: the EMA weights with SD1 single-file names (export.py writes fp16)
 
 Reproducible: every random draw of step s of stage k comes from generators seeded with
@@ -128,12 +129,12 @@ def stage_data(run, cfg):
 def stage_vae(run, cfg, imgs):
     a = run.args
     final = os.path.join(run.wd, "vae.pt")
-    vae = models.AutoencoderKL(cfg["vae_ch"], tuple(cfg["vae_mult"]), cfg["vae_blocks"], cfg["z_ch"])
+    vae = models.vae_of(cfg)
     if os.path.exists(final):
         vae.load_state_dict(torch.load(final))
         return vae
     torch.manual_seed(a.seed)
-    vae = models.AutoencoderKL(cfg["vae_ch"], tuple(cfg["vae_mult"]), cfg["vae_blocks"], cfg["z_ch"])
+    vae = models.vae_of(cfg)
     opt = torch.optim.AdamW(vae.parameters(), lr=a.vae_lr, weight_decay=0.0)
     ck = os.path.join(run.wd, "ckpt", "vae.pt")
     step = 0
@@ -266,9 +267,8 @@ def masked_input(masks, idx, g, rng, full_p, scale):
 def stage_diffusion(run, cfg, tok, caps, mean, logvar, scale, masks=None):
     a = run.args
     torch.manual_seed(a.seed + 1)
-    unet = models.UNet(models.unet_in_channels(cfg), cfg["unet_ch"], cfg["z_ch"], tuple(cfg["unet_mult"]),
-                       cfg["unet_blocks"], tuple(cfg["unet_attn"]), cfg["text_width"])
-    text = models.CLIPTextModel(len(tok), cfg["text_width"], cfg["text_layers"])
+    unet = models.unet_of(cfg)
+    text = models.text_of(cfg)
     params = list(unet.parameters()) + list(text.parameters())
     ema = [p.detach().clone() for p in params]
     opt = torch.optim.AdamW(params, lr=a.lr, weight_decay=0.01)
@@ -414,10 +414,7 @@ def main(argv=None):
     mean, logvar, scale = stage_latents(run, vae, imgs)
     masks = stage_masks(run, cfg, vae, imgs) if models.unet_in_channels(cfg) == 9 else None
     unet, text = stage_diffusion(run, cfg, tok, caps, mean, logvar, scale, masks)
-    sd = {}
-    for prefix, mod in ((models.UNET_PREFIX, unet), (models.VAE_PREFIX, vae), (models.TEXT_PREFIX, text)):
-        for k, v in mod.state_dict().items():
-            sd[prefix + k] = v.detach().clone()
+    sd = {k: v.clone() for k, v in models.sd1_state_dict(unet, vae, text).items()}
     save_ckpt(final, {"state_dict": sd, "config": cfg, "scale_factor": scale,
                       "elapsed_min": run.elapsed() / 60, "settings": settings})
     run.save_elapsed()
