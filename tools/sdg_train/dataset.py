@@ -220,13 +220,18 @@ def render(desc, size):
     return np.clip(np.rint(img), 0, 255).astype(np.uint8)
 
 
-def object_mask(obj, size):
-    """Coverage [size,size] in [0,1] of one object as drawn (for calibrating the scorer)."""
+def object_mask(obj, size, grow=0.0):
+    """Coverage [size,size] in [0,1] of one object as drawn, grown by `grow` pixels."""
     ys, xs = np.mgrid[0:size, 0:size].astype(np.float64) + 0.5
     cx = (CELL_CENTRE[obj["cell"][0]] + obj["jitter"][0]) * size
     cy = (CELL_CENTRE[obj["cell"][1]] + obj["jitter"][1]) * size
     r = SIZES[obj["size"]] * obj["scale"] * size
-    return np.clip(0.5 - _shape_sd(obj["shape"], xs - cx, ys - cy, r, obj["angle"]), 0, 1)
+    return np.clip(0.5 + grow - _shape_sd(obj["shape"], xs - cx, ys - cy, r, obj["angle"]), 0, 1)
+
+
+def objects_mask(desc, size, grow=0.0):
+    """Coverage of all of a picture's objects (object_mask of each, maximum)."""
+    return np.max([object_mask(o, size, grow) for o in desc["objects"]], axis=0)
 
 
 def training_mask(desc, size, rng):

@@ -37,7 +37,6 @@ os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")   # torch's own threads do th
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from . import bpe, dataset, models
 
@@ -126,6 +125,23 @@ def stage_data(run, cfg):
     return imgs, caps, bpe.Tokenizer.load(vdir)
 
 
+def object_cover(run, imgs):
+    """uint8 [N, H, W]: 255 x the coverage of each picture's objects grown by 2 pixels
+    (WORKDIR/cover.npy, made once from the descriptions)."""
+    path = os.path.join(run.wd, "cover.npy")
+    if not os.path.exists(path):
+        t0 = time.time()
+        n, size = len(imgs), imgs.shape[1]
+        cover = np.empty((n, size, size), np.uint8)
+        for i in range(n):
+            cover[i] = np.rint(255 * dataset.objects_mask(dataset.sample(i, run.args.seed), size, grow=2.0))
+        np.save(path + ".tmp.npy", cover)
+        os.replace(path + ".tmp.npy", path)
+        run.log("cover: objects are %.1f%% of the pixels (grown by 2), %.1f s" %
+                (100.0 * (cover > 127).mean(), time.time() - t0))
+    return np.load(path)
+
+
 def stage_vae(run, cfg, imgs):
     a = run.args
     final = os.path.join(run.wd, "vae.pt")
@@ -145,6 +161,7 @@ def stage_vae(run, cfg, imgs):
         step = st["step"]
         run.log("vae: resumed at step %d" % step)
     data = torch.from_numpy(imgs)
+    cover = torch.from_numpy(object_cover(run, imgs)) if a.vae_object_weight > 0 else None
     total, bs = a.vae_steps, a.vae_batch
     t_last_ck, t0, s0, loss_avg = time.time(), time.time(), step, None
     while step < total and not run.stop:
@@ -156,9 +173,18 @@ def stage_vae(run, cfg, imgs):
         mean, logvar = vae.encode(x)
         z = mean + torch.randn(mean.shape, generator=g) * torch.exp(0.5 * logvar)
         y = vae.decode(z)
-        rec = (y - x).abs().mean() + ((y - x) ** 2).mean()
-        gx = ((y[..., 1:] - y[..., :-1]) - (x[..., 1:] - x[..., :-1])).abs().mean()
-        gy = ((y[..., 1:, :] - y[..., :-1, :]) - (x[..., 1:, :] - x[..., :-1, :])).abs().mean()
+        # Objects are a tenth of the pixels but all of what a caption says: weighting them (and a
+        # 2-pixel rim, where the outline is) keeps the loss from being spent on flat backgrounds.
+        if cover is None:
+            w = torch.ones_like(x[:, :1])
+        else:
+            w = 1.0 + a.vae_object_weight / 255.0 * cover[idx].float()[:, None]
+
+        def wmean(e, w):
+            return (w * e).sum() / (w.sum() * e.shape[1])
+        rec = wmean((y - x).abs() + (y - x) ** 2, w)
+        gx = wmean(((y[..., 1:] - y[..., :-1]) - (x[..., 1:] - x[..., :-1])).abs(), w[..., 1:])
+        gy = wmean(((y[..., 1:, :] - y[..., :-1, :]) - (x[..., 1:, :] - x[..., :-1, :])).abs(), w[..., 1:, :])
         kl = 0.5 * (mean ** 2 + logvar.exp() - 1 - logvar).sum(dim=(1, 2, 3)).mean()
         loss = rec + 0.5 * (gx + gy) + a.vae_kl * kl
         opt.zero_grad(set_to_none=True)
@@ -286,6 +312,7 @@ def stage_diffusion(run, cfg, tok, caps, mean, logvar, scale, masks=None):
     empty = torch.tensor(tok.tokenize77(""), dtype=torch.long)
     mean_t, std_t = torch.from_numpy(mean), torch.from_numpy(np.exp(0.5 * logvar))
     ac = models.sd_schedule()
+    z_ch = cfg["z_ch"]
     total, bs = a.steps, a.batch
     t_last_ck, t0, s0, loss_avg = time.time(), time.time(), step, None
 
@@ -309,14 +336,18 @@ def stage_diffusion(run, cfg, tok, caps, mean, logvar, scale, masks=None):
         if masks is not None:
             xt = torch.cat([xt, masked_input(masks, idx, g, rng, a.full_mask_p, scale)], dim=1)
         eps = unet(xt, t, text(tid))
-        if a.min_snr > 0:
-            # Min-SNR weighting (Hang et al. 2023): the nearly clean timesteps, which teach only
-            # fine detail, stop dominating the gradient; layout, colour and shape come sooner.
-            snr = a_t.flatten() / (1 - a_t.flatten())
-            w = snr.clamp(max=a.min_snr) / snr
-            loss = (w * (eps - noise).pow(2).mean(dim=(1, 2, 3))).mean()
-        else:
-            loss = F.mse_loss(eps, noise)
+        snr = (a_t / (1 - a_t)).expand(-1, 1, *x0.shape[2:])
+        # Min-SNR weighting (Hang et al. 2023): the nearly clean timesteps, which teach only
+        # fine detail, stop dominating the gradient; layout, colour and shape come sooner.
+        w = snr.clamp(max=a.min_snr) / snr if a.min_snr > 0 else torch.ones_like(snr)
+        if masks is not None and a.known_weight > 0:
+            # Where the masked picture shows x0, an eps error costs only SNR x the x0 error, so at
+            # the high-noise steps (layout, background) the UNet gains almost nothing by reading
+            # the masked latent and learns to ignore it. Weighting the known pixels up to an x0
+            # loss (1/SNR, at most --known-weight) makes copying them worth learning.
+            known = xt[:, z_ch:z_ch + 1] < 0.5
+            w = torch.where(known, torch.maximum(w, (1 / snr).clamp(max=a.known_weight)), w)
+        loss = (w * (eps - noise).pow(2)).mean()
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
@@ -358,6 +389,8 @@ def main(argv=None):
     p.add_argument("--vae-batch", type=int, default=32)
     p.add_argument("--vae-lr", type=float, default=1e-3)
     p.add_argument("--vae-kl", type=float, default=1e-6)
+    p.add_argument("--vae-object-weight", type=float, default=9.0,
+                   help="extra VAE loss weight on object pixels (0 = every pixel alike)")
     p.add_argument("--steps", type=int, default=4000, help="diffusion steps")
     p.add_argument("--batch", type=int, default=64)
     p.add_argument("--lr", type=float, default=5e-4)
@@ -365,6 +398,8 @@ def main(argv=None):
     p.add_argument("--uncond-p", type=float, default=0.1)
     p.add_argument("--full-mask-p", type=float, default=0.4,
                    help="9-channel UNet: share of samples with everything masked (text-to-image)")
+    p.add_argument("--known-weight", type=float, default=0.0,
+                   help="9-channel UNet: x0-space loss weight cap on the unmasked latent pixels (0 = off)")
     p.add_argument("--min-snr", type=float, default=5.0,
                    help="min-SNR loss weighting gamma for the diffusion stage (0 = plain MSE)")
     p.add_argument("--threads", type=int, default=2)
