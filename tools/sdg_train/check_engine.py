@@ -14,7 +14,6 @@ Philox4x32-10 + Box-Muller, stream 2 = VAE), which engine_normals() reimplements
 Run from tools/: python3 -m sdg_train.check_engine [--model M] [--sdg build/engine/cli/sdg]
 """
 import argparse
-import json
 import os
 import subprocess
 import sys
@@ -62,12 +61,9 @@ def main(argv=None):
     p.add_argument("--prompt", default="a large red star on the left")
     a = p.parse_args(argv)
 
-    w, meta = safetensors_io.read(a.model)
-    cfg = json.loads(meta["sdg.config"])
+    m, cfg, meta = models.load_file(a.model)
     size, scale = int(meta["sdg.native_size"]), float(meta["sdg.scale_factor"])
     tok = bpe.Tokenizer.load(os.path.dirname(a.model))
-    m = models.SD1(cfg).eval()
-    m.load_sd1_state_dict({k: v.astype(np.float32) for k, v in w.items()})
     m = m.double()
     f = models.vae_factor(cfg)
     g = torch.Generator().manual_seed(1)

@@ -122,6 +122,18 @@ class Scorer:
         return colour == obj["colour"], shape == obj["shape"], cell == obj["cell"], (colour, shape, cell)
 
 
+def vae_reconstructions(model, descs, size):
+    """The model's VAE decode of the posterior mean of each description's render: what the
+    diffusion model could draw at best, scored like its pictures."""
+    import torch
+    from . import models
+    m = models.load_file(model)[0]
+    x = torch.from_numpy(np.stack([dataset.render(d, size) for d in descs])).permute(0, 3, 1, 2)
+    with torch.no_grad():
+        y = m.vae.decode(m.vae.encode(x.float() / 127.5 - 1.0)[0])
+    return np.clip(np.rint((y.permute(0, 2, 3, 1).numpy() + 1.0) * 127.5), 0, 255).astype(np.uint8)
+
+
 def generate(sdg, model, caption, seed, n, cfg, size, steps, out_dir, tag, init=None, mask=None,
              strength=None):
     """n pictures from the CLI (seeds seed..seed+n-1); init/mask: PNG paths for img2img/inpaint.
@@ -313,6 +325,9 @@ def main(argv=None):
     rows = {}
     ref = np.array([scorer.score(dataset.render(d, a.size), d["objects"][0])[:3] for d in descs], dtype=float)
     rows["reference (ground-truth renders)"] = ref.mean(0)
+    rec = vae_reconstructions(a.model, descs, a.size)
+    rows["the VAE's reconstructions of them"] = np.array(
+        [scorer.score(im, d["objects"][0])[:3] for im, d in zip(rec, descs)], dtype=float).mean(0)
     grid_imgs = {}
     report = {}
     with tempfile.TemporaryDirectory() as tmp:

@@ -14,8 +14,10 @@ VAE Downsample zero-pad right/bottom then stride 2 pad 0; Upsample nearest x2 th
 Written from those conventions (not copied); validated against the tiny-sd1 goldens by
 check_models.py. Not here: the noise schedule and training (train.py), export (export.py).
 """
+import json
 import math
 
+import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -483,6 +485,16 @@ class SD1(nn.Module):
         for prefix, mod in ((UNET_PREFIX, self.unet), (VAE_PREFIX, self.vae), (TEXT_PREFIX, self.text)):
             sub = {k[len(prefix):]: torch.as_tensor(v) for k, v in sd.items() if k.startswith(prefix)}
             mod.load_state_dict(sub, strict=strict)
+
+
+def load_file(path):
+    """(SD1 in eval mode, config, metadata) of an exported sdg-default.safetensors."""
+    from . import safetensors_io
+    w, meta = safetensors_io.read(path)
+    cfg = json.loads(meta["sdg.config"])
+    m = SD1(cfg).eval()
+    m.load_sd1_state_dict({k: v.astype(np.float32) for k, v in w.items()})
+    return m, cfg, meta
 
 
 DEFAULT_CONFIG = dict(
