@@ -2,8 +2,10 @@
 
   data      WORKDIR/data.npz: the procedural set (dataset.py), N pictures at the native size
   bpe       WORKDIR/vocab/{vocab.json,merges.txt} learned from the training captions (bpe.py)
-  vae       AutoencoderKL: L1 + L2 + image-gradient L1 reconstruction, tiny KL; batch from a
-            fixed per-step index draw
+  cover     WORKDIR/cover.npy: where each picture's objects are (grown by 2 pixels), from the
+            descriptions
+  vae       AutoencoderKL: L1 + L2 + image-gradient L1 reconstruction, object pixels weighted
+            1 + --vae-object-weight, tiny KL; batch from a fixed per-step index draw
   latents   WORKDIR/latents.npz: posterior mean/logvar of every picture; the latent scale is
             1/std of the means (SD's scale_factor rule)
   masks     (9-channel inpainting UNet) WORKDIR/masks.npz: MASKS_PER_PICTURE selections per
@@ -12,8 +14,8 @@
             and the engine do), plus the posterior of the all-masked picture
   diffusion text encoder + UNet jointly: eps prediction on the SD schedule, t uniform, 10% of
             captions replaced by "" (for CFG); a 9-channel UNet also gets [mask, masked picture's
-            latent], the whole picture masked in --full-mask-p of the samples (text-to-image);
-            AdamW, warm-up + cosine, EMA of the weights
+            latent], the whole picture masked in --full-mask-p of the samples (text-to-image),
+            its unmasked latent pixels weighted up to an x0 loss (--known-weight); AdamW, warm-up + cosine, EMA of the weights
   final     WORKDIR/final.pt: the EMA weights with SD1 single-file names (export.py writes fp16)
 
 Reproducible: every random draw of step s of stage k comes from generators seeded with
