@@ -254,10 +254,10 @@ TOKEN_CASES = ["a red circle on the left", "", "A  Large, GREEN star!! at the to
 def write_test_data(path, model, size):
     """tests/default-model-data.h: the scorer's shape calibration, the learned vocabulary's token
     ids (bpe.py) and the held-out captions (TEST_CAPTIONS) for test-default-model.c."""
-    from . import models, safetensors_io
+    from . import models
     scorer = Scorer(size)
     tok = bpe.Tokenizer.load(os.path.dirname(os.path.abspath(model)))
-    cfg = json.loads(safetensors_io.read(model)[1]["sdg.config"])
+    cfg = models.load_file(model)[1]
 
     def row(v):
         return "{" + ", ".join("%.9g" % x for x in v) + "}"

@@ -15,7 +15,8 @@
   diffusion text encoder + UNet jointly: eps prediction on the SD schedule, t uniform, 10% of
             captions replaced by "" (for CFG); a 9-channel UNet also gets [mask, masked picture's
             latent], the whole picture masked in --full-mask-p of the samples (text-to-image),
-            its unmasked latent pixels weighted up to an x0 loss (--known-weight); AdamW, warm-up + cosine, EMA of the weights
+            its unmasked latent pixels weighted up to an x0 loss (--known-weight); AdamW,
+            warm-up + cosine, EMA of the weights
   final     WORKDIR/final.pt: the EMA weights with SD1 single-file names (export.py writes fp16)
 
 Reproducible: every random draw of step s of stage k comes from generators seeded with
@@ -44,6 +45,9 @@ from . import bpe, dataset, models
 
 STAGE_VAE, STAGE_DIFF, STAGE_MASKS = 1, 2, 3
 MASKS_PER_PICTURE = 2
+# Options whose default changed the training when they were added: the value that trains as
+# before them, for resuming a work folder started earlier.
+OPTION_WAS = {"vae_object_weight": 0.0}
 
 
 class Run:
@@ -166,6 +170,9 @@ def stage_vae(run, cfg, imgs):
     cover = torch.from_numpy(object_cover(run, imgs)) if a.vae_object_weight > 0 else None
     total, bs = a.vae_steps, a.vae_batch
     t_last_ck, t0, s0, loss_avg = time.time(), time.time(), step, None
+
+    def wmean(e, w):
+        return (w * e).sum() / (w.sum() * e.shape[1])
     while step < total and not run.stop:
         g, rng = gen(a.seed, STAGE_VAE, step)
         idx = torch.from_numpy(rng.integers(0, len(data), bs))
@@ -181,9 +188,6 @@ def stage_vae(run, cfg, imgs):
             w = torch.ones_like(x[:, :1])
         else:
             w = 1.0 + a.vae_object_weight / 255.0 * cover[idx].float()[:, None]
-
-        def wmean(e, w):
-            return (w * e).sum() / (w.sum() * e.shape[1])
         rec = wmean((y - x).abs() + (y - x) ** 2, w)
         gx = wmean(((y[..., 1:] - y[..., :-1]) - (x[..., 1:] - x[..., :-1])).abs(), w[..., 1:])
         gy = wmean(((y[..., 1:, :] - y[..., :-1, :]) - (x[..., 1:, :] - x[..., :-1, :])).abs(), w[..., 1:, :])
@@ -423,11 +427,11 @@ def main(argv=None):
     if os.path.exists(sp):
         with open(sp) as f:
             old = json.load(f)
-        # Options added after a run started compare equal at their defaults.
+        # A run started before an option existed ran as the option's OPTION_WAS value (or its
+        # default, where the default keeps the old behaviour).
         new = json.loads(json.dumps(settings))
         for k in set(new) - set(old):
-            if new[k] == p.get_default(k):
-                old[k] = new[k]
+            old[k] = OPTION_WAS.get(k, p.get_default(k))
         if old != new:
             raise SystemExit("%s: the work folder was started with other settings: %s" % (sp, old))
     else:
