@@ -1,7 +1,8 @@
 """check_resume.py - an interrupted and resumed training run ends with the same weights as an
 uninterrupted one. Runs train.py twice on a micro configuration (a few hundred pictures, a few
 dozen steps, one thread) in two fresh work folders: once straight through, once stopped by SIGTERM
-in each stage (VAE, then diffusion) and started again. Every tensor of the two final.pt files must
+in each training stage (VAE, plain diffusion, then the 9-channel inpainting fine-tune with
+hidden-object captions) and started again. Every tensor of the two final.pt files must
 be identical bit for bit. Takes about a minute.
 
     python3 -m sdg_train.check_resume [SCRATCH_DIR]
@@ -18,7 +19,8 @@ import time
 import torch
 
 MICRO = ["--n-images", "300", "--vae-steps", "40", "--vae-batch", "8", "--steps", "60",
-         "--batch", "8", "--threads", "1", "--log-every", "1", "--quiet", "--min-snr", "5"]
+         "--batch", "8", "--threads", "1", "--log-every", "1", "--quiet", "--min-snr", "5",
+         "--inpaint-steps", "30", "--object-caption-p", "0.5", "--known-weight", "5"]
 
 
 def train(workdir, stop_at=None):
@@ -45,9 +47,10 @@ def main(argv):
     train(straight)
     train(resumed, ("vae", 15))
     train(resumed, ("diffusion", 25))
+    train(resumed, ("inpaint", 12))
     train(resumed)
     log = open(os.path.join(resumed, "progress.log")).read()
-    for what in ("vae: resumed", "diffusion: resumed"):
+    for what in ("vae: resumed", "diffusion: resumed", "inpaint: resumed"):
         if what not in log:
             raise SystemExit("the resumed run never did '%s': the interruption came too late" % what)
     a = torch.load(os.path.join(straight, "final.pt"))["state_dict"]
@@ -57,7 +60,7 @@ def main(argv):
     differ = [k for k in a if not torch.equal(a[k], b[k])]
     if differ:
         raise SystemExit("%d of %d tensors differ after resuming, e.g. %s" % (len(differ), len(a), differ[0]))
-    print("resume check: %d tensors identical after two interruptions (%s)" % (len(a), scratch))
+    print("resume check: %d tensors identical after three interruptions (%s)" % (len(a), scratch))
     return 0
 
 

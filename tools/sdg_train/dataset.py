@@ -235,11 +235,14 @@ def objects_mask(desc, size, grow=0.0):
 
 
 def training_mask(desc, size, rng):
-    """A selection to inpaint in training, bool [size, size]: a rectangle or an ellipse, in 60% of
-    the draws around one of the picture's objects (so the model learns to draw the object its
-    caption names into a hole that hides it), otherwise anywhere, of any size a user selects."""
+    """A selection to inpaint in training: (bool [size, size], the index in desc["objects"] of the
+    object it was drawn around, or -1). A rectangle or an ellipse, in 60% of the draws around one
+    of the picture's objects (so the model learns to draw the object its caption names into a hole
+    that hides it), otherwise anywhere, of any size a user selects."""
+    hidden = -1
     if rng.random() < 0.6:
-        o = desc["objects"][rng.integers(len(desc["objects"]))]
+        hidden = int(rng.integers(len(desc["objects"])))
+        o = desc["objects"][hidden]
         r = SIZES[o["size"]] * o["scale"] * size
         cx = (CELL_CENTRE[o["cell"][0]] + o["jitter"][0]) * size + rng.uniform(-0.3, 0.3) * r
         cy = (CELL_CENTRE[o["cell"][1]] + o["jitter"][1]) * size + rng.uniform(-0.3, 0.3) * r
@@ -249,8 +252,8 @@ def training_mask(desc, size, rng):
         hw, hh = rng.uniform(0.08, 0.4, 2) * size
     ys, xs = np.mgrid[0:size, 0:size].astype(np.float64) + 0.5
     if rng.random() < 0.5:
-        return (np.abs(xs - cx) <= hw) & (np.abs(ys - cy) <= hh)
-    return ((xs - cx) / hw) ** 2 + ((ys - cy) / hh) ** 2 <= 1.0
+        return (np.abs(xs - cx) <= hw) & (np.abs(ys - cy) <= hh), hidden
+    return ((xs - cx) / hw) ** 2 + ((ys - cy) / hh) ** 2 <= 1.0, hidden
 
 
 def build(n, size, seed=0):

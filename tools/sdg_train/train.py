@@ -9,14 +9,19 @@
   latents   WORKDIR/latents.npz: posterior mean/logvar of every picture; the latent scale is
             1/std of the means (SD's scale_factor rule)
   masks     (9-channel inpainting UNet) WORKDIR/masks.npz: MASKS_PER_PICTURE selections per
-            picture (dataset.training_mask), their latent masks (nearest, as the engine) and the
-            posterior of each masked picture (pixels under the mask set to 0, as SD 1.5-inpainting
-            and the engine do), plus the posterior of the all-masked picture
+            picture (dataset.training_mask), their latent masks (nearest, as the engine), which
+            object each hides, and the posterior of each masked picture (pixels under the mask set
+            to 0, as SD 1.5-inpainting and the engine do), plus the posterior of the all-masked
+            picture
   diffusion text encoder + UNet jointly: eps prediction on the SD schedule, t uniform, 10% of
             captions replaced by "" (for CFG); a 9-channel UNet also gets [mask, masked picture's
             latent], the whole picture masked in --full-mask-p of the samples (text-to-image),
-            its unmasked latent pixels weighted up to an x0 loss (--known-weight); AdamW,
+            its unmasked latent pixels weighted up to an x0 loss (--known-weight), and where the
+            hole hides an object, --object-caption-p of the captions name only that object; AdamW,
             warm-up + cosine, EMA of the weights
+  inpaint   (--inpaint-steps) the plain UNet of the diffusion stage widened to 9 input channels,
+            the new ones starting at zero (as SD 1.5-inpainting was made from SD 1.2), trained on
+            as a 9-channel UNet (above) at --inpaint-lr
   final     WORKDIR/final.pt: the EMA weights with SD1 single-file names (export.py writes fp16)
 
 Reproducible: every random draw of step s of stage k comes from generators seeded with
@@ -43,11 +48,12 @@ import torch
 
 from . import bpe, dataset, models
 
-STAGE_VAE, STAGE_DIFF, STAGE_MASKS = 1, 2, 3
+STAGE_VAE, STAGE_DIFF, STAGE_MASKS, STAGE_INPAINT = 1, 2, 3, 4
 MASKS_PER_PICTURE = 2
 # Options whose default changed the training when they were added: the value that trains as
 # before them, for resuming a work folder started earlier.
 OPTION_WAS = {"vae_object_weight": 0.0}
+UNET_CONV_IN = "input_blocks.0.0.weight"   # [model_ch, in_ch, 3, 3]
 
 
 class Run:
@@ -246,10 +252,13 @@ def stage_latents(run, vae, imgs):
 
 def stage_masks(run, cfg, vae, imgs):
     """Returns (latent masks uint8 [N, K, h, w], masked means and stds float16 [N, K, c, h, w],
-    all-masked mean and std [c, h, w])."""
+    all-masked mean and std [c, h, w], index of the object each selection hides int8 [N, K] or -1)."""
     a = run.args
     path = os.path.join(run.wd, "masks.npz")
     f = models.vae_factor(cfg)
+    if os.path.exists(path) and "hidden" not in np.load(path).files:
+        run.log("masks: %s predates the hidden-object indices; making it again (same draws)" % path)
+        os.remove(path)
     if not os.path.exists(path):
         t0 = time.time()
         vae.eval()
@@ -257,12 +266,15 @@ def stage_masks(run, cfg, vae, imgs):
         lat_masks = np.empty((n, k, size // f, size // f), np.uint8)
         means = np.empty((n, k, cfg["z_ch"], size // f, size // f), np.float16)
         stds = np.empty_like(means)
+        hidden = np.empty((n, k), np.int8)
         with torch.no_grad():
             for i0 in range(0, n, 32):
                 i1 = min(n, i0 + 32)
-                masks = np.array([[dataset.training_mask(dataset.sample(i, a.seed), size,
-                                                         np.random.Generator(np.random.PCG64([a.seed, STAGE_MASKS, i, j])))
-                                   for j in range(k)] for i in range(i0, i1)])      # [b, k, H, W]
+                drawn = [[dataset.training_mask(dataset.sample(i, a.seed), size,
+                                                np.random.Generator(np.random.PCG64([a.seed, STAGE_MASKS, i, j])))
+                          for j in range(k)] for i in range(i0, i1)]
+                masks = np.array([[m for m, _ in row] for row in drawn])      # [b, k, H, W]
+                hidden[i0:i1] = [[o for _, o in row] for row in drawn]
                 # The engine's latent mask: the pixel at (y*f, x*f) of the binarised mask.
                 lat_masks[i0:i1] = masks[:, :, ::f, ::f]
                 x = to_unit(torch.from_numpy(imgs[i0:i1]))[:, None] * torch.from_numpy(~masks)[:, :, None]
@@ -271,21 +283,24 @@ def stage_masks(run, cfg, vae, imgs):
                 stds[i0:i1] = torch.exp(0.5 * lv).reshape(i1 - i0, k, *m.shape[1:]).numpy()
             m, lv = vae.encode(torch.zeros(1, 3, size, size))
         np.savez(path + ".tmp.npz", lat_masks=lat_masks, means=means, stds=stds,
-                 full_mean=m[0].numpy(), full_std=torch.exp(0.5 * lv)[0].numpy())
+                 full_mean=m[0].numpy(), full_std=torch.exp(0.5 * lv)[0].numpy(), hidden=hidden)
         os.replace(path + ".tmp.npz", path)
         run.log("masks: %d per picture, %.1f%% of latent pixels masked on average, %.1f s" %
                 (k, 100.0 * lat_masks.mean(), time.time() - t0))
     d = np.load(path)
-    return d["lat_masks"], d["means"], d["stds"], d["full_mean"], d["full_std"]
+    return d["lat_masks"], d["means"], d["stds"], d["full_mean"], d["full_std"], d["hidden"]
 
 
 def masked_input(masks, idx, g, rng, full_p, scale):
     """The 9-channel UNet's extra input [b, 1 + c, h, w] for the pictures idx: one of each
-    picture's selections, or (with probability full_p) everything masked."""
-    lat_masks, means, stds, full_mean, full_std = masks
+    picture's selections, or (with probability full_p) everything masked; and the index of the
+    object each selection hides [b] (-1: none, or everything masked)."""
+    lat_masks, means, stds, full_mean, full_std, hidden = masks
     b = len(idx)
     k = torch.from_numpy(rng.integers(0, lat_masks.shape[1], b))
     full = torch.from_numpy(rng.random(b) < full_p)
+    obj = torch.from_numpy(hidden)[idx, k].long()
+    obj[full] = -1
     mk = torch.from_numpy(lat_masks)[idx, k].float()[:, None]
     mean = torch.from_numpy(means)[idx, k].float()
     std = torch.from_numpy(stds)[idx, k].float()
@@ -293,18 +308,36 @@ def masked_input(masks, idx, g, rng, full_p, scale):
     mean[full] = torch.from_numpy(full_mean)
     std[full] = torch.from_numpy(full_std)
     lat = (mean + std * torch.randn(mean.shape, generator=g)) * scale
-    return torch.cat([mk, lat], dim=1)
+    return torch.cat([mk, lat], dim=1), obj
 
 
-def stage_diffusion(run, cfg, tok, caps, mean, logvar, scale, masks=None):
+def widened_unet(unet, cfg9):
+    """A 9-channel copy of a plain UNet whose 5 new input channels (mask, masked picture's latent)
+    start at zero, as SD 1.5-inpainting was made from SD 1.2: at first it is the plain model."""
+    wide = models.unet_of(cfg9)
+    sd = dict(unet.state_dict())
+    w = sd[UNET_CONV_IN]
+    sd[UNET_CONV_IN] = torch.cat([w, torch.zeros(w.shape[0], 9 - w.shape[1], *w.shape[2:])], dim=1)
+    wide.load_state_dict(sd)
+    return wide
+
+
+def stage_diffusion(run, cfg, tok, caps, mean, logvar, scale, masks=None, phase="diffusion", init=None):
+    """Trains text encoder + UNet (fresh, or init=(unet, text)) for the phase's steps; returns
+    them with the EMA weights. phase "inpaint" is the 9-channel fine-tune of --inpaint-steps."""
     a = run.args
-    torch.manual_seed(a.seed + 1)
-    unet = models.unet_of(cfg)
-    text = models.text_of(cfg)
+    stage, total, base_lr = {"diffusion": (STAGE_DIFF, a.steps, a.lr),
+                             "inpaint": (STAGE_INPAINT, a.inpaint_steps, a.inpaint_lr)}[phase]
+    if init is None:
+        torch.manual_seed(a.seed + 1)
+        unet = models.unet_of(cfg)
+        text = models.text_of(cfg)
+    else:
+        unet, text = init
     params = list(unet.parameters()) + list(text.parameters())
     ema = [p.detach().clone() for p in params]
-    opt = torch.optim.AdamW(params, lr=a.lr, weight_decay=0.01)
-    ck = os.path.join(run.wd, "ckpt", "diffusion.pt")
+    opt = torch.optim.AdamW(params, lr=base_lr, weight_decay=0.01)
+    ck = os.path.join(run.wd, "ckpt", phase + ".pt")
     step = 0
     if os.path.exists(ck):
         st = torch.load(ck)
@@ -313,13 +346,16 @@ def stage_diffusion(run, cfg, tok, caps, mean, logvar, scale, masks=None):
         opt.load_state_dict(st["opt"])
         ema = st["ema"]
         step = st["step"]
-        run.log("diffusion: resumed at step %d" % step)
+        run.log("%s: resumed at step %d" % (phase, step))
     ids = torch.tensor([tok.tokenize77(c) for c in caps], dtype=torch.long)
+    # Users select a hole and name only what goes in it: some masked draws are captioned so.
+    descs = ([dataset.sample(i, a.seed) for i in range(len(caps))]
+             if masks is not None and a.object_caption_p > 0 else None)
     empty = torch.tensor(tok.tokenize77(""), dtype=torch.long)
     mean_t, std_t = torch.from_numpy(mean), torch.from_numpy(np.exp(0.5 * logvar))
     ac = models.sd_schedule()
     z_ch = cfg["z_ch"]
-    total, bs = a.steps, a.batch
+    bs = a.batch
     t_last_ck, t0, s0, loss_avg = time.time(), time.time(), step, None
 
     def checkpoint():
@@ -328,7 +364,7 @@ def stage_diffusion(run, cfg, tok, caps, mean, logvar, scale, masks=None):
         run.save_elapsed()
 
     while step < total and not run.stop:
-        g, rng = gen(a.seed, STAGE_DIFF, step)
+        g, rng = gen(a.seed, stage, step)
         idx = torch.from_numpy(rng.integers(0, len(caps), bs))
         drop = torch.from_numpy(rng.random(bs) < a.uncond_p)
         x0 = (mean_t[idx] + std_t[idx] * torch.randn(mean_t[idx].shape, generator=g)) * scale
@@ -336,11 +372,21 @@ def stage_diffusion(run, cfg, tok, caps, mean, logvar, scale, masks=None):
         noise = torch.randn(x0.shape, generator=g)
         a_t = ac[t][:, None, None, None]
         xt = a_t.sqrt() * x0 + (1 - a_t).sqrt() * noise
-        tid = torch.where(drop[:, None], empty[None], ids[idx])
+        tid = ids[idx]
         for pg in opt.param_groups:
-            pg["lr"] = lr_at(step, total, a.lr, 200)
+            pg["lr"] = lr_at(step, total, base_lr, 200)
         if masks is not None:
-            xt = torch.cat([xt, masked_input(masks, idx, g, rng, a.full_mask_p, scale)], dim=1)
+            extra, hidden = masked_input(masks, idx, g, rng, a.full_mask_p, scale)
+            xt = torch.cat([xt, extra], dim=1)
+            if descs is not None:
+                own = (rng.random(bs) < a.object_caption_p) & (hidden.numpy() >= 0)
+                say_where = rng.random(bs) < 0.5
+                for j in np.flatnonzero(own):
+                    d = descs[int(idx[j])]
+                    phrase = dataset.object_phrase(d["objects"][int(hidden[j])],
+                                                   bool(d["positioned"] and say_where[j]))
+                    tid[j] = torch.tensor(tok.tokenize77(phrase), dtype=torch.long)
+        tid = torch.where(drop[:, None], empty[None], tid)
         eps = unet(xt, t, text(tid))
         snr = (a_t / (1 - a_t)).expand(-1, 1, *x0.shape[2:])
         # Min-SNR weighting (Hang et al. 2023): the nearly clean timesteps, which teach only
@@ -366,13 +412,13 @@ def stage_diffusion(run, cfg, tok, caps, mean, logvar, scale, masks=None):
         loss_avg = loss.item() if loss_avg is None else 0.99 * loss_avg + 0.01 * loss.item()
         if step % a.log_every == 0 or step == total:
             per = (time.time() - t0) / (step - s0)
-            run.log("diffusion: step %d/%d loss %.4f %.2f s/step ETA %.1f min" %
-                    (step, total, loss_avg, per, per * (total - step) / 60))
+            run.log("%s: step %d/%d loss %.4f %.2f s/step ETA %.1f min" %
+                    (phase, step, total, loss_avg, per, per * (total - step) / 60))
         if time.time() - t_last_ck > a.ckpt_min * 60:
             checkpoint()
             t_last_ck = time.time()
         if run.over_budget():
-            run.log("diffusion: wall budget reached at step %d; exporting these weights" % step)
+            run.log("%s: wall budget reached at step %d; going on with these weights" % (phase, step))
             break
     if run.stop:
         checkpoint()
@@ -406,6 +452,12 @@ def main(argv=None):
                    help="9-channel UNet: share of samples with everything masked (text-to-image)")
     p.add_argument("--known-weight", type=float, default=0.0,
                    help="9-channel UNet: x0-space loss weight cap on the unmasked latent pixels (0 = off)")
+    p.add_argument("--inpaint-steps", type=int, default=0,
+                   help="after --steps, widen the plain UNet to 9 channels (new ones zero) and train "
+                        "it this many steps with masked pictures (0 = stay plain)")
+    p.add_argument("--inpaint-lr", type=float, default=2e-4)
+    p.add_argument("--object-caption-p", type=float, default=0.0,
+                   help="masked draws whose hole hides an object: share captioned with only that object")
     p.add_argument("--min-snr", type=float, default=5.0,
                    help="min-SNR loss weighting gamma for the diffusion stage (0 = plain MSE)")
     p.add_argument("--threads", type=int, default=2)
@@ -419,6 +471,12 @@ def main(argv=None):
     cfg = dict(models.DEFAULT_CONFIG)
     cfg["size"] = a.size
     cfg.update(json.loads(a.config))
+    if a.inpaint_steps > 0 and models.unet_in_channels(cfg) != cfg["z_ch"]:
+        raise SystemExit("--inpaint-steps widens a plain UNet: leave unet_in out of --config")
+    masked_phase = a.inpaint_steps > 0 or models.unet_in_channels(cfg) == 9
+    if (a.object_caption_p > 0 or a.known_weight > 0) and not masked_phase:
+        raise SystemExit("--object-caption-p and --known-weight need a 9-channel UNet "
+                         "(--inpaint-steps, or unet_in 9 in --config)")
     run = Run(a)
     # A resumed run must have the same settings as the first start.
     settings = {k: v for k, v in vars(a).items() if k not in ("budget_min", "quiet", "log_every", "ckpt_min", "threads")}
@@ -453,8 +511,14 @@ def main(argv=None):
     cfg["vocab"] = len(tok)
     vae = stage_vae(run, cfg, imgs)
     mean, logvar, scale = stage_latents(run, vae, imgs)
-    masks = stage_masks(run, cfg, vae, imgs) if models.unet_in_channels(cfg) == 9 else None
-    unet, text = stage_diffusion(run, cfg, tok, caps, mean, logvar, scale, masks)
+    masks = stage_masks(run, cfg, vae, imgs) if masked_phase else None
+    if a.inpaint_steps > 0:
+        unet, text = stage_diffusion(run, cfg, tok, caps, mean, logvar, scale)
+        cfg = dict(cfg, unet_in=9)
+        unet, text = stage_diffusion(run, cfg, tok, caps, mean, logvar, scale, masks, "inpaint",
+                                     (widened_unet(unet, cfg), text))
+    else:
+        unet, text = stage_diffusion(run, cfg, tok, caps, mean, logvar, scale, masks)
     sd = {k: v.clone() for k, v in models.sd1_state_dict(unet, vae, text).items()}
     save_ckpt(final, {"state_dict": sd, "config": cfg, "scale_factor": scale,
                       "elapsed_min": run.elapsed() / 60, "settings": settings})
