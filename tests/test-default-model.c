@@ -11,10 +11,11 @@
  *             centroid offset) -> the nearest shape centroid of evaluate.py's calibration
  *
  * Asserted: text-to-image on held-out captions (never seen in training) beats random guessing
- * on colour and position by a wide margin with CFG and does worse without it; image-to-image
- * keeps the layout at low strength and follows the prompt at high strength; inpainting a box
- * leaves every pixel outside it unchanged; the learned vocabulary tokenizes as the training
- * tool's tokenizer does. Shape and the inpainted object are reported, not asserted (see MIN_*).
+ * on colour, shape and position by a wide margin with CFG and does worse without it;
+ * image-to-image keeps the layout at low strength and follows the prompt at high strength;
+ * inpainting a box leaves every pixel outside it unchanged and, with the box's position in the
+ * prompt, puts green objects and green stars in it; the learned vocabulary tokenizes as the
+ * training tool's tokenizer does.
  * The thresholds sit below the figures measured when the model was trained (MODEL_CARD.md),
  * which the engine reproduces bit for bit on a given build; they are far above the random-guess
  * baselines.
@@ -32,19 +33,24 @@
 #define CFG 5.0f
 #define N_THREADS 2
 // Image-to-image: 8x8 latents hold a 64-pixel picture, so an object is one or two latent pixels
-// and little noise moves it: the layout is kept at a strength of about 0.1 (0.69 of
-// evaluate.py's objects stay there), not 0.3.
+// and little noise moves it: the layout is kept at a strength of about 0.1 (1.00 of evaluate.py's
+// objects stay there at 0.1 and 0.2, 0.94 at 0.3).
 #define LOW_STRENGTH 0.1f
 #define HIGH_STRENGTH 0.9f
 
-// What the default model must reach on these seeds (MODEL_CARD.md has the figures measured when it
-// was trained: colour 0.79, position 1.00; strength 0.1 keeps 1.00, 0.9 moves 1.00). Random
-// guessing gives 0.12 / 0.11 / 0.11. Shape (0.08 here, random 0.20) and what inpainting puts in
-// the box are not asserted: this model has not learned them yet (issue #4 stays open for them).
-#define MIN_COLOUR 0.6
+// What the default model must reach on these seeds. The figures it gets here: CFG 5 colour 1.00,
+// shape 0.58, position 0.96; strength 0.1 keeps 1.00, 0.9 moves 1.00; inpainting "a green star
+// on the right" puts a green object in the box in 5 of 8 pictures, a green star in 2.
+// MODEL_CARD.md has evaluate.py's figures. Random guessing gives 0.12 / 0.20 / 0.11 for colour /
+// shape / position, and 1 in 8 inpainted objects green.
+#define MIN_COLOUR 0.75
+#define MIN_SHAPE 0.4
 #define MIN_POSITION 0.8
 #define MIN_KEPT 0.75
 #define MIN_MOVED 0.75
+#define INPAINT_SEEDS 8
+#define MIN_INPAINT_GREEN 3       // of INPAINT_SEEDS pictures
+#define MIN_INPAINT_STAR 1
 
 static const char *model_path;
 static sdg_model *model;
@@ -319,6 +325,7 @@ static void test_text_to_image(void)
 {
     accuracy on = text_to_image_accuracy(CFG), off = text_to_image_accuracy(1.0f);
     g_assert_cmpfloat(on.colour, >=, MIN_COLOUR);
+    g_assert_cmpfloat(on.shape, >=, MIN_SHAPE);
     g_assert_cmpfloat(on.position, >=, MIN_POSITION);
     // Guidance is what makes the pictures follow the prompt.
     g_assert_cmpfloat(on.colour + on.shape + on.position, >, off.colour + off.shape + off.position);
@@ -397,12 +404,14 @@ static void test_image_to_image(void)
     sdg_image_free(src);
 }
 
-static void test_inpaint(void)
+// Inpaints `prompt` into the box around the right-hand cell (as evaluate.py's inpaint_box) of
+// the drawn picture, INPAINT_SEEDS seeds; asserts that nothing outside the box changed and counts the green
+// objects and the green stars in the box.
+static void inpaint_right_cell(const char *prompt, int *green, int *green_star)
 {
     sdg_image *src = draw_source();
     sdg_image *mask = sdg_image_new(SIZE, SIZE, 1);
     bool *box = g_new0(bool, SIZE * SIZE);
-    // The box around the right-hand cell, as evaluate.py's inpaint_box.
     int half = (int)lround(0.22 * SIZE), bx = (int)lround(cell_centre[2] * SIZE),
         by = (int)lround(cell_centre[1] * SIZE);
     for (int y = by - half; y < by + half; y++)
@@ -410,8 +419,8 @@ static void test_inpaint(void)
             mask->data[y * SIZE + x] = 1.0f;
             box[y * SIZE + x] = true;
         }
-    sdg_result *res = generate("a green star", CFG, 500, 4, src, mask, 1.0f);
-    int green = 0;
+    sdg_result *res = generate(prompt, CFG, 500, INPAINT_SEEDS, src, mask, 1.0f);
+    *green = *green_star = 0;
     for (int j = 0; j < res->n_images; j++) {
         const sdg_image *out = res->images[j];
         for (int i = 0; i < SIZE * SIZE; i++)
@@ -420,16 +429,28 @@ static void test_inpaint(void)
                     g_assert_cmpfloat(out->data[i * 3 + c], ==, src->data[i * 3 + c]);
         picture p = picture_from(out);
         verdict v = classify(&p, box);
-        g_test_message("picture %d: %s %s in the box", j, v.object ? colour_names[v.colour] : "no",
-                       v.object ? shape_names[v.shape] : "object");
-        green += v.object && strcmp(colour_names[v.colour], "green") == 0;
+        bool is_green = v.object && strcmp(colour_names[v.colour], "green") == 0;
+        *green += is_green;
+        *green_star += is_green && strcmp(shape_names[v.shape], "star") == 0;
         g_free(p.rgb);
     }
-    g_test_message("%d of 4 pictures have a green object in the box", green);
+    g_test_message("'%s': %d of %d pictures have a green object in the box, %d a green star",
+                   prompt, *green, INPAINT_SEEDS, *green_star);
     sdg_result_free(res);
     g_free(box);
     sdg_image_free(mask);
     sdg_image_free(src);
+}
+
+static void test_inpaint(void)
+{
+    int green, green_star;
+    // Without a position the plain UNet draws the star where its captions put most objects,
+    // mostly outside the box: reported, not asserted.
+    inpaint_right_cell("a green star", &green, &green_star);
+    inpaint_right_cell("a green star on the right", &green, &green_star);
+    g_assert_cmpint(green, >=, MIN_INPAINT_GREEN);
+    g_assert_cmpint(green_star, >=, MIN_INPAINT_STAR);
 }
 
 // ---------------------------------------------------------------------------------------------
