@@ -211,13 +211,29 @@ def inpaint_box(cell, size):
     return box
 
 
+def box_seam(im, box, width=3):
+    """How far the background filled into a rectangular box is from the one around it: the largest
+    per-channel difference (0-255) between the median colours of the box's inner and outer rims of
+    `width` pixels (the object is drawn away from the rims)."""
+    ys, xs = np.nonzero(box)
+    y0, y1, x0, x1 = ys.min(), ys.max() + 1, xs.min(), xs.max() + 1
+    core = np.zeros_like(box)
+    core[y0 + width:y1 - width, x0 + width:x1 - width] = True
+    grown = np.zeros_like(box)
+    grown[max(0, y0 - width):y1 + width, max(0, x0 - width):x1 + width] = True
+    inner, outer = box & ~core, grown & ~box
+    return float(np.abs(np.median(im[inner], axis=0) - np.median(im[outer], axis=0)).max())
+
+
 
 def eval_inpaint(a, sdg, scorer, descs, tmp, prompt="a green star", positioned=False):
     """Inpaint a box in an empty cell of each held-out picture with `prompt` (+ the box's position
     when positioned): is there a green, star-shaped object inside the box, and is every pixel
-    outside it unchanged? Returns (green, star, green star, outside max abs change, pictures)."""
+    outside it unchanged, and is the box's background the one around it? Returns (green, star,
+    green star, outside max abs change, mean box_seam, pictures)."""
     green = star = both = 0
     outside = 0.0
+    seams = []
     pictures = []
     calls, inputs = [], []
     for i, d in enumerate(descs):
@@ -235,13 +251,14 @@ def eval_inpaint(a, sdg, scorer, descs, tmp, prompt="a green star", positioned=F
     for (src, box), imgs in zip(inputs, generate_all(calls)):
         for im in imgs:
             outside = max(outside, float(np.abs(im.astype(np.int32) - src)[~box].max()))
+            seams.append(box_seam(im.astype(np.float64), box))
             c, s = scorer.classify(im, box)
             green += c == "green"
             star += s == "star"
             both += c == "green" and s == "star"
         pictures.append((src, box, imgs))
     n = len(descs) * a.seeds
-    return green / n, star / n, both / n, outside, pictures
+    return green / n, star / n, both / n, outside, float(np.mean(seams)), pictures
 
 
 # The held-out captions test-default-model.c generates for (indices into heldout_descriptions):
@@ -377,12 +394,16 @@ def main(argv=None):
         print("Inpainting: a box (0.44 of the side) in an empty cell of each held-out picture, "
               "CFG %g; random guess 1/8 colour, 1/5 shape" % a.cfg[0])
         print()
-        print_table(["prompt", "green inside", "star inside", "green star", "max change outside"],
+        print_table(["prompt", "green inside", "star inside", "green star", "max change outside",
+                     "seam (0-255)"],
                     [["a green star" + (" + the box's position" if positioned else ""),
-                      "%.2f" % v[0], "%.2f" % v[1], "%.2f" % v[2], "%g" % v[3]]
+                      "%.2f" % v[0], "%.2f" % v[1], "%.2f" % v[2], "%g" % v[3], "%.1f" % v[4]]
                      for positioned, v in inp.items()])
+        print()
+        print("seam: the background at the box's inner rim against the one around it, the largest "
+              "per-channel difference of their median colours, mean over the pictures")
         report["inpaint"] = {("positioned" if k else "plain"): dict(green=v[0], star=v[1], green_star=v[2],
-                                                                   outside_max_change=v[3])
+                                                                   outside_max_change=v[3], seam=v[4])
                              for k, v in inp.items()}
     if a.json:
         with open(a.json, "w") as f:
@@ -396,7 +417,7 @@ def main(argv=None):
         pngio.write_png(a.grid, pngio.grid(tiles, 1 + a.seeds * len(a.cfg)))
     if a.inpaint_grid and inp:
         tiles = []
-        for src, box, imgs in inp[False][4]:
+        for src, box, imgs in inp[False][5]:
             shown = src.copy()
             shown[box] = (shown[box] * 0.5 + np.array([255, 0, 255]) * 0.5).astype(np.uint8)
             tiles += [src, shown] + imgs
