@@ -405,8 +405,8 @@ static void test_image_to_image(void)
 }
 
 // Inpaints `prompt` into the box around the right-hand cell (as evaluate.py's inpaint_box) of
-// the drawn picture, INPAINT_SEEDS seeds; asserts that nothing outside the box changed and counts the green
-// objects and the green stars in the box.
+// the drawn picture, INPAINT_SEEDS seeds; asserts that nothing outside the box changed and counts
+// the green objects and the green stars in the box.
 static void inpaint_right_cell(const char *prompt, int *green, int *green_star)
 {
     sdg_image *src = draw_source();

@@ -2,7 +2,8 @@
 ; text-to-image and inpainting with the model argument left empty ("" = the default model, found
 ; in SDG_MODELS_DIR with its own vocabulary). Inpainting "a green star on the right" into an
 ; ellipse selection in the right-hand cell, beside a red disc, must put green inside the selection
-; and leave every pixel outside it as it was. Run by tests/test-gimp.sh, which defines before loading this file:
+; and leave every pixel outside it as it was. Run by tests/test-gimp.sh, which defines before
+; loading this file:
 ;   tap-path    the file the TAP lines go to
 ;   demo-dir    "" or a folder to save the before/after pictures in (inpaint-before.png,
 ;               inpaint-after.png, for the README)
@@ -49,8 +50,8 @@
   (if (> (string-length demo-dir) 0)
       (save-png img l (string-append demo-dir "/inpaint-before.png")))
   (gimp-image-select-ellipse img CHANNEL-OP-REPLACE sel-x sel-y sel-w sel-h)
-  (let ((ran (catch #f (plug-in-diffusion-inpaint RUN-NONINTERACTIVE img l "a green star on the right" "" ""
-                         "euler" 20 5.0 5 1 1.0)
+  (let ((ran (catch #f (plug-in-diffusion-inpaint RUN-NONINTERACTIVE img l
+                         "a green star on the right" "" "" "euler" 20 5.0 5 1 1.0)
                     #t)))
     (ok ran "inpaint with the default model succeeds")
     (if ran

@@ -270,9 +270,10 @@ def stage_masks(run, cfg, vae, imgs):
         with torch.no_grad():
             for i0 in range(0, n, 32):
                 i1 = min(n, i0 + 32)
-                drawn = [[dataset.training_mask(dataset.sample(i, a.seed), size,
+                drawn = [[dataset.training_mask(desc, size,
                                                 np.random.Generator(np.random.PCG64([a.seed, STAGE_MASKS, i, j])))
-                          for j in range(k)] for i in range(i0, i1)]
+                          for j in range(k)]
+                         for i, desc in ((i, dataset.sample(i, a.seed)) for i in range(i0, i1))]
                 masks = np.array([[m for m, _ in row] for row in drawn])      # [b, k, H, W]
                 hidden[i0:i1] = [[o for _, o in row] for row in drawn]
                 # The engine's latent mask: the pixel at (y*f, x*f) of the binarised mask.
@@ -317,7 +318,8 @@ def widened_unet(unet, cfg9):
     wide = models.unet_of(cfg9)
     sd = dict(unet.state_dict())
     w = sd[UNET_CONV_IN]
-    sd[UNET_CONV_IN] = torch.cat([w, torch.zeros(w.shape[0], 9 - w.shape[1], *w.shape[2:])], dim=1)
+    new_ch = models.unet_in_channels(cfg9) - w.shape[1]
+    sd[UNET_CONV_IN] = torch.cat([w, torch.zeros(w.shape[0], new_ch, *w.shape[2:])], dim=1)
     wide.load_state_dict(sd)
     return wide
 
@@ -351,6 +353,7 @@ def stage_diffusion(run, cfg, tok, caps, mean, logvar, scale, masks=None, phase=
     # Users select a hole and name only what goes in it: some masked draws are captioned so.
     descs = ([dataset.sample(i, a.seed) for i in range(len(caps))]
              if masks is not None and a.object_caption_p > 0 else None)
+    phrase_ids = {}   # a few hundred distinct object phrases: tokenized once each, not per step
     empty = torch.tensor(tok.tokenize77(""), dtype=torch.long)
     mean_t, std_t = torch.from_numpy(mean), torch.from_numpy(np.exp(0.5 * logvar))
     ac = models.sd_schedule()
@@ -385,7 +388,9 @@ def stage_diffusion(run, cfg, tok, caps, mean, logvar, scale, masks=None, phase=
                     d = descs[int(idx[j])]
                     phrase = dataset.object_phrase(d["objects"][int(hidden[j])],
                                                    bool(d["positioned"] and say_where[j]))
-                    tid[j] = torch.tensor(tok.tokenize77(phrase), dtype=torch.long)
+                    if phrase not in phrase_ids:
+                        phrase_ids[phrase] = torch.tensor(tok.tokenize77(phrase), dtype=torch.long)
+                    tid[j] = phrase_ids[phrase]
         tid = torch.where(drop[:, None], empty[None], tid)
         eps = unet(xt, t, text(tid))
         snr = (a_t / (1 - a_t)).expand(-1, 1, *x0.shape[2:])
