@@ -329,6 +329,7 @@ sdg_gen_params sdg_gen_default_params(void)
         .batch_count = 1,
         .clip_skip = 1,
         .strength = 0.75f,
+        .inpaint_blend = true,
     };
 }
 

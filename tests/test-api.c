@@ -344,8 +344,8 @@ static sdg_image *gradient_image(int w, int h)
     return img;
 }
 
-// Inpainting leaves every pixel outside the mask exactly as it was.
-static void check_inpaint(sdg_model *mdl)
+// Inpainting leaves every pixel outside the mask exactly as it was; returns the result.
+static sdg_result *inpaint(sdg_model *mdl, bool blend)
 {
     sdg_error err;
     int w = 64, h = 64;
@@ -358,6 +358,7 @@ static void check_inpaint(sdg_model *mdl)
     gp.init_image = init;
     gp.mask = mask;
     gp.strength = 0.8f;
+    gp.inpaint_blend = blend;
     sdg_ctx *ctx = sdg_ctx_new(mdl, 2, &err);
     sdg_result *res = NULL;
     if (sdg_generate(ctx, &gp, &res, &err) != SDG_OK)
@@ -372,15 +373,25 @@ static void check_inpaint(sdg_model *mdl)
                 changed_inside += a != b;
         }
     g_assert_cmpint(changed_inside, >, 0);
-    sdg_result_free(res);
     sdg_ctx_free(ctx);
     sdg_image_free(init);
     sdg_image_free(mask);
+    return res;
+}
+
+static bool same_latents(const sdg_result *a, const sdg_result *b)
+{
+    size_t n = (size_t)a->latent_channels * a->latent_height * a->latent_width;
+    return memcmp(a->latents, b->latents, n * sizeof(float)) == 0;
 }
 
 static void test_inpaint(void)
 {
-    check_inpaint(model);
+    // A 4-channel model always blends: the flag changes nothing.
+    sdg_result *blended = inpaint(model, true), *flagged = inpaint(model, false);
+    g_assert_true(same_latents(blended, flagged));
+    sdg_result_free(blended);
+    sdg_result_free(flagged);
 }
 
 // A 9-channel inpainting model: the tiny model with conv_in widened to 9 inputs.
@@ -440,7 +451,11 @@ static void test_inpaint_9ch(void)
     sdg_model_info info;
     sdg_model_get_info(m9, &info);
     g_assert_cmpint(info.unet_in_channels, ==, 9);
-    check_inpaint(m9);
+    // Both ways keep the outside; the blend changes what the hole gets.
+    sdg_result *blended = inpaint(m9, true), *unblended = inpaint(m9, false);
+    g_assert_false(same_latents(blended, unblended));
+    sdg_result_free(blended);
+    sdg_result_free(unblended);
     // Text-to-image still works on an inpainting model (everything masked).
     sdg_gen_params gp = small_params();
     sdg_ctx *ctx = sdg_ctx_new(m9, 2, &err);

@@ -88,7 +88,7 @@ run --help
 missing=""
 for opt in --model --vocab --prompt --negative-prompt --width --height --sampler --schedule \
            --steps --cfg-scale --seed --batch-count --clip-skip --init-image --mask --strength \
-           --threads --noise-in --latent-out --output --quiet --version Examples: euler_a karras; do
+           --no-inpaint-blend --threads --noise-in --latent-out --output --quiet --version Examples: euler_a karras; do
     grep -q -- "$opt" "$TMP/out" || missing="$missing $opt"
 done
 if [ "$rc" -eq 0 ] && [ -z "$missing" ]; then ok "--help lists every option"; else fail "--help lists every option" "status $rc, missing:$missing"; fi

@@ -323,7 +323,7 @@ typedef struct cli_opts {
     char *init_image, *mask, *noise_in, *latent_out, *output;
     int width, height, steps, batch_count, clip_skip, threads;
     double cfg_scale, strength;
-    gboolean quiet, version;
+    gboolean quiet, version, no_inpaint_blend;
     bool scale_init;   // -W and -H given with --init-image: scale the pictures to that size
 } cli_opts;
 
@@ -447,6 +447,9 @@ static int cli_parse(int *argc, char ***argv, cli_opts *o)
          "Inpaint: regenerate where this picture is white (needs --init-image)", "FILE"},
         {"strength", 0, 0, G_OPTION_ARG_DOUBLE, &o->strength,
          "How much of the init image to replace, 0 to 1 (0.75)", "X"},
+        {"no-inpaint-blend", 0, 0, G_OPTION_ARG_NONE, &o->no_inpaint_blend,
+         "Inpainting model: keep the picture outside the mask only through the model's mask "
+         "input, as diffusers does (default: also blend it in after every step)", NULL},
         {"threads", 't', 0, G_OPTION_ARG_INT, &o->threads,
          "Threads (number of online processors)", "N"},
         {"noise-in", 0, 0, G_OPTION_ARG_FILENAME, &o->noise_in,
@@ -571,6 +574,7 @@ static int cli_validate(cli_opts *o, sdg_gen_params *gp)
     gp->clip_skip = o->clip_skip;
     if (o->init_image)
         gp->strength = o->strength == -1.0 ? 0.75f : (float)o->strength;
+    gp->inpaint_blend = !o->no_inpaint_blend;
     return -1;
 }
 

@@ -179,6 +179,11 @@ typedef struct sdg_gen_params {
     float strength;                // img2img / inpaint: 0 = keep the image, 1 = ignore it
     const sdg_image *init_image;   // RGB; set for img2img and inpaint
     const sdg_image *mask;         // 1 channel, same size as init_image; set for inpaint
+    bool inpaint_blend;            // inpaint: after every step put the known region back, re-noised
+                                   // to the step's noise level. 4-channel models always do (it is
+                                   // how they inpaint); for 9-channel ones true (the default) is
+                                   // A1111's and ComfyUI's way, false diffusers' (the UNet's mask
+                                   // input alone)
     const float *noise;            // optional initial latent [1,4,H/f,W/f], f = vae_scale,
                                    // unit variance;
                                    // replaces the seeded noise of the first picture

@@ -14,7 +14,11 @@
  *   DDIM follows CompVis scripts/img2img.py (encoded one DDIM step above the first step run).
  * - Inpainting with a 4-channel model re-noises the known region to the current sigma and blends
  *   it in after every step, then composites the decoded picture with a feathered mask; a
- *   9-channel model gets [x, mask, latent of the masked image] as runwayml's reference does.
+ *   9-channel model gets [x, mask, latent of the masked image] as runwayml's reference does,
+ *   starts from pure noise whatever the strength, and (inpaint_blend, as A1111 and ComfyUI do)
+ *   is blended like a 4-channel one as well. Without the blend, the known region reaches the UNet
+ *   only through its mask input, and a model that reads that input weakly fills the hole with a
+ *   background of its own (diffusers' pipeline).
  * - Emphasis (A1111): each token's encoding is multiplied by its weight, then the window is
  *   rescaled to keep its mean.
  *
@@ -63,7 +67,8 @@ typedef struct job {
     float *x, *noise, *step_noise;
     float *moments;           // [2c, h, w] posterior of the init image
     float *init_lat;          // [c, h, w]
-    float *mask_lat;          // [h*w] latent mask (4-ch blending) or UNet mask channel (9-ch)
+    float *mask_lat;          // [h*w] 9-ch: the UNet's mask channel (binary)
+    float *blend_lat;         // [h*w] latent mask of the known-region blend (soft)
     float *masked_lat;        // [c, h, w] 9-ch: latent of the masked image
     float *masked_moments;
     float *blend;             // [H*W] feathered composite mask
@@ -223,13 +228,13 @@ static sdg_status on_step(void *user, int step, int n_steps, float *x, float sig
     (void)step;
     (void)n_steps;
     job *j = user;
-    if (j->inpaint && !j->model9) {
+    if (j->blend_lat) {
         // Keep the known region on the trajectory of the original image at this noise level.
         size_t hw = (size_t)j->h * j->w;
         for (int ch = 0; ch < j->c; ch++)
             for (size_t i = 0; i < hw; i++) {
                 size_t k = ch * hw + i;
-                float mk = j->mask_lat[i];
+                float mk = j->blend_lat[i];
                 x[k] = mk * x[k] + (1.0f - mk) * (j->init_lat[k] + sigma_next * j->noise[k]);
             }
     }
@@ -307,9 +312,10 @@ static void feather_mask(job *j, const sdg_image *mask, float *blend)
     sdg__release(ex, mark);
 }
 
-// The latent mask: for blending (4-ch) the mean of each 8x8 cell keeps soft edges soft; for a
-// 9-ch model the reference's nearest resize of the binarised mask.
-static void latent_mask(job *j, const sdg_image *mask)
+// Latent masks. The blend's is the mean of each 8x8 cell, which keeps soft edges soft; a 9-ch
+// UNet's mask channel is the reference's nearest resize of the binarised mask (all ones
+// without a mask).
+static void latent_mask(job *j, const sdg_image *mask, bool unet_channel, float *out)
 {
     int ds = j->m->info.vae_scale;
     for (int y = 0; y < j->h; y++)
@@ -317,7 +323,7 @@ static void latent_mask(job *j, const sdg_image *mask)
             float v;
             if (!mask) {
                 v = 1.0f;
-            } else if (j->model9) {
+            } else if (unet_channel) {
                 v = mask->data[(size_t)y * ds * j->W + (size_t)x * ds] >= 0.5f ? 1.0f : 0.0f;
             } else {
                 double s = 0.0;
@@ -328,7 +334,7 @@ static void latent_mask(job *j, const sdg_image *mask)
                     }
                 v = (float)(s / (ds * ds));
             }
-            j->mask_lat[(size_t)y * j->w + x] = v;
+            out[(size_t)y * j->w + x] = v;
         }
 }
 
@@ -424,7 +430,7 @@ static sdg_status plan(job *j, const sdg_gen_params *p, sdg_error *err)
 static void start_latent(job *j)
 {
     const float *sg = j->sigmas;
-    if (!j->init_lat || (j->ddim && j->start == 0)) {
+    if (!j->init_lat || (j->ddim && j->start == 0) || (j->inpaint && j->model9)) {
         // From pure noise (k-diffusion scales by sigma_max; DDIM starts from unscaled x_T).
         float s0 = sg[0];
         float k = j->ddim ? sqrtf(1.0f + s0 * s0) : s0;
@@ -469,9 +475,10 @@ static sdg_status run(job *j, sdg_result *res, sdg_error *err)
     j->scratch = sdg__alloc_f32(ex, sampler_scratch_floats(p->sampler, j->n_lat));
     j->image = sdg__alloc_f32(ex, 3 * HW);
     j->preview = sdg__alloc_f32(ex, 3 * hw);
-    // The init image's latent (img2img, 4-ch inpainting), and for 9-ch models the latent of the
-    // masked image (everything masked without a mask: nothing of the image is given).
-    bool need_init = p->init_image && !(j->inpaint && j->model9);
+    // The init image's latent (img2img, the known-region blend), and for 9-ch models the latent
+    // of the masked image (everything masked without a mask: nothing of the image is given).
+    bool blend_known = j->inpaint && (!j->model9 || p->inpaint_blend);
+    bool need_init = p->init_image && (!j->inpaint || blend_known);
     if (need_init) {
         j->moments = sdg__alloc_f32(ex, 2 * j->n_lat);
         j->init_lat = sdg__alloc_f32(ex, j->n_lat);
@@ -480,9 +487,9 @@ static sdg_status run(job *j, sdg_result *res, sdg_error *err)
         j->masked_moments = sdg__alloc_f32(ex, 2 * j->n_lat);
         j->mask_lat = sdg__alloc_f32(ex, hw);
         j->masked_lat = sdg__alloc_f32(ex, j->n_lat);
-    } else if (j->inpaint) {
-        j->mask_lat = sdg__alloc_f32(ex, hw);
     }
+    if (blend_known)
+        j->blend_lat = sdg__alloc_f32(ex, hw);
     if (j->inpaint)
         j->blend = sdg__alloc_f32(ex, HW);
 
@@ -499,7 +506,9 @@ static sdg_status run(job *j, sdg_result *res, sdg_error *err)
     if (j->model9)
         encode(j, j->inpaint ? p->init_image : NULL, p->mask, j->masked_moments);
     if (j->mask_lat && !ex->dry)
-        latent_mask(j, p->mask);
+        latent_mask(j, p->mask, true, j->mask_lat);
+    if (j->blend_lat && !ex->dry)
+        latent_mask(j, p->mask, false, j->blend_lat);
     if (j->inpaint)
         feather_mask(j, p->mask, j->blend);
 

@@ -328,8 +328,9 @@ def stage_diffusion(run, cfg, tok, caps, mean, logvar, scale, masks=None, phase=
     """Trains text encoder + UNet (fresh, or init=(unet, text)) for the phase's steps; returns
     them with the EMA weights. phase "inpaint" is the 9-channel fine-tune of --inpaint-steps."""
     a = run.args
-    stage, total, base_lr = {"diffusion": (STAGE_DIFF, a.steps, a.lr),
-                             "inpaint": (STAGE_INPAINT, a.inpaint_steps, a.inpaint_lr)}[phase]
+    stage, total, base_lr, ema_decay = {
+        "diffusion": (STAGE_DIFF, a.steps, a.lr, a.ema),
+        "inpaint": (STAGE_INPAINT, a.inpaint_steps, a.inpaint_lr, a.inpaint_ema)}[phase]
     if init is None:
         torch.manual_seed(a.seed + 1)
         unet = models.unet_of(cfg)
@@ -404,13 +405,20 @@ def stage_diffusion(run, cfg, tok, caps, mean, logvar, scale, masks=None, phase=
             # loss (1/SNR, at most --known-weight) makes copying them worth learning.
             known = xt[:, z_ch:z_ch + 1] < 0.5
             w = torch.where(known, torch.maximum(w, (1 / snr).clamp(max=a.known_weight)), w)
+        if masks is not None and a.hole_weight > 0:
+            # Inside the hole the background is decided at the high-noise steps too, and when the
+            # caption names only the hidden object it can come only from the masked picture
+            # around the hole: the same x0 weighting there, for the partly masked samples.
+            mk = xt[:, z_ch:z_ch + 1]
+            hole = (mk > 0.5) & (mk.flatten(1).min(1).values < 0.5)[:, None, None, None]
+            w = torch.where(hole, torch.maximum(w, (1 / snr).clamp(max=a.hole_weight)), w)
         loss = (w * (eps - noise).pow(2)).mean()
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
         opt.step()
         step += 1
-        decay = min(a.ema, (1 + step) / (10 + step))
+        decay = min(ema_decay, (1 + step) / (10 + step))
         with torch.no_grad():
             for e, p in zip(ema, params):
                 e.mul_(decay).add_(p.detach(), alpha=1 - decay)
@@ -461,6 +469,11 @@ def main(argv=None):
                    help="after --steps, widen the plain UNet to 9 channels (new ones zero) and train "
                         "it this many steps with masked pictures (0 = stay plain)")
     p.add_argument("--inpaint-lr", type=float, default=2e-4)
+    p.add_argument("--inpaint-ema", type=float, default=0.999,
+                   help="EMA decay of the inpaint phase (its few steps want a shorter memory)")
+    p.add_argument("--hole-weight", type=float, default=0.0,
+                   help="9-channel UNet: x0-space loss weight cap inside the hole of partly masked "
+                        "samples (0 = off)")
     p.add_argument("--object-caption-p", type=float, default=0.0,
                    help="masked draws whose hole hides an object: share captioned with only that object")
     p.add_argument("--min-snr", type=float, default=5.0,
@@ -479,8 +492,8 @@ def main(argv=None):
     if a.inpaint_steps > 0 and models.unet_in_channels(cfg) != cfg["z_ch"]:
         raise SystemExit("--inpaint-steps widens a plain UNet: leave unet_in out of --config")
     masked_phase = a.inpaint_steps > 0 or models.unet_in_channels(cfg) == 9
-    if (a.object_caption_p > 0 or a.known_weight > 0) and not masked_phase:
-        raise SystemExit("--object-caption-p and --known-weight need a 9-channel UNet "
+    if (a.object_caption_p > 0 or a.known_weight > 0 or a.hole_weight > 0) and not masked_phase:
+        raise SystemExit("--object-caption-p, --known-weight and --hole-weight need a 9-channel UNet "
                          "(--inpaint-steps, or unet_in 9 in --config)")
     run = Run(a)
     # A resumed run must have the same settings as the first start.
