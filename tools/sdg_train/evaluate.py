@@ -135,7 +135,7 @@ def vae_reconstructions(model, descs, size):
 
 
 def generate(sdg, model, caption, seed, n, cfg, size, steps, out_dir, tag, init=None, mask=None,
-             strength=None):
+             strength=None, blend=True):
     """n pictures from the CLI (seeds seed..seed+n-1); init/mask: PNG paths for img2img/inpaint.
     One thread: generate_all runs several of these at once, which also overlaps the CLI's start-up
     (GEGL's initialisation takes longer than 64x64 pictures)."""
@@ -149,6 +149,8 @@ def generate(sdg, model, caption, seed, n, cfg, size, steps, out_dir, tag, init=
         cmd += ["--mask", mask]
     if strength is not None:
         cmd += ["--strength", str(strength)]
+    if not blend:
+        cmd += ["--no-inpaint-blend"]
     subprocess.run(cmd, check=True)
     return [pngio.read_png(pattern.replace("%d", str(i + 1))) for i in range(n)]
 
@@ -226,9 +228,9 @@ def box_seam(im, box, width=3):
 
 
 
-def eval_inpaint(a, sdg, scorer, descs, tmp, prompt="a green star", positioned=False):
+def eval_inpaint(a, sdg, scorer, descs, tmp, prompt="a green star", positioned=False, blend=True):
     """Inpaint a box in an empty cell of each held-out picture with `prompt` (+ the box's position
-    when positioned): is there a green, star-shaped object inside the box, and is every pixel
+    when positioned; blend: the CLI's default, else --no-inpaint-blend): is there a green, star-shaped object inside the box, and is every pixel
     outside it unchanged, and is the box's background the one around it? Returns (green, star,
     green star, outside max abs change, mean box_seam, pictures)."""
     green = star = both = 0
@@ -245,8 +247,8 @@ def eval_inpaint(a, sdg, scorer, descs, tmp, prompt="a green star", positioned=F
         pngio.write_png(mask_path, np.where(box, 255, 0).astype(np.uint8))
         cap = prompt + (" " + dataset.POSITIONS[cell] if positioned else "")
         calls.append(((sdg, a.model, cap, a.seed, a.seeds, a.cfg[0], a.size, a.steps, tmp,
-                       "p%d-%d" % (positioned, i)),
-                      dict(init=src_path, mask=mask_path, strength=1.0)))
+                       "p%d%d-%d" % (positioned, blend, i)),
+                      dict(init=src_path, mask=mask_path, strength=1.0, blend=blend)))
         inputs.append((src, box))
     for (src, box), imgs in zip(inputs, generate_all(calls)):
         for im in imgs:
@@ -364,10 +366,18 @@ def main(argv=None):
                     res.append(scorer.score(im, d["objects"][0])[:3])
             rows["CFG %g" % cfg] = np.array(res, dtype=float).mean(0)
         i2i = eval_img2img(a, sdg, scorer, descs, tmp) if a.strengths else {}
+        # Inpainting rows: (label, key in the json, positioned, blend). A 9-channel model also
+        # without the known-region blend, as diffusers inpaints with it.
+        inp_rows = [("a green star", "plain", False, True),
+                    ("a green star + the box's position", "positioned", True, True)]
+        from . import models
+        if models.unet_in_channels(models.load_file(a.model)[1]) == 9:
+            inp_rows.append(("a green star, --no-inpaint-blend", "plain_no_blend", False, False))
         inp = {}
         if not a.no_inpaint:
-            for positioned in (False, True):
-                inp[positioned] = eval_inpaint(a, sdg, scorer, descs, tmp, positioned=positioned)
+            for label, key, positioned, blend in inp_rows:
+                inp[key] = (label, eval_inpaint(a, sdg, scorer, descs, tmp, positioned=positioned,
+                                                blend=blend))
     rows["random guess"] = np.array([1 / 8, 1 / 5, 1 / 9])
 
     n = len(descs)
@@ -396,15 +406,14 @@ def main(argv=None):
         print()
         print_table(["prompt", "green inside", "star inside", "green star", "max change outside",
                      "seam (0-255)"],
-                    [["a green star" + (" + the box's position" if positioned else ""),
-                      "%.2f" % v[0], "%.2f" % v[1], "%.2f" % v[2], "%g" % v[3], "%.1f" % v[4]]
-                     for positioned, v in inp.items()])
+                    [[label, "%.2f" % v[0], "%.2f" % v[1], "%.2f" % v[2], "%g" % v[3], "%.1f" % v[4]]
+                     for label, v in inp.values()])
         print()
         print("seam: the background at the box's inner rim against the one around it, the largest "
               "per-channel difference of their median colours, mean over the pictures")
-        report["inpaint"] = {("positioned" if k else "plain"): dict(green=v[0], star=v[1], green_star=v[2],
-                                                                   outside_max_change=v[3], seam=v[4])
-                             for k, v in inp.items()}
+        report["inpaint"] = {k: dict(green=v[0], star=v[1], green_star=v[2], outside_max_change=v[3],
+                                     seam=v[4])
+                             for k, (label, v) in inp.items()}
     if a.json:
         with open(a.json, "w") as f:
             json.dump(report, f, indent=1)
@@ -417,7 +426,7 @@ def main(argv=None):
         pngio.write_png(a.grid, pngio.grid(tiles, 1 + a.seeds * len(a.cfg)))
     if a.inpaint_grid and inp:
         tiles = []
-        for src, box, imgs in inp[False][5]:
+        for src, box, imgs in inp["plain"][1][5]:
             shown = src.copy()
             shown[box] = (shown[box] * 0.5 + np.array([255, 0, 255]) * 0.5).astype(np.uint8)
             tiles += [src, shown] + imgs
