@@ -16,12 +16,12 @@
   diffusion text encoder + UNet jointly: eps prediction on the SD schedule, t uniform, 10% of
             captions replaced by "" (for CFG); a 9-channel UNet also gets [mask, masked picture's
             latent], the whole picture masked in --full-mask-p of the samples (text-to-image),
-            its unmasked latent pixels weighted up to an x0 loss (--known-weight), and where the
-            hole hides an object, --object-caption-p of the captions name only that object; AdamW,
-            warm-up + cosine, EMA of the weights
+            its unmasked latent pixels weighted up to an x0 loss (--known-weight), the hole's too
+            (--hole-weight), and where the hole hides an object, --object-caption-p of the
+            captions name only that object; AdamW, warm-up + cosine, EMA of the weights
   inpaint   (--inpaint-steps) the plain UNet of the diffusion stage widened to 9 input channels,
             the new ones starting at zero (as SD 1.5-inpainting was made from SD 1.2), trained on
-            as a 9-channel UNet (above) at --inpaint-lr
+            as a 9-channel UNet (above) at --inpaint-lr, EMA decay --inpaint-ema
   final     WORKDIR/final.pt: the EMA weights with SD1 single-file names (export.py writes fp16)
 
 Reproducible: every random draw of step s of stage k comes from generators seeded with
