@@ -2,7 +2,7 @@
 // The shape scorer's calibration on the generator's renders (Scorer), the token ids
 // of the default model's vocabulary as bpe.py computes them, held-out captions, and
 // the layout of the model they were made for.
-static const int model_vae_factor = 8, model_unet_in = 4;
+static const int model_vae_factor = 8, model_unet_in = 9;
 static const double calib_mean[5] = {0.663532123, 0.0433515878, 13.9701275, 0.176613771, 0.0292294275};
 static const double calib_sd[5] = {0.179977375, 0.0884334861, 5.40543086, 0.0190421215, 0.0476353754};
 static const double calib_centroid[5][5] = {
