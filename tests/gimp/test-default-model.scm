@@ -1,9 +1,8 @@
 ; test-default-model.scm - the plug-in on the bundled default model in a headless GIMP 2.10:
 ; text-to-image and inpainting with the model argument left empty ("" = the default model, found
-; in SDG_MODELS_DIR with its own vocabulary). Inpainting "a green star" into an
-; ellipse selection in the right-hand cell, beside a red disc, must put green inside the selection
-; and leave every pixel outside it as it was. Run by tests/test-gimp.sh, which defines before
-; loading this file:
+; in SDG_MODELS_DIR with its own vocabulary). Inpainting "a green star" into an ellipse selection
+; in the right-hand cell, beside a red disc, must put green inside the selection and leave every
+; pixel outside it as it was. Run by tests/test-gimp.sh, which defines before loading this file:
 ;   tap-path    the file the TAP lines go to
 ;   demo-dir    "" or a folder to save the before/after pictures in (inpaint-before.png,
 ;               inpaint-after.png, for the README)

@@ -122,12 +122,10 @@ class Scorer:
         return colour == obj["colour"], shape == obj["shape"], cell == obj["cell"], (colour, shape, cell)
 
 
-def vae_reconstructions(model, descs, size):
-    """The model's VAE decode of the posterior mean of each description's render: what the
-    diffusion model could draw at best, scored like its pictures."""
+def vae_reconstructions(m, descs, size):
+    """The VAE of m (models.SD1) decoding the posterior mean of each description's render: what
+    the diffusion model could draw at best, scored like its pictures."""
     import torch
-    from . import models
-    m = models.load_file(model)[0]
     x = torch.from_numpy(np.stack([dataset.render(d, size) for d in descs])).permute(0, 3, 1, 2)
     with torch.no_grad():
         y = m.vae.decode(m.vae.encode(x.float() / 127.5 - 1.0)[0])
@@ -230,9 +228,10 @@ def box_seam(im, box, width=3):
 
 def eval_inpaint(a, sdg, scorer, descs, tmp, prompt="a green star", positioned=False, blend=True):
     """Inpaint a box in an empty cell of each held-out picture with `prompt` (+ the box's position
-    when positioned; blend: the CLI's default, else --no-inpaint-blend): is there a green, star-shaped object inside the box, and is every pixel
-    outside it unchanged, and is the box's background the one around it? Returns (green, star,
-    green star, outside max abs change, mean box_seam, pictures)."""
+    when positioned; blend: the CLI's default, else --no-inpaint-blend): is there a green,
+    star-shaped object inside the box, is every pixel outside it unchanged, and is the box's
+    background the one around it? Returns (green, star, green star, outside max abs change, mean
+    box_seam, pictures)."""
     green = star = both = 0
     outside = 0.0
     seams = []
@@ -349,7 +348,9 @@ def main(argv=None):
     rows = {}
     ref = np.array([scorer.score(dataset.render(d, a.size), d["objects"][0])[:3] for d in descs], dtype=float)
     rows["reference (ground-truth renders)"] = ref.mean(0)
-    rec = vae_reconstructions(a.model, descs, a.size)
+    from . import models
+    net, model_cfg, _ = models.load_file(a.model)
+    rec = vae_reconstructions(net, descs, a.size)
     rows["the VAE's reconstructions of them"] = np.array(
         [scorer.score(im, d["objects"][0])[:3] for im, d in zip(rec, descs)], dtype=float).mean(0)
     grid_imgs = {}
@@ -370,8 +371,7 @@ def main(argv=None):
         # without the known-region blend, as diffusers inpaints with it.
         inp_rows = [("a green star", "plain", False, True),
                     ("a green star + the box's position", "positioned", True, True)]
-        from . import models
-        if models.unet_in_channels(models.load_file(a.model)[1]) == 9:
+        if models.unet_in_channels(model_cfg) == 9:
             inp_rows.append(("a green star, --no-inpaint-blend", "plain_no_blend", False, False))
         inp = {}
         if not a.no_inpaint:

@@ -504,7 +504,9 @@ DEFAULT_CONFIG = dict(
     text_width=128, text_layers=2, vocab=0,
 )
 # Optional key: unet_in=9 trains an SD 1.5-inpainting style UNet (input [latent, mask, latent of
-# the masked picture]; train.py's masks stage). Tried once (tools/sdg_train/README.md), not shipped.
+# the masked picture]; train.py's masks stage). The shipped model gets it from train.py's
+# --inpaint-steps, which widens the plain UNet; trained so from scratch it lost position
+# (tools/sdg_train/README.md).
 
 
 def unet_in_channels(cfg):

@@ -398,20 +398,20 @@ def stage_diffusion(run, cfg, tok, caps, mean, logvar, scale, masks=None, phase=
         # Min-SNR weighting (Hang et al. 2023): the nearly clean timesteps, which teach only
         # fine detail, stop dominating the gradient; layout, colour and shape come sooner.
         w = snr.clamp(max=a.min_snr) / snr if a.min_snr > 0 else torch.ones_like(snr)
-        if masks is not None and a.known_weight > 0:
+        if masks is not None:
+            known = xt[:, z_ch:z_ch + 1] < 0.5
             # Where the masked picture shows x0, an eps error costs only SNR x the x0 error, so at
             # the high-noise steps (layout, background) the UNet gains almost nothing by reading
             # the masked latent and learns to ignore it. Weighting the known pixels up to an x0
             # loss (1/SNR, at most --known-weight) makes copying them worth learning.
-            known = xt[:, z_ch:z_ch + 1] < 0.5
-            w = torch.where(known, torch.maximum(w, (1 / snr).clamp(max=a.known_weight)), w)
-        if masks is not None and a.hole_weight > 0:
+            if a.known_weight > 0:
+                w = torch.where(known, torch.maximum(w, (1 / snr).clamp(max=a.known_weight)), w)
             # Inside the hole the background is decided at the high-noise steps too, and when the
             # caption names only the hidden object it can come only from the masked picture
             # around the hole: the same x0 weighting there, for the partly masked samples.
-            mk = xt[:, z_ch:z_ch + 1]
-            hole = (mk > 0.5) & (mk.flatten(1).min(1).values < 0.5)[:, None, None, None]
-            w = torch.where(hole, torch.maximum(w, (1 / snr).clamp(max=a.hole_weight)), w)
+            if a.hole_weight > 0:
+                hole = ~known & known.flatten(1).any(1)[:, None, None, None]
+                w = torch.where(hole, torch.maximum(w, (1 / snr).clamp(max=a.hole_weight)), w)
         loss = (w * (eps - noise).pow(2)).mean()
         opt.zero_grad(set_to_none=True)
         loss.backward()
