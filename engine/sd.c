@@ -194,6 +194,24 @@ sdg_model *sdg_model_load(const char *path, const sdg_model_params *params, sdg_
                   "encoder is %d wide", path, uc->context_dim, cc->width);
         goto fail;
     }
+    // Every size the networks take from a shape must be the size the pipeline gives them: the
+    // networks trust their config, so a file that disagrees would read or write past the
+    // pipeline's buffers (found by fuzzing mutated headers, tests/fuzz/).
+    if (cc->n_pos != SDG_TOKENIZER_CTX) {
+        sdg__fail(err, SDG_ERR_SHAPE, "%s: the text encoder has %d positions, but prompts are "
+                  "encoded in windows of %d tokens", path, cc->n_pos, SDG_TOKENIZER_CTX);
+        goto fail;
+    }
+    if (vc->in_ch != 3 || vc->out_ch != 3) {
+        sdg__fail(err, SDG_ERR_SHAPE, "%s: the autoencoder maps %d-channel images to %d-channel "
+                  "images; pictures have 3 (RGB)", path, vc->in_ch, vc->out_ch);
+        goto fail;
+    }
+    if (vc->z_ch != SDG_LATENT_CHANNELS) {
+        sdg__fail(err, SDG_ERR_SHAPE, "%s: the autoencoder has %d latent channels; Stable "
+                  "Diffusion 1.x latents have %d", path, vc->z_ch, SDG_LATENT_CHANNELS);
+        goto fail;
+    }
     if (uc->out_ch != vc->z_ch || (uc->in_ch != vc->z_ch && uc->in_ch != 2 * vc->z_ch + 1)) {
         sdg__fail(err, SDG_ERR_SHAPE, "%s: UNet channels %d->%d do not fit the autoencoder's %d "
                   "latent channels", path, uc->in_ch, uc->out_ch, vc->z_ch);

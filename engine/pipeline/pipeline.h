@@ -57,4 +57,9 @@ sdg_status sdg__pipeline_generate(sdg_ctx *ctx, const sdg_gen_params *p, sdg_res
 #define SDG_STREAM_ANCESTRAL 1u
 #define SDG_STREAM_VAE 2u
 
+// Latent channels of every model the engine runs (SD 1.x, 2.x and SDXL autoencoders): the
+// preview's colour map, the CLI's --noise-in shape and the documented latent layout assume it,
+// and sdg_model_load refuses other files.
+#define SDG_LATENT_CHANNELS 4
+
 #endif // SDG_PIPELINE_H
