@@ -23,7 +23,8 @@ typedef struct sdg_prompt {
 //   (text) x1.1, ((text)) x1.21, [text] /1.1, (text:1.3) explicit, nesting multiplies;
 //   \( \) \[ \] \\ are literal characters, a lone backslash is dropped; unclosed groups still
 //   apply to the end of the prompt, stray closers are literal text; an explicit weight that is
-//   not a finite number leaves its text literal; "BREAK" (upper case, a word of its own) ends
+//   not a finite number or is beyond +-1000 leaves its text literal, and products of nested
+//   weights are clamped to +-1000; "BREAK" (upper case, a word of its own) ends
 //   the current window.
 // Runs of equal weight are tokenized together (sdg_tokenizer_encode), then split into windows
 // of 75 tokens; a window that would overflow breaks after its last comma when that comma is
