@@ -11,10 +11,13 @@
 #include <stddef.h>
 #include <stdint.h>
 
-// An in-memory file holding the given parts, one after the other. Returns its fd (close() it)
-// and writes its path ("/proc/self/fd/N") into path. Aborts when the kernel refuses (a harness
-// bug, not a finding).
-int fuzz_memfile(char path[64], const void *const *parts, const size_t *sizes, int n_parts);
+// Makes the harness's in-memory file hold the given parts, one after the other, and writes its
+// path ("/proc/self/fd/N") into path. One file is reused for the whole run (do not close it):
+// parts from index n_changing on are taken as immutable, and are not written again while they
+// stay at the same place in the file (the tiny model's 20 MB data section is then written once,
+// not per input). Aborts when the kernel refuses (a harness bug, not a finding).
+void fuzz_memfile(char path[64], const void *const *parts, const size_t *sizes, int n_parts,
+                  int n_changing);
 
 // The reference data folder ($SDG_REFERENCE_DIR, else the build's), and the project's models/
 // folder (the bundled default model's small vocab.json + merges.txt).

@@ -136,8 +136,8 @@ static void put_value(uint8_t *dst, st_dtype dt, uint64_t i, int fill)
     }
 }
 
-// Writes the edited table as a safetensors file. Returns the fd, or -1 when it is too large.
-static int write_structured(const uint8_t *edits, size_t n_edits, char path[64])
+// Writes the edited table as a safetensors file. Returns false when it would be too large.
+static bool write_structured(const uint8_t *edits, size_t n_edits, char path[64])
 {
     int n = st_count(tiny);
     edit_tensor *ts = calloc((size_t)n, sizeof *ts);
@@ -152,7 +152,7 @@ static int write_structured(const uint8_t *edits, size_t n_edits, char path[64])
 
     GString *hdr = g_string_new("{");
     uint64_t total = 0;
-    int fd = -1;
+    bool written = false;
     for (int i = 0; i < n; i++) {
         const edit_tensor *t = &ts[i];
         if (t->dropped)
@@ -192,12 +192,13 @@ static int write_structured(const uint8_t *edits, size_t n_edits, char path[64])
         len[i] = (uint8_t)((uint64_t)hdr->len >> (8 * i));
     const void *parts[3] = { len, hdr->str, data };
     size_t sizes[3] = { 8, hdr->len, total };
-    fd = fuzz_memfile(path, parts, sizes, 3);
+    fuzz_memfile(path, parts, sizes, 3, 3);
     free(data);
+    written = true;
 done:
     g_string_free(hdr, TRUE);
     free(ts);
-    return fd;
+    return written;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -298,23 +299,32 @@ static void run_loaded(const sdg_model *m, uint8_t knobs)
     sdg_ctx_free(ctx);
 }
 
+// Raw mode pads the header with spaces (which the format allows after the JSON) to this fixed
+// length, so that the data section stays at one place in the file and is written only once.
+#define RAW_HEADER_LEN ((size_t)264 << 10)
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     if (size < 1)
         return 0;
     char path[64];
-    int fd;
     if (data[0] % 2 == 0) {
+        static uint8_t header[RAW_HEADER_LEN];
+        size_t n = size - 1 <= RAW_HEADER_LEN ? RAW_HEADER_LEN : size - 1;
+        const uint8_t *h = data + 1;
+        if (n == RAW_HEADER_LEN) {
+            memcpy(header, data + 1, size - 1);
+            memset(header + size - 1, ' ', RAW_HEADER_LEN - (size - 1));
+            h = header;
+        }
         uint8_t len[8];
         for (int i = 0; i < 8; i++)
-            len[i] = (uint8_t)((uint64_t)(size - 1) >> (8 * i));
-        const void *parts[3] = { len, data + 1, tiny_data };
-        size_t sizes[3] = { 8, size - 1, tiny_data_size };
-        fd = fuzz_memfile(path, parts, sizes, 3);
-    } else {
-        fd = write_structured(data + 1, size - 1, path);
-        if (fd < 0)
-            return 0;
+            len[i] = (uint8_t)((uint64_t)n >> (8 * i));
+        const void *parts[3] = { len, h, tiny_data };
+        size_t sizes[3] = { 8, n, tiny_data_size };
+        fuzz_memfile(path, parts, sizes, 3, 2);
+    } else if (!write_structured(data + 1, size - 1, path)) {
+        return 0;
     }
     sdg_model_params mp = sdg_model_default_params();
     mp.vocab_path = vocab_path;
@@ -325,6 +335,5 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     else
         CHECK(err.status != SDG_OK && err.message[0]);
     sdg_model_free(m);
-    close(fd);
     return 0;
 }

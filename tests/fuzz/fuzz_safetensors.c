@@ -42,7 +42,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     char path[64];
     const void *parts[1] = { data };
-    int fd = fuzz_memfile(path, parts, &size, 1);
+    fuzz_memfile(path, parts, &size, 1, 1);
     sdg_error err;
     st_file *f = st_open(path, &err);
     if (!f) {
@@ -55,6 +55,5 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         st_metadata(f, "sdg.scale_factor");
         st_close(f);
     }
-    close(fd);
     return 0;
 }
