@@ -32,6 +32,7 @@
 // Structured mode builds files up to this size; larger edits are skipped (libFuzzer's memory
 // limit, and converting gigabytes per input would only find the memory guard's cases).
 #define MAX_DATA ((uint64_t)64 << 20)
+#define MAX_DIM ((int64_t)1 << 40)
 
 static const uint8_t *tiny_data;      // the tiny model's data section (inside tiny_file)
 static size_t tiny_data_size;
@@ -85,7 +86,9 @@ static void apply_edit(edit_tensor *ts, int n, const uint8_t e[4])
     switch (e[0] % 8) {
     case 0: if (t->n_dims) t->shape[d] = dim_values[v & 15]; break;
     case 1: if (t->n_dims) t->shape[d] += (v & 15) - 8; if (t->n_dims && t->shape[d] < 0) t->shape[d] = 0; break;
-    case 2: if (t->n_dims) t->shape[d] *= 1 + (v & 3); break;
+    case 2:   // grows up to 2^40: the file-size cap skips what cannot be written
+        if (t->n_dims && t->shape[d] <= MAX_DIM / 4) t->shape[d] *= 1 + (v & 3);
+        break;
     case 3:
         if ((v & 1) && t->n_dims < ST_MAX_DIMS)
             t->shape[t->n_dims++] = 1 + (v >> 1 & 3);
