@@ -361,7 +361,7 @@ static bool cli_save_png(sdg_image *img, const char *path, char **error)
             break;
     }
     if (fd < 0) {
-        *error = g_strdup_printf("cannot write '%s': %s", path, g_strerror(errno));
+        *error = g_strdup_printf("could not write '%s': %s", path, g_strerror(errno));
         g_free(tmp);
         g_free(px);
         return false;
@@ -391,7 +391,7 @@ static bool cli_save_png(sdg_image *img, const char *path, char **error)
         *error = g_strdup_printf("could not write '%s' (is the disk full, or the folder gone?)",
                                  path);
     else if (g_rename(tmp, path) != 0) {
-        *error = g_strdup_printf("cannot write '%s': %s", path, g_strerror(errno));
+        *error = g_strdup_printf("could not write '%s': %s", path, g_strerror(errno));
         ok = false;
     }
     if (!ok)
@@ -530,6 +530,9 @@ static const char cli_description[] =
     "--noise-in reads tensor 'noise' [1,4,H/f,W/f] (F32/F16/BF16 safetensors), the starting\n"
     "noise of the first picture; --latent-out writes tensor 'latent' [N,4,H/f,W/f] (F32).\n"
     "f is the VAE's factor (8 for Stable Diffusion and the default model).\n"
+    "\n"
+    "Output folders are checked before the model is loaded; a picture that still cannot be\n"
+    "written at the end is saved in the temporary folder instead, and the error says where.\n"
     "\n"
     "Exit status: 0 done, 1 error, 2 bad options, 130 cancelled (Ctrl-C).\n"
     "\n"
