@@ -1189,12 +1189,12 @@ static void test_sparse(void)
             order[j - 1] = tmp;
         }
     int64_t rows = (int64_t)(target / (64 * 4)) + 1;
+    uint64_t off = 0;
     if (rows > INT32_MAX) {
         g_test_message("skipped the huge-embedding case: this machine has %.0f GB of memory",
                        (double)mem / 1e9);
     } else {
         GString *h = g_string_new("{");
-        uint64_t off = 0;
         for (int i = 0; i < n; i++) {
             const st_tensor *t = order[i];
             bool grow = strcmp(t->name, emb) == 0;
@@ -1211,11 +1211,16 @@ static void test_sparse(void)
         }
         g_string_append_c(h, '}');
         char *p = write_raw("sparse.safetensors", h->str, -1, NULL, 0);
-        g_assert_cmpint(truncate(p, (off_t)(8 + h->len + off)), ==, 0);
+        bool made = truncate(p, (off_t)(8 + h->len + off)) == 0;
         g_free(p);
         g_test_message("header of %zu bytes describing %.1f GB", h->len, (double)off / 1e9);
         g_string_free(h, TRUE);
-
+        if (!made) {
+            g_test_message("skipped the huge-embedding case: no sparse file of that size here");
+            rows = -1;
+        }
+    }
+    if (rows > 0 && rows <= INT32_MAX) {
         t0 = g_get_monotonic_time();
         sdg_error err;
         st_file *big_f = st_open(path, &err); // a valid file as far as the format goes
@@ -1232,8 +1237,8 @@ static void test_sparse(void)
         g_test_message("%.0f GB token embedding refused in %.3f s", (double)off / 1e9,
                        elapsed_s(t0));
         g_assert_cmpfloat(elapsed_s(t0), <, 5.0);
-        g_unlink(path);
     }
+    g_unlink(path);
     g_free(order);
     st_close(f);
     g_free(path);
