@@ -223,7 +223,7 @@ const float *sdg_wb_get(sdg_weights *wb, int n_dims, const int64_t *shape, const
         return NULL;
     }
     if (!in_place) {
-        void *copy = sdg__alloc_big((size_t)bytes);
+        void *copy = bytes <= SIZE_MAX ? sdg__alloc_big((size_t)bytes) : NULL;
         if (!copy) {
             wb_error(wb, SDG_ERR_NOMEM, "%s: out of memory converting tensor '%s' (%llu bytes)",
                      path, name, (unsigned long long)bytes);
