@@ -172,6 +172,7 @@ sdg_model *sdg_model_load(const char *path, const sdg_model_params *params, sdg_
     m->wb = sdg_wb_new(m->file, err);
     if (!m->wb)
         goto fail;
+    sdg_wb_defer(m->wb); // no data is read before every shape is checked (sdg_wb_read below)
     m->clip = clip_load(m->wb, clip_prefix);
     if (sdg_wb_status(m->wb, err) != SDG_OK)
         goto fail;
@@ -232,6 +233,10 @@ sdg_model *sdg_model_load(const char *path, const sdg_model_params *params, sdg_
         goto fail;
     }
     m->pad_id = sdg_tokenizer_eos(m->tok);
+    // Every check above looks at names and shapes only; now the data: converted, scanned for
+    // NaN and infinite values, in one pass over the file.
+    if (sdg_wb_read(m->wb, err) != SDG_OK)
+        goto fail;
 
     sched_init_sd(&m->sched);
     m->info = (sdg_model_info){

@@ -184,7 +184,7 @@ else
 fi
 
 VOCAB=$REF/vocab/bpe_simple_vocab_16e6.txt.gz
-GEN_TESTS=15
+GEN_TESTS=29
 if [ ! -f "$MODEL" ] || [ ! -f "$VOCAB" ]; then
     for ((i = 0; i < GEN_TESTS; i++)); do skip "generation $i" "no tiny model under $REF"; done
     echo "1..$n"
@@ -301,6 +301,132 @@ if [ "$rc" -eq 130 ] && grep -q "cancelled" "$TMP/err" && [ ! -e "$TMP/long.png"
 else
     fail "Ctrl-C cancels with status 130" "status $rc: $(err_tail)"
 fi
+
+
+# ---------------------------------------------------------------------------------------------
+# Bad model files and output paths (the CI runs this as root: a chmod'ed folder would not stop
+# it, so unwritable outputs are a folder, a device, /proc, a folder removed during the run and a
+# file size limit).
+
+# before_sampling: the run stopped before loading the model (no "loading" line)
+before_sampling() { ! grep -q "^sdg: loading" "$TMP/err"; }
+
+mkdir -p "$TMP/outdir"
+run "${M[@]}" -W 64 -H 64 --steps 1 -o "$TMP/outdir"
+if [ "$rc" -eq 1 ] && grep -q "the output '$TMP/outdir' is a folder" "$TMP/err" && before_sampling; then
+    ok "output path that is a folder: refused before sampling"
+else
+    fail "output path that is a folder: refused before sampling" "status $rc: $(err_tail)"
+fi
+run "${M[@]}" -W 64 -H 64 --steps 1 -o /dev/null
+if [ "$rc" -eq 1 ] && grep -q "'/dev/null' exists and is not a regular file" "$TMP/err" &&
+   before_sampling && [ -c /dev/null ]; then
+    ok "output path that is a device: refused before sampling, device untouched"
+else
+    fail "output path that is a device: refused before sampling, device untouched" "status $rc: $(err_tail)"
+fi
+if [ -d /proc/self ]; then
+    run "${M[@]}" -W 64 -H 64 --steps 1 -o /proc/sdg-test.png
+    if [ "$rc" -eq 1 ] && grep -q "cannot write the output '/proc/sdg-test.png'" "$TMP/err" && before_sampling; then
+        ok "output in a folder that takes no files (/proc, even for root): refused before sampling"
+    else
+        fail "output in a folder that takes no files (/proc, even for root): refused before sampling" "status $rc: $(err_tail)"
+    fi
+else
+    skip "output in /proc" "no /proc"
+fi
+mkdir -p "$TMP/b-1"
+run "${M[@]}" -W 64 -H 64 --steps 1 -b 2 -o "$TMP/b-%d/x.png"
+if [ "$rc" -eq 1 ] && grep -q "folder of the output '$TMP/b-2/x.png' does not exist" "$TMP/err" && before_sampling; then
+    ok "every picture's folder is checked before sampling (%d in the folder)"
+else
+    fail "every picture's folder is checked before sampling (%d in the folder)" "status $rc: $(err_tail)"
+fi
+run "${M[@]}" -W 64 -H 64 --steps 1 -o "$TMP/x.png" --latent-out "$TMP/outdir"
+if [ "$rc" -eq 1 ] && grep -q "latent file '$TMP/outdir' is a folder" "$TMP/err" && before_sampling; then
+    ok "--latent-out that is a folder: refused before sampling"
+else
+    fail "--latent-out that is a folder: refused before sampling" "status $rc: $(err_tail)"
+fi
+
+# The output folder disappears during the run: the picture goes to the temporary folder.
+mkdir -p "$TMP/gone" "$TMP/rescue"
+TMPDIR="$TMP/rescue" $WRAP "$SDG" "${M[@]}" -W 64 -H 64 --steps 8 --seed 5 -o "$TMP/gone/pic.png" \
+    >/dev/null 2>"$TMP/err" &
+pid=$!
+for ((i = 0; i < 600; i++)); do
+    grep -q "step 1/8" "$TMP/err" 2>/dev/null && break
+    kill -0 "$pid" 2>/dev/null || break
+    sleep 0.1
+done
+rm -rf "$TMP/gone"
+wait "$pid"; rc=$?
+rescued=$(sed -n "s/.*was saved as '\\([^']*\\)' instead.*/\\1/p" "$TMP/err")
+if [ "$rc" -eq 1 ] && grep -q "could not write '$TMP/gone/pic.png'" "$TMP/err" &&
+   [ -n "$rescued" ] && [ "$(dirname "$rescued")" = "$TMP/rescue" ] &&
+   [ "$(png_size "$rescued")" = "64x64" ]; then
+    ok "output folder removed during the run: the picture is saved in the temporary folder"
+else
+    fail "output folder removed during the run: the picture is saved in the temporary folder" "status $rc, rescued '$rescued': $(err_tail)"
+fi
+
+# A write that fails half-way (a file size limit standing in for a full disk): noticed, no broken
+# file left, no false "wrote".
+mkdir -p "$TMP/lim" "$TMP/lim-tmp"
+(trap '' XFSZ; ulimit -f 2; TMPDIR="$TMP/lim-tmp" exec $WRAP "$SDG" "${M[@]}" -W 64 -H 64 --steps 1 \
+    -o "$TMP/lim/pic.png") >/dev/null 2>"$TMP/err"; rc=$?
+if [ "$rc" -eq 1 ] && grep -q "could not write '$TMP/lim/pic.png'" "$TMP/err" &&
+   grep -q "is lost" "$TMP/err" && ! grep -q "^sdg: wrote" "$TMP/err" &&
+   [ -z "$(ls -A "$TMP/lim")" ] && [ -z "$(ls -A "$TMP/lim-tmp")" ]; then
+    ok "a write that fails half-way is noticed and leaves no broken file"
+else
+    fail "a write that fails half-way is noticed and leaves no broken file" "status $rc: $(err_tail); left: $(ls -A "$TMP/lim" "$TMP/lim-tmp" | tr '\n' ' ')"
+fi
+
+# Model paths that are not model files, each with its own sentence (and no hang on a FIFO).
+ln -s "$TMP/loop-b.safetensors" "$TMP/loop-a.safetensors"
+ln -s "$TMP/loop-a.safetensors" "$TMP/loop-b.safetensors"
+expect "model path in a symlink loop: the system's reason, not 'does not exist'" 1 \
+    "loop-a\\.safetensors: cannot open: " "${M[@]}" -m "$TMP/loop-a.safetensors" -W 64 -H 64 -o "$TMP/x.png"
+mkfifo "$TMP/fifo.safetensors"
+timeout 60 $WRAP "$SDG" "${M[@]}" -m "$TMP/fifo.safetensors" -W 64 -H 64 -o "$TMP/x.png" \
+    >/dev/null 2>"$TMP/err"; rc=$?
+if [ "$rc" -eq 1 ] && grep -q "fifo.safetensors: is a named pipe (FIFO), not a safetensors file" "$TMP/err"; then
+    ok "model path that is a FIFO: refused at once"
+else
+    fail "model path that is a FIFO: refused at once" "status $rc: $(err_tail)"
+fi
+: >"$TMP/empty.safetensors"
+expect "empty model file" 1 "empty\\.safetensors: the file is empty \\(0 bytes\\)" \
+    "${M[@]}" -m "$TMP/empty.safetensors" -W 64 -H 64 -o "$TMP/x.png"
+expect "model path that is a folder" 1 "is a folder: diffusers folders are not supported" \
+    "${M[@]}" -m "$TMP/outdir" -W 64 -H 64 -o "$TMP/x.png"
+size=$(wc -c <"$MODEL")
+head -c $((size - 1)) "$MODEL" >"$TMP/cut.safetensors"
+expect "truncated model: says how long it should be" 1 \
+    "the file is truncated: it is $((size - 1)) bytes but its header describes $size" \
+    "${M[@]}" -m "$TMP/cut.safetensors" -W 64 -H 64 -o "$TMP/x.png"
+cp "$MODEL" "$TMP/sparse.safetensors"
+if truncate -s 100G "$TMP/sparse.safetensors" 2>/dev/null; then
+    t0=$(date +%s)
+    expect "model followed by 100 GB of holes: refused at once" 1 "the file is 107374182400 bytes but its header describes only $size" \
+        "${M[@]}" -m "$TMP/sparse.safetensors" -W 64 -H 64 -o "$TMP/x.png"
+    [ $(( $(date +%s) - t0 )) -le 10 ] || fail "100 GB sparse model answered in under 10 s" "took $(( $(date +%s) - t0 )) s"
+else
+    skip "model followed by 100 GB of holes" "no sparse files in $TMP"
+fi
+rm -f "$TMP/sparse.safetensors"
+# A NaN in the UNet's last convolution, written over its first float.
+hdr=($(od -An -tu1 -N8 "$MODEL"))
+len=$(( hdr[0] | (hdr[1] << 8) | (hdr[2] << 16) | (hdr[3] << 24) ))
+begin=$(st_header "$MODEL" | grep -o '"model.diffusion_model.out.2.weight":{[^}]*}' |
+        sed 's/.*"data_offsets":\[\([0-9]*\),.*/\1/')
+cp "$MODEL" "$TMP/nan.safetensors"
+printf '\000\000\300\177' | dd of="$TMP/nan.safetensors" bs=1 seek=$((8 + len + begin)) conv=notrunc 2>/dev/null
+expect "NaN weight: the tensor is named, not a black picture" 1 \
+    "tensor 'model.diffusion_model.out.2.weight' has 1 NaN or infinite value" \
+    "${M[@]}" -m "$TMP/nan.safetensors" -W 64 -H 64 -o "$TMP/nan.png"
+[ ! -e "$TMP/nan.png" ] || fail "no picture from a NaN model" "$TMP/nan.png exists"
 
 echo "1..$n"
 [ "$failed" -eq 0 ]

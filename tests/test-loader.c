@@ -4,17 +4,23 @@
  * Checks the golden tiny-sd1 checkpoint's index, round-trips every dtype the writer produces,
  * the f16/bf16 conversions (exhaustively where cheap), and that every malformed file we can
  * think of fails with the right status and a message naming the file (and the tensor). Bad
- * files are written byte by byte here from tiny hand-written headers. Not here: model loading.
+ * files are written byte by byte here from tiny hand-written headers, or made from a copy of the
+ * golden model: truncated at many points, shrunk while open, grown into a 100 GB sparse file,
+ * given NaN and infinite weights; and paths that are not files (a folder, a FIFO, a device, a
+ * symlink loop). Those also go through sdg_model_load, the way a user meets them.
  */
 #include <glib.h>
 #include <glib/gstdio.h>
 #include <math.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include "golden.h"
 #include "loader/safetensors.h"
 #include "loader/weights.h"
+#include "sdg.h"
 
 static char *tmpdir; // removed at the end of main
 
@@ -351,8 +357,24 @@ static void test_bulk_f16(void)
         }
     }
     g_unsetenv("SDG_NO_F16C");
-    // The same through the binder: a 64-byte-aligned copy, counted as owned.
+    // The binder refuses it: 2 x 1024 of the 65536 patterns are infinities and NaNs.
     sdg_weights *wb = sdg_wb_new(f, &err);
+    g_assert_null(SDG_WB1(wb, n, "h"));
+    g_assert_cmpint(sdg_wb_status(wb, &err), ==, SDG_ERR_FORMAT);
+    g_assert_nonnull(strstr(err.message, "tensor 'h' has 2048 NaN or infinite values (of 65539)"));
+    sdg_wb_free(wb);
+    st_close(f);
+    g_unlink(path);
+    g_free(path);
+
+    // The finite ones through the binder: a 64-byte-aligned copy, counted as owned.
+    for (int i = 0; i < n; i++)
+        if ((h[i] & 0x7c00) == 0x7c00)
+            h[i] = 0x3c00;
+    path = write_raw("bulk.safetensors", header, -1, h, 2 * (size_t)n);
+    f = st_open(path, &err);
+    g_assert_nonnull(f);
+    wb = sdg_wb_new(f, &err);
     const float *w = SDG_WB1(wb, n, "h");
     g_assert_nonnull(w);
     g_assert_cmpuint((uintptr_t)w % 64, ==, 0);
@@ -360,6 +382,7 @@ static void test_bulk_f16(void)
     g_assert_true(SDG_WB1(wb, n, "h") == w); // converted once
     g_assert_cmpuint(sdg_wb_owned_bytes(wb), ==, 4 * (size_t)n);
     g_assert_cmpfloat(w[0x3c00], ==, 1.0f);
+    g_assert_cmpfloat(w[0x7c00], ==, 1.0f);
     sdg_wb_free(wb);
     st_close(f);
     g_unlink(path);
@@ -555,7 +578,7 @@ static void test_roundtrip(void)
 static void test_unaligned_and_escapes(void)
 {
     // u8 [2] at 0..2, then F32 [2] at 2..10: the F32 data is misaligned in the mapping.
-    uint8_t data[12] = { 7, 9 };
+    uint8_t data[10] = { 7, 9 };
     float v[2] = { 1.5f, -3.25f };
     memcpy(data + 2, v, 8);
     const char *h = "{\"a\\u00e9\\ud83d\\ude00\\n\\/\":{\"dtype\":\"U8\",\"shape\":[2],"
@@ -650,7 +673,7 @@ static void test_bad_files(void)
     // Too short to hold the length.
     char *path = tmp_path("empty.safetensors");
     g_assert_true(g_file_set_contents(path, "", 0, NULL));
-    expect_open_fail(path, SDG_ERR_FORMAT, "too short");
+    expect_open_fail(path, SDG_ERR_FORMAT, "the file is empty (0 bytes)");
     g_assert_true(g_file_set_contents(path, "\x02\0\0\0\0", 5, NULL));
     expect_open_fail(path, SDG_ERR_FORMAT, "too short");
     g_unlink(path);
@@ -658,7 +681,7 @@ static void test_bad_files(void)
     path = tmp_path("does-not-exist.safetensors");
     expect_open_fail(path, SDG_ERR_IO, "cannot open");
     g_free(path);
-    expect_open_fail(tmpdir, SDG_ERR_IO, "not a regular file");
+    expect_open_fail(tmpdir, SDG_ERR_IO, "is a folder, not a safetensors file");
 
     // Header length past the end, and absurd.
     path = write_raw("len.safetensors", "{}", 1000, NULL, 0);
@@ -736,7 +759,16 @@ static void test_bad_files(void)
         { "{" T1("w.bad", "F16", "[2,2]", "0", "4") "}", "span 4 bytes" },
         { "{" T1("w.bad", "F32", "[]", "0", "8") "}", "(1 elements)" },
         { "{" T1("w.bad", "F32", "[0]", "0", "4") "}", "tensor 'w.bad'" },
-        { "{" T1("w.bad", "F32", "[4]", "0", "16") "}", "outside the 8 data bytes" },
+        { "{" T1("w.bad", "F32", "[4]", "0", "16") "}",
+          "the file is truncated: it is 75 bytes but its header describes 83 (tensor 'w.bad' "
+          "needs data bytes 0..16, and only 8 are there)" },
+        { "{" T1("w.a", "F32", "[1]", "0", "4") "," T1("w.bad", "U8", "[2]", "6", "8") "}",
+          "tensor 'w.bad' starts at data byte 6 but the data before it ends at byte 4: the file "
+          "has a gap" },
+        { "{" T1("w.a", "F32", "[1]", "0", "4") "}",
+          "the last 4 bytes belong to no tensor" },
+        { "{" T1("w.a", "F32", "[1]", "4", "8") "}", "tensor 'w.a' starts at data byte 4" },
+        { "{}", "the last 8 bytes belong to no tensor" },
         { "{" T1("w.bad", "F32", "[1]", "8", "4") "}", "tensor 'w.bad' has data_offsets [8, 4] that end before" },
         { "{" T1("w.bad", "F32", "[1]", "18446744073709551615", "18446744073709551619") "}",
           "too large" },
@@ -790,6 +822,429 @@ static void test_bad_files(void)
     g_free(path);
 }
 
+// ---------------------------------------------------------------------------------------------
+// Bad files made from the golden tiny model, and paths that are not files.
+
+#define TINY "golden/tiny-sd1.safetensors"
+#define UNET_OUT "model.diffusion_model.out.2.weight"
+#define VAE_OUT_B "first_stage_model.decoder.conv_out.bias"
+
+static sdg_model *load_model(const char *path, sdg_error *err)
+{
+    char *vocab = golden_path("vocab/bpe_simple_vocab_16e6.txt.gz");
+    sdg_model_params mp = sdg_model_default_params();
+    mp.vocab_path = vocab;
+    sdg__error_clear(err);
+    sdg_model *m = sdg_model_load(path, &mp, err);
+    g_free(vocab);
+    return m;
+}
+
+// sdg_model_load must fail with status and a message naming the file and containing needle.
+static void expect_load_fail(const char *path, sdg_status status, const char *needle)
+{
+    sdg_error err;
+    sdg_model *m = load_model(path, &err);
+    if (m)
+        g_error("%s: loaded, expected failure with '%s'", path, needle);
+    g_test_message("load: %s", err.message);
+    g_assert_cmpint(err.status, ==, status);
+    g_assert_nonnull(strstr(err.message, path));
+    if (!strstr(err.message, needle))
+        g_error("message '%s' lacks '%s'", err.message, needle);
+}
+
+// The golden model's bytes (g_free them), or NULL when the reference data is absent.
+static char *tiny_bytes(gsize *len)
+{
+    char *src = golden_path(TINY);
+    char *bytes = NULL;
+    if (!g_file_get_contents(src, &bytes, len, NULL))
+        bytes = NULL;
+    g_free(src);
+    return bytes;
+}
+
+static uint64_t le64(const char *p)
+{
+    uint64_t n = 0;
+    for (int i = 7; i >= 0; i--)
+        n = (n << 8) | (uint8_t)p[i];
+    return n;
+}
+
+// File offset of element i of tensor name in the golden model's bytes.
+static size_t tiny_offset(const char *bytes, const char *name, size_t i)
+{
+    st_file *f = golden_open(TINY);
+    const st_tensor *t = st_find(f, name);
+    g_assert_nonnull(t);
+    g_assert_cmpint(t->dtype, ==, ST_F32);
+    g_assert_cmpuint(i, <, (size_t)t->n_elements);
+    size_t off = 8 + (size_t)le64(bytes) + (size_t)t->offset + 4 * i;
+    st_close(f);
+    return off;
+}
+
+static void test_special_paths(void)
+{
+    // A FIFO: opening it for reading would wait for a writer forever. The alarm turns a
+    // regression into a failure (SIGALRM ends the test) instead of a hang until the timeout.
+    char *fifo = tmp_path("fifo.safetensors");
+    g_assert_cmpint(mkfifo(fifo, 0600), ==, 0);
+    alarm(20);
+    expect_open_fail(fifo, SDG_ERR_IO, "is a named pipe (FIFO), not a safetensors file");
+    expect_load_fail(fifo, SDG_ERR_IO, "named pipe");
+    alarm(0);
+    g_unlink(fifo);
+    g_free(fifo);
+
+    // A symlink loop: the system's sentence (ELOOP), with the file named.
+    char *a = tmp_path("loop-a.safetensors"), *b = tmp_path("loop-b.safetensors");
+    g_assert_cmpint(symlink(b, a), ==, 0);
+    g_assert_cmpint(symlink(a, b), ==, 0);
+    expect_open_fail(a, SDG_ERR_IO, "cannot open: ");
+    expect_load_fail(a, SDG_ERR_IO, "cannot open: ");
+    g_unlink(a);
+    g_unlink(b);
+    g_free(a);
+    g_free(b);
+
+    // A device, a folder (sdg_model_load keeps its diffusers-folder sentence), an empty file.
+    expect_open_fail("/dev/null", SDG_ERR_IO, "is a device, not a safetensors file");
+    expect_load_fail("/dev/null", SDG_ERR_IO, "is a device");
+    expect_load_fail(tmpdir, SDG_ERR_UNSUPPORTED, "is a folder: diffusers folders are not");
+    char *empty = tmp_path("empty.safetensors");
+    g_assert_true(g_file_set_contents(empty, "", 0, NULL));
+    expect_load_fail(empty, SDG_ERR_FORMAT, "the file is empty (0 bytes)");
+    g_unlink(empty);
+    g_free(empty);
+}
+
+// A copy of the golden model cut at many points fails cleanly at each: in the length, in the
+// header, just after it, in the data, one byte short.
+static void test_truncated_golden(void)
+{
+    gsize len;
+    char *bytes = tiny_bytes(&len);
+    if (!bytes) {
+        g_test_skip(TINY " not found");
+        return;
+    }
+    size_t hl = (size_t)le64(bytes);
+    char *path = tmp_path("cut.safetensors");
+    struct { size_t at; const char *needle; } cuts[] = {
+        { 4, "too short" },
+        { 8, "header length" },
+        { 8 + hl / 2, "header length" },
+        { 8 + hl - 1, "header length" },
+        { 8 + hl, "the file is truncated" },
+        { 8 + hl + 1, "the file is truncated" },
+        { 8 + hl + 4096, "the file is truncated" },
+        { len / 2, "the file is truncated" },
+        { len - 4, "the file is truncated" },
+        { len - 1, "the file is truncated" },
+    };
+    for (size_t i = 0; i < G_N_ELEMENTS(cuts); i++) {
+        g_assert_true(g_file_set_contents(path, bytes, (gssize)cuts[i].at, NULL));
+        expect_open_fail(path, SDG_ERR_FORMAT, cuts[i].needle);
+        if (cuts[i].at > 8 + hl) {
+            char *want = g_strdup_printf("it is %zu bytes but its header describes %zu",
+                                         cuts[i].at, (size_t)len);
+            expect_open_fail(path, SDG_ERR_FORMAT, want);
+            g_free(want);
+        }
+    }
+    expect_load_fail(path, SDG_ERR_FORMAT, "the file is truncated");
+    // One byte too many is refused as well (the reference reader's rule).
+    GString *more = g_string_new_len(bytes, (gssize)len);
+    g_string_append_c(more, 0);
+    g_assert_true(g_file_set_contents(path, more->str, (gssize)more->len, NULL));
+    expect_open_fail(path, SDG_ERR_FORMAT, "the last 1 byte belongs to no tensor");
+    g_string_free(more, TRUE);
+    g_unlink(path);
+    g_free(path);
+    g_free(bytes);
+}
+
+// A file that shrinks after st_open: conversions read with pread, so a short read is an error,
+// not SIGBUS; F32 data used in place is checked against the file size before it is scanned.
+static void test_shrinking(void)
+{
+    enum { N = 300000 }; // 1.2 MB of F32, 0.6 MB of F16: many pages each
+    float *v = g_new(float, N);
+    for (int i = 0; i < N; i++)
+        v[i] = (float)sin(i * 0.01);
+    st_write_tensor ts[2] = { { "a", ST_F32, 1, { N }, v }, { "b", ST_F16, 1, { N }, v } };
+    char *path = tmp_path("shrink.safetensors");
+    sdg_error err;
+    g_assert_cmpint(st_write(path, ts, 2, NULL, &err), ==, SDG_OK);
+    GStatBuf sb;
+    g_assert_cmpint(g_stat(path, &sb), ==, 0);
+
+    for (int deferred = 0; deferred < 2; deferred++) {
+        st_file *f = st_open(path, &err);
+        g_assert_nonnull(f);
+        g_assert_cmpint(st_check_mapped(f, &err), ==, SDG_OK);
+        sdg_weights *wb = sdg_wb_new(f, &err);
+        if (deferred) {
+            sdg_wb_defer(wb);
+            g_assert_nonnull(SDG_WB1(wb, N, "a"));
+            g_assert_nonnull(SDG_WB1(wb, N, "b"));
+        }
+        g_assert_cmpint(truncate(path, 1000), ==, 0);
+
+        g_assert_cmpint(st_check_mapped(f, &err), ==, SDG_ERR_IO);
+        g_test_message("%s", err.message);
+        char *want = g_strdup_printf("%s: the file shrank from %lld to 1000 bytes", path,
+                                     (long long)sb.st_size);
+        g_assert_nonnull(strstr(err.message, want));
+        g_free(want);
+        float *x = g_new(float, N);
+        g_assert_cmpint(st_read_f32(f, st_find(f, "b"), x, &err), ==, SDG_ERR_IO);
+        g_test_message("%s", err.message);
+        g_assert_nonnull(strstr(err.message, "the file ended in the middle of tensor 'b'"));
+        g_assert_cmpint(st_read_f32(f, st_find(f, "a"), x, &err), ==, SDG_ERR_IO);
+        g_free(x);
+
+        if (deferred) {
+            g_assert_cmpint(sdg_wb_read(wb, &err), ==, SDG_ERR_IO);
+        } else {
+            g_assert_null(SDG_WB1(wb, N, "a"));   // in place: the size check, not a SIGBUS
+            g_assert_cmpint(sdg_wb_status(wb, &err), ==, SDG_ERR_IO);
+        }
+        g_test_message("%s", err.message);
+        g_assert_nonnull(strstr(err.message, "shrank"));
+        sdg_wb_free(wb);
+        st_close(f);
+        g_assert_cmpint(st_write(path, ts, 2, NULL, &err), ==, SDG_OK); // whole again
+    }
+    g_free(v);
+    g_unlink(path);
+    g_free(path);
+}
+
+// F16 copy of the golden model (integer tensors stay integers), for the converting path.
+typedef struct f16_copy {
+    st_file *src;
+    const char *nan_in;   // tensor to put a NaN into (element 3), or NULL
+} f16_copy;
+
+static void f16_fill(void *user, int index, float *dst, int64_t n)
+{
+    f16_copy *c = user;
+    const st_tensor *t = st_at(c->src, index);
+    sdg_error err;
+    g_assert_cmpint(t->n_elements, ==, n);
+    g_assert_cmpint(st_read_f32(c->src, t, dst, &err), ==, SDG_OK);
+    if (c->nan_in && strcmp(t->name, c->nan_in) == 0)
+        dst[3] = NAN;
+}
+
+static void write_f16_copy(const char *path, const char *nan_in)
+{
+    f16_copy c = { golden_open(TINY), nan_in };
+    int n = st_count(c.src);
+    st_write_tensor *ts = g_new0(st_write_tensor, n);
+    for (int i = 0; i < n; i++) {
+        const st_tensor *t = st_at(c.src, i);
+        ts[i].name = t->name;
+        ts[i].dtype = t->dtype == ST_F32 ? ST_F16 : t->dtype;
+        ts[i].n_dims = t->n_dims;
+        memcpy(ts[i].shape, t->shape, sizeof ts[i].shape);
+    }
+    sdg_error err;
+    if (st_write_streamed(path, ts, n, NULL, f16_fill, &c, &err) != SDG_OK)
+        g_error("%s", err.message);
+    g_free(ts);
+    st_close(c.src);
+}
+
+static void put_f32(char *bytes, size_t off, uint32_t bits)
+{
+    memcpy(bytes + off, &bits, 4);
+}
+
+// NaN and infinite weights: an error naming the first tensor (in file order) and the count,
+// for F32 tensors used in place and F16 ones converted; tensors the engine does not bind are
+// not checked.
+static void test_nonfinite(void)
+{
+    gsize len;
+    char *bytes = tiny_bytes(&len);
+    if (!bytes) {
+        g_test_skip(TINY " not found");
+        return;
+    }
+    char *path = tmp_path("nan.safetensors");
+    sdg_error err;
+    // The clean copy loads (and so does one whose unused DDPM buffer holds NaN and Inf).
+    put_f32(bytes, tiny_offset(bytes, "betas", 0), 0x7fc00000u);
+    put_f32(bytes, tiny_offset(bytes, "alphas_cumprod", 7), 0xff800000u);
+    g_assert_true(g_file_set_contents(path, bytes, (gssize)len, NULL));
+    sdg_model *m = load_model(path, &err);
+    if (!m)
+        g_error("%s", err.message);
+    sdg_model_free(m);
+
+    // Three NaNs in the UNet's last convolution, an infinity in the VAE's last bias.
+    size_t unet_at = tiny_offset(bytes, UNET_OUT, 5);
+    size_t vae_at = tiny_offset(bytes, VAE_OUT_B, 0);
+    put_f32(bytes, unet_at, 0x7fc00000u);
+    put_f32(bytes, unet_at + 4, 0xffc00001u);
+    put_f32(bytes, unet_at + 40, 0x7f800001u);   // a signalling NaN
+    put_f32(bytes, vae_at, 0x7f800000u);
+    g_assert_true(g_file_set_contents(path, bytes, (gssize)len, NULL));
+    const char *want = unet_at < vae_at
+        ? "tensor '" UNET_OUT "' has 3 NaN or infinite values (of 1152); 1 more tensor has some too"
+        : "tensor '" VAE_OUT_B "' has 1 NaN or infinite value (of 3); 1 more tensor has some too";
+    expect_load_fail(path, SDG_ERR_FORMAT, want);
+    expect_load_fail(path, SDG_ERR_FORMAT, "pictures would come out black");
+
+    // Only the infinity: the other tensor is named, alone.
+    put_f32(bytes, unet_at, 0);
+    put_f32(bytes, unet_at + 4, 0);
+    put_f32(bytes, unet_at + 40, 0);
+    g_assert_true(g_file_set_contents(path, bytes, (gssize)len, NULL));
+    expect_load_fail(path, SDG_ERR_FORMAT,
+                     "tensor '" VAE_OUT_B "' has 1 NaN or infinite value (of 3): the checkpoint");
+
+    // The binder alone, reading at once: the first bad tensor bound stops it.
+    st_file *f = st_open(path, &err);
+    g_assert_nonnull(f);
+    sdg_weights *wb = sdg_wb_new(f, &err);
+    g_assert_nonnull(SDG_WB4(wb, 4, 32, 3, 3, UNET_OUT));
+    g_assert_null(SDG_WB1(wb, 3, VAE_OUT_B));
+    g_assert_cmpint(sdg_wb_status(wb, &err), ==, SDG_ERR_FORMAT);
+    g_assert_nonnull(strstr(err.message, "'" VAE_OUT_B "' has 1 NaN"));
+    sdg_wb_free(wb);
+    st_close(f);
+
+    // F16: the check runs in the conversion. The clean copy loads.
+    write_f16_copy(path, NULL);
+    m = load_model(path, &err);
+    if (!m)
+        g_error("%s", err.message);
+    sdg_model_free(m);
+    write_f16_copy(path, UNET_OUT);
+    expect_load_fail(path, SDG_ERR_FORMAT,
+                     "tensor '" UNET_OUT "' has 1 NaN or infinite value (of 1152): the checkpoint");
+    g_unlink(path);
+    g_free(path);
+    g_free(bytes);
+}
+
+static double elapsed_s(gint64 t0)
+{
+    return (double)(g_get_monotonic_time() - t0) / 1e6;
+}
+
+// 100 GB sparse files (holes cost no disk) answer at once, reading nothing: a valid header
+// followed by 100 GB of holes, and a valid header whose token embedding is larger than this
+// machine's memory (the model's shapes all agree: only the size is implausible).
+static void test_sparse(void)
+{
+    gsize len;
+    char *bytes = tiny_bytes(&len);
+    if (!bytes) {
+        g_test_skip(TINY " not found");
+        return;
+    }
+    const uint64_t big = (uint64_t)100 << 30;
+    char *path = tmp_path("sparse.safetensors");
+    g_assert_true(g_file_set_contents(path, bytes, (gssize)len, NULL));
+    if (truncate(path, (off_t)big) != 0) {
+        g_test_skip("the temporary folder cannot hold a 100 GB sparse file");
+        g_unlink(path);
+        g_free(path);
+        g_free(bytes);
+        return;
+    }
+    gint64 t0 = g_get_monotonic_time();
+    char *want = g_strdup_printf("the file is %llu bytes but its header describes only %zu",
+                                 (unsigned long long)big, (size_t)len);
+    expect_open_fail(path, SDG_ERR_FORMAT, want);
+    expect_load_fail(path, SDG_ERR_FORMAT, want);
+    g_free(want);
+    g_test_message("100 GB of trailing holes refused in %.3f s", elapsed_s(t0));
+    g_assert_cmpfloat(elapsed_s(t0), <, 5.0);
+    g_unlink(path);
+
+    // The golden header with the token embedding grown to more rows than this machine's memory
+    // holds as float32 (and at least 100 GB), every offset moved to match, data all holes.
+    long pages = sysconf(_SC_PHYS_PAGES), page = sysconf(_SC_PAGESIZE);
+    g_assert_cmpint(pages, >, 0);
+    uint64_t mem = (uint64_t)pages * (uint64_t)page;
+    uint64_t target = mem + ((uint64_t)4 << 30) > big ? mem + ((uint64_t)4 << 30) : big;
+    const char *emb = "cond_stage_model.transformer.text_model.embeddings.token_embedding.weight";
+    st_file *f = golden_open(TINY);
+    int n = st_count(f);
+    const st_tensor **order = g_new(const st_tensor *, n);
+    for (int i = 0; i < n; i++)
+        order[i] = st_at(f, i);
+    for (int i = 1; i < n; i++) // insertion sort by offset (437 tensors)
+        for (int j = i; j > 0 && order[j]->offset < order[j - 1]->offset; j--) {
+            const st_tensor *tmp = order[j];
+            order[j] = order[j - 1];
+            order[j - 1] = tmp;
+        }
+    int64_t rows = (int64_t)(target / (64 * 4)) + 1;
+    uint64_t off = 0;
+    if (rows > INT32_MAX) {
+        g_test_message("skipped the huge-embedding case: this machine has %.0f GB of memory",
+                       (double)mem / 1e9);
+    } else {
+        GString *h = g_string_new("{");
+        for (int i = 0; i < n; i++) {
+            const st_tensor *t = order[i];
+            bool grow = strcmp(t->name, emb) == 0;
+            g_assert_true(!grow || (t->n_dims == 2 && t->shape[1] == 64 && t->dtype == ST_F32));
+            uint64_t size = grow ? (uint64_t)rows * 64 * 4 : t->size;
+            g_string_append_printf(h, "%s\"%s\":{\"dtype\":\"%s\",\"shape\":[", i ? "," : "",
+                                   t->name, st_dtype_name(t->dtype));
+            for (int d = 0; d < t->n_dims; d++)
+                g_string_append_printf(h, "%s%lld", d ? "," : "",
+                                       (long long)(grow && d == 0 ? rows : t->shape[d]));
+            g_string_append_printf(h, "],\"data_offsets\":[%llu,%llu]}",
+                                   (unsigned long long)off, (unsigned long long)(off + size));
+            off += size;
+        }
+        g_string_append_c(h, '}');
+        char *p = write_raw("sparse.safetensors", h->str, -1, NULL, 0);
+        bool made = truncate(p, (off_t)(8 + h->len + off)) == 0;
+        g_free(p);
+        g_test_message("header of %zu bytes describing %.1f GB", h->len, (double)off / 1e9);
+        g_string_free(h, TRUE);
+        if (!made) {
+            g_test_message("skipped the huge-embedding case: no sparse file of that size here");
+            rows = -1;
+        }
+    }
+    if (rows > 0 && rows <= INT32_MAX) {
+        t0 = g_get_monotonic_time();
+        sdg_error err;
+        st_file *big_f = st_open(path, &err); // a valid file as far as the format goes
+        if (!big_f)
+            g_error("%s", err.message);
+        g_assert_cmpint(st_find(big_f, emb)->shape[0], ==, rows);
+        st_close(big_f);
+        char *needle = g_strdup_printf("with tensor '%s' [%lld,64] the weights come to", emb,
+                                       (long long)rows);
+        expect_load_fail(path, SDG_ERR_UNSUPPORTED, needle);
+        expect_load_fail(path, SDG_ERR_UNSUPPORTED, "of memory: the file is damaged, or the "
+                         "model is too large to run here");
+        g_free(needle);
+        g_test_message("%.0f GB token embedding refused in %.3f s", (double)off / 1e9,
+                       elapsed_s(t0));
+        g_assert_cmpfloat(elapsed_s(t0), <, 5.0);
+    }
+    g_unlink(path);
+    g_free(order);
+    st_close(f);
+    g_free(path);
+    g_free(bytes);
+}
+
 int main(int argc, char **argv)
 {
     g_test_init(&argc, &argv, NULL);
@@ -802,6 +1257,11 @@ int main(int argc, char **argv)
     g_test_add_func("/loader/roundtrip", test_roundtrip);
     g_test_add_func("/loader/unaligned-escapes-dtypes", test_unaligned_and_escapes);
     g_test_add_func("/loader/bad-files", test_bad_files);
+    g_test_add_func("/loader/special-paths", test_special_paths);
+    g_test_add_func("/loader/truncated-golden", test_truncated_golden);
+    g_test_add_func("/loader/shrinking", test_shrinking);
+    g_test_add_func("/loader/nonfinite", test_nonfinite);
+    g_test_add_func("/loader/sparse-100gb", test_sparse);
     int rc = g_test_run();
     g_rmdir(tmpdir); // every test removes its own files
     g_free(tmpdir);

@@ -7,12 +7,14 @@
  * through the public header sdg.h, and this file includes nothing else from engine/. No previews.
  */
 #include <errno.h>
+#include <fcntl.h>
 #include <math.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <gegl.h>
@@ -280,6 +282,58 @@ static sdg_image *cli_load_mask(const char *path, int want_w, int want_h, int *o
     return img;
 }
 
+// Whether path holds exactly the PNG of the w x h R'G'B' u8 pixels px: decoded again and
+// compared, and ending with its IEND chunk. gegl:png-save reports no write errors (a full disk
+// leaves a truncated file), so this is how a failed write is noticed.
+static bool cli_png_matches(const char *path, const guint8 *px, int w, int h)
+{
+    static const guint8 iend[12] = {0, 0, 0, 0, 'I', 'E', 'N', 'D', 0xae, 0x42, 0x60, 0x82};
+    guint8 tail[12];
+    FILE *fp = g_fopen(path, "rb");
+    bool ok = fp && fseek(fp, -12, SEEK_END) == 0 && fread(tail, 1, 12, fp) == 12 &&
+              memcmp(tail, iend, 12) == 0;
+    if (fp)
+        fclose(fp);
+    if (!ok)
+        return false;
+    size_t n = (size_t)w * h * 3;
+    guint8 *back = g_try_malloc0(n);
+    if (!back)
+        return false;
+    GeglNode *graph = gegl_node_new();
+    GeglNode *load = gegl_node_new_child(graph, "operation", "gegl:png-load", "path", path,
+                                         NULL);
+    GeglRectangle box = gegl_node_get_bounding_box(load);
+    GeglRectangle rect = {0, 0, w, h};
+    ok = box.x == 0 && box.y == 0 && box.width == w && box.height == h;
+    if (ok) {
+        gegl_node_blit(load, 1.0, &rect, babl_format("R'G'B' u8"), back, GEGL_AUTO_ROWSTRIDE,
+                       GEGL_BLIT_DEFAULT);
+        ok = memcmp(back, px, n) == 0;
+    }
+    g_object_unref(graph);
+    g_free(back);
+    return ok;
+}
+
+// gegl:png-save prints its write errors with g_printerr and carries on; while it runs they are
+// kept here (the first line) to say why a picture could not be written.
+static GString *cli_save_msg = NULL;
+
+static void cli_keep_printerr(const gchar *text)
+{
+    if (cli_save_msg && cli_save_msg->len == 0) {
+        const char *colon = strstr(text, "write_fn: ");   // "gegl:save-png write_fn: Error ..."
+        g_string_append(cli_save_msg, colon ? colon + strlen("write_fn: ") : text);
+        char *nl = strchr(cli_save_msg->str, '\n');
+        if (nl)
+            g_string_truncate(cli_save_msg, (gsize)(nl - cli_save_msg->str));
+    }
+}
+
+// Writes img as an 8-bit PNG at path: into a new file beside it, checked by reading it back,
+// then renamed over path, so a failed write neither leaves a broken picture nor destroys an
+// older one. On failure returns false with *error set.
 static bool cli_save_png(sdg_image *img, const char *path, char **error)
 {
     size_t n = (size_t)img->width * img->height * 3;
@@ -287,32 +341,102 @@ static bool cli_save_png(sdg_image *img, const char *path, char **error)
         float v = img->data[i];
         img->data[i] = v > 1.0f ? 1.0f : (v >= 0.0f ? v : 0.0f);
     }
-    // png-save reports no errors: remove any old file first so that "exists afterwards" means
-    // "was written now".
-    if (g_unlink(path) != 0 && errno != ENOENT) {
-        *error = g_strdup_printf("cannot replace '%s': %s", path, g_strerror(errno));
+    guint8 *px = g_try_malloc(n);
+    if (!px) {
+        *error = g_strdup_printf("out of memory writing '%s'", path);
         return false;
     }
+    babl_process(babl_fish(babl_format("R'G'B' float"), babl_format("R'G'B' u8")), img->data,
+                 px, (long)img->width * img->height);
+
+    // A new file beside path (mode 0666 less the umask, as a plain new file gets; the rename
+    // keeps it).
+    char *tmp = NULL;
+    int fd = -1;
+    for (int tries = 0; fd < 0 && tries < 100; tries++) {
+        g_free(tmp);
+        tmp = g_strdup_printf("%s.%08x.tmp", path, g_random_int());
+        fd = g_open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0666);
+        if (fd < 0 && errno != EEXIST)
+            break;
+    }
+    if (fd < 0) {
+        *error = g_strdup_printf("could not write '%s': %s", path, g_strerror(errno));
+        g_free(tmp);
+        g_free(px);
+        return false;
+    }
+    close(fd);
     GeglRectangle rect = {0, 0, img->width, img->height};
-    const Babl *fmt = babl_format("R'G'B' float");
+    const Babl *fmt = babl_format("R'G'B' u8");
     GeglBuffer *buf = gegl_buffer_new(&rect, fmt);
-    gegl_buffer_set(buf, &rect, 0, fmt, img->data, GEGL_AUTO_ROWSTRIDE);
+    gegl_buffer_set(buf, &rect, 0, fmt, px, GEGL_AUTO_ROWSTRIDE);
     GeglNode *graph = gegl_node_new();
     GeglNode *src = gegl_node_new_child(graph, "operation", "gegl:buffer-source", "buffer", buf,
                                         NULL);
-    GeglNode *save = gegl_node_new_child(graph, "operation", "gegl:png-save", "path", path,
+    GeglNode *save = gegl_node_new_child(graph, "operation", "gegl:png-save", "path", tmp,
                                          "bitdepth", 8, NULL);
     gegl_node_link(src, save);
+    cli_save_msg = g_string_new(NULL);
+    GPrintFunc old_printerr = g_set_printerr_handler(cli_keep_printerr);
     gegl_node_process(save);
+    g_set_printerr_handler(old_printerr);
     g_object_unref(graph);
     g_object_unref(buf);
 
-    GStatBuf st;
-    if (g_stat(path, &st) != 0 || st.st_size == 0) {
-        *error = g_strdup_printf("could not write '%s'", path);
-        return false;
+    bool ok = cli_png_matches(tmp, px, img->width, img->height);
+    if (!ok && cli_save_msg->len)
+        *error = g_strdup_printf("could not write '%s': %s", path, cli_save_msg->str);
+    else if (!ok)
+        *error = g_strdup_printf("could not write '%s' (is the disk full, or the folder gone?)",
+                                 path);
+    else if (g_rename(tmp, path) != 0) {
+        *error = g_strdup_printf("could not write '%s': %s", path, g_strerror(errno));
+        ok = false;
     }
-    return true;
+    if (!ok)
+        g_unlink(tmp);
+    g_string_free(cli_save_msg, TRUE);
+    cli_save_msg = NULL;
+    g_free(tmp);
+    g_free(px);
+    return ok;
+}
+
+// Writes picture i to its name, or when that fails to a new file in the temporary folder, so
+// the result of a long run is not lost. Returns false (after saying where the picture went, if
+// anywhere) when the named file could not be written.
+static bool cli_save_or_rescue(sdg_image *img, const char *name, guint64 seed)
+{
+    char *error = NULL;
+    if (cli_save_png(img, name, &error)) {
+        cli_info("wrote %s (seed %" G_GUINT64_FORMAT ")", name, seed);
+        return true;
+    }
+    char *rescue = NULL;
+    GError *gerr = NULL;
+    int fd = g_file_open_tmp("sdg-XXXXXX.png", &rescue, &gerr);
+    char *error2 = NULL;
+    bool saved = false;
+    if (fd >= 0) {
+        close(fd);
+        saved = cli_save_png(img, rescue, &error2);
+        if (!saved)
+            g_unlink(rescue);
+    } else {
+        error2 = g_strdup(gerr->message);
+        g_error_free(gerr);
+    }
+    if (saved)
+        cli_error("%s; the picture (seed %" G_GUINT64_FORMAT ") was saved as '%s' instead",
+                  error, seed, rescue);
+    else
+        cli_error("%s, nor in the temporary folder (%s): the picture (seed %" G_GUINT64_FORMAT
+                  ") is lost", error, error2, seed);
+    g_free(error);
+    g_free(error2);
+    g_free(rescue);
+    return false;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -349,20 +473,35 @@ static char *cli_output_name(const char *pattern, int i, int n)
     return g_strdup_printf("%.*s-%d%s", (int)(dot - pattern), pattern, i, dot);
 }
 
-// The folder of path must exist and be writable: checked before a long run, not after it.
+// The folder of path must exist and take new files, and path must not be a folder or a device
+// (it is replaced by a rename): checked before a long run, not after it. The folder is tested
+// by creating a file in it, since access() says yes to root everywhere.
 static bool cli_check_writable(const char *path, const char *what)
 {
     char *dir = g_path_get_dirname(path);
     bool ok = true;
+    GStatBuf sb;
     if (!g_file_test(dir, G_FILE_TEST_IS_DIR)) {
         cli_error("the folder of the %s '%s' does not exist", what, path);
-        ok = false;
-    } else if (access(dir, W_OK) != 0) {
-        cli_error("cannot write the %s '%s': folder '%s' is not writable", what, path, dir);
         ok = false;
     } else if (g_file_test(path, G_FILE_TEST_IS_DIR)) {
         cli_error("the %s '%s' is a folder", what, path);
         ok = false;
+    } else if (g_stat(path, &sb) == 0 && !S_ISREG(sb.st_mode)) {
+        cli_error("the %s '%s' exists and is not a regular file", what, path);
+        ok = false;
+    } else {
+        char *probe = g_build_filename(dir, ".sdg-write-test-XXXXXX", NULL);
+        int fd = g_mkstemp(probe);
+        if (fd < 0) {
+            cli_error("cannot write the %s '%s': %s (no file can be made in '%s')", what, path,
+                      g_strerror(errno), dir);
+            ok = false;
+        } else {
+            close(fd);
+            g_unlink(probe);
+        }
+        g_free(probe);
     }
     g_free(dir);
     return ok;
@@ -391,6 +530,9 @@ static const char cli_description[] =
     "--noise-in reads tensor 'noise' [1,4,H/f,W/f] (F32/F16/BF16 safetensors), the starting\n"
     "noise of the first picture; --latent-out writes tensor 'latent' [N,4,H/f,W/f] (F32).\n"
     "f is the VAE's factor (8 for Stable Diffusion and the default model).\n"
+    "\n"
+    "Output folders are checked before the model is loaded; a picture that still cannot be\n"
+    "written at the end is saved in the temporary folder instead, and the error says where.\n"
     "\n"
     "Exit status: 0 done, 1 error, 2 bad options, 130 cancelled (Ctrl-C).\n"
     "\n"
@@ -558,9 +700,22 @@ static int cli_validate(cli_opts *o, sdg_gen_params *gp)
             return CLI_EXIT_ERROR;
         }
     }
-    char *first = cli_output_name(o->output, 1, o->batch_count);
-    bool writable = cli_check_writable(first, "output");
-    g_free(first);
+    // Every picture's name (a %d may be in the folder part), each folder tested once.
+    bool writable = true;
+    char *prev_dir = NULL;
+    for (int i = 1; writable && i <= o->batch_count; i++) {
+        char *name = cli_output_name(o->output, i, o->batch_count);
+        char *dir = g_path_get_dirname(name);
+        GStatBuf sb;
+        if (!prev_dir || strcmp(dir, prev_dir) != 0)
+            writable = cli_check_writable(name, "output");
+        else if (g_stat(name, &sb) == 0 && !S_ISREG(sb.st_mode))
+            writable = cli_check_writable(name, "output");   // says what is wrong with it
+        g_free(prev_dir);
+        prev_dir = dir;
+        g_free(name);
+    }
+    g_free(prev_dir);
     if (!writable || (o->latent_out && !cli_check_writable(o->latent_out, "latent file")))
         return CLI_EXIT_ERROR;
 
@@ -583,7 +738,10 @@ static int cli_validate(cli_opts *o, sdg_gen_params *gp)
 static char *cli_model_path(const cli_opts *o, const char *models_dir)
 {
     if (o->model) {
-        if (!g_file_test(o->model, G_FILE_TEST_EXISTS)) {
+        // Only a missing file is said here; anything else (a symlink loop, no permission, a
+        // folder, a FIFO) gets the engine's own sentence when it tries to load it.
+        GStatBuf sb;
+        if (g_stat(o->model, &sb) != 0 && errno == ENOENT) {
             cli_error("model file '%s' does not exist", o->model);
             return NULL;
         }
@@ -656,17 +814,30 @@ fail:
     return CLI_EXIT_ERROR;
 }
 
+// Writes the latents to path, or when that fails to a new file in the temporary folder.
 static int cli_write_latents(const char *path, const sdg_result *res)
 {
     int64_t shape[4] = {res->n_images, res->latent_channels, res->latent_height,
                         res->latent_width};
     sdg_error err = {0};
-    if (sdg_tensor_write(path, "latent", 4, shape, res->latents, &err) != SDG_OK) {
-        cli_error("%s", err.message);
-        return CLI_EXIT_ERROR;
+    if (sdg_tensor_write(path, "latent", 4, shape, res->latents, &err) == SDG_OK) {
+        cli_info("wrote %s", path);
+        return -1;
     }
-    cli_info("wrote %s", path);
-    return -1;
+    char *rescue = NULL;
+    int fd = g_file_open_tmp("sdg-latent-XXXXXX.safetensors", &rescue, NULL);
+    sdg_error err2 = {0};
+    if (fd >= 0) {
+        close(fd);
+        if (sdg_tensor_write(rescue, "latent", 4, shape, res->latents, &err2) == SDG_OK)
+            cli_error("%s; the latents were saved as '%s' instead", err.message, rescue);
+        else
+            cli_error("%s, nor in the temporary folder: the latents are lost", err.message);
+    } else {
+        cli_error("%s, nor in the temporary folder: the latents are lost", err.message);
+    }
+    g_free(rescue);
+    return CLI_EXIT_ERROR;
 }
 
 static int cli_main(const cli_opts *o, sdg_gen_params *gp)
@@ -757,20 +928,15 @@ static int cli_main(const cli_opts *o, sdg_gen_params *gp)
         goto out;
     }
 
+    bool all_written = true;
     for (int i = 0; i < r.result->n_images; i++) {
         char *name = cli_output_name(o->output, i + 1, r.result->n_images);
-        char *error = NULL;
-        bool ok = cli_save_png(r.result->images[i], name, &error);
-        if (ok)
-            cli_info("wrote %s (seed %" G_GUINT64_FORMAT ")", name, gp->seed + (guint64)i);
-        else
-            cli_error("%s", error);
+        all_written &= cli_save_or_rescue(r.result->images[i], name, gp->seed + (guint64)i);
         g_free(name);
-        g_free(error);
-        if (!ok)
-            goto out;
     }
     if (o->latent_out && cli_write_latents(o->latent_out, r.result) != -1)
+        all_written = false;
+    if (!all_written)
         goto out;
     cli_info("done in %.1f s (sampling and decoding %.1f s)",
              (double)(g_get_monotonic_time() - t0) / 1e6,

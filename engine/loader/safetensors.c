@@ -38,9 +38,12 @@
 
 struct st_file {
     char *path;               // owned
-    const uint8_t *map;       // owned mapping of the whole file
-    size_t map_size;
-    const uint8_t *data;      // borrowed: map + 8 + header length
+    int fd;                   // owned, open for the file's life: conversions read through it
+    const uint8_t *map;       // owned mapping of the whole file (NULL if mmap failed)
+    int map_errno;            // why mmap failed
+    size_t map_size;          // the file's size at st_open
+    const uint8_t *data;      // borrowed: map + data_start
+    uint64_t data_start;      // 8 + header length: file offset of the data section
     uint64_t data_size;
     st_tensor *tensors;       // owned, header order
     int n;
@@ -616,6 +619,8 @@ void st_close(st_file *f)
         return;
     if (f->map)
         munmap((void *)f->map, f->map_size);
+    if (f->fd >= 0)
+        close(f->fd);
     for (int i = 0; i < f->n; i++)
         free(f->tensors[i].name);
     free(f->tensors);
@@ -645,11 +650,59 @@ static int st_cmp_offset(const void *a, const void *b)
     return x->size < y->size ? -1 : x->size > y->size;
 }
 
-// Builds f->sorted and checks for duplicate names and overlapping data.
+// The data section must be covered exactly, as the reference reader requires (its
+// MetadataIncompleteBuffer and InvalidOffset errors): no tensor past the end (a truncated file),
+// no gap between tensors, no bytes after the last one (a file padded or grown by other means,
+// such as a sparse file of 100 GB behind a small header). by_off: tensor indices by offset.
+static sdg_status st_check_coverage(const st_file *f, const int *by_off, sdg_error *err)
+{
+    unsigned long long file_size = (unsigned long long)f->map_size;
+    uint64_t pos = 0, max_end = 0;
+    const st_tensor *past = NULL;
+    for (int i = 0; i < f->n; i++) {
+        const st_tensor *t = &f->tensors[by_off[i]];
+        uint64_t end = t->offset + t->size;
+        if (end > max_end)
+            max_end = end;
+        if (!past && end > f->data_size)
+            past = t;
+        if (t->size == 0)
+            continue;   // empty tensors occupy no bytes
+        if (t->offset > pos)
+            return sdg__fail(err, SDG_ERR_FORMAT,
+                             "%s: tensor '%s' starts at data byte %llu but the data before it "
+                             "ends at byte %llu: the file has a gap, which the format does not "
+                             "allow", f->path, t->name, (unsigned long long)t->offset,
+                             (unsigned long long)pos);
+        pos = end;
+    }
+    if (past)
+        return sdg__fail(err, SDG_ERR_FORMAT,
+                         "%s: the file is truncated: it is %llu bytes but its header describes "
+                         "%llu (tensor '%s' needs data bytes %llu..%llu, and only %llu are "
+                         "there)", f->path, file_size,
+                         (unsigned long long)(f->data_start + max_end), past->name,
+                         (unsigned long long)past->offset,
+                         (unsigned long long)(past->offset + past->size),
+                         (unsigned long long)f->data_size);
+    if (max_end < f->data_size)
+        return sdg__fail(err, SDG_ERR_FORMAT,
+                         "%s: the file is %llu bytes but its header describes only %llu: the "
+                         "last %llu byte%s belong%s to no tensor (the file is damaged, or not a "
+                         "safetensors file)", f->path, file_size,
+                         (unsigned long long)(f->data_start + max_end),
+                         (unsigned long long)(f->data_size - max_end),
+                         f->data_size - max_end == 1 ? "" : "s",
+                         f->data_size - max_end == 1 ? "s" : "");
+    return SDG_OK;
+}
+
+// Builds f->sorted and checks for duplicate names, overlapping data and data that does not
+// cover the file exactly.
 static sdg_status st_index(st_file *f, sdg_error *err)
 {
     if (f->n == 0)
-        return SDG_OK;
+        return st_check_coverage(f, NULL, err);
     f->sorted = malloc((size_t)f->n * sizeof(int));
     int *by_off = malloc((size_t)f->n * sizeof(int));
     if (!f->sorted || !by_off) {
@@ -686,6 +739,8 @@ static sdg_status st_index(st_file *f, sdg_error *err)
                            (unsigned long long)(prev->offset + prev->size));
         prev = t;
     }
+    if (st == SDG_OK)
+        st = st_check_coverage(f, by_off, err);
     free(by_off);
     return st;
 }
@@ -735,13 +790,8 @@ static sdg_status st_parse_header(st_file *f, const char *hdr, size_t len, sdg_e
                                  "%s: tensor '%s' has data_offsets [%llu, %llu] that end before "
                                  "they begin", f->path, t->name, (unsigned long long)begin,
                                  (unsigned long long)end);
-            if (end > f->data_size)
-                return sdg__fail(err, SDG_ERR_FORMAT,
-                                 "%s: tensor '%s' has data_offsets [%llu, %llu] outside the "
-                                 "%llu data bytes", f->path, t->name, (unsigned long long)begin,
-                                 (unsigned long long)end, (unsigned long long)f->data_size);
+            // Whether the data fits the file is checked on the whole index (st_index).
             size_t es = st_dtype_size(t->dtype);
-            // n_elements * es cannot overflow unless it is also > data_size, which is checked.
             if ((uint64_t)t->n_elements > UINT64_MAX / es
                 || (uint64_t)t->n_elements * es != end - begin) {
                 char shp[160] = "";
@@ -768,6 +818,38 @@ static sdg_status st_parse_header(st_file *f, const char *hdr, size_t len, sdg_e
     return st_index(f, err);
 }
 
+// Reads exactly n bytes at offset off; returns the count read (short at the end of the file),
+// or -1 with errno set.
+static ssize_t st_pread_all(int fd, void *buf, size_t n, uint64_t off)
+{
+    size_t got = 0;
+    while (got < n) {
+        ssize_t r = pread(fd, (uint8_t *)buf + got, n - got, (off_t)(off + got));
+        if (r < 0 && errno == EINTR)
+            continue;
+        if (r < 0)
+            return -1;
+        if (r == 0)
+            break;
+        got += (size_t)r;
+    }
+    return (ssize_t)got;
+}
+
+// What a path that is not a regular file is, for the error message.
+static const char *st_file_kind(mode_t mode)
+{
+    if (S_ISDIR(mode))
+        return "a folder";
+    if (S_ISFIFO(mode))
+        return "a named pipe (FIFO)";
+    if (S_ISCHR(mode) || S_ISBLK(mode))
+        return "a device";
+    if (S_ISSOCK(mode))
+        return "a socket";
+    return "not a regular file";
+}
+
 st_file *st_open(const char *path, sdg_error *err)
 {
     if (!path) {
@@ -783,43 +865,50 @@ st_file *st_open(const char *path, sdg_error *err)
         return NULL;
     }
     f->path = pathcopy;
+    f->fd = -1;
+    char *hdr = NULL;
 
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0) {
+    // O_NONBLOCK: opening a FIFO for reading would otherwise wait for a writer forever. It
+    // changes nothing for regular files, the only kind accepted.
+    f->fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
+    if (f->fd < 0) {
         sdg__fail(err, SDG_ERR_IO, "%s: cannot open: %s", path, strerror(errno));
         goto fail;
     }
     struct stat sb;
-    if (fstat(fd, &sb) != 0) {
+    if (fstat(f->fd, &sb) != 0) {
         sdg__fail(err, SDG_ERR_IO, "%s: cannot stat: %s", path, strerror(errno));
-        close(fd);
         goto fail;
     }
     if (!S_ISREG(sb.st_mode)) {
-        sdg__fail(err, SDG_ERR_IO, "%s: not a regular file", path);
-        close(fd);
+        sdg__fail(err, SDG_ERR_IO, "%s: is %s, not a safetensors file", path,
+                  st_file_kind(sb.st_mode));
+        goto fail;
+    }
+    if (sb.st_size == 0) {
+        sdg__fail(err, SDG_ERR_FORMAT, "%s: the file is empty (0 bytes)", path);
         goto fail;
     }
     if (sb.st_size < 8 || (uint64_t)sb.st_size > (uint64_t)SIZE_MAX) {
         sdg__fail(err, SDG_ERR_FORMAT,
                   "%s: file is %lld bytes, too short to be a safetensors file", path,
                   (long long)sb.st_size);
-        close(fd);
         goto fail;
     }
-    void *map = mmap(NULL, (size_t)sb.st_size, PROT_READ, MAP_PRIVATE, fd, 0);
-    int map_errno = errno;
-    close(fd); // the mapping keeps the file alive
-    if (map == MAP_FAILED) {
-        sdg__fail(err, SDG_ERR_IO, "%s: cannot map: %s", path, strerror(map_errno));
-        goto fail;
-    }
-    f->map = map;
     f->map_size = (size_t)sb.st_size;
 
+    // The length and the header are read with pread, not through the mapping: a file that
+    // shrinks meanwhile gives a short read here, not a SIGBUS.
+    uint8_t len8[8];
+    ssize_t got = st_pread_all(f->fd, len8, 8, 0);
+    if (got != 8) {
+        sdg__fail(err, SDG_ERR_IO, "%s: cannot read the header length: %s", path,
+                  got < 0 ? strerror(errno) : "the file shrank while being read");
+        goto fail;
+    }
     uint64_t n = 0;
     for (int i = 7; i >= 0; i--)
-        n = (n << 8) | f->map[i];
+        n = (n << 8) | len8[i];
     if (n > f->map_size - 8) {
         sdg__fail(err, SDG_ERR_FORMAT,
                   "%s: header length %llu runs past the end of the file (%zu bytes); the file "
@@ -832,17 +921,42 @@ st_file *st_open(const char *path, sdg_error *err)
                   (unsigned long long)n);
         goto fail;
     }
-    const char *hdr = (const char *)f->map + 8;
+    hdr = malloc(n ? (size_t)n : 1);
+    if (!hdr) {
+        sdg__fail(err, SDG_ERR_NOMEM, "%s: out of memory reading a %llu-byte header", path,
+                  (unsigned long long)n);
+        goto fail;
+    }
+    got = st_pread_all(f->fd, hdr, (size_t)n, 8);
+    if (got != (ssize_t)n) {
+        sdg__fail(err, SDG_ERR_IO, "%s: cannot read the header: %s", path,
+                  got < 0 ? strerror(errno) : "the file shrank while being read");
+        goto fail;
+    }
     if (!g_utf8_validate_len(hdr, (gsize)n, NULL)) { // also rejects NUL bytes
         sdg__fail(err, SDG_ERR_FORMAT, "%s: header is not valid UTF-8 text", path);
         goto fail;
     }
-    f->data = f->map + 8 + n;
+    f->data_start = 8 + n;
     f->data_size = f->map_size - 8 - n;
     if (st_parse_header(f, hdr, (size_t)n, err) != SDG_OK)
         goto fail;
+    free(hdr);
+    hdr = NULL;
+
+    // Mapped only once the header is known to describe the file exactly. Nothing is read
+    // through the mapping but F32 tensors used in place (st_data), so a failure (an address
+    // space limit, valgrind) is reported only to those (st_check_mapped).
+    void *map = mmap(NULL, f->map_size, PROT_READ, MAP_PRIVATE, f->fd, 0);
+    if (map == MAP_FAILED) {
+        f->map_errno = errno;
+    } else {
+        f->map = map;
+        f->data = f->map + f->data_start;
+    }
     return f;
 fail:
+    free(hdr);
     st_close(f);
     return NULL;
 }
@@ -882,103 +996,162 @@ const char *st_metadata(const st_file *f, const char *key)
 
 const void *st_data(const st_file *f, const st_tensor *t)
 {
-    return f->data + t->offset;
+    return f->map ? f->data + t->offset : NULL;
 }
 
-void st_release(const st_file *f, const st_tensor *t)
+bool st_data_aligned(const st_file *f, const st_tensor *t, size_t align)
 {
-    // Only whole pages inside the tensor: a neighbour may still be in use through the mapping.
-    long page = sysconf(_SC_PAGESIZE);
-    if (page <= 0)
-        return;
-    uintptr_t begin = (uintptr_t)(f->data + t->offset);
-    uintptr_t end = begin + t->size;
-    begin = (begin + (uintptr_t)page - 1) & ~((uintptr_t)page - 1);
-    end &= ~((uintptr_t)page - 1);
-    if (end > begin)
-        madvise((void *)begin, end - begin, MADV_DONTNEED);
+    return (f->data_start + t->offset) % align == 0; // the mapping starts on a page
+}
+
+sdg_status st_check_mapped(const st_file *f, sdg_error *err)
+{
+    if (!f->map)
+        return sdg__fail(err, SDG_ERR_IO, "%s: cannot map the file into memory: %s", f->path,
+                         strerror(f->map_errno));
+    struct stat sb;
+    if (fstat(f->fd, &sb) != 0)
+        return sdg__fail(err, SDG_ERR_IO, "%s: cannot stat: %s", f->path, strerror(errno));
+    if ((uint64_t)sb.st_size < (uint64_t)f->map_size)
+        return sdg__fail(err, SDG_ERR_IO, "%s: the file shrank from %zu to %lld bytes while it "
+                         "was open (is something overwriting it?)", f->path, f->map_size,
+                         (long long)sb.st_size);
+    return SDG_OK;
+}
+
+int64_t st_count_nonfinite(const float *x, size_t n)
+{
+    // The exponent bits all set means Inf or NaN. Testing bits rather than isfinite() keeps
+    // the loop a plain integer reduction that compilers vectorise, and exact under -ffast-math.
+    int64_t count = 0;
+    for (size_t i = 0; i < n; i++) {
+        uint32_t u;
+        memcpy(&u, x + i, 4);
+        count += (u & 0x7f800000u) == 0x7f800000u;
+    }
+    return count;
 }
 
 // ---------------------------------------------------------------------------------------------
-// Reading with conversion. Source bytes may be unaligned, so they are copied in chunks into an
-// aligned local buffer before conversion.
+// Reading with conversion. The bytes are read with pread through the file descriptor kept open,
+// never through the mapping: if the file shrinks meanwhile the read comes up short and that is an
+// error, where touching a mapped page past the new end would raise SIGBUS. Chunks are small
+// enough to stay in cache between reading, converting and counting.
 
-#define ST_CHUNK 4096
+#define ST_CHUNK 65536
 
-sdg_status st_read_f32(const st_file *f, const st_tensor *t, float *dst, sdg_error *err)
+// Reads bytes [off, off + n) of t's data into buf; an error names the tensor.
+static sdg_status st_read_part(const st_file *f, const st_tensor *t, uint64_t off, void *buf,
+                               size_t n, sdg_error *err)
 {
-    const uint8_t *src = st_data(f, t);
-    size_t n = (size_t)t->n_elements;
-    if (t->dtype == ST_F32) {
-        memcpy(dst, src, n * 4);
+    ssize_t got = st_pread_all(f->fd, buf, n, f->data_start + t->offset + off);
+    if (got == (ssize_t)n)
         return SDG_OK;
-    }
+    if (got < 0)
+        return sdg__fail(err, SDG_ERR_IO, "%s: cannot read tensor '%s': %s", f->path, t->name,
+                         strerror(errno));
+    struct stat sb;
+    long long now = fstat(f->fd, &sb) == 0 ? (long long)sb.st_size : -1;
+    return sdg__fail(err, SDG_ERR_IO, "%s: the file ended in the middle of tensor '%s': it was "
+                     "%zu bytes when opened and is %lld now (is something overwriting it?)",
+                     f->path, t->name, f->map_size, now);
+}
+
+sdg_status st_read_f32_count(const st_file *f, const st_tensor *t, float *dst,
+                             int64_t *n_nonfinite, sdg_error *err)
+{
+    if (n_nonfinite)
+        *n_nonfinite = 0;
     if (t->dtype == ST_BOOL || (unsigned)t->dtype >= ST_DTYPE_COUNT)
         return sdg__fail(err, SDG_ERR_UNSUPPORTED, "%s: tensor '%s' is %s, not a number type",
                          f->path, t->name, st_dtype_name(t->dtype));
+    size_t n = (size_t)t->n_elements;
     size_t es = st_dtype_size(t->dtype);
     bool f16c = t->dtype == ST_F16 && st_use_f16c();
-    union { uint16_t u16[ST_CHUNK]; int16_t i16[ST_CHUNK]; int32_t i32[ST_CHUNK];
-            int64_t i64[ST_CHUNK]; double f64[ST_CHUNK]; int8_t i8[ST_CHUNK];
-            uint8_t u8[ST_CHUNK]; } buf;
-    for (size_t i = 0; i < n; i += ST_CHUNK) {
-        size_t m = n - i < ST_CHUNK ? n - i : ST_CHUNK;
-        memcpy(&buf, src + i * es, m * es);
-        float *d = dst + i;
-        switch (t->dtype) {
-        case ST_F16: st_f16_to_f32_n(buf.u16, d, m, f16c); break;
-        case ST_BF16: st_bf16_to_f32_n(buf.u16, d, m); break;
-        case ST_F64: for (size_t k = 0; k < m; k++) d[k] = (float)buf.f64[k]; break;
-        case ST_I64: for (size_t k = 0; k < m; k++) d[k] = (float)buf.i64[k]; break;
-        case ST_I32: for (size_t k = 0; k < m; k++) d[k] = (float)buf.i32[k]; break;
-        case ST_I16: for (size_t k = 0; k < m; k++) d[k] = (float)buf.i16[k]; break;
-        case ST_I8: for (size_t k = 0; k < m; k++) d[k] = (float)buf.i8[k]; break;
-        case ST_U8: for (size_t k = 0; k < m; k++) d[k] = (float)buf.u8[k]; break;
-        default: SDG_ASSERT(0);
-        }
+    void *buf = NULL;
+    if (t->dtype != ST_F32 && n > 0) {
+        buf = malloc((n < ST_CHUNK ? n : ST_CHUNK) * es);
+        if (!buf)
+            return sdg__fail(err, SDG_ERR_NOMEM, "%s: out of memory reading tensor '%s'",
+                             f->path, t->name);
     }
-    return SDG_OK;
+    int64_t bad = 0;
+    sdg_status st = SDG_OK;
+    for (size_t i = 0; i < n && st == SDG_OK; i += ST_CHUNK) {
+        size_t m = n - i < ST_CHUNK ? n - i : ST_CHUNK;
+        float *d = dst + i;
+        if (t->dtype == ST_F32) {   // straight into place
+            st = st_read_part(f, t, (uint64_t)i * 4, d, m * 4, err);
+        } else {
+            st = st_read_part(f, t, (uint64_t)i * es, buf, m * es, err);
+            if (st != SDG_OK)
+                break;
+            const uint16_t *u16 = buf;
+            switch (t->dtype) {
+            case ST_F16: st_f16_to_f32_n(u16, d, m, f16c); break;
+            case ST_BF16: st_bf16_to_f32_n(u16, d, m); break;
+            case ST_F64: for (size_t k = 0; k < m; k++) d[k] = (float)((const double *)buf)[k]; break;
+            case ST_I64: for (size_t k = 0; k < m; k++) d[k] = (float)((const int64_t *)buf)[k]; break;
+            case ST_I32: for (size_t k = 0; k < m; k++) d[k] = (float)((const int32_t *)buf)[k]; break;
+            case ST_I16: for (size_t k = 0; k < m; k++) d[k] = (float)((const int16_t *)buf)[k]; break;
+            case ST_I8: for (size_t k = 0; k < m; k++) d[k] = (float)((const int8_t *)buf)[k]; break;
+            case ST_U8: for (size_t k = 0; k < m; k++) d[k] = (float)((const uint8_t *)buf)[k]; break;
+            default: SDG_ASSERT(0);
+            }
+        }
+        if (n_nonfinite && st == SDG_OK)
+            bad += st_count_nonfinite(d, m);
+    }
+    free(buf);
+    if (n_nonfinite)
+        *n_nonfinite = bad;
+    return st;
+}
+
+sdg_status st_read_f32(const st_file *f, const st_tensor *t, float *dst, sdg_error *err)
+{
+    return st_read_f32_count(f, t, dst, NULL, err);
 }
 
 sdg_status st_read_i32(const st_file *f, const st_tensor *t, int32_t *dst, sdg_error *err)
 {
-    const uint8_t *src = st_data(f, t);
     size_t n = (size_t)t->n_elements;
+    size_t es = st_dtype_size(t->dtype);
     switch (t->dtype) {
-    case ST_I32:
-        memcpy(dst, src, n * 4);
-        return SDG_OK;
-    case ST_I64:
-        for (size_t i = 0; i < n; i++) {
-            int64_t v;
-            memcpy(&v, src + 8 * i, 8);
-            if (v < INT32_MIN || v > INT32_MAX)
-                return sdg__fail(err, SDG_ERR_UNSUPPORTED,
-                                 "%s: tensor '%s' element %zu (%lld) does not fit in int32",
-                                 f->path, t->name, i, (long long)v);
-            dst[i] = (int32_t)v;
-        }
-        return SDG_OK;
-    case ST_I16:
-        for (size_t i = 0; i < n; i++) {
-            int16_t v;
-            memcpy(&v, src + 2 * i, 2);
-            dst[i] = v;
-        }
-        return SDG_OK;
-    case ST_I8:
-        for (size_t i = 0; i < n; i++)
-            dst[i] = (int8_t)src[i];
-        return SDG_OK;
-    case ST_U8:
-    case ST_BOOL:
-        for (size_t i = 0; i < n; i++)
-            dst[i] = src[i];
-        return SDG_OK;
+    case ST_I32: case ST_I64: case ST_I16: case ST_I8: case ST_U8: case ST_BOOL:
+        break;
     default:
         return sdg__fail(err, SDG_ERR_UNSUPPORTED, "%s: tensor '%s' is %s, not an integer type",
                          f->path, t->name, st_dtype_name(t->dtype));
     }
+    if (t->dtype == ST_I32)
+        return st_read_part(f, t, 0, dst, n * 4, err);
+    void *buf = n ? malloc((n < ST_CHUNK ? n : ST_CHUNK) * es) : NULL;
+    if (n && !buf)
+        return sdg__fail(err, SDG_ERR_NOMEM, "%s: out of memory reading tensor '%s'", f->path,
+                         t->name);
+    sdg_status st = SDG_OK;
+    for (size_t i = 0; i < n && st == SDG_OK; i += ST_CHUNK) {
+        size_t m = n - i < ST_CHUNK ? n - i : ST_CHUNK;
+        st = st_read_part(f, t, (uint64_t)i * es, buf, m * es, err);
+        for (size_t k = 0; k < m && st == SDG_OK; k++) {
+            int64_t v;
+            switch (t->dtype) {
+            case ST_I64: v = ((const int64_t *)buf)[k]; break;
+            case ST_I16: v = ((const int16_t *)buf)[k]; break;
+            case ST_I8: v = ((const int8_t *)buf)[k]; break;
+            default: v = ((const uint8_t *)buf)[k]; break;   // U8, BOOL
+            }
+            if (v < INT32_MIN || v > INT32_MAX)
+                st = sdg__fail(err, SDG_ERR_UNSUPPORTED,
+                               "%s: tensor '%s' element %zu (%lld) does not fit in int32",
+                               f->path, t->name, i + k, (long long)v);
+            else
+                dst[i + k] = (int32_t)v;
+        }
+    }
+    free(buf);
+    return st;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1005,13 +1178,16 @@ static bool st_write_all(FILE *fp, const void *p, size_t n)
 }
 
 // Writes one tensor of n elements from float (or, for integer dtypes without fill, int) data.
+#define ST_WRITE_CHUNK 4096
+
 static bool st_write_from_f32(FILE *fp, st_dtype dt, const float *x, size_t n)
 {
-    union { uint16_t u16[ST_CHUNK]; int32_t i32[ST_CHUNK]; int64_t i64[ST_CHUNK]; } buf;
+    union { uint16_t u16[ST_WRITE_CHUNK]; int32_t i32[ST_WRITE_CHUNK];
+            int64_t i64[ST_WRITE_CHUNK]; } buf;
     if (dt == ST_F32)
         return st_write_all(fp, x, n * 4);
-    for (size_t i = 0; i < n; i += ST_CHUNK) {
-        size_t m = n - i < ST_CHUNK ? n - i : ST_CHUNK;
+    for (size_t i = 0; i < n; i += ST_WRITE_CHUNK) {
+        size_t m = n - i < ST_WRITE_CHUNK ? n - i : ST_WRITE_CHUNK;
         const float *s = x + i;
         size_t bytes = 0;
         switch (dt) {

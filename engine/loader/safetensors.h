@@ -1,10 +1,19 @@
 /*
- * safetensors.h - phase one of loading: index a .safetensors file through mmap.
+ * safetensors.h - phase one of loading: index a .safetensors file.
  *
- * st_open maps the file, parses and validates the header (length against the file size,
- * well-formed JSON, known dtypes, offsets inside the data, no overlaps, byte size = dtype x
- * shape) and builds an index {name, dtype, shape, offset}. It reads no tensor data. Phase two
- * (weights.h) binds the index to a model's tensors.
+ * st_open reads the header with pread, parses and validates it (length against the file size,
+ * well-formed JSON, known dtypes, byte size = dtype x shape, no overlaps, and data that covers
+ * the rest of the file exactly: nothing past the end, no gaps, nothing after the last tensor,
+ * as the reference reader requires) and builds an index {name, dtype, shape, offset}. It reads no
+ * tensor data. Non-regular files (folders, FIFOs, devices) are refused without blocking. Phase
+ * two (weights.h) binds the index to a model's tensors.
+ *
+ * Data is read in two ways. Conversions (st_read_f32, st_read_i32) read through a file
+ * descriptor kept open, so a file that shrinks while open gives an error, not a signal. st_data
+ * points into a read-only mapping of the file, for F32 tensors used in place: if the file is
+ * truncated while such a pointer is in use, the kernel raises SIGBUS, which no library can turn
+ * into an error without a process-wide signal handler; st_check_mapped narrows that window.
+ * Replacing the file (rename, delete) is safe: the open file and the mapping keep the old one.
  *
  * Format: 8-byte little-endian header length N, N bytes of UTF-8 JSON {name: {dtype, shape,
  * data_offsets: [begin, end]}, "__metadata__": {str: str}}, then the data; offsets are relative
@@ -13,6 +22,7 @@
 #ifndef SDG_SAFETENSORS_H
 #define SDG_SAFETENSORS_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -48,19 +58,30 @@ const st_tensor *st_at(const st_file *f, int i);
 const st_tensor *st_find(const st_file *f, const char *name);
 // Returns the __metadata__ value for key, or NULL. Owned by the st_file.
 const char *st_metadata(const st_file *f, const char *key);
-// Pointer to a tensor's bytes inside the mapping (valid until st_close).
+// Pointer to a tensor's bytes inside the mapping (valid until st_close), or NULL when the file
+// could not be mapped. Reading it raises SIGBUS if the file has been truncated since st_open
+// (see the top of this file).
 const void *st_data(const st_file *f, const st_tensor *t);
-// Says a tensor's bytes will not be read through the mapping again (its data was converted into a
-// copy), so the kernel may drop those pages: weights are then not held twice in memory. Reading
-// it later still works (the pages come back from the file).
-void st_release(const st_file *f, const st_tensor *t);
+// Whether st_data(f, t) is a multiple of align (a power of two up to the page size), known
+// without the mapping.
+bool st_data_aligned(const st_file *f, const st_tensor *t, size_t align);
+// SDG_OK when st_data can be read: the file is mapped and still at least as long as when it was
+// opened. Else SDG_ERR_IO naming the file (and saying it shrank, or why it could not be mapped).
+sdg_status st_check_mapped(const st_file *f, sdg_error *err);
 
 const char *st_dtype_name(st_dtype dt);   // "F32", "F16", ...
 size_t st_dtype_size(st_dtype dt);
 
 // Converts t's data to float32 into dst (t->n_elements floats). Integer and float dtypes are
-// accepted; BOOL is not. Returns SDG_OK or an error naming the tensor.
+// accepted; BOOL is not. Returns SDG_OK or an error naming the tensor (SDG_ERR_IO when the file
+// ends early: it shrank after st_open).
 sdg_status st_read_f32(const st_file *f, const st_tensor *t, float *dst, sdg_error *err);
+// The same, also counting the NaN and infinite values written to dst into *n_nonfinite (while
+// each chunk is still in cache: nearly free).
+sdg_status st_read_f32_count(const st_file *f, const st_tensor *t, float *dst,
+                             int64_t *n_nonfinite, sdg_error *err);
+// The number of NaN and infinite values among x[0..n-1].
+int64_t st_count_nonfinite(const float *x, size_t n);
 // Converts an integer tensor to int32 into dst (fails on values outside int32).
 sdg_status st_read_i32(const st_file *f, const st_tensor *t, int32_t *dst, sdg_error *err);
 

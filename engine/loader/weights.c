@@ -1,21 +1,31 @@
 /*
  * weights.c - phase two of loading: hand a model's loader float32 data for each tensor it names,
- * checking presence and shape, with sticky errors (see weights.h).
+ * checking presence, shape, a plausible total size and finite values, with sticky errors (see
+ * weights.h).
  *
  * Aligned F32 tensors are returned as pointers into the st_file mapping (no copy); everything
  * else is converted once into a 64-byte-aligned copy owned here, cached per tensor so asking
- * twice never holds the weights twice. Not here: name remapping, architecture detection.
+ * twice never holds the weights twice. Every bound tensor is checked for NaN and infinity: during
+ * the conversion for copies (the chunk is in cache), by a scan of the mapping for F32 ones.
+ * Not here: name remapping, architecture detection.
  */
 #include "weights.h"
 
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
+
+enum { WB_UNBOUND, WB_PENDING, WB_READ }; // per tensor: not asked for; bound, data not read; read
 
 struct sdg_weights {
     const st_file *f;        // borrowed, must outlive the binder
-    float **copies;          // owned, one slot per tensor of f (NULL until converted)
+    float **copies;          // owned, one slot per tensor of f (NULL unless converted)
+    uint8_t *state;          // owned, one WB_* per tensor of f
     size_t owned;            // bytes held in copies
+    uint64_t bound_bytes;    // float32 bytes of every bound tensor, mapped ones included
+    uint64_t mem_limit;      // the machine's physical memory in bytes (0: unknown, no limit)
+    bool defer;              // sdg_wb_get reads nothing; sdg_wb_read does
     sdg_status status;       // first error, sticky
     sdg_error err;
 };
@@ -29,16 +39,26 @@ sdg_weights *sdg_wb_new(const st_file *f, sdg_error *err)
     sdg_weights *wb = calloc(1, sizeof *wb);
     int n = st_count(f);
     float **copies = calloc(n > 0 ? (size_t)n : 1, sizeof *copies);
-    if (!wb || !copies) {
+    uint8_t *state = calloc(n > 0 ? (size_t)n : 1, 1);
+    if (!wb || !copies || !state) {
         free(wb);
         free(copies);
+        free(state);
         sdg__fail(err, SDG_ERR_NOMEM, "%s: out of memory", st_path(f));
         return NULL;
     }
     wb->f = f;
     wb->copies = copies;
+    wb->state = state;
+    long pages = sysconf(_SC_PHYS_PAGES), page = sysconf(_SC_PAGESIZE);
+    wb->mem_limit = pages > 0 && page > 0 ? (uint64_t)pages * (uint64_t)page : 0;
     sdg__error_clear(&wb->err);
     return wb;
+}
+
+void sdg_wb_defer(sdg_weights *wb)
+{
+    wb->defer = true;
 }
 
 void sdg_wb_free(sdg_weights *wb)
@@ -48,6 +68,7 @@ void sdg_wb_free(sdg_weights *wb)
     for (int i = 0; i < st_count(wb->f); i++)
         free(wb->copies[i]);
     free(wb->copies);
+    free(wb->state);
     free(wb);
 }
 
@@ -111,6 +132,43 @@ static void wb_shape_str(char *buf, size_t cap, int n_dims, const int64_t *shape
 
 #define WB_NAME_MAX 256
 
+static void wb_nonfinite_error(sdg_weights *wb, const st_tensor *t, int64_t count, int more)
+{
+    char also[64] = "";
+    if (more > 0)
+        snprintf(also, sizeof also, "; %d more tensor%s too", more,
+                 more == 1 ? " has some" : "s have some");
+    wb_error(wb, SDG_ERR_FORMAT, "%s: tensor '%s' has %lld NaN or infinite value%s (of %lld)%s:"
+             " the checkpoint is damaged, and its pictures would come out black",
+             st_path(wb->f), t->name, (long long)count, count == 1 ? "" : "s",
+             (long long)t->n_elements, also);
+}
+
+// Reads (converts, or scans in the mapping) bound tensor idx and counts its non-finite values
+// into *bad. Returns false after recording an I/O error.
+static bool wb_read_one(sdg_weights *wb, int idx, int64_t *bad)
+{
+    const st_tensor *t = st_at(wb->f, idx);
+    sdg_error e;
+    *bad = 0;
+    if (wb->copies[idx]) {
+        if (st_read_f32_count(wb->f, t, wb->copies[idx], bad, &e) != SDG_OK) {
+            wb_error(wb, e.status, "%s", e.message);
+            return false;
+        }
+    } else {
+        // In place: a file truncated since st_open would raise SIGBUS in the scan; this
+        // catches what happened until now (the rest is the limit stated in safetensors.h).
+        if (st_check_mapped(wb->f, &e) != SDG_OK) {
+            wb_error(wb, e.status, "%s", e.message);
+            return false;
+        }
+        *bad = st_count_nonfinite(st_data(wb->f, t), (size_t)t->n_elements);
+    }
+    wb->state[idx] = WB_READ;
+    return true;
+}
+
 const float *sdg_wb_get(sdg_weights *wb, int n_dims, const int64_t *shape, const char *fmt, ...)
 {
     if (wb->status != SDG_OK)
@@ -141,30 +199,103 @@ const float *sdg_wb_get(sdg_weights *wb, int n_dims, const int64_t *shape, const
                  want);
         return NULL;
     }
-    const void *data = st_data(wb->f, t);
-    if (t->dtype == ST_F32 && ((uintptr_t)data % sizeof(float)) == 0)
-        return data;
-
     int idx = (int)(t - st_at(wb->f, 0));
-    if (wb->copies[idx])
-        return wb->copies[idx];
-    size_t bytes = (size_t)t->n_elements * sizeof(float);
-    void *copy = sdg__alloc_big(bytes);
-    if (!copy) {
-        wb_error(wb, SDG_ERR_NOMEM, "%s: out of memory converting tensor '%s' (%zu bytes)", path,
-                 name, bytes);
+    bool in_place = t->dtype == ST_F32 && st_data_aligned(wb->f, t, sizeof(float));
+    if (wb->state[idx] != WB_UNBOUND)
+        return in_place ? st_data(wb->f, t) : wb->copies[idx];
+
+    // Plausibility before any allocation or read: the weights a model binds must fit in the
+    // machine's memory as float32. A header describing more (a damaged or hostile file, or a
+    // sparse file of huge tensors) is refused here, at once, instead of after reading it.
+    uint64_t bytes = (uint64_t)t->n_elements * sizeof(float);
+    if (wb->mem_limit && bytes + wb->bound_bytes > wb->mem_limit) {
+        char got[128];
+        wb_shape_str(got, sizeof got, t->n_dims, t->shape);
+        wb_error(wb, SDG_ERR_UNSUPPORTED, "%s: with tensor '%s' %s the weights come to %.1f GB "
+                 "as float32, more than this machine's %.1f GB of memory: the file is damaged, "
+                 "or the model is too large to run here", path, name, got,
+                 (double)(bytes + wb->bound_bytes) / 1e9, (double)wb->mem_limit / 1e9);
         return NULL;
     }
     sdg_error e;
-    if (st_read_f32(wb->f, t, copy, &e) != SDG_OK) {
-        free(copy);
+    if (in_place && st_check_mapped(wb->f, &e) != SDG_OK) {
         wb_error(wb, e.status, "%s", e.message);
         return NULL;
     }
-    wb->copies[idx] = copy;
-    wb->owned += bytes;
-    st_release(wb->f, t);
-    return copy;
+    if (!in_place) {
+        void *copy = bytes <= SIZE_MAX ? sdg__alloc_big((size_t)bytes) : NULL;
+        if (!copy) {
+            wb_error(wb, SDG_ERR_NOMEM, "%s: out of memory converting tensor '%s' (%llu bytes)",
+                     path, name, (unsigned long long)bytes);
+            return NULL;
+        }
+        wb->copies[idx] = copy;
+        wb->owned += (size_t)bytes;
+    }
+    wb->bound_bytes += bytes;
+    wb->state[idx] = WB_PENDING;
+    if (!wb->defer) {
+        int64_t bad;
+        if (!wb_read_one(wb, idx, &bad))
+            return NULL;
+        if (bad) {
+            wb_nonfinite_error(wb, t, bad, 0);
+            return NULL;
+        }
+    }
+    return in_place ? st_data(wb->f, t) : wb->copies[idx];
+}
+
+static int wb_cmp_offset(const void *a, const void *b)
+{
+    const st_tensor *x = *(const st_tensor *const *)a, *y = *(const st_tensor *const *)b;
+    return x->offset < y->offset ? -1 : x->offset > y->offset;
+}
+
+sdg_status sdg_wb_read(sdg_weights *wb, sdg_error *err)
+{
+    int n = st_count(wb->f), n_pending = 0;
+    for (int i = 0; i < n; i++)
+        n_pending += wb->state[i] == WB_PENDING;
+    if (wb->status != SDG_OK || n_pending == 0)
+        return sdg_wb_status(wb, err);
+    const st_tensor **order = malloc((size_t)n_pending * sizeof *order);
+    if (!order) {
+        wb_error(wb, SDG_ERR_NOMEM, "%s: out of memory", st_path(wb->f));
+        return sdg_wb_status(wb, err);
+    }
+    n_pending = 0;
+    for (int i = 0; i < n; i++)
+        if (wb->state[i] == WB_PENDING)
+            order[n_pending++] = st_at(wb->f, i);
+    // In file order: one sequential pass over the file, which a disk reads fastest.
+    qsort(order, (size_t)n_pending, sizeof *order, wb_cmp_offset);
+    const st_tensor *first_bad = NULL;
+    int64_t first_count = 0;
+    int more_bad = 0;
+    bool in_place = false;
+    for (int i = 0; i < n_pending; i++) {
+        int64_t bad;
+        int idx = (int)(order[i] - st_at(wb->f, 0));
+        in_place = in_place || !wb->copies[idx];
+        if (!wb_read_one(wb, idx, &bad))
+            break;
+        if (bad && !first_bad) {
+            first_bad = order[i];
+            first_count = bad;
+        } else if (bad) {
+            more_bad++;
+        }
+    }
+    free(order);
+    // Copies were read with pread (a short read is an error); data used in place is checked
+    // once more after the scan (see the limit in safetensors.h).
+    sdg_error e;
+    if (wb->status == SDG_OK && in_place && st_check_mapped(wb->f, &e) != SDG_OK)
+        wb_error(wb, e.status, "%s", e.message);
+    if (first_bad)
+        wb_nonfinite_error(wb, first_bad, first_count, more_bad);
+    return sdg_wb_status(wb, err);
 }
 
 const st_tensor *sdg_wb_find(sdg_weights *wb, const char *fmt, ...)

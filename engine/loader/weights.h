@@ -7,6 +7,18 @@
  * Errors are sticky: after the first failure every call returns NULL and the loader checks
  * sdg_wb_status() once at the end. Weights are therefore never held twice.
  *
+ * Every bound tensor is checked, and only those (a checkpoint may carry tensors the engine does
+ * not use): the total of the bound weights as float32 must fit in the machine's physical memory
+ * (checked before anything is allocated or read: a damaged header describing huge tensors is
+ * refused at once), and their values must be finite (a NaN or infinite weight is an
+ * SDG_ERR_FORMAT naming the first such tensor and how many values it has: it would turn every
+ * picture black). The scan runs while converting copies and over the mapping for F32 tensors.
+ *
+ * Reading happens in sdg_wb_get, unless sdg_wb_defer was called: then sdg_wb_get checks names
+ * and shapes and returns where the data will be, reading nothing, and sdg_wb_read reads all the
+ * bound tensors in one pass in file order. A loader binding several networks defers, so that no
+ * data is read before every shape is known to fit.
+ *
  * Names are printf formats so loaders can write "%sinput_blocks.%d.0.in_layers.0.weight".
  */
 #ifndef SDG_WEIGHTS_H
@@ -31,6 +43,13 @@ const float *sdg_wb_get(sdg_weights *wb, int n_dims, const int64_t *shape, const
 #define SDG_WB2(wb, a, b, ...) sdg_wb_get((wb), 2, (const int64_t[]){(a), (b)}, __VA_ARGS__)
 #define SDG_WB4(wb, a, b, c, d, ...) \
     sdg_wb_get((wb), 4, (const int64_t[]){(a), (b), (c), (d)}, __VA_ARGS__)
+
+// From now on sdg_wb_get reads no data: the pointers it returns are valid only after
+// sdg_wb_read (copies are allocated but not filled).
+void sdg_wb_defer(sdg_weights *wb);
+// Reads every tensor bound and not yet read (converts copies, scans mapped F32 data), checks the
+// values are finite and that the file has not shrunk; returns sdg_wb_status(wb, err).
+sdg_status sdg_wb_read(sdg_weights *wb, sdg_error *err);
 
 // Looks a tensor up without binding it (for reading the architecture from shapes); NULL if absent.
 const st_tensor *sdg_wb_find(sdg_weights *wb, const char *fmt, ...) SDG_PRINTF(2, 3);
