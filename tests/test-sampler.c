@@ -16,7 +16,12 @@
 #include "sampler/sampler.h"
 
 #define REF_FILE "golden/tiny-sd1-reference.safetensors"
-#define SCHED_TOL 1e-6   // schedules are a few float ops: only rounding separates us
+// Tolerances (relative, see golden.h). The replays run the reference's own float32 operations
+// on the reference's own denoised tensors, so only rounding separates us, and 1e-6 (~16 float
+// ulps) is a floor rather than 5x the measured error: it leaves room for a compiler that fuses
+// a*b+c into one FMA, where an exact replay would fail for nothing.
+#define SCHED_TOL 1e-6   // sigmas, alphas_cumprod, model t: measured 0; DDIM alphas_prev 6e-8
+#define TRAJ_TOL 1e-6    // x over a trajectory: measured 0 (euler, euler_a) to 1.7e-7 (ddim6)
 
 static const char *const K_SAMPLERS[] = {"euler", "heun", "dpmpp_2m", "lms", "euler_ancestral"};
 static const sdg_sampler K_IDS[] = {SDG_SAMPLER_EULER, SDG_SAMPLER_HEUN, SDG_SAMPLER_DPMPP_2M,
@@ -41,6 +46,7 @@ typedef struct replay {
     int cancel_at_call;    // > 0: denoise returns SDG_ERR_CANCELLED at this call (1-based)
     int cancel_at_step;    // > 0: on_step returns SDG_ERR_CANCELLED at this step
     const float *heun_sigmas;   // set for heun: second calls are reconstructed from x_ref
+    double heun_x2_err;         // worst relative error of heun's x2 over the steps
 } replay;
 
 // Heun's second model call is not in the goldens, but x[i+1] = x[i] + (d + d2)/2 dt pins it
@@ -62,7 +68,7 @@ static void heun_second_call(replay *r, const float *x2, float *out)
         double d2 = 2.0 * ((double)xn[j] - xi[j]) / dt - d;
         out[j] = (float)(x2[j] - d2 * sn);
     }
-    g_assert_cmpfloat(worst / scale, <=, GOLDEN_TOL);
+    r->heun_x2_err = fmax(r->heun_x2_err, worst / scale);
 }
 
 
@@ -217,7 +223,11 @@ static void run_k_golden(gconstpointer data)
         c += sampler == SDG_SAMPLER_HEUN && i < 5 ? 2 : 1;
     }
     printf("# %s.%s: worst x error over the trajectory %.3g\n", name, sched, r.max_err);
-    g_assert_cmpfloat(r.max_err, <=, GOLDEN_TOL);
+    g_assert_cmpfloat(r.max_err, <=, TRAJ_TOL);
+    if (sampler == SDG_SAMPLER_HEUN) {
+        printf("# %s.%s: worst x2 error of the second calls %.3g\n", name, sched, r.heun_x2_err);
+        g_assert_cmpfloat(r.heun_x2_err, <=, TRAJ_TOL);
+    }
 
     g_free(x);
     g_free(scratch);
@@ -290,7 +300,7 @@ static void run_ddim_golden(gconstpointer data)
     g_snprintf(key, sizeof key, "ddim%d unet_t", S);
     g_assert_cmpfloat(golden_rel_error(key, r.t_seen, ref_t, steps), <=, 0.0);
     printf("# ddim%d: worst x error over the trajectory %.3g\n", S, r.max_err);
-    g_assert_cmpfloat(r.max_err, <=, GOLDEN_TOL);
+    g_assert_cmpfloat(r.max_err, <=, TRAJ_TOL);
 
     g_free(x);
     g_free(tmp);
@@ -417,6 +427,7 @@ static void zero_noise(void *user, int step, float *out, size_t n)
     memset(out, 0, n * sizeof(float));
 }
 
+#define CONST_TOL 5e-6   // absolute (x0 ~ N(0,1)), over every sampler and step count: measured 9.5e-7
 // A model that always predicts the same x0 makes every step exact: each sampler must land on
 // it (LMS only if its coefficients sum to the step, dpm++ only if its extrapolation is affine).
 static void test_constant_model(void)
@@ -427,6 +438,7 @@ static void test_constant_model(void)
     float x0[N], noise[N], x[N], scratch[5 * N], sigmas[32], ts[32];
     rng_normal_fill(7, 0, 0, noise, N);
     rng_normal_fill(7, 1, 0, x0, N);
+    double worst = 0;
     for (int sm = 0; sm < SDG_SAMPLER_COUNT; sm++) {
         for (int sc = 0; sc < SDG_SCHEDULE_COUNT; sc++) {
             for (int steps = 1; steps <= 25; steps += 3) {
@@ -443,12 +455,14 @@ static void test_constant_model(void)
                 double err = 0;
                 for (int j = 0; j < N; j++)
                     err = fmax(err, fabs(x[j] - (x0[j] + sigmas[n] * noise[j])));
-                if (err > 1e-4)
+                if (err > CONST_TOL)
                     printf("# sampler %d schedule %d steps %d: error %.3g\n", sm, sc, steps, err);
-                g_assert_cmpfloat(err, <=, 1e-4);
+                g_assert_cmpfloat(err, <=, CONST_TOL);
+                worst = fmax(worst, err);
             }
         }
     }
+    printf("# constant model: worst absolute error %.3g\n", worst);
 }
 
 // The random UNet's eps is small next to x, so a wrong LMS order barely shows in the golden x
@@ -527,7 +541,7 @@ static void test_lms_order(void)
             printf("# lms, p of degree %d, schedule %d: %d exact steps, worst relative error %.3g\n",
                    degree, sc, m.checked, m.worst);
             g_assert_cmpint(m.checked, ==, degree < 3 ? n - degree : n - 3);
-            g_assert_cmpfloat(m.worst, <=, 1e-5);
+            g_assert_cmpfloat(m.worst, <=, 8e-6);   // measured 1.5e-6 (degree 3, karras)
         }
     }
 }
