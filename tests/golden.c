@@ -59,7 +59,7 @@ int32_t *golden_i32(const st_file *f, const char *name, size_t *n)
     return data;
 }
 
-double golden_rel_error(const char *what, const float *got, const float *ref, size_t n)
+double golden_check(const char *what, const float *got, const float *ref, size_t n, double tol)
 {
     double max_ref = 0, max_diff = 0;
     size_t at = 0;
@@ -76,8 +76,11 @@ double golden_rel_error(const char *what, const float *got, const float *ref, si
     double rel = max_diff / (max_ref > 0 ? max_ref : 1.0);
     for (size_t i = 0; i < n && i < 5; i++)
         printf("# %s[%zu]: got %.7g ref %.7g\n", what, i, got[i], ref[i]);
-    printf("# %s: %zu values, max|ref| %.4g, max|diff| %.3g at %zu, relative %.3g\n", what, n,
-           max_ref, max_diff, at, rel);
+    printf("# %s: %zu values, max|ref| %.4g, max|diff| %.3g at %zu, relative %.3g, "
+           "tolerance %.3g\n", what, n, max_ref, max_diff, at, rel, tol);
+    if (!(rel <= tol))
+        printf("# FAIL %s: relative error %.3g > tolerance %.3g\n", what, rel, tol);
+    g_assert_cmpfloat(rel, <=, tol);
     return rel;
 }
 

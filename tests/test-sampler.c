@@ -16,7 +16,12 @@
 #include "sampler/sampler.h"
 
 #define REF_FILE "golden/tiny-sd1-reference.safetensors"
-#define SCHED_TOL 1e-6   // schedules are a few float ops: only rounding separates us
+// Tolerances (relative, see golden.h). The replays run the reference's own float32 operations
+// on the reference's own denoised tensors, so only rounding separates us, and 1e-6 (~16 float
+// ulps) is a floor rather than 5x the measured error: it leaves room for a compiler that fuses
+// a*b+c into one FMA, where an exact replay would fail for nothing.
+#define SCHED_TOL 1e-6   // sigmas, alphas_cumprod, model t: measured 0; DDIM alphas_prev 6e-8
+#define TRAJ_TOL 1e-6    // x over a trajectory: measured 0 (euler, euler_a) to 1.7e-7 (ddim6)
 
 static const char *const K_SAMPLERS[] = {"euler", "heun", "dpmpp_2m", "lms", "euler_ancestral"};
 static const sdg_sampler K_IDS[] = {SDG_SAMPLER_EULER, SDG_SAMPLER_HEUN, SDG_SAMPLER_DPMPP_2M,
@@ -41,6 +46,8 @@ typedef struct replay {
     int cancel_at_call;    // > 0: denoise returns SDG_ERR_CANCELLED at this call (1-based)
     int cancel_at_step;    // > 0: on_step returns SDG_ERR_CANCELLED at this step
     const float *heun_sigmas;   // set for heun: second calls are reconstructed from x_ref
+    double heun_x2_err;         // worst relative error of heun's x2 over the steps
+    const char *name;           // the run, to name the comparisons
 } replay;
 
 // Heun's second model call is not in the goldens, but x[i+1] = x[i] + (d + d2)/2 dt pins it
@@ -62,7 +69,7 @@ static void heun_second_call(replay *r, const float *x2, float *out)
         double d2 = 2.0 * ((double)xn[j] - xi[j]) / dt - d;
         out[j] = (float)(x2[j] - d2 * sn);
     }
-    g_assert_cmpfloat(worst / scale, <=, GOLDEN_TOL);
+    r->heun_x2_err = fmax(r->heun_x2_err, worst / scale);
 }
 
 
@@ -112,9 +119,9 @@ static sdg_status replay_on_step(void *user, int step, int n_steps, float *x, fl
                 r->tmp[j] = x[j] * scale;
             got = r->tmp;
         }
-        char what[64];
-        snprintf(what, sizeof what, "x[%d]", step);
-        double e = golden_rel_error(what, got, r->x_ref + (size_t)step * r->n, r->n);
+        char what[96];
+        snprintf(what, sizeof what, "%s x[%d]", r->name ? r->name : "replay", step);
+        double e = golden_check(what, got, r->x_ref + (size_t)step * r->n, r->n, TRAJ_TOL);
         if (e > r->max_err || isnan(e))
             r->max_err = isnan(e) ? INFINITY : e;
     }
@@ -136,7 +143,7 @@ static void test_schedule_tables(void)
     size_t n;
     float *ac = golden_f32(f, "sched.alphas_cumprod", &n);
     g_assert_cmpuint(n, ==, 1000);
-    g_assert_cmpfloat(golden_rel_error("alphas_cumprod", s.alphas_cumprod, ac, n), <=, SCHED_TOL);
+    golden_check("alphas_cumprod", s.alphas_cumprod, ac, n, SCHED_TOL);
     float *sg = golden_f32(f, "sched.sigmas", &n);
     g_assert_cmpuint(n, ==, 1000);
     // sigmas span 0.03..14.6: check each value relative to itself too
@@ -178,7 +185,7 @@ static void run_k_golden(gconstpointer data)
     g_snprintf(key, sizeof key, "k.%s.%s.sigmas", name, sched);
     float *ref_sigmas = golden_f32(f, key, &n);
     g_assert_cmpuint(n, ==, 7);
-    g_assert_cmpfloat(golden_rel_error(key, sigmas, ref_sigmas, 7), <=, SCHED_TOL);
+    golden_check(key, sigmas, ref_sigmas, 7, SCHED_TOL);
     g_assert_cmpfloat(sigmas[6], ==, 0.0f);
 
     g_snprintf(key, sizeof key, "k.%s.%s.unet_t", name, sched);
@@ -199,8 +206,10 @@ static void run_k_golden(gconstpointer data)
     float *x = g_new(float, len);
     float *scratch = g_new(float, sampler_scratch_floats(sampler, len));
     memcpy(x, x_ref, len * sizeof(float));
+    char run[64];
+    g_snprintf(run, sizeof run, "k.%s.%s", name, sched);
     replay r = {.n = len, .den = den, .noise = noise, .x_ref = x_ref,
-                .heun_sigmas = sampler == SDG_SAMPLER_HEUN ? sigmas : NULL};
+                .heun_sigmas = sampler == SDG_SAMPLER_HEUN ? sigmas : NULL, .name = run};
     sampler_hooks hooks = REPLAY_HOOKS;
     hooks.user = &r;
     g_assert_cmpint(sampler_run(sampler, &s, sigmas, ts, steps, x, len, scratch, &hooks), ==, SDG_OK);
@@ -210,14 +219,17 @@ static void run_k_golden(gconstpointer data)
     g_assert_cmpint(r.calls, ==, (int)n_t);
     g_assert_cmpint(r.calls, ==, sampler == SDG_SAMPLER_HEUN ? 11 : 6);
     g_snprintf(key, sizeof key, "%s.%s unet_t", name, sched);
-    g_assert_cmpfloat(golden_rel_error(key, r.t_seen, ref_t, n_t), <=, SCHED_TOL);
+    golden_check(key, r.t_seen, ref_t, n_t, SCHED_TOL);
     // sched_build's ts are the first call of each step
     for (int i = 0, c = 0; i < 6; i++) {
         g_assert_cmpfloat(fabsf(ts[i] - ref_t[c]), <=, 1e-6f * 999.0f);
         c += sampler == SDG_SAMPLER_HEUN && i < 5 ? 2 : 1;
     }
     printf("# %s.%s: worst x error over the trajectory %.3g\n", name, sched, r.max_err);
-    g_assert_cmpfloat(r.max_err, <=, GOLDEN_TOL);
+    if (sampler == SDG_SAMPLER_HEUN) {
+        printf("# %s.%s: worst x2 error of the second calls %.3g\n", name, sched, r.heun_x2_err);
+        g_assert_cmpfloat(r.heun_x2_err, <=, TRAJ_TOL);
+    }
 
     g_free(x);
     g_free(scratch);
@@ -258,10 +270,10 @@ static void run_ddim_golden(gconstpointer data)
     }
     g_snprintf(key, sizeof key, "ddim%d.alphas", S);
     float *a = golden_f32(f, key, NULL);
-    g_assert_cmpfloat(golden_rel_error(key, got_a, a, steps), <=, SCHED_TOL);
+    golden_check(key, got_a, a, steps, SCHED_TOL);
     g_snprintf(key, sizeof key, "ddim%d.alphas_prev", S);
     float *ap = golden_f32(f, key, NULL);
-    g_assert_cmpfloat(golden_rel_error(key, got_ap, ap, steps), <=, SCHED_TOL);
+    golden_check(key, got_ap, ap, steps, SCHED_TOL);
     g_assert_cmpfloat(sigmas[steps], ==, s.sigmas[0]);
 
     g_snprintf(key, sizeof key, "ddim%d.unet_t", S);
@@ -280,7 +292,9 @@ static void run_ddim_golden(gconstpointer data)
     float up = sqrtf(1.0f + sigmas[0] * sigmas[0]);
     for (size_t j = 0; j < len; j++)
         x[j] = x_ref[j] * up;
-    replay r = {.n = len, .den = den, .x_ref = x_ref, .ddim = true, .tmp = tmp};
+    char run[16];
+    g_snprintf(run, sizeof run, "ddim%d", S);
+    replay r = {.n = len, .den = den, .x_ref = x_ref, .ddim = true, .tmp = tmp, .name = run};
     sampler_hooks hooks = REPLAY_HOOKS;
     hooks.noise = NULL;
     hooks.user = &r;
@@ -288,9 +302,8 @@ static void run_ddim_golden(gconstpointer data)
                     ==, SDG_OK);
     g_assert_cmpint(r.calls, ==, steps);
     g_snprintf(key, sizeof key, "ddim%d unet_t", S);
-    g_assert_cmpfloat(golden_rel_error(key, r.t_seen, ref_t, steps), <=, 0.0);
+    golden_check(key, r.t_seen, ref_t, steps, 0.0);   // integers
     printf("# ddim%d: worst x error over the trajectory %.3g\n", S, r.max_err);
-    g_assert_cmpfloat(r.max_err, <=, GOLDEN_TOL);
 
     g_free(x);
     g_free(tmp);
@@ -417,6 +430,9 @@ static void zero_noise(void *user, int step, float *out, size_t n)
     memset(out, 0, n * sizeof(float));
 }
 
+// Absolute (x0 ~ N(0,1)), over every sampler, schedule and step count: measured 9.5e-7.
+#define CONST_TOL 5e-6
+
 // A model that always predicts the same x0 makes every step exact: each sampler must land on
 // it (LMS only if its coefficients sum to the step, dpm++ only if its extrapolation is affine).
 static void test_constant_model(void)
@@ -427,6 +443,7 @@ static void test_constant_model(void)
     float x0[N], noise[N], x[N], scratch[5 * N], sigmas[32], ts[32];
     rng_normal_fill(7, 0, 0, noise, N);
     rng_normal_fill(7, 1, 0, x0, N);
+    double worst = 0;
     for (int sm = 0; sm < SDG_SAMPLER_COUNT; sm++) {
         for (int sc = 0; sc < SDG_SCHEDULE_COUNT; sc++) {
             for (int steps = 1; steps <= 25; steps += 3) {
@@ -443,12 +460,14 @@ static void test_constant_model(void)
                 double err = 0;
                 for (int j = 0; j < N; j++)
                     err = fmax(err, fabs(x[j] - (x0[j] + sigmas[n] * noise[j])));
-                if (err > 1e-4)
+                if (err > CONST_TOL)
                     printf("# sampler %d schedule %d steps %d: error %.3g\n", sm, sc, steps, err);
-                g_assert_cmpfloat(err, <=, 1e-4);
+                g_assert_cmpfloat(err, <=, CONST_TOL);
+                worst = fmax(worst, err);
             }
         }
     }
+    printf("# constant model: worst absolute error %.3g\n", worst);
 }
 
 // The random UNet's eps is small next to x, so a wrong LMS order barely shows in the golden x
@@ -527,7 +546,7 @@ static void test_lms_order(void)
             printf("# lms, p of degree %d, schedule %d: %d exact steps, worst relative error %.3g\n",
                    degree, sc, m.checked, m.worst);
             g_assert_cmpint(m.checked, ==, degree < 3 ? n - degree : n - 3);
-            g_assert_cmpfloat(m.worst, <=, 1e-5);
+            g_assert_cmpfloat(m.worst, <=, 8e-6);   // measured 1.5e-6 (degree 3, karras)
         }
     }
 }

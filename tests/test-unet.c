@@ -93,6 +93,34 @@ typedef struct debug_check {
     double worst;
 } debug_check;
 
+// Per-block tolerances of case a: about 5x the worst relative error measured (golden.h says
+// how). Each block gets its own because the early blocks are the sharpest: a transformer
+// LayerNorm eps of 1e-6 instead of 1e-5 takes input_blocks.1 to 3.5e-6 (10x its error) and
+// leaves every later block and eps itself within 6.8e-6, inside their tolerances.
+static const struct {
+    const char *block;
+    double tol;
+} unet_a_tol[] = {
+    {"emb", 4e-6},               // measured 6.9e-7
+    {"input_blocks.0", 2e-6},    // measured 2.1e-7 (conv_in only)
+    {"input_blocks.1", 2e-6},    // measured 3.3e-7
+    {"input_blocks.2", 4e-6},    // measured 7.1e-7
+    {"input_blocks.3", 4e-6},    // measured 7.3e-7
+    {"middle_block", 6e-6},      // measured 1.1e-6
+    {"output_blocks.0", 9e-6},   // measured 1.6e-6
+    {"output_blocks.1", 7e-6},   // measured 1.2e-6
+    {"output_blocks.2", 8e-6},   // measured 1.4e-6
+    {"output_blocks.3", 9e-6},   // measured 1.6e-6
+};
+
+static double unet_a_block_tol(const char *block)
+{
+    for (size_t i = 0; i < G_N_ELEMENTS(unet_a_tol); i++)
+        if (strcmp(unet_a_tol[i].block, block) == 0)
+            return unet_a_tol[i].tol;
+    g_error("no tolerance for UNet block %s", block);
+}
+
 static void check_block(const char *name, const float *data, int n, int c, int h, int w,
                         void *user)
 {
@@ -103,8 +131,7 @@ static void check_block(const char *name, const float *data, int n, int c, int h
     size_t count;
     float *ref = golden_f32(g_ref, key, &count);
     g_assert_cmpuint(count, ==, (size_t)n * c * h * w);
-    double e = golden_rel_error(key, data, ref, count);
-    g_assert_cmpfloat(e, <=, GOLDEN_TOL);
+    double e = golden_check(key, data, ref, count, unet_a_block_tol(name));
     dc->worst = fmax(dc->worst, e);
     dc->n_checked++;
     g_free(ref);
@@ -123,8 +150,7 @@ static void test_golden_a(void)
     debug_check dc = {0, 0.0};
     size_t peak = run_unet(g_unet, 2, x, 1, 16, 16, t, ctx, 77, out, check_block, &dc);
     g_assert_cmpint(dc.n_checked, ==, 1 + 4 + 1 + 4);   // emb, input, middle, output blocks
-    double e = golden_rel_error("unet.a.eps", out, eps, n_eps);
-    g_assert_cmpfloat(e, <=, GOLDEN_TOL);
+    double e = golden_check("unet.a.eps", out, eps, n_eps, 9e-6);   // measured 1.7e-6
     printf("# case a: worst block %.3g, eps %.3g, arena peak %zu bytes\n", dc.worst, e, peak);
     g_free(x);
     g_free(t);
@@ -144,13 +170,12 @@ static void test_golden_b(void)
     g_assert_cmpuint(n_eps, ==, 2 * 4 * 8 * 12);
     float *out = g_new(float, n_eps);
     run_unet(g_unet, 2, x, 2, 8, 12, t, ctx, 77, out, NULL, NULL);
-    double e = golden_rel_error("unet.b.eps", out, eps, n_eps);
-    g_assert_cmpfloat(e, <=, GOLDEN_TOL);
+    golden_check("unet.b.eps", out, eps, n_eps, 1e-5);   // measured 1.9e-6
     // Each batch item on its own gives the same answer (no mixing across the batch).
     float *one = g_new(float, n_eps / 2);
     run_unet(g_unet, 2, x + n_eps / 2, 1, 8, 12, t + 1, ctx + 77 * 64, 77, one, NULL, NULL);
-    e = golden_rel_error("unet.b.eps[1] alone", one, eps + n_eps / 2, n_eps / 2);
-    g_assert_cmpfloat(e, <=, GOLDEN_TOL);
+    golden_check("unet.b.eps[1] alone", one, eps + n_eps / 2, n_eps / 2,
+                 9e-6);   // measured 1.7e-6
     g_free(one);
     g_free(x);
     g_free(t);
@@ -229,8 +254,8 @@ static void test_long_context(void)
     memcpy(ctx2 + 77 * 64, ctx, 77 * 64 * sizeof *ctx);
     float *out = g_new(float, 4 * 16 * 16);
     run_unet(g_unet, 2, x, 1, 16, 16, t, ctx2, 154, out, NULL, NULL);
-    double e = golden_rel_error("unet.a.eps, context twice", out, eps, 4 * 16 * 16);
-    g_assert_cmpfloat(e, <=, GOLDEN_TOL);
+    golden_check("unet.a.eps, context twice", out, eps, 4 * 16 * 16,
+                 9e-6);   // measured 1.8e-6
     // Two different windows run too and change the answer.
     float *ctxb = golden_f32(g_ref, "unet.b.context", NULL);
     memcpy(ctx2 + 77 * 64, ctxb, 77 * 64 * sizeof *ctx);

@@ -87,10 +87,14 @@ static void unload(loaded *l)
     st_close(l->f);
 }
 
-// Runs a golden case with 1 and 2 threads, n copies of the input; every copy must match.
-// Returns the worst relative error.
-static double golden_case(const vae_model *m, const st_file *ref, bool decode, int n,
-                          const char *in_name, const char *out_name)
+// Tolerances: about 5x the worst relative error measured (golden.h).
+#define TOL_ENC 9e-6    // vae.enc.moments: measured 1.7e-6
+#define TOL_DEC 1.5e-5  // vae.dec.image: measured 2.1e-6
+
+// Runs a golden case with 1 and 2 threads, n copies of the input; every copy must match the
+// golden within tol.
+static void golden_case(const vae_model *m, const st_file *ref, bool decode, int n,
+                        const char *in_name, const char *out_name, double tol)
 {
     const vae_config *c = vae_get_config(m);
     size_t n_in, n_out;
@@ -110,17 +114,13 @@ static double golden_case(const vae_model *m, const st_file *ref, bool decode, i
     g_assert_cmpuint(run_measured(&a, 2), ==, peak);
     g_test_message("%s (batch %d): arena peak %zu bytes", out_name, n, peak);
     g_assert_cmpmem(got1, n * n_out * sizeof *got1, got2, n * n_out * sizeof *got2);
-    double worst = 0;
-    for (int b = 0; b < n; b++) {
-        double rel = golden_rel_error(out_name, got1 + b * n_out, want, n_out);
-        worst = rel > worst ? rel : worst;
-    }
+    for (int b = 0; b < n; b++)
+        golden_check(out_name, got1 + b * n_out, want, n_out, tol);
     g_free(in1);
     g_free(in);
     g_free(want);
     g_free(got1);
     g_free(got2);
-    return worst;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -148,14 +148,10 @@ static void test_golden(void)
 {
     loaded l = load_golden();
     st_file *ref = golden_open("golden/tiny-sd1-reference.safetensors");
-    g_assert_cmpfloat(golden_case(l.m, ref, false, 1, "vae.enc.image", "vae.enc.moments"), <=,
-                      GOLDEN_TOL);
-    g_assert_cmpfloat(golden_case(l.m, ref, true, 1, "vae.dec.z", "vae.dec.image"), <=,
-                      GOLDEN_TOL);
-    g_assert_cmpfloat(golden_case(l.m, ref, false, 2, "vae.enc.image", "vae.enc.moments"), <=,
-                      GOLDEN_TOL);
-    g_assert_cmpfloat(golden_case(l.m, ref, true, 2, "vae.dec.z", "vae.dec.image"), <=,
-                      GOLDEN_TOL);
+    golden_case(l.m, ref, false, 1, "vae.enc.image", "vae.enc.moments", TOL_ENC);
+    golden_case(l.m, ref, true, 1, "vae.dec.z", "vae.dec.image", TOL_DEC);
+    golden_case(l.m, ref, false, 2, "vae.enc.image", "vae.enc.moments", TOL_ENC);
+    golden_case(l.m, ref, true, 2, "vae.dec.z", "vae.dec.image", TOL_DEC);
     st_close(ref);
     unload(&l);
 }
@@ -168,10 +164,8 @@ static void test_chunked(void)
     const size_t budgets[] = {1, 3000};
     for (size_t i = 0; i < G_N_ELEMENTS(budgets); i++) {
         vae_set_chunk_floats(budgets[i]);
-        g_assert_cmpfloat(golden_case(l.m, ref, false, 1, "vae.enc.image", "vae.enc.moments"),
-                          <=, GOLDEN_TOL);
-        g_assert_cmpfloat(golden_case(l.m, ref, true, 1, "vae.dec.z", "vae.dec.image"), <=,
-                          GOLDEN_TOL);
+        golden_case(l.m, ref, false, 1, "vae.enc.image", "vae.enc.moments", TOL_ENC);
+        golden_case(l.m, ref, true, 1, "vae.dec.z", "vae.dec.image", TOL_DEC);
     }
     vae_set_chunk_floats(0);
     st_close(ref);
@@ -290,10 +284,8 @@ static void test_attn_2d(void)
     char *p = copy_vae("attn2d.safetensors", EDIT_ATTN_2D, ".mid.attn_1.");
     loaded l = load_path(p);
     st_file *ref = golden_open("golden/tiny-sd1-reference.safetensors");
-    g_assert_cmpfloat(golden_case(l.m, ref, false, 1, "vae.enc.image", "vae.enc.moments"), <=,
-                      GOLDEN_TOL);
-    g_assert_cmpfloat(golden_case(l.m, ref, true, 1, "vae.dec.z", "vae.dec.image"), <=,
-                      GOLDEN_TOL);
+    golden_case(l.m, ref, false, 1, "vae.enc.image", "vae.enc.moments", TOL_ENC);
+    golden_case(l.m, ref, true, 1, "vae.dec.z", "vae.dec.image", TOL_DEC);
     st_close(ref);
     unload(&l);
     g_free(p);
@@ -334,8 +326,9 @@ static void non_square_case(void)
     run_args rb = {b.m, true, zt, 1, zw, zh, outt};
     run_measured(&rb, 2);
     float *back = transpose_hw(outt, 3, ow, oh);
-    g_assert_cmpfloat(golden_rel_error("decode 3x5 vs transposed", back, out, 3 * oh * ow), <=,
-                      GOLDEN_TOL);
+    // Not goldens: the same network on transposed data, where only the summation order of the
+    // convolutions differs. Measured 2.2e-6 (decode) and 1.1e-6 (encode).
+    golden_check("decode 3x5 vs transposed", back, out, 3 * oh * ow, 1.5e-5);
     g_free(back);
 
     const int mh = ih / 8, mw = iw / 8;
@@ -345,8 +338,7 @@ static void non_square_case(void)
     run_args eb = {b.m, false, imgt, 1, iw, ih, momt};
     run_measured(&eb, 2);
     back = transpose_hw(momt, 8, mw, mh);
-    g_assert_cmpfloat(golden_rel_error("encode 16x40 vs transposed", back, mom, 8 * mh * mw), <=,
-                      GOLDEN_TOL);
+    golden_check("encode 16x40 vs transposed", back, mom, 8 * mh * mw, 6e-6);
     g_free(back);
 
     g_free(z);
