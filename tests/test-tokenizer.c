@@ -411,6 +411,15 @@ static void test_emphasis(void)
     check_prompt("(cat:1.2.3)", "cat:1.2.3)", a);  // not a number
     check_prompt("(cat:.)", "cat:.)", a);
     check_prompt("(cat:1.5", "cat:1.5", a);
+    // Weights stay within +-1000: a larger explicit one is text, like a malformed one (1.8e30
+    // overflowed float32 and made pictures NaN: tests/fuzz/crashes/fuzz_prompt), and nested
+    // products are clamped.
+    check_prompt("(cat:1000)", "cat", 1000.0f);
+    check_prompt("(cat:-1000)", "cat", -1000.0f);
+    check_prompt("(cat:1000.5)", "cat:1000.5)", a);
+    check_prompt("(cat:1777777777777777777777777777777)", "cat:1777777777777777777777777777777)", a);
+    check_prompt("((cat:1000))", "cat", 1000.0f);
+    check_prompt("[(cat:-1000)]", "cat", (float)(-1000 / 1.1));
     check_plain("", "");
     check_plain("()", "");
     // Runs of equal weight are tokenized together (no word split at "(x)" boundaries) and
