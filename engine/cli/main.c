@@ -669,6 +669,19 @@ static int cli_write_latents(const char *path, const sdg_result *res)
     return -1;
 }
 
+// "memory: needs 3.1 GB (model 2.1 GB + working memory 1.0 GB), 12.4 GB available"
+static void cli_info_memory(const sdg_memory_estimate *m)
+{
+    char *total = g_format_size(m->total_bytes), *model = g_format_size(m->weights_bytes);
+    char *work = g_format_size(m->working_bytes), *avail = g_format_size(m->available_bytes);
+    cli_info("memory: needs %s (model %s + working memory %s), %s%s", total, model, work,
+             m->available_known ? avail : "unknown", m->available_known ? " available" : " free");
+    g_free(total);
+    g_free(model);
+    g_free(work);
+    g_free(avail);
+}
+
 static int cli_main(const cli_opts *o, sdg_gen_params *gp)
 {
     cli_run r = {0};
@@ -741,6 +754,15 @@ static int cli_main(const cli_opts *o, sdg_gen_params *gp)
              o->mask ? "inpainting" : (o->init_image ? "image-to-image" : "text-to-image"),
              gp->width, gp->height, sdg_sampler_name(gp->sampler),
              sdg_schedule_name(gp->schedule), gp->steps, gp->cfg_scale, strength, gp->seed);
+
+    // The memory guard: a run that cannot fit is refused here, before any work, with the
+    // engine's sentence (sdg_generate would refuse it the same way).
+    sdg_memory_estimate mem;
+    if (sdg_ctx_estimate(r.ctx, gp, &mem, &err) != SDG_OK) {
+        cli_error("%s", err.message);
+        goto out;
+    }
+    cli_info_memory(&mem);
 
     gint64 t1 = g_get_monotonic_time();
     cli_running_ctx = r.ctx;

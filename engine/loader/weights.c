@@ -16,6 +16,9 @@ struct sdg_weights {
     const st_file *f;        // borrowed, must outlive the binder
     float **copies;          // owned, one slot per tensor of f (NULL until converted)
     size_t owned;            // bytes held in copies
+    size_t mapped;           // bytes of F32 tensors used in place
+    uint8_t *bound;          // owned, one flag per tensor of f: counted in owned or mapped
+    bool shapes_only;        // count, never convert (sdg_wb_set_shapes_only)
     sdg_status status;       // first error, sticky
     sdg_error err;
 };
@@ -29,14 +32,17 @@ sdg_weights *sdg_wb_new(const st_file *f, sdg_error *err)
     sdg_weights *wb = calloc(1, sizeof *wb);
     int n = st_count(f);
     float **copies = calloc(n > 0 ? (size_t)n : 1, sizeof *copies);
-    if (!wb || !copies) {
+    uint8_t *bound = calloc(n > 0 ? (size_t)n : 1, 1);
+    if (!wb || !copies || !bound) {
         free(wb);
         free(copies);
+        free(bound);
         sdg__fail(err, SDG_ERR_NOMEM, "%s: out of memory", st_path(f));
         return NULL;
     }
     wb->f = f;
     wb->copies = copies;
+    wb->bound = bound;
     sdg__error_clear(&wb->err);
     return wb;
 }
@@ -48,6 +54,7 @@ void sdg_wb_free(sdg_weights *wb)
     for (int i = 0; i < st_count(wb->f); i++)
         free(wb->copies[i]);
     free(wb->copies);
+    free(wb->bound);
     free(wb);
 }
 
@@ -90,6 +97,16 @@ sdg_status sdg_wb_status(const sdg_weights *wb, sdg_error *err)
 size_t sdg_wb_owned_bytes(const sdg_weights *wb)
 {
     return wb->owned;
+}
+
+size_t sdg_wb_mapped_bytes(const sdg_weights *wb)
+{
+    return wb->mapped;
+}
+
+void sdg_wb_set_shapes_only(sdg_weights *wb, bool on)
+{
+    wb->shapes_only = on;
 }
 
 // Formats a tensor name; false when it does not fit (real names are under 120 characters).
@@ -142,13 +159,24 @@ const float *sdg_wb_get(sdg_weights *wb, int n_dims, const int64_t *shape, const
         return NULL;
     }
     const void *data = st_data(wb->f, t);
-    if (t->dtype == ST_F32 && ((uintptr_t)data % sizeof(float)) == 0)
-        return data;
-
     int idx = (int)(t - st_at(wb->f, 0));
+    size_t bytes = (size_t)t->n_elements * sizeof(float);
+    bool in_place = t->dtype == ST_F32 && ((uintptr_t)data % sizeof(float)) == 0;
+    if (in_place || wb->shapes_only) {
+        // Counted once per tensor, however often it is asked for.
+        if (!wb->bound[idx]) {
+            wb->bound[idx] = 1;
+            if (in_place)
+                wb->mapped += bytes;
+            else
+                wb->owned += bytes;
+        }
+        // Shapes only: a float-aligned address inside the mapping, never read.
+        return (const float *)((uintptr_t)data & ~(uintptr_t)(sizeof(float) - 1));
+    }
+
     if (wb->copies[idx])
         return wb->copies[idx];
-    size_t bytes = (size_t)t->n_elements * sizeof(float);
     void *copy = sdg__alloc_big(bytes);
     if (!copy) {
         wb_error(wb, SDG_ERR_NOMEM, "%s: out of memory converting tensor '%s' (%zu bytes)", path,
