@@ -132,13 +132,16 @@ static const char *const unet_prefix = "model.diffusion_model.";
 static const char *const clip_prefix = "cond_stage_model.transformer.text_model.";
 static const char *const vae_prefix = "first_stage_model.";
 
-// Binds the three networks to m->file; shapes_only checks and counts without converting.
-static sdg_status bind_networks(sdg_model *m, bool shapes_only, sdg_error *err)
+// Binds the three networks to m->file; shapes_only checks and counts without converting;
+// slab_bytes > 0 puts the converted copies in one block of that size (sdg_wb_reserve).
+static sdg_status bind_networks(sdg_model *m, bool shapes_only, size_t slab_bytes, sdg_error *err)
 {
     m->wb = sdg_wb_new(m->file, err);
     if (!m->wb)
         return err ? err->status : SDG_ERR_NOMEM;
     sdg_wb_set_shapes_only(m->wb, shapes_only);
+    if (sdg_wb_reserve(m->wb, slab_bytes, err) != SDG_OK)
+        return err ? err->status : SDG_ERR_NOMEM;
     m->clip = clip_load(m->wb, clip_prefix);
     if (sdg_wb_status(m->wb, err) != SDG_OK)
         return err ? err->status : SDG_ERR_FORMAT;
@@ -170,11 +173,13 @@ static void unbind_networks(sdg_model *m)
 // The memory guard of loading: the float32 copies of F16/BF16 weights are the one big allocation
 // loading makes (F32 tensors are used from the mapping, which costs nothing until a run reads
 // it), so they must fit in what is available. The sizes come from a shapes-only binding, which
-// also checks every tensor before anything is converted.
-static sdg_status check_load_memory(sdg_model *m, sdg_error *err)
+// also checks every tensor before anything is converted; *slab_bytes is the block to hold the
+// copies (their bytes plus 64-byte alignment each).
+static sdg_status check_load_memory(sdg_model *m, size_t *slab_bytes, sdg_error *err)
 {
-    sdg_status st = bind_networks(m, true, err);
+    sdg_status st = bind_networks(m, true, 0, err);
     uint64_t need = m->copy_bytes;
+    *slab_bytes = need ? (size_t)need + (size_t)st_count(m->file) * SDG_ARENA_ALIGN : 0;
     unbind_networks(m);
     if (st != SDG_OK)
         return st;
@@ -236,9 +241,10 @@ sdg_model *sdg_model_load(const char *path, const sdg_model_params *params, sdg_
     g_free(base);
 
     m->header_only = params->header_only;
-    if (!m->header_only && check_load_memory(m, err) != SDG_OK)
+    size_t slab_bytes = 0;
+    if (!m->header_only && check_load_memory(m, &slab_bytes, err) != SDG_OK)
         goto fail;
-    if (bind_networks(m, m->header_only, err) != SDG_OK)
+    if (bind_networks(m, m->header_only, slab_bytes, err) != SDG_OK)
         goto fail;
 
     const clip_config *cc = clip_get_config(m->clip);

@@ -5,7 +5,7 @@
  * what the run reserves; a run that does not fit is refused with SDG_ERR_NOMEM and a sentence
  * naming the need, what is available and what to lower, before anything is allocated or any
  * progress is reported; a model loaded header-only sizes runs the same way; loading an F16 model
- * whose float32 copies do not fit is refused.
+ * whose float32 copies do not fit is refused, and the copies of one that fits share one block.
  *
  * The test sets SDG_MEMORY_LIMIT itself (tests run one at a time in this process).
  */
@@ -539,6 +539,29 @@ static void test_load_guard(void)
     sdg_ctx_free(ctx);
     sdg_model_free(m);
     sdg_model_free(shell);
+
+    // The loader puts the converted copies in one block, one after another at 64-byte steps:
+    // blocks of their own would each be rounded to whole 2 MiB huge pages.
+    st_file *f = st_open(f16, &err);
+    g_assert_nonnull(f);
+    sdg_weights *wb = sdg_wb_new(f, &err);
+    g_assert_nonnull(wb);
+    g_assert_cmpint(sdg_wb_reserve(wb, 1 << 20, &err), ==, SDG_OK);
+    const char *a_name = "first_stage_model.decoder.conv_in.bias";
+    const char *b_name = "first_stage_model.decoder.conv_out.weight";
+    const st_tensor *ta = st_find(f, a_name), *tb = st_find(f, b_name);
+    g_assert_nonnull(ta);
+    g_assert_nonnull(tb);
+    const float *a = sdg_wb_get(wb, ta->n_dims, ta->shape, "%s", a_name);
+    const float *b = sdg_wb_get(wb, tb->n_dims, tb->shape, "%s", b_name);
+    g_assert_nonnull(a);
+    g_assert_nonnull(b);
+    size_t step = ((size_t)ta->n_elements * 4 + 63) & ~(size_t)63;
+    g_assert_true((const char *)b == (const char *)a + step);
+    g_assert_cmpuint(sdg_wb_owned_bytes(wb), ==, 4 * (size_t)(ta->n_elements + tb->n_elements));
+    sdg_wb_free(wb);
+    st_close(f);
+
     g_unlink(f16);
     g_free(f16);
     golden_tmpdir_remove(dir);

@@ -12,13 +12,18 @@
 #include <stdlib.h>
 #include <string.h>
 
+enum { WB_COUNTED = 1, WB_IN_SLAB = 2 };
+
 struct sdg_weights {
     const st_file *f;        // borrowed, must outlive the binder
     float **copies;          // owned, one slot per tensor of f (NULL until converted)
     size_t owned;            // bytes held in copies
     size_t mapped;           // bytes of F32 tensors used in place
-    uint8_t *bound;          // owned, one flag per tensor of f: counted in owned or mapped
+    uint8_t *bound;          // owned, per tensor of f: WB_COUNTED (in owned or mapped, no copy),
+                             // WB_IN_SLAB (its copy lives in the slab)
     bool shapes_only;        // count, never convert (sdg_wb_set_shapes_only)
+    uint8_t *slab;           // owned, sdg_wb_reserve: one block the copies are carved from
+    size_t slab_cap, slab_used;
     sdg_status status;       // first error, sticky
     sdg_error err;
 };
@@ -52,9 +57,11 @@ void sdg_wb_free(sdg_weights *wb)
     if (!wb)
         return;
     for (int i = 0; i < st_count(wb->f); i++)
-        free(wb->copies[i]);
+        if (wb->bound[i] != WB_IN_SLAB)
+            free(wb->copies[i]);
     free(wb->copies);
     free(wb->bound);
+    free(wb->slab);
     free(wb);
 }
 
@@ -107,6 +114,18 @@ size_t sdg_wb_mapped_bytes(const sdg_weights *wb)
 void sdg_wb_set_shapes_only(sdg_weights *wb, bool on)
 {
     wb->shapes_only = on;
+}
+
+sdg_status sdg_wb_reserve(sdg_weights *wb, size_t bytes, sdg_error *err)
+{
+    if (wb->slab || bytes == 0)
+        return SDG_OK;
+    wb->slab = sdg__alloc_big(bytes);
+    if (!wb->slab)
+        return sdg__fail(err, SDG_ERR_NOMEM, "%s: out of memory for the converted weights "
+                         "(%zu bytes)", st_path(wb->f), bytes);
+    wb->slab_cap = bytes;
+    return SDG_OK;
 }
 
 // Formats a tensor name; false when it does not fit (real names are under 120 characters).
@@ -165,7 +184,7 @@ const float *sdg_wb_get(sdg_weights *wb, int n_dims, const int64_t *shape, const
     if (in_place || wb->shapes_only) {
         // Counted once per tensor, however often it is asked for.
         if (!wb->bound[idx]) {
-            wb->bound[idx] = 1;
+            wb->bound[idx] = WB_COUNTED;
             if (in_place)
                 wb->mapped += bytes;
             else
@@ -177,7 +196,11 @@ const float *sdg_wb_get(sdg_weights *wb, int n_dims, const int64_t *shape, const
 
     if (wb->copies[idx])
         return wb->copies[idx];
-    void *copy = sdg__alloc_big(bytes);
+    // From the slab when there is one: 64-byte steps, where a block of its own per tensor would
+    // round each to whole 2 MiB huge pages (400 MB more for SD 1.5).
+    size_t step = (bytes + SDG_ARENA_ALIGN - 1) & ~(size_t)(SDG_ARENA_ALIGN - 1);
+    bool in_slab = wb->slab && step <= wb->slab_cap - wb->slab_used;
+    void *copy = in_slab ? wb->slab + wb->slab_used : sdg__alloc_big(bytes);
     if (!copy) {
         wb_error(wb, SDG_ERR_NOMEM, "%s: out of memory converting tensor '%s' (%zu bytes)", path,
                  name, bytes);
@@ -185,9 +208,14 @@ const float *sdg_wb_get(sdg_weights *wb, int n_dims, const int64_t *shape, const
     }
     sdg_error e;
     if (st_read_f32(wb->f, t, copy, &e) != SDG_OK) {
-        free(copy);
+        if (!in_slab)
+            free(copy);
         wb_error(wb, e.status, "%s", e.message);
         return NULL;
+    }
+    if (in_slab) {
+        wb->slab_used += step;
+        wb->bound[idx] = WB_IN_SLAB;
     }
     wb->copies[idx] = copy;
     wb->owned += bytes;
