@@ -575,6 +575,70 @@ core_insert (core_run   *c,
   return ok;
 }
 
+// Sizes the run c describes (mode, p and info set) with the model at model_path: the loaded one
+// when it is, else its header only. Sets c's region and generation size and fills est, counting
+// every buffer of the plug-in's as still to come (nothing is read yet). TRUE when est is filled,
+// with the engine's refusal in *err when the run does not fit (est->fits FALSE); FALSE and
+// error when there is no usable model or request.
+static gboolean
+core_estimate (core_run            *c,
+               const char          *model_path,
+               const char          *vocab,
+               const char          *models_dir,
+               sdg_memory_estimate *est,
+               sdg_error           *err,
+               GError             **error)
+{
+  const sdg_model *model;
+  sdg_model_info   info;
+  sdg_gen_params   gp = sdg_gen_default_params ();
+  sdg_ctx         *ctx;
+  sdg_status       st;
+  float            dummy = 0.0f;
+  sdg_image        init = { 0, 0, 3, &dummy }, mask = { 0, 0, 1, &dummy };
+
+  model = sdgp_worker_estimate_model (model_path, vocab, models_dir, error);
+  if (! model)
+    return FALSE;
+  sdg_model_get_info (model, &info);
+  c->native = core_native_size (&info);
+  if (! core_region (c, error))
+    return FALSE;
+
+  // The run core_run makes; the engine reads only the sizes of the init image and mask.
+  gp.prompt = c->p->prompt;
+  gp.negative_prompt = c->p->negative_prompt;
+  gp.width = init.width = mask.width = c->gw;
+  gp.height = init.height = mask.height = c->gh;
+  sdg_sampler_from_name (c->p->sampler, &gp.sampler);
+  gp.steps = c->p->steps;
+  gp.cfg_scale = (float) c->p->cfg_scale;
+  gp.batch_count = c->p->batch_count;
+  gp.strength = c->mode == SDGP_TEXT_TO_IMAGE ? 1.0f : (float) c->p->strength;
+  gp.init_image = c->mode != SDGP_TEXT_TO_IMAGE ? &init : NULL;
+  gp.mask = c->mode == SDGP_INPAINT ? &mask : NULL;
+  gp.extra_bytes = core_buffer_bytes (c, TRUE);
+  ctx = sdg_ctx_new (model, sdgp_host_num_threads (), err);
+  st = ctx ? sdg_ctx_estimate (ctx, &gp, est, err) : err->status;
+  sdg_ctx_free (ctx);
+  if (st != SDG_OK && st != SDG_ERR_NOMEM)
+    {
+      g_set_error (error, SDGP_ERROR, SDGP_ERROR_FAILED, "%s", err->message);
+      return FALSE;
+    }
+  return TRUE;
+}
+
+// "512 × 512 px" or "512 × 512 px, scaled to 1000 × 750"
+static char *
+core_size_text (const core_run *c)
+{
+  if (c->gw == c->r.width && c->gh == c->r.height)
+    return g_strdup_printf ("%d \xc3\x97 %d px", c->gw, c->gh);
+  return g_strdup_printf ("%d \xc3\x97 %d px, scaled to %d \xc3\x97 %d", c->gw, c->gh,
+                          c->r.width, c->r.height);
+}
+
 gboolean
 sdgp_core_run (sdgp_mode            mode,
                gint32               image,
@@ -610,6 +674,22 @@ sdgp_core_run (sdgp_mode            mode,
       fb = &host_fb;
       sdgp_host_progress_init ("Diffusion: loading the model");
     }
+
+  // The memory guard before the weights are loaded (seconds, gigabytes): a run that cannot fit
+  // is refused with the engine's sentence (sdg_generate checks again once the model is loaded).
+  {
+    sdg_memory_estimate est;
+    sdg_error           err = { 0 };
+
+    if (! core_estimate (&c, model, vocab && *vocab ? vocab : NULL, models_dir, &est, &err,
+                         error))
+      goto out;
+    if (! est.fits)
+      {
+        g_set_error (error, SDGP_ERROR, SDGP_ERROR_FAILED, "Not enough memory: %s.", err.message);
+        goto out;
+      }
+  }
 
   if (! sdgp_worker_load (model, vocab && *vocab ? vocab : NULL, models_dir, fb, &info, error))
     goto out;
@@ -665,16 +745,6 @@ out:
   return ok;
 }
 
-// "512 × 512 px" or "512 × 512 px, scaled to 1000 × 750"
-static char *
-core_size_text (const core_run *c)
-{
-  if (c->gw == c->r.width && c->gh == c->r.height)
-    return g_strdup_printf ("%d \xc3\x97 %d px", c->gw, c->gh);
-  return g_strdup_printf ("%d \xc3\x97 %d px, scaled to %d \xc3\x97 %d", c->gw, c->gh,
-                          c->r.width, c->r.height);
-}
-
 gchar *
 sdgp_core_estimate_dialog (const sdgp_params *p,
                            gpointer           target,
@@ -683,17 +753,11 @@ sdgp_core_estimate_dialog (const sdgp_params *p,
 {
   const sdgp_target  *t = target;
   core_run            c;
-  const sdg_model    *model;
-  sdg_model_info      info;
-  sdg_gen_params      gp = sdg_gen_default_params ();
-  sdg_ctx            *ctx;
   sdg_memory_estimate est;
   sdg_error           err = { 0 };
-  sdg_status          st;
-  float               dummy = 0.0f;
-  sdg_image           init = { 0, 0, 3, &dummy }, mask = { 0, 0, 1, &dummy };
   const char         *vocab = g_getenv ("SDG_VOCAB");
   char               *path, *dir, *size, *total, *avail, *text;
+  gboolean            ok;
 
   *fits = TRUE;
   memset (&c, 0, sizeof c);
@@ -707,37 +771,11 @@ sdgp_core_estimate_dialog (const sdgp_params *p,
   if (! path)
     return NULL;
   dir = sdgp_core_models_dir (p);
-  model = sdgp_worker_estimate_model (path, vocab && *vocab ? vocab : NULL, dir, error);
+  ok = core_estimate (&c, path, vocab && *vocab ? vocab : NULL, dir, &est, &err, error);
   g_free (path);
   g_free (dir);
-  if (! model)
+  if (! ok)
     return NULL;
-  sdg_model_get_info (model, &info);
-  c.native = core_native_size (&info);
-  if (! core_region (&c, error))
-    return NULL;
-
-  // The run core_run would make; the engine reads only the sizes of the init image and mask.
-  gp.prompt = p->prompt;
-  gp.negative_prompt = p->negative_prompt;
-  gp.width = init.width = mask.width = c.gw;
-  gp.height = init.height = mask.height = c.gh;
-  sdg_sampler_from_name (p->sampler, &gp.sampler);
-  gp.steps = p->steps;
-  gp.cfg_scale = (float) p->cfg_scale;
-  gp.batch_count = p->batch_count;
-  gp.strength = t->mode == SDGP_TEXT_TO_IMAGE ? 1.0f : (float) p->strength;
-  gp.init_image = t->mode != SDGP_TEXT_TO_IMAGE ? &init : NULL;
-  gp.mask = t->mode == SDGP_INPAINT ? &mask : NULL;
-  gp.extra_bytes = core_buffer_bytes (&c, TRUE);
-  ctx = sdg_ctx_new (model, sdgp_host_num_threads (), &err);
-  st = ctx ? sdg_ctx_estimate (ctx, &gp, &est, &err) : err.status;
-  sdg_ctx_free (ctx);
-  if (st != SDG_OK && st != SDG_ERR_NOMEM)
-    {
-      g_set_error (error, SDGP_ERROR, SDGP_ERROR_FAILED, "%s", err.message);
-      return NULL;
-    }
 
   size = core_size_text (&c);
   total = g_format_size (est.total_bytes);

@@ -682,6 +682,36 @@ static void cli_info_memory(const sdg_memory_estimate *m)
     g_free(avail);
 }
 
+// The memory guard, before the weights are loaded (seconds for SD 1.5): sizes the run with the
+// checkpoint's header only and refuses one that cannot fit with the engine's sentence.
+// sdg_generate checks again with the model loaded. False after printing the error.
+static bool cli_check_memory(const char *model_path, const sdg_model_params *mp, int threads,
+                             const sdg_gen_params *gp)
+{
+    sdg_model_params hp = *mp;
+    hp.header_only = true;
+    sdg_error err = {0};
+    sdg_model *shell = sdg_model_load(model_path, &hp, &err);
+    sdg_ctx *ctx = shell ? sdg_ctx_new(shell, threads, &err) : NULL;
+    bool ok = false;
+    if (ctx) {
+        sdg_model_info info;
+        sdg_model_get_info(shell, &info);
+        sdg_gen_params q = *gp;
+        q.width = q.width ? q.width : info.native_size;   // as cli_main sets them after loading
+        q.height = q.height ? q.height : info.native_size;
+        sdg_memory_estimate mem;
+        ok = sdg_ctx_estimate(ctx, &q, &mem, &err) == SDG_OK;
+        if (ok)
+            cli_info_memory(&mem);
+    }
+    if (!ok)
+        cli_error("%s", err.message);
+    sdg_ctx_free(ctx);
+    sdg_model_free(shell);
+    return ok;
+}
+
 static int cli_main(const cli_opts *o, sdg_gen_params *gp)
 {
     cli_run r = {0};
@@ -709,6 +739,9 @@ static int cli_main(const cli_opts *o, sdg_gen_params *gp)
     if (o->init_image && (code = cli_load_pictures(o, &r, gp, o->scale_init)) != -1)
         goto out;
     code = CLI_EXIT_ERROR;
+
+    if (!cli_check_memory(r.model_path, &mp, o->threads, gp))
+        goto out;
 
     cli_info("loading %s", r.model_path);
     gint64 t_load = g_get_monotonic_time();
@@ -754,15 +787,6 @@ static int cli_main(const cli_opts *o, sdg_gen_params *gp)
              o->mask ? "inpainting" : (o->init_image ? "image-to-image" : "text-to-image"),
              gp->width, gp->height, sdg_sampler_name(gp->sampler),
              sdg_schedule_name(gp->schedule), gp->steps, gp->cfg_scale, strength, gp->seed);
-
-    // The memory guard: a run that cannot fit is refused here, before any work, with the
-    // engine's sentence (sdg_generate would refuse it the same way).
-    sdg_memory_estimate mem;
-    if (sdg_ctx_estimate(r.ctx, gp, &mem, &err) != SDG_OK) {
-        cli_error("%s", err.message);
-        goto out;
-    }
-    cli_info_memory(&mem);
 
     gint64 t1 = g_get_monotonic_time();
     cli_running_ctx = r.ctx;

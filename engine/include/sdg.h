@@ -223,10 +223,12 @@ SDG_API void sdg_result_free(sdg_result *res);
 //
 // Available memory is /proc/meminfo's MemAvailable, or less when the cgroup the process runs in
 // (or one above it; v1 or v2) leaves less room under its limit; the environment variable
-// SDG_MEMORY_LIMIT (bytes, or with K, M, G, T: "200M") replaces that figure. Page cache counts
+// SDG_MEMORY_LIMIT (bytes, or with a unit: "200M", "6G") replaces that figure. Page cache counts
 // as available, so F32 weights used in place from the file's mapping are counted as needed by
 // every run; float32 copies already made by the loader are held and are not needed again. Swap
-// is not counted. When nothing can be read the figure is unknown and no run is refused.
+// is not counted. When nothing can be read the figure is unknown and no run is refused. Figures
+// in messages are in powers of 1000 ("4.3 GB"); SDG_MEMORY_LIMIT takes K, M, G, T the same way
+// and Ki, Mi, Gi, Ti as powers of 1024.
 
 typedef struct sdg_memory_estimate {
     uint64_t weights_bytes;    // the model's weights as held: float32 copies plus the F32 tensors
@@ -247,12 +249,12 @@ typedef struct sdg_memory_estimate {
 } sdg_memory_estimate;
 
 // Sizes the run params describes on ctx without running it: checks params as sdg_generate does,
-// plans the run and makes its dry run (every allocation, no arithmetic: well under a second even
-// for SD 1.5 at 2048x2048), then reads the available memory. Only the sizes of init_image and
+// plans the run and makes its dry run (every allocation, no arithmetic: under a millisecond for
+// SD 1.5 at 2048x2048), then reads the available memory. Only the sizes of init_image and
 // mask are read, not their pixels. Works on a model loaded with header_only. Returns SDG_OK when
 // the run fits (or the available memory is unknown); SDG_ERR_NOMEM with the sentence sdg_generate
-// would refuse with (e.g. "this 2048x2048 run needs 14.2 GB (model 4.0 GB + working memory
-// 10.2 GB) but only 6.1 GB is available; lower the size or the batch count") when it does not;
+// would refuse with (e.g. "this 2048x2048 run needs 13.0 GB (model 4.3 GB + working memory
+// 8.7 GB) but only 6.1 GB is available; lower the size") when it does not;
 // *out is filled in both cases. Other errors: a bad request, *out zeroed. The same thread rules as
 // sdg_generate apply (not while ctx runs).
 SDG_API sdg_status sdg_ctx_estimate(sdg_ctx *ctx, const sdg_gen_params *params,

@@ -3,7 +3,9 @@
  *
  * One request is a "job". Its memory comes from the context's arena, sized by a dry run of the
  * whole job (every allocation and every network in measuring mode), reserved once, then the
- * real run: nothing is allocated inside the sampling loop.
+ * real run: nothing is allocated inside the sampling loop. The same dry run gives the memory
+ * estimate (sdg_ctx_estimate), and a job that does not fit in the memory available is refused
+ * before the arena is reserved (memory.h).
  *
  * Conventions follow the public references (shared/reference/manifests/README.md):
  * - k-diffusion sigma space: x = x_t / sqrt(alpha_cumprod), denoised = x - sigma eps(c_in x, t),
