@@ -629,13 +629,13 @@ core_estimate (core_run            *c,
   return TRUE;
 }
 
-// "512 × 512 px" or "512 × 512 px, scaled to 1000 × 750"
+// "512 × 512 px" or "512 × 512, scaled to 1000 × 750"
 static char *
 core_size_text (const core_run *c)
 {
   if (c->gw == c->r.width && c->gh == c->r.height)
     return g_strdup_printf ("%d \xc3\x97 %d px", c->gw, c->gh);
-  return g_strdup_printf ("%d \xc3\x97 %d px, scaled to %d \xc3\x97 %d", c->gw, c->gh,
+  return g_strdup_printf ("%d \xc3\x97 %d, scaled to %d \xc3\x97 %d", c->gw, c->gh,
                           c->r.width, c->r.height);
 }
 
@@ -784,7 +784,7 @@ sdgp_core_estimate_dialog (const sdgp_params *p,
   if (est.fits)
     text = g_strdup_printf ("%s \xe2\x80\x94 needs %s", size, total);
   else
-    text = g_strdup_printf ("%s \xe2\x80\x94 needs %s, but only %s is available", size, total,
+    text = g_strdup_printf ("%s \xe2\x80\x94 needs %s,\nbut only %s is available", size, total,
                             avail);
   g_free (size);
   g_free (total);

@@ -52,6 +52,11 @@
 // The Size row is recomputed this long after the last change (typing a prompt changes it often).
 #define ESTIMATE_DELAY_MS 200
 
+static const gchar size_tooltip[] =
+  "The size the picture is generated at (then scaled to the selection or image), and the memory "
+  "the run needs at its peak: the model's weights, the engine's working memory and the "
+  "plug-in's copies of the pictures. A run that needs more than the machine has is refused";
+
 // ---------------------------------------------------------------------------------------------
 // Per-model defaults, applied when the user picks a model. Checkpoints carry no cheap hint of
 // their preferred settings, so every checkpoint gets the SD1 defaults; the bundled default model
@@ -801,24 +806,6 @@ dialog_build (dialog *d)
   d->batch_adj = scale_entry (d, table, row++, "_Batch count:", p->batch_count, 1, 16, 1, 4, 0,
                               "How many pictures to make, each on its own layer");
 
-  // The size the picture is generated at, and the memory the run needs (filled in a moment
-  // after the dialog opens and after every change, by the plug-in's estimate function).
-  if (d->estimate)
-    {
-      d->size_label = gtk_label_new ("\xe2\x80\xa6");
-      label_set_left (d->size_label);
-      gtk_label_set_line_wrap (GTK_LABEL (d->size_label), TRUE);
-      gtk_label_set_selectable (GTK_LABEL (d->size_label), TRUE);
-      gimp_help_set_help_data (d->size_label,
-                               "The size the picture is generated at (then scaled to the "
-                               "selection or image), and the memory the run needs at its peak: "
-                               "the model's weights, the engine's working memory and the "
-                               "plug-in's copies of the pictures. A run that needs more than "
-                               "the machine has is refused", NULL);
-      label = form_attach_aligned (table, row++, "Size:", d->size_label);
-      gtk_size_group_add_widget (d->label_group, label);
-    }
-
   if (d->mode == SDGP_INPAINT)
     {
       d->color_match_toggle = gtk_check_button_new_with_mnemonic ("Match _colours");
@@ -828,6 +815,18 @@ dialog_build (dialog *d)
                                "selection, so the seam does not show", NULL);
       form_attach_right (table, row, d->color_match_toggle);
       row++;
+    }
+
+  // The size the picture is generated at, and the memory the run needs (filled in a moment
+  // after the dialog opens and after every change, by the plug-in's estimate function).
+  if (d->estimate)
+    {
+      d->size_label = gtk_label_new ("\xe2\x80\xa6");
+      label_set_left (d->size_label);
+      gtk_label_set_selectable (GTK_LABEL (d->size_label), TRUE);
+      gimp_help_set_help_data (d->size_label, size_tooltip, NULL);
+      label = form_attach_aligned (table, row++, "Size:", d->size_label);
+      gtk_size_group_add_widget (d->label_group, label);
     }
 
   // Advanced: sampler, steps, CFG.
@@ -1115,16 +1114,19 @@ estimate_update (dialog *d)
   dialog_read (d, &p, FALSE);
   text = d->estimate (&p, d->run_data, &fits, &error);
   if (! text)
-    gtk_label_set_text (GTK_LABEL (d->size_label),
-                        error && error->message ? error->message : "Unknown");
-  else if (fits)
-    gtk_label_set_text (GTK_LABEL (d->size_label), text);
+    {
+      // Why there is no estimate (no model, no selection) can be long: Generate says it in full.
+      gtk_label_set_text (GTK_LABEL (d->size_label), "Unknown");
+      gimp_help_set_help_data (d->size_label,
+                               error && error->message ? error->message : NULL, NULL);
+    }
   else
     {
-      // Bold: Generate would be refused with a sentence saying what to lower.
-      gchar *markup = g_markup_printf_escaped ("<b>%s</b>", text);
+      // Bold when Generate would be refused (with a sentence saying what to lower).
+      gchar *markup = g_markup_printf_escaped (fits ? "%s" : "<b>%s</b>", text);
 
       gtk_label_set_markup (GTK_LABEL (d->size_label), markup);
+      gimp_help_set_help_data (d->size_label, size_tooltip, NULL);
       g_free (markup);
     }
   g_free (text);

@@ -21,8 +21,8 @@ typedef gboolean (*sdgp_run_fn)(const sdgp_params *params, const sdgp_feedback *
                                 gpointer user_data, GError **error);
 
 // Says what a run with params would make and need, for the dialog's Size row: a newly allocated
-// text such as "512 × 512 px — needs 3.1 GB", with *fits FALSE when the machine cannot give that
-// much memory; NULL and error when it cannot tell (no model, no selection to inpaint). Called on
+// text of one or two short lines such as "512 × 512 px — needs 3.1 GB", with *fits FALSE when
+// the machine cannot give that much memory; NULL and error when it cannot tell (no model, no selection to inpaint). Called on
 // the main thread between runs, a moment after the values change; must be quick (no weights).
 typedef gchar *(*sdgp_estimate_fn)(const sdgp_params *params, gpointer user_data, gboolean *fits,
                                    GError **error);
