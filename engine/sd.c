@@ -138,19 +138,20 @@ static sdg_status bind_networks(sdg_model *m, bool shapes_only, size_t slab_byte
 {
     m->wb = sdg_wb_new(m->file, err);
     if (!m->wb)
-        return err ? err->status : SDG_ERR_NOMEM;
+        return SDG_ERR_NOMEM;   // its only failure with a file given
     sdg_wb_set_shapes_only(m->wb, shapes_only);
-    if (sdg_wb_reserve(m->wb, slab_bytes, err) != SDG_OK)
-        return err ? err->status : SDG_ERR_NOMEM;
+    sdg_status st = sdg_wb_reserve(m->wb, slab_bytes, err);
+    if (st != SDG_OK)
+        return st;
     m->clip = clip_load(m->wb, clip_prefix);
-    if (sdg_wb_status(m->wb, err) != SDG_OK)
-        return err ? err->status : SDG_ERR_FORMAT;
+    if ((st = sdg_wb_status(m->wb, err)) != SDG_OK)
+        return st;
     m->unet = unet_load(m->wb, unet_prefix);
-    if (sdg_wb_status(m->wb, err) != SDG_OK)
-        return err ? err->status : SDG_ERR_FORMAT;
+    if ((st = sdg_wb_status(m->wb, err)) != SDG_OK)
+        return st;
     m->vae = vae_load(m->wb, vae_prefix);
-    if (sdg_wb_status(m->wb, err) != SDG_OK)
-        return err ? err->status : SDG_ERR_FORMAT;
+    if ((st = sdg_wb_status(m->wb, err)) != SDG_OK)
+        return st;
     if (!m->clip || !m->unet || !m->vae)
         return sdg__fail(err, SDG_ERR_NOMEM, "out of memory loading %s", m->path);
     m->copy_bytes = sdg_wb_owned_bytes(m->wb);
