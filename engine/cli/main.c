@@ -669,11 +669,23 @@ static int cli_write_latents(const char *path, const sdg_result *res)
     return -1;
 }
 
+// g_format_size() with a plain space before the unit, as the engine's messages write sizes (GLib
+// puts a no-break space there, which trips scripts reading the output).
+static char *cli_size(uint64_t bytes)
+{
+    char *text = g_format_size(bytes);
+    char **parts = g_strsplit(text, "\xc2\xa0", -1);
+    char *plain = g_strjoinv(" ", parts);
+    g_strfreev(parts);
+    g_free(text);
+    return plain;
+}
+
 // "memory: needs 3.1 GB (model 2.1 GB + working memory 1.0 GB), 12.4 GB available"
 static void cli_info_memory(const sdg_memory_estimate *m)
 {
-    char *total = g_format_size(m->total_bytes), *model = g_format_size(m->weights_bytes);
-    char *work = g_format_size(m->working_bytes), *avail = g_format_size(m->available_bytes);
+    char *total = cli_size(m->total_bytes), *model = cli_size(m->weights_bytes);
+    char *work = cli_size(m->working_bytes), *avail = cli_size(m->available_bytes);
     cli_info("memory: needs %s (model %s + working memory %s), %s%s", total, model, work,
              m->available_known ? avail : "unknown", m->available_known ? " available" : " free");
     g_free(total);
