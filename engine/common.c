@@ -83,6 +83,14 @@ void sdg__exec_init(sdg_exec *ex, int n_threads)
     ex->n_threads = n_threads > 0 ? n_threads : 1;
 }
 
+size_t sdg__exec_reserve_size(size_t bytes)
+{
+    // Round up so that a few bytes more on the next size do not force a new allocation; to whole
+    // huge pages, as sdg__alloc_big rounds big blocks to them anyway (so cap is what is taken).
+    const size_t huge = (size_t)2 << 20;
+    return (bytes + huge - 1) & ~(huge - 1);
+}
+
 sdg_status sdg__exec_reserve(sdg_exec *ex, size_t bytes, sdg_error *err)
 {
     if (bytes <= ex->arena.cap)
@@ -90,8 +98,7 @@ sdg_status sdg__exec_reserve(sdg_exec *ex, size_t bytes, sdg_error *err)
     free(ex->arena.base);
     ex->arena.base = NULL;
     ex->arena.cap = 0;
-    // Round up so that a few bytes more on the next size do not force a new allocation.
-    size_t cap = (bytes + (1u << 20) - 1) & ~(size_t)((1u << 20) - 1);
+    size_t cap = sdg__exec_reserve_size(bytes);
     void *p = sdg__alloc_big(cap);
     if (!p)
         return sdg__fail(err, SDG_ERR_NOMEM, "out of memory: the activations need %.1f MiB",

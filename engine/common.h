@@ -67,6 +67,9 @@ void *sdg__alloc_big(size_t bytes);
 void sdg__exec_init(sdg_exec *ex, int n_threads);
 // Makes the arena hold at least `bytes` (keeps its contents only if no growth is needed).
 sdg_status sdg__exec_reserve(sdg_exec *ex, size_t bytes, sdg_error *err);
+// The capacity sdg__exec_reserve allocates for `bytes` (whole 2 MiB pages): what an arena of that
+// size really takes, for the memory guard.
+size_t sdg__exec_reserve_size(size_t bytes);
 void sdg__exec_free(sdg_exec *ex);
 
 // Returns n floats from the arena (uninitialised, 64-byte aligned). In a dry run returns a dummy

@@ -4,10 +4,12 @@
  *
  * Not here: the generation itself (pipeline/pipeline.c) and any network arithmetic.
  */
+#include "memory.h"
 #include "pipeline/pipeline.h"
 
 #include <glib.h>
 #include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -130,6 +132,78 @@ static const char *const unet_prefix = "model.diffusion_model.";
 static const char *const clip_prefix = "cond_stage_model.transformer.text_model.";
 static const char *const vae_prefix = "first_stage_model.";
 
+// Binds the three networks to m->file; shapes_only checks and counts without converting;
+// slab_bytes > 0 puts the converted copies in one block of that size (sdg_wb_reserve).
+static sdg_status bind_networks(sdg_model *m, bool shapes_only, size_t slab_bytes, sdg_error *err)
+{
+    m->wb = sdg_wb_new(m->file, err);
+    if (!m->wb)
+        return SDG_ERR_NOMEM;   // its only failure with a file given
+    sdg_wb_set_shapes_only(m->wb, shapes_only);
+    if (!shapes_only)
+        sdg_wb_defer(m->wb); // no data is read before every shape is checked (sdg_wb_read)
+    sdg_status st = sdg_wb_reserve(m->wb, slab_bytes, err);
+    if (st != SDG_OK)
+        return st;
+    m->clip = clip_load(m->wb, clip_prefix);
+    if ((st = sdg_wb_status(m->wb, err)) != SDG_OK)
+        return st;
+    m->unet = unet_load(m->wb, unet_prefix);
+    if ((st = sdg_wb_status(m->wb, err)) != SDG_OK)
+        return st;
+    m->vae = vae_load(m->wb, vae_prefix);
+    if ((st = sdg_wb_status(m->wb, err)) != SDG_OK)
+        return st;
+    if (!m->clip || !m->unet || !m->vae)
+        return sdg__fail(err, SDG_ERR_NOMEM, "out of memory loading %s", m->path);
+    m->copy_bytes = sdg_wb_owned_bytes(m->wb);
+    m->mapped_bytes = sdg_wb_mapped_bytes(m->wb);
+    return SDG_OK;
+}
+
+static void unbind_networks(sdg_model *m)
+{
+    clip_free(m->clip);
+    unet_free(m->unet);
+    vae_free(m->vae);
+    sdg_wb_free(m->wb);
+    m->clip = NULL;
+    m->unet = NULL;
+    m->vae = NULL;
+    m->wb = NULL;
+}
+
+// The memory guard of loading: the float32 copies of F16/BF16 weights are the one big allocation
+// loading makes (F32 tensors are used from the mapping, which costs nothing until a run reads
+// it), so they must fit in what is available. The sizes come from a shapes-only binding, which
+// also checks every tensor before anything is converted; *slab_bytes is the block to hold the
+// copies (their bytes plus 64-byte alignment each).
+static sdg_status check_load_memory(sdg_model *m, size_t *slab_bytes, sdg_error *err)
+{
+    sdg_status st = bind_networks(m, true, 0, err);
+    uint64_t need = m->copy_bytes;
+    *slab_bytes = need ? (size_t)need + (size_t)st_count(m->file) * SDG_ARENA_ALIGN : 0;
+    unbind_networks(m);
+    if (st != SDG_OK)
+        return st;
+    uint64_t avail;
+    sdg_mem_source source;
+    st = sdg__mem_available(&avail, &source, err);
+    if (st != SDG_OK || source == SDG_MEM_UNKNOWN || need <= avail)
+        return st;
+    char base[256], need_s[32], avail_s[32];
+    char *b = g_path_get_basename(m->path);
+    snprintf(base, sizeof base, "%s", b);
+    g_free(b);
+    sdg__mem_format(need, need_s, sizeof need_s);
+    sdg__mem_format(avail, avail_s, sizeof avail_s);
+    return sdg__fail(err, SDG_ERR_NOMEM, "loading %s needs %s (its weights as float32) but only %s "
+                     "is available%s; close other programs or use a smaller model", base, need_s,
+                     avail_s, source == SDG_MEM_ENV ? " (SDG_MEMORY_LIMIT)"
+                              : source == SDG_MEM_CGROUP ? " under this process's cgroup memory "
+                                                           "limit" : "");
+}
+
 sdg_model *sdg_model_load(const char *path, const sdg_model_params *params, sdg_error *err)
 {
     sdg__error_clear(err);
@@ -169,23 +243,12 @@ sdg_model *sdg_model_load(const char *path, const sdg_model_params *params, sdg_
     }
     g_free(base);
 
-    m->wb = sdg_wb_new(m->file, err);
-    if (!m->wb)
+    m->header_only = params->header_only;
+    size_t slab_bytes = 0;
+    if (!m->header_only && check_load_memory(m, &slab_bytes, err) != SDG_OK)
         goto fail;
-    sdg_wb_defer(m->wb); // no data is read before every shape is checked (sdg_wb_read below)
-    m->clip = clip_load(m->wb, clip_prefix);
-    if (sdg_wb_status(m->wb, err) != SDG_OK)
+    if (bind_networks(m, m->header_only, slab_bytes, err) != SDG_OK)
         goto fail;
-    m->unet = unet_load(m->wb, unet_prefix);
-    if (sdg_wb_status(m->wb, err) != SDG_OK)
-        goto fail;
-    m->vae = vae_load(m->wb, vae_prefix);
-    if (sdg_wb_status(m->wb, err) != SDG_OK)
-        goto fail;
-    if (!m->clip || !m->unet || !m->vae) {
-        sdg__fail(err, SDG_ERR_NOMEM, "out of memory loading %s", path);
-        goto fail;
-    }
 
     const clip_config *cc = clip_get_config(m->clip);
     const unet_config *uc = unet_get_config(m->unet);
@@ -423,10 +486,28 @@ sdg_status sdg_generate(sdg_ctx *ctx, const sdg_gen_params *params, sdg_result *
         return sdg__fail(err, SDG_ERR_INVALID_ARG, "sdg_generate needs a context, parameters "
                          "and a result pointer");
     atomic_store(&ctx->cancel, 0);
+    if (ctx->model->header_only)
+        return sdg__fail(err, SDG_ERR_INVALID_ARG, "%s was loaded header-only (for estimates): "
+                         "load it without header_only to generate", ctx->model->path);
     sdg_status st = check_params(ctx, params, err);
     if (st != SDG_OK)
         return st;
     return sdg__pipeline_generate(ctx, params, out, err);
+}
+
+sdg_status sdg_ctx_estimate(sdg_ctx *ctx, const sdg_gen_params *params, sdg_memory_estimate *out,
+                            sdg_error *err)
+{
+    sdg__error_clear(err);
+    if (out)
+        memset(out, 0, sizeof *out);
+    if (!ctx || !params || !out)
+        return sdg__fail(err, SDG_ERR_INVALID_ARG, "sdg_ctx_estimate needs a context, parameters "
+                         "and an estimate to fill");
+    sdg_status st = check_params(ctx, params, err);
+    if (st != SDG_OK)
+        return st;
+    return sdg__pipeline_estimate(ctx, params, out, err);
 }
 
 void sdg_result_free(sdg_result *res)

@@ -361,12 +361,10 @@ core_native_size (const sdg_model_info *info)
   return info->native_size > 0 ? info->native_size : 512;
 }
 
-// The region, the generation size and the engine's inputs.
+// The region and the generation size (no pixels read).
 static gboolean
-core_prepare (core_run  *c,
-              gint32     image,
-              gint32     drawable,
-              GError   **error)
+core_region (core_run *c,
+             GError  **error)
 {
   const sdgp_host_info *in = &c->info;
   sdgp_rect             img = { 0, 0, in->image_width, in->image_height };
@@ -374,7 +372,6 @@ core_prepare (core_run  *c,
   sdgp_rect             sel = { in->sel_x, in->sel_y, in->sel_width, in->sel_height };
   const sdgp_rect      *selp = in->has_selection ? &sel : NULL;
   gboolean              ok = FALSE;
-  int                   n;
 
   switch (c->mode)
     {
@@ -396,6 +393,43 @@ core_prepare (core_run  *c,
                    c->r.width, c->r.height);
       return FALSE;
     }
+  return TRUE;
+}
+
+// Bytes of the plug-in's own buffers in a run (all floats, see core_prepare and core_finish):
+// with `before`, what core_prepare reads before the engine starts (the region's pixels and
+// selection, the engine's inputs; its temporaries counted as if held); always, what comes after
+// it (every layer's pixels, one picture's temporaries). The memory guard counts what is still to
+// come (sdg_gen_params.extra_bytes); the dialog's estimate counts it all.
+static guint64
+core_buffer_bytes (const core_run *c,
+                   gboolean        before)
+{
+  guint64 region = (guint64) c->r.width * (guint64) c->r.height;
+  guint64 gen = (guint64) c->gw * (guint64) c->gh;
+  guint64 floats = region * (4 * (guint64) c->p->batch_count + 3);
+
+  if (c->mode == SDGP_INPAINT)
+    floats += region * 3;                    // the original's RGB for colour matching
+  if (before && c->mode != SDGP_TEXT_TO_IMAGE)
+    floats += region * (4 + 3) + gen * 3;    // orig_rgba, its RGB, the init image
+  if (before && c->mode == SDGP_INPAINT)
+    floats += region * (1 + 1) + gen * 2;    // selection, blend mask; resampled, denoise mask
+  return floats * sizeof (float);
+}
+
+// The region, the generation size and the engine's inputs.
+static gboolean
+core_prepare (core_run  *c,
+              gint32     image,
+              gint32     drawable,
+              GError   **error)
+{
+  gboolean ok = FALSE;
+  int      n;
+
+  if (! core_region (c, error))
+    return FALSE;
   if (c->mode == SDGP_TEXT_TO_IMAGE)
     return TRUE;
 
@@ -541,6 +575,70 @@ core_insert (core_run   *c,
   return ok;
 }
 
+// Sizes the run c describes (mode, p and info set) with the model at model_path: the loaded one
+// when it is, else its header only. Sets c's region and generation size and fills est, counting
+// every buffer of the plug-in's as still to come (nothing is read yet). TRUE when est is filled,
+// with the engine's refusal in *err when the run does not fit (est->fits FALSE); FALSE and
+// error when there is no usable model or request.
+static gboolean
+core_estimate (core_run            *c,
+               const char          *model_path,
+               const char          *vocab,
+               const char          *models_dir,
+               sdg_memory_estimate *est,
+               sdg_error           *err,
+               GError             **error)
+{
+  const sdg_model *model;
+  sdg_model_info   info;
+  sdg_gen_params   gp = sdg_gen_default_params ();
+  sdg_ctx         *ctx;
+  sdg_status       st;
+  float            dummy = 0.0f;
+  sdg_image        init = { 0, 0, 3, &dummy }, mask = { 0, 0, 1, &dummy };
+
+  model = sdgp_worker_estimate_model (model_path, vocab, models_dir, error);
+  if (! model)
+    return FALSE;
+  sdg_model_get_info (model, &info);
+  c->native = core_native_size (&info);
+  if (! core_region (c, error))
+    return FALSE;
+
+  // The run core_run makes; the engine reads only the sizes of the init image and mask.
+  gp.prompt = c->p->prompt;
+  gp.negative_prompt = c->p->negative_prompt;
+  gp.width = init.width = mask.width = c->gw;
+  gp.height = init.height = mask.height = c->gh;
+  sdg_sampler_from_name (c->p->sampler, &gp.sampler);
+  gp.steps = c->p->steps;
+  gp.cfg_scale = (float) c->p->cfg_scale;
+  gp.batch_count = c->p->batch_count;
+  gp.strength = c->mode == SDGP_TEXT_TO_IMAGE ? 1.0f : (float) c->p->strength;
+  gp.init_image = c->mode != SDGP_TEXT_TO_IMAGE ? &init : NULL;
+  gp.mask = c->mode == SDGP_INPAINT ? &mask : NULL;
+  gp.extra_bytes = core_buffer_bytes (c, TRUE);
+  ctx = sdg_ctx_new (model, sdgp_host_num_threads (), err);
+  st = ctx ? sdg_ctx_estimate (ctx, &gp, est, err) : err->status;
+  sdg_ctx_free (ctx);
+  if (st != SDG_OK && st != SDG_ERR_NOMEM)
+    {
+      g_set_error (error, SDGP_ERROR, SDGP_ERROR_FAILED, "%s", err->message);
+      return FALSE;
+    }
+  return TRUE;
+}
+
+// "512 × 512 px" or "512 × 512, scaled to 1000 × 750"
+static char *
+core_size_text (const core_run *c)
+{
+  if (c->gw == c->r.width && c->gh == c->r.height)
+    return g_strdup_printf ("%d \xc3\x97 %d px", c->gw, c->gh);
+  return g_strdup_printf ("%d \xc3\x97 %d, scaled to %d \xc3\x97 %d", c->gw, c->gh,
+                          c->r.width, c->r.height);
+}
+
 gboolean
 sdgp_core_run (sdgp_mode            mode,
                gint32               image,
@@ -577,6 +675,22 @@ sdgp_core_run (sdgp_mode            mode,
       sdgp_host_progress_init ("Diffusion: loading the model");
     }
 
+  // The memory guard before the weights are loaded (seconds, gigabytes): a run that cannot fit
+  // is refused with the engine's sentence (sdg_generate checks again once the model is loaded).
+  {
+    sdg_memory_estimate est;
+    sdg_error           err = { 0 };
+
+    if (! core_estimate (&c, model, vocab && *vocab ? vocab : NULL, models_dir, &est, &err,
+                         error))
+      goto out;
+    if (! est.fits)
+      {
+        g_set_error (error, SDGP_ERROR, SDGP_ERROR_FAILED, "Not enough memory: %s.", err.message);
+        goto out;
+      }
+  }
+
   if (! sdgp_worker_load (model, vocab && *vocab ? vocab : NULL, models_dir, fb, &info, error))
     goto out;
   c.native = core_native_size (&info);
@@ -598,6 +712,7 @@ sdgp_core_run (sdgp_mode            mode,
   gp.strength = mode == SDGP_TEXT_TO_IMAGE ? 1.0f : (float) p->strength;
   gp.init_image = c.init;
   gp.mask = c.mask;
+  gp.extra_bytes = core_buffer_bytes (&c, FALSE);
 
   if (fb == &host_fb)
     sdgp_host_progress_init ("Diffusion: generating");
@@ -628,6 +743,53 @@ out:
   g_free (model);
   g_free (models_dir);
   return ok;
+}
+
+gchar *
+sdgp_core_estimate_dialog (const sdgp_params *p,
+                           gpointer           target,
+                           gboolean          *fits,
+                           GError           **error)
+{
+  const sdgp_target  *t = target;
+  core_run            c;
+  sdg_memory_estimate est;
+  sdg_error           err = { 0 };
+  const char         *vocab = g_getenv ("SDG_VOCAB");
+  char               *path, *dir, *size, *total, *avail, *text;
+  gboolean            ok;
+
+  *fits = TRUE;
+  memset (&c, 0, sizeof c);
+  c.mode = t->mode;
+  c.p = p;
+  if (! sdgp_core_check_params (t->mode, p, error) ||
+      ! sdgp_core_check_image (t->mode, t->image, t->drawable, error) ||
+      ! sdgp_host_get_info (t->image, t->drawable, &c.info, error))
+    return NULL;
+  path = sdgp_core_model_path (p, error);
+  if (! path)
+    return NULL;
+  dir = sdgp_core_models_dir (p);
+  ok = core_estimate (&c, path, vocab && *vocab ? vocab : NULL, dir, &est, &err, error);
+  g_free (path);
+  g_free (dir);
+  if (! ok)
+    return NULL;
+
+  size = core_size_text (&c);
+  total = g_format_size (est.total_bytes);
+  avail = g_format_size (est.available_bytes);
+  *fits = est.fits;
+  if (est.fits)
+    text = g_strdup_printf ("%s \xe2\x80\x94 needs %s", size, total);
+  else
+    text = g_strdup_printf ("%s \xe2\x80\x94 needs %s,\nbut only %s is available", size, total,
+                            avail);
+  g_free (size);
+  g_free (total);
+  g_free (avail);
+  return text;
 }
 
 void

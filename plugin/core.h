@@ -90,6 +90,15 @@ gboolean sdgp_core_run_params (const sdgp_target *t, const sdgp_params *p, GErro
 gboolean sdgp_core_run_dialog (const sdgp_params *p, const sdgp_feedback *fb, gpointer target,
                                GError **error);
 
+// The dialog's estimate function (an sdgp_estimate_fn of ui/dialog.h; target is an sdgp_target):
+// the generation size and the memory the run would need at its peak (model, the engine's working
+// memory, the plug-in's own copies of the region), e.g. "512 × 512, scaled to 1000 × 750 —
+// needs 3.1 GB"; *fits FALSE when the machine cannot give that much. Reads the model's header
+// only, unless the model is loaded already. NULL and error when there is no model or no usable
+// image. Main thread, never during a run.
+gchar   *sdgp_core_estimate_dialog (const sdgp_params *p, gpointer target, gboolean *fits,
+                                    GError **error);
+
 // Frees what runs keep between them (the loaded model). Call once before the plug-in exits.
 void     sdgp_core_shutdown (void);
 

@@ -7,7 +7,9 @@
  * mailbox into the feedback callbacks and polls Cancel. Nothing here calls libgimp or GTK.
  *
  * The model stays loaded between runs of one plug-in process (the dialog may generate again
- * after an error); sdgp_worker_shutdown() frees it.
+ * after an error); sdgp_worker_shutdown() frees it. Before the first run the dialog sizes runs
+ * with the file's header only (sdgp_worker_estimate_model), which costs milliseconds, not the
+ * seconds and gigabytes of loading the weights.
  */
 #include <string.h>
 
@@ -44,6 +46,19 @@ typedef struct worker {
 // these while it runs; the main thread only after joining it.
 static sdg_model *cached_model;
 static char      *cached_key;
+
+// A header-only model for sizing runs before the real one is loaded (main thread only).
+static sdg_model *shell_model;
+static char      *shell_key;
+
+static char *
+model_key (const char *model_path,
+           const char *vocab_path,
+           const char *models_dir)
+{
+  return g_strjoin ("\n", model_path, vocab_path ? vocab_path : "", models_dir ? models_dir : "",
+                    NULL);
+}
 
 static bool
 worker_progress (int step, int total, const sdg_image *preview, void *user_data)
@@ -85,8 +100,7 @@ worker_load_model (worker *w)
 
   mp.vocab_path = w->vocab_path;
   mp.models_dir = w->models_dir;
-  key = g_strjoin ("\n", w->model_path, w->vocab_path ? w->vocab_path : "",
-                   w->models_dir ? w->models_dir : "", NULL);
+  key = model_key (w->model_path, w->vocab_path, w->models_dir);
   if (cached_model && g_strcmp0 (key, cached_key) == 0)
     {
       g_free (key);
@@ -245,6 +259,8 @@ worker_run (worker              *w,
   else if (w->model_path)
     g_set_error (error, SDGP_ERROR, SDGP_ERROR_MODEL, "Could not load the model '%s': %s",
                  w->model_path, w->err.message);
+  else if (w->err.status == SDG_ERR_NOMEM)
+    g_set_error (error, SDGP_ERROR, SDGP_ERROR_FAILED, "Not enough memory: %s.", w->err.message);
   else
     g_set_error (error, SDGP_ERROR, SDGP_ERROR_FAILED, "The engine failed: %s",
                  w->err.message[0] ? w->err.message : sdg_status_name (w->err.status));
@@ -291,6 +307,44 @@ sdgp_worker_generate (const sdg_gen_params *gp,
   return w.result;
 }
 
+const sdg_model *
+sdgp_worker_estimate_model (const char *model_path,
+                            const char *vocab_path,
+                            const char *models_dir,
+                            GError    **error)
+{
+  sdg_model_params mp = sdg_model_default_params ();
+  sdg_error        err = { 0 };
+  char            *key = model_key (model_path, vocab_path, models_dir);
+
+  if (cached_model && g_strcmp0 (key, cached_key) == 0)
+    {
+      g_free (key);
+      return cached_model;
+    }
+  if (shell_model && g_strcmp0 (key, shell_key) == 0)
+    {
+      g_free (key);
+      return shell_model;
+    }
+  sdg_model_free (shell_model);
+  g_free (shell_key);
+  shell_key = NULL;
+  mp.vocab_path = vocab_path;
+  mp.models_dir = models_dir;
+  mp.header_only = TRUE;
+  shell_model = sdg_model_load (model_path, &mp, &err);
+  if (! shell_model)
+    {
+      g_set_error (error, SDGP_ERROR, SDGP_ERROR_MODEL, "Could not read the model '%s': %s",
+                   model_path, err.message);
+      g_free (key);
+      return NULL;
+    }
+  shell_key = key;
+  return shell_model;
+}
+
 void
 sdgp_worker_shutdown (void)
 {
@@ -298,4 +352,8 @@ sdgp_worker_shutdown (void)
   cached_model = NULL;
   g_free (cached_key);
   cached_key = NULL;
+  sdg_model_free (shell_model);
+  shell_model = NULL;
+  g_free (shell_key);
+  shell_key = NULL;
 }

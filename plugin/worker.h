@@ -34,7 +34,17 @@ sdg_result *sdgp_worker_generate (const sdg_gen_params *gp,
                                   const sdgp_feedback  *fb,
                                   GError              **error);
 
-// Frees the model kept loaded between runs (the dialog may generate several times).
+// The model to size runs with (sdg_ctx_estimate), on the calling (main) thread and never while
+// a run goes on: the loaded model when it came from the same files, else the file's header only
+// (sdg_model_params.header_only: no weights), kept for the next call. NULL and error
+// (SDGP_ERROR_MODEL) when the file cannot be read. Valid until the next call or shutdown.
+const sdg_model *sdgp_worker_estimate_model (const char *model_path,
+                                             const char *vocab_path,
+                                             const char *models_dir,
+                                             GError    **error);
+
+// Frees the model kept loaded between runs (the dialog may generate several times) and the
+// header-only one.
 void        sdgp_worker_shutdown (void);
 
 #endif // SDGP_WORKER_H

@@ -184,7 +184,7 @@ else
 fi
 
 VOCAB=$REF/vocab/bpe_simple_vocab_16e6.txt.gz
-GEN_TESTS=29
+GEN_TESTS=33
 if [ ! -f "$MODEL" ] || [ ! -f "$VOCAB" ]; then
     for ((i = 0; i < GEN_TESTS; i++)); do skip "generation $i" "no tiny model under $REF"; done
     echo "1..$n"
@@ -427,6 +427,31 @@ expect "NaN weight: the tensor is named, not a black picture" 1 \
     "tensor 'model.diffusion_model.out.2.weight' has 1 NaN or infinite value" \
     "${M[@]}" -m "$TMP/nan.safetensors" -W 64 -H 64 -o "$TMP/nan.png"
 [ ! -e "$TMP/nan.png" ] || fail "no picture from a NaN model" "$TMP/nan.png exists"
+# The memory guard: the estimate is printed before sampling; a run that does not fit in
+# SDG_MEMORY_LIMIT (the tiny model needs about 29 MB at 64x64 and 76 MB at 256x256) is refused
+# with a sentence and status 1 before any step, and writes nothing.
+run "${M[@]}" -p "a fox" -W 64 -H 64 --steps 1 -o "$TMP/mem-ok.png"
+if [ "$rc" -eq 0 ] && grep -Eq "memory: needs [0-9.]+.[kMG]B \(model [0-9.]+.MB \+ working memory [0-9.]+.[kMG]B\), [0-9.]+.[kMGT]B available" "$TMP/err"; then
+    ok "the memory estimate is printed before the run"
+else
+    fail "the memory estimate is printed before the run" "status $rc: $(err_tail)"
+fi
+SDG_MEMORY_LIMIT=50M run "${M[@]}" -p "a fox" -W 64 -H 64 --steps 1 -o "$TMP/mem-small.png"
+if [ "$rc" -eq 0 ] && [ -s "$TMP/mem-small.png" ]; then
+    ok "a run that fits in SDG_MEMORY_LIMIT goes ahead"
+else
+    fail "a run that fits in SDG_MEMORY_LIMIT goes ahead" "status $rc: $(err_tail)"
+fi
+SDG_MEMORY_LIMIT=50M run "${M[@]}" -p "a fox" -W 256 -H 256 --steps 1 -o "$TMP/mem-big.png"
+if [ "$rc" -eq 1 ] && [ ! -e "$TMP/mem-big.png" ] && ! grep -q "step 1/1" "$TMP/err" &&
+   grep -Eq "error: this 256x256 run needs [0-9.]+ MB \(model [0-9.]+ MB \+ working memory [0-9.]+ MB\) but only 50.0 MB is available \(SDG_MEMORY_LIMIT\); lower the size$" "$TMP/err"; then
+    ok "a run that does not fit is refused before sampling, naming need, available, what to lower"
+else
+    fail "a run that does not fit is refused before sampling, naming need, available, what to lower" \
+        "status $rc: $(err_tail)"
+fi
+SDG_MEMORY_LIMIT=lots expect "a bad SDG_MEMORY_LIMIT is an error" 1 \
+    "SDG_MEMORY_LIMIT='lots' is not a size" "${M[@]}" -W 64 -H 64 --steps 1 -o "$TMP/mem-bad.png"
 
 echo "1..$n"
 [ "$failed" -eq 0 ]

@@ -6,7 +6,8 @@
 #
 # Usage: test-gimp.sh PLUGIN MODEL VOCAB [ICONS_DIR [MODELS_DIR]]
 # With MODELS_DIR (the project's models/, holding the bundled default model) GIMP runs a second
-# time, on the default model: tests/gimp/test-default-model.scm.
+# time, on the default model: tests/gimp/test-default-model.scm. A last session runs
+# tests/gimp/test-memguard.scm under SDG_MEMORY_LIMIT (the memory guard).
 # Skips (TAP "1..0 # SKIP") only when gimp-console-2.10 is not installed.
 # Environment: SDG_KEEP_TEST_DIR=1 keeps the work folder (profile, GIMP's stderr);
 # SDG_PLUGIN_WRAPPER runs the plug-in through a command (valgrind); SDG_DEMO_DIR=folder saves
@@ -104,6 +105,24 @@ if [ -n "$models" ] && [ -f "$models/sdg-default.safetensors" ]; then
   fi
 else
   echo "# no default model in '$models': its checks are skipped"
+fi
+
+# The memory guard: a session of its own, whose plug-ins inherit SDG_MEMORY_LIMIT=24M, more than
+# the tiny model's weights (20 MB) but less than its 64x64 runs need (about 29 MB): every
+# procedure is refused with the engine's sentence and leaves the image as it was.
+run_scm memguard test-memguard.scm "$model" SDG_MEMORY_LIMIT=24M
+rc_mem=$?
+relay_tap "$work/tap-memguard.txt"
+emit $(yes_if grep -q '^# script finished' "$work/tap-memguard.txt") \
+  "the memory guard's Script-Fu test ran to its end"
+emit $(yes_if [ $rc_mem = 0 ]) "gimp-console with SDG_MEMORY_LIMIT exits with 0 (got $rc_mem)"
+emit $(yes_if grep -Eq "Not enough memory: this 64x64 run needs [0-9.]+.MB \(model [0-9.]+.MB \+ working memory [0-9.]+.MB\) but only 24\.0.MB is available \(SDG_MEMORY_LIMIT\); lower the size\." "$work/stderr-memguard") \
+  "a run over the memory limit is refused: need, what is available, what to lower"
+emit $(yes_if grep -Eq "this run of 2 pictures of 64x64 needs .*; lower the size or the batch count\." "$work/stderr-memguard") \
+  "a batch over the memory limit is told to lower the batch count too"
+if [ $fail = 1 ]; then
+  echo "# GIMP's stderr (memory limit):"
+  sed 's/^/#   /' "$work/stderr-memguard" | tail -n 30
 fi
 
 finished=0

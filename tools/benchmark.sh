@@ -5,9 +5,9 @@
 #   bash tools/benchmark.sh [BUILD_DIR] [THREADS] [SIZES...]
 #   e.g. bash tools/benchmark.sh build 2 256 512
 #
-# Prints one line per size: seconds per step (mean over the steps), load time,
-# decode time, peak RSS. The machine's load average is printed too: figures from a busy
-# machine are not comparable.
+# Prints one line per size: seconds per step (mean over the steps), load time, decode time, peak
+# RSS and the engine's memory estimate (GB = 10^9 bytes in both). The machine's load average is
+# printed too: figures from a busy machine are not comparable.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BUILD=${1:-build}; THREADS=${2:-2}; shift $(( $# > 2 ? 2 : $# )) || true
@@ -32,6 +32,7 @@ for size in "${SIZES[@]}"; do
     /^step [0-9]+\/[0-9]+/ { split($2, a, "/"); steps = a[1]; per = $3 }   # running mean
     /done in/ { t_done = $4; t_sd = $9 }
     /RSS_KB/ { rss = $2 }
-    END { printf "%dx%d  threads %d  %.2f s/step (CFG on)  load %.1f s  decode %.1f s  peak RSS %.2f GB  (loadavg %s)\n",
-          size, size, threads, per, t_load, t_sd - per * steps, rss / 1048576, load }'
+    /memory: needs/ { est = $4 " " $5 }
+    END { printf "%dx%d  threads %d  %.2f s/step (CFG on)  load %.1f s  decode %.1f s  peak RSS %.2f GB (estimate %s)  (loadavg %s)\n",
+          size, size, threads, per, t_load, t_sd - per * steps, rss * 1024 / 1e9, est, load }'
 done

@@ -5,7 +5,9 @@
  *
  * Left: prompt and negative prompt, model chooser (the bundled default plus every .safetensors
  * checkpoint in the models folder) with its folder, strength (image-to-image and inpaint), seed,
- * batch count, "Match colours" (inpaint), and under "Advanced" the sampler, steps and CFG.
+ * batch count, "Match colours" (inpaint), the Size row (the size the picture is generated at and
+ * the memory the run needs, from the plug-in's estimate function; bold when the machine cannot
+ * give that much), and under "Advanced" the sampler, steps and CFG.
  * Right: a preview of the picture in progress, a progress bar with step count and time left, and
  * a Cancel button of our own (GIMP's status-bar cancel kills the plug-in outright).
  *
@@ -47,6 +49,13 @@
 
 #define PREVIEW_SIZE 200
 #define RESPONSE_GENERATE GTK_RESPONSE_OK
+// The Size row is recomputed this long after the last change (typing a prompt changes it often).
+#define ESTIMATE_DELAY_MS 200
+
+static const gchar size_tooltip[] =
+  "The size the picture is generated at (then scaled to the selection or image), and the memory "
+  "the run needs at its peak: the model's weights, the engine's working memory and the "
+  "plug-in's copies of the pictures. A run that needs more than the machine has is refused";
 
 // ---------------------------------------------------------------------------------------------
 // Per-model defaults, applied when the user picks a model. Checkpoints carry no cheap hint of
@@ -126,6 +135,11 @@ typedef struct dialog {
   GtkWidget *close_button;
   GtkWidget *info_bar;
   GtkWidget *info_label;
+  GtkWidget *size_label;        // the Size row: generation size and memory need
+
+  sdgp_estimate_fn estimate;    // NULL: no Size row
+  gpointer run_data;
+  guint estimate_source;        // pending recomputation of the Size row, or 0
 
   gchar models_dir[1024];       // the folder listed now
   gboolean models_dir_custom;   // the user (or the saved values) chose it, rather than the default
@@ -712,7 +726,7 @@ dialog_build (dialog *d)
                       FALSE, FALSE, 0);
   gtk_box_pack_start (GTK_BOX (left), negative_box, TRUE, TRUE, 0);
 
-  table = form_new (6);
+  table = form_new (7);
   gtk_box_pack_start (GTK_BOX (left), table, FALSE, FALSE, 6);
 
   // Model and its folder.
@@ -803,6 +817,18 @@ dialog_build (dialog *d)
       row++;
     }
 
+  // The size the picture is generated at, and the memory the run needs (filled in a moment
+  // after the dialog opens and after every change, by the plug-in's estimate function).
+  if (d->estimate)
+    {
+      d->size_label = gtk_label_new ("\xe2\x80\xa6");
+      label_set_left (d->size_label);
+      gtk_label_set_selectable (GTK_LABEL (d->size_label), TRUE);
+      gimp_help_set_help_data (d->size_label, size_tooltip, NULL);
+      label = form_attach_aligned (table, row++, "Size:", d->size_label);
+      gtk_size_group_add_widget (d->label_group, label);
+    }
+
   // Advanced: sampler, steps, CFG.
   d->expander = gtk_expander_new_with_mnemonic ("_Advanced");
   gtk_box_pack_start (GTK_BOX (left), d->expander, FALSE, FALSE, 0);
@@ -886,9 +912,12 @@ dialog_build (dialog *d)
 // ---------------------------------------------------------------------------------------------
 // Reading the widgets
 
+// Reads the widgets into p. for_run: "New seed each run" draws the new seed now (and shows it);
+// without, the seed shown is read as it is.
 static void
 dialog_read (dialog      *d,
-             sdgp_params *p)
+             sdgp_params *p,
+             gboolean     for_run)
 {
   gchar *text;
   gchar *model;
@@ -922,7 +951,7 @@ dialog_read (dialog      *d,
   // A new seed each run is drawn here, shown, and handed over as a plain number, so the run
   // (and the remembered values) name the seed that made the picture.
   p->random_seed = gtk_toggle_button_get_active (GTK_TOGGLE_BUTTON (d->random_toggle));
-  if (p->random_seed)
+  if (p->random_seed && for_run)
     dice_clicked (NULL, d);
   p->seed = gtk_spin_button_get_value_as_int (GTK_SPIN_BUTTON (d->seed_spin));
 }
@@ -1071,6 +1100,86 @@ show_message (dialog         *d,
   gtk_widget_show (d->info_bar);
 }
 
+// ---------------------------------------------------------------------------------------------
+// The Size row
+
+static void
+estimate_update (dialog *d)
+{
+  sdgp_params p = *d->start;
+  GError     *error = NULL;
+  gboolean    fits = TRUE;
+  gchar      *text;
+
+  dialog_read (d, &p, FALSE);
+  text = d->estimate (&p, d->run_data, &fits, &error);
+  if (! text)
+    {
+      // Why there is no estimate (no model, no selection) can be long: Generate says it in full.
+      gtk_label_set_text (GTK_LABEL (d->size_label), "Unknown");
+      gimp_help_set_help_data (d->size_label,
+                               error && error->message ? error->message : NULL, NULL);
+    }
+  else
+    {
+      // Bold when Generate would be refused (with a sentence saying what to lower).
+      gchar *markup = g_markup_printf_escaped (fits ? "%s" : "<b>%s</b>", text);
+
+      gtk_label_set_markup (GTK_LABEL (d->size_label), markup);
+      gimp_help_set_help_data (d->size_label, size_tooltip, NULL);
+      g_free (markup);
+    }
+  g_free (text);
+  g_clear_error (&error);
+}
+
+static gboolean
+estimate_timeout (gpointer data)
+{
+  dialog *d = data;
+
+  d->estimate_source = 0;
+  // The run's worker thread owns the model while it runs; a failed run schedules a new one.
+  if (! d->running)
+    estimate_update (d);
+  return G_SOURCE_REMOVE;
+}
+
+static void
+estimate_schedule (dialog *d)
+{
+  if (! d->estimate)
+    return;
+  if (d->estimate_source)
+    g_source_remove (d->estimate_source);
+  d->estimate_source = g_timeout_add (ESTIMATE_DELAY_MS, estimate_timeout, d);
+}
+
+// Any change of the values the Size row depends on (model, prompts, batch, sampler, CFG).
+static void
+values_changed (gpointer instance,
+                dialog  *d)
+{
+  (void) instance;
+  estimate_schedule (d);
+}
+
+static void
+estimate_connect (dialog *d)
+{
+  if (! d->estimate)
+    return;
+  g_signal_connect (d->model_combo, "changed", G_CALLBACK (values_changed), d);
+  g_signal_connect (gtk_text_view_get_buffer (GTK_TEXT_VIEW (d->prompt_view)), "changed",
+                    G_CALLBACK (values_changed), d);
+  g_signal_connect (gtk_text_view_get_buffer (GTK_TEXT_VIEW (d->negative_view)), "changed",
+                    G_CALLBACK (values_changed), d);
+  g_signal_connect (d->batch_adj, "value-changed", G_CALLBACK (values_changed), d);
+  g_signal_connect (d->cfg_adj, "value-changed", G_CALLBACK (values_changed), d);
+  g_signal_connect (d->sampler_combo, "changed", G_CALLBACK (values_changed), d);
+  estimate_schedule (d);
+}
+
 static void
 set_running (dialog  *d,
              gboolean running)
@@ -1183,10 +1292,11 @@ screenshot_setup (dialog      *d,
 // ---------------------------------------------------------------------------------------------
 
 gboolean
-sdgp_dialog_run (sdgp_mode    mode,
-                 sdgp_params *params,
-                 sdgp_run_fn  run,
-                 gpointer     run_data)
+sdgp_dialog_run (sdgp_mode        mode,
+                 sdgp_params     *params,
+                 sdgp_run_fn      run,
+                 sdgp_estimate_fn estimate,
+                 gpointer         run_data)
 {
   dialog        d = { 0 };
   sdgp_feedback fb = { fb_progress, fb_preview, fb_cancelled, &d };
@@ -1204,7 +1314,10 @@ sdgp_dialog_run (sdgp_mode    mode,
 #endif
   d.mode = (mode >= 0 && mode < SDGP_MODE_COUNT) ? mode : SDGP_TEXT_TO_IMAGE;
   d.start = params;
+  d.estimate = estimate;
+  d.run_data = run_data;
   dialog_build (&d);
+  estimate_connect (&d);
 
   g_signal_connect (d.cancel_button, "clicked", G_CALLBACK (cancel_clicked), &d);
   g_signal_connect (d.dialog, "delete-event", G_CALLBACK (delete_event), &d);
@@ -1226,7 +1339,7 @@ sdgp_dialog_run (sdgp_mode    mode,
       sdgp_params p = *params;
       GError     *error = NULL;
 
-      dialog_read (&d, &p);
+      dialog_read (&d, &p, TRUE);
       show_message (&d, GTK_MESSAGE_INFO, NULL);
       gtk_progress_bar_set_fraction (GTK_PROGRESS_BAR (d.progress), 0.0);
       gtk_progress_bar_set_text (GTK_PROGRESS_BAR (d.progress), "Loading the model\u2026");
@@ -1243,6 +1356,8 @@ sdgp_dialog_run (sdgp_mode    mode,
           gboolean cancelled = g_error_matches (error, G_IO_ERROR, G_IO_ERROR_CANCELLED);
 
           set_running (&d, FALSE);
+          // The figures may have changed (the model is loaded now, other values were typed).
+          estimate_schedule (&d);
           gtk_progress_bar_set_fraction (GTK_PROGRESS_BAR (d.progress), 0.0);
           gtk_progress_bar_set_text (GTK_PROGRESS_BAR (d.progress),
                                      cancelled ? "Cancelled" : "Failed");
@@ -1266,6 +1381,8 @@ sdgp_dialog_run (sdgp_mode    mode,
         }
     }
 
+  if (d.estimate_source)
+    g_source_remove (d.estimate_source);
   gtk_widget_destroy (d.dialog);
   g_free (d.screenshot_path);
   return done;

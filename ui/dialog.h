@@ -20,10 +20,18 @@
 typedef gboolean (*sdgp_run_fn)(const sdgp_params *params, const sdgp_feedback *fb,
                                 gpointer user_data, GError **error);
 
+// Says what a run with params would make and need, for the dialog's Size row: a newly allocated
+// text of one or two short lines such as "512 × 512 px — needs 3.1 GB", with *fits FALSE when
+// the machine cannot give that much memory; NULL and error when it cannot tell (no model, no selection to inpaint). Called on
+// the main thread between runs, a moment after the values change; must be quick (no weights).
+typedef gchar *(*sdgp_estimate_fn)(const sdgp_params *params, gpointer user_data, gboolean *fits,
+                                   GError **error);
+
 // Shows the dialog for mode, starting from *params. Generate calls run(); on success the dialog
 // closes and returns TRUE with *params holding the values used; on an error the message is shown
-// in the dialog and the user may change values and try again; Close returns FALSE.
+// in the dialog and the user may change values and try again; Close returns FALSE. estimate
+// (optional) fills the Size row; run and estimate both get run_data.
 gboolean sdgp_dialog_run(sdgp_mode mode, sdgp_params *params, sdgp_run_fn run,
-                         gpointer run_data);
+                         sdgp_estimate_fn estimate, gpointer run_data);
 
 #endif // SDGP_DIALOG_H

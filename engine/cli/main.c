@@ -840,6 +840,61 @@ static int cli_write_latents(const char *path, const sdg_result *res)
     return CLI_EXIT_ERROR;
 }
 
+// g_format_size() with a plain space before the unit, as the engine's messages write sizes (GLib
+// puts a no-break space there, which trips scripts reading the output).
+static char *cli_size(uint64_t bytes)
+{
+    char *text = g_format_size(bytes);
+    char **parts = g_strsplit(text, "\xc2\xa0", -1);
+    char *plain = g_strjoinv(" ", parts);
+    g_strfreev(parts);
+    g_free(text);
+    return plain;
+}
+
+// "memory: needs 3.1 GB (model 2.1 GB + working memory 1.0 GB), 12.4 GB available"
+static void cli_info_memory(const sdg_memory_estimate *m)
+{
+    char *total = cli_size(m->total_bytes), *model = cli_size(m->weights_bytes);
+    char *work = cli_size(m->working_bytes), *avail = cli_size(m->available_bytes);
+    cli_info("memory: needs %s (model %s + working memory %s), %s%s", total, model, work,
+             m->available_known ? avail : "unknown", m->available_known ? " available" : " free");
+    g_free(total);
+    g_free(model);
+    g_free(work);
+    g_free(avail);
+}
+
+// The memory guard, before the weights are loaded (seconds for SD 1.5): sizes the run with the
+// checkpoint's header only and refuses one that cannot fit with the engine's sentence.
+// sdg_generate checks again with the model loaded. False after printing the error.
+static bool cli_check_memory(const char *model_path, const sdg_model_params *mp, int threads,
+                             const sdg_gen_params *gp)
+{
+    sdg_model_params hp = *mp;
+    hp.header_only = true;
+    sdg_error err = {0};
+    sdg_model *shell = sdg_model_load(model_path, &hp, &err);
+    sdg_ctx *ctx = shell ? sdg_ctx_new(shell, threads, &err) : NULL;
+    bool ok = false;
+    if (ctx) {
+        sdg_model_info info;
+        sdg_model_get_info(shell, &info);
+        sdg_gen_params q = *gp;
+        q.width = q.width ? q.width : info.native_size;   // as cli_main sets them after loading
+        q.height = q.height ? q.height : info.native_size;
+        sdg_memory_estimate mem;
+        ok = sdg_ctx_estimate(ctx, &q, &mem, &err) == SDG_OK;
+        if (ok)
+            cli_info_memory(&mem);
+    }
+    if (!ok)
+        cli_error("%s", err.message);
+    sdg_ctx_free(ctx);
+    sdg_model_free(shell);
+    return ok;
+}
+
 static int cli_main(const cli_opts *o, sdg_gen_params *gp)
 {
     cli_run r = {0};
@@ -867,6 +922,9 @@ static int cli_main(const cli_opts *o, sdg_gen_params *gp)
     if (o->init_image && (code = cli_load_pictures(o, &r, gp, o->scale_init)) != -1)
         goto out;
     code = CLI_EXIT_ERROR;
+
+    if (!cli_check_memory(r.model_path, &mp, o->threads, gp))
+        goto out;
 
     cli_info("loading %s", r.model_path);
     gint64 t_load = g_get_monotonic_time();

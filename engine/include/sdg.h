@@ -118,12 +118,18 @@ typedef struct sdg_model_params {
                               // or file of vocab.json+merges.txt); NULL = look next to the model,
                               // then in models_dir
     const char *models_dir;   // NULL = SDG_MODELS_DIR from the build
+    bool header_only;         // read the file's header (architecture, metadata) and the
+                              // vocabulary but no weights: milliseconds and no memory for the
+                              // weights, for sizing runs with sdg_ctx_estimate before loading a
+                              // multi-GB checkpoint; sdg_generate refuses such a model
 } sdg_model_params;
 
 SDG_API sdg_model_params sdg_model_default_params(void);
 
 // Loads a single-file .safetensors checkpoint (SD 1.x layout, 4- or 9-channel UNet). The
-// architecture is read from the tensor shapes. Returns NULL on failure and fills err.
+// architecture is read from the tensor shapes. Returns NULL on failure and fills err. F16/BF16
+// weights are converted to float32 copies; before converting, the loader checks that the copies
+// fit in the memory available (see sdg_ctx_estimate) and refuses with SDG_ERR_NOMEM otherwise.
 SDG_API sdg_model *sdg_model_load(const char *path, const sdg_model_params *params, sdg_error *err);
 SDG_API void sdg_model_free(sdg_model *model);
 
@@ -190,6 +196,9 @@ typedef struct sdg_gen_params {
     sdg_progress_fn progress;      // optional
     void *progress_data;
     bool preview;                  // pass a preview to progress
+    uint64_t extra_bytes;          // memory the caller will still allocate for this run besides
+                                   // the engine's (e.g. its own copies of the pictures); counted
+                                   // in the estimate's working memory and by the memory guard
 } sdg_gen_params;
 
 SDG_API sdg_gen_params sdg_gen_default_params(void);
@@ -202,10 +211,54 @@ typedef struct sdg_result {
 } sdg_result;
 
 // Runs text-to-image (no init_image), image-to-image (init_image) or inpainting (init_image and
-// mask). On success *out holds the result; on failure *out is NULL and err says why.
+// mask). On success *out holds the result; on failure *out is NULL and err says why. Before
+// allocating anything it makes the check of sdg_ctx_estimate: a run that does not fit is refused
+// with SDG_ERR_NOMEM and the estimate's sentence, and nothing is started.
 SDG_API sdg_status sdg_generate(sdg_ctx *ctx, const sdg_gen_params *params, sdg_result **out,
                                 sdg_error *err);
 SDG_API void sdg_result_free(sdg_result *res);
+
+// ---------------------------------------------------------------------------------------------
+// Memory: what a run needs at its peak, against what the machine can give.
+//
+// Available memory is /proc/meminfo's MemAvailable, or less when the cgroup the process runs in
+// (or one above it; v1 or v2) leaves less room under its limit; the environment variable
+// SDG_MEMORY_LIMIT (bytes, or with a unit: "200M", "6G") replaces that figure. Page cache counts
+// as available, so F32 weights used in place from the file's mapping are counted as needed by
+// every run; float32 copies already made by the loader are held and are not needed again. Swap
+// is not counted. When nothing can be read the figure is unknown and no run is refused. Figures
+// in messages are in powers of 1000 ("4.3 GB"); SDG_MEMORY_LIMIT takes K, M, G, T the same way
+// and Ki, Mi, Gi, Ti as powers of 1024.
+
+typedef struct sdg_memory_estimate {
+    uint64_t weights_bytes;    // the model's weights as held: float32 copies plus the F32 tensors
+                               // used in place from the mapping
+    uint64_t arena_bytes;      // the networks' working memory, measured by the dry run that
+                               // sdg_generate makes: exactly what it reserves
+    uint64_t result_bytes;     // the pictures and latents handed back
+    uint64_t extra_bytes;      // the caller's own, from sdg_gen_params.extra_bytes
+    uint64_t working_bytes;    // arena + result + extra
+    uint64_t total_bytes;      // the peak: weights + working
+    uint64_t needed_bytes;     // what the run must still get: total less what the process already
+                               // holds (float32 weight copies, an arena big enough from an
+                               // earlier run)
+    uint64_t available_bytes;  // what the machine can give now (0 when unknown)
+    bool available_known;      // false: /proc and the cgroup files could not be read
+    bool fits;                 // !available_known || needed_bytes <= available_bytes
+    int width, height;         // the size of the pictures (the init image's for img2img/inpaint)
+} sdg_memory_estimate;
+
+// Sizes the run params describes on ctx without running it: checks params as sdg_generate does,
+// plans the run and makes its dry run (every allocation, no arithmetic: under a millisecond for
+// SD 1.5 at 2048x2048), then reads the available memory. Only the sizes of init_image and
+// mask are read, not their pixels. Works on a model loaded with header_only. Returns SDG_OK when
+// the run fits (or the available memory is unknown); SDG_ERR_NOMEM with the sentence sdg_generate
+// would refuse with (e.g. "this 2048x2048 run needs 13.0 GB (model 4.3 GB + working memory
+// 8.7 GB) but only 6.1 GB is available; lower the size") when it does not;
+// *out is filled in both cases. Other errors: a bad request, *out zeroed. The same thread rules as
+// sdg_generate apply (not while ctx runs).
+SDG_API sdg_status sdg_ctx_estimate(sdg_ctx *ctx, const sdg_gen_params *params,
+                                    sdg_memory_estimate *out, sdg_error *err);
 
 // ---------------------------------------------------------------------------------------------
 // Tensor files: one float32 tensor read from / written to a .safetensors file (the CLI's

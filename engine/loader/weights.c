@@ -16,16 +16,22 @@
 #include <string.h>
 #include <unistd.h>
 
-enum { WB_UNBOUND, WB_PENDING, WB_READ }; // per tensor: not asked for; bound, data not read; read
+// Per tensor: not asked for; bound, data not read yet; read; counted only (shapes-only binders).
+// WB_IN_SLAB is a flag on top: its copy lives in the slab (not freed on its own).
+enum { WB_UNBOUND, WB_PENDING, WB_READ, WB_COUNTED, WB_STATE = 3, WB_IN_SLAB = 4 };
 
 struct sdg_weights {
     const st_file *f;        // borrowed, must outlive the binder
     float **copies;          // owned, one slot per tensor of f (NULL unless converted)
     uint8_t *state;          // owned, one WB_* per tensor of f
     size_t owned;            // bytes held in copies
+    size_t mapped;           // bytes of F32 tensors used in place
     uint64_t bound_bytes;    // float32 bytes of every bound tensor, mapped ones included
     uint64_t mem_limit;      // the machine's physical memory in bytes (0: unknown, no limit)
     bool defer;              // sdg_wb_get reads nothing; sdg_wb_read does
+    bool shapes_only;        // count, never convert or read (sdg_wb_set_shapes_only)
+    uint8_t *slab;           // owned, sdg_wb_reserve: one block the copies are carved from
+    size_t slab_cap, slab_used;
     sdg_status status;       // first error, sticky
     sdg_error err;
 };
@@ -66,9 +72,11 @@ void sdg_wb_free(sdg_weights *wb)
     if (!wb)
         return;
     for (int i = 0; i < st_count(wb->f); i++)
-        free(wb->copies[i]);
+        if (!(wb->state[i] & WB_IN_SLAB))
+            free(wb->copies[i]);
     free(wb->copies);
     free(wb->state);
+    free(wb->slab);
     free(wb);
 }
 
@@ -113,6 +121,28 @@ size_t sdg_wb_owned_bytes(const sdg_weights *wb)
     return wb->owned;
 }
 
+size_t sdg_wb_mapped_bytes(const sdg_weights *wb)
+{
+    return wb->mapped;
+}
+
+void sdg_wb_set_shapes_only(sdg_weights *wb, bool on)
+{
+    wb->shapes_only = on;
+}
+
+sdg_status sdg_wb_reserve(sdg_weights *wb, size_t bytes, sdg_error *err)
+{
+    if (wb->slab || bytes == 0)
+        return SDG_OK;
+    wb->slab = sdg__alloc_big(bytes);
+    if (!wb->slab)
+        return sdg__fail(err, SDG_ERR_NOMEM, "%s: out of memory for the converted weights "
+                         "(%zu bytes)", st_path(wb->f), bytes);
+    wb->slab_cap = bytes;
+    return SDG_OK;
+}
+
 // Formats a tensor name; false when it does not fit (real names are under 120 characters).
 SDG_PRINTF(3, 0)
 static bool wb_name(char *buf, size_t cap, const char *fmt, va_list ap)
@@ -144,6 +174,18 @@ static void wb_nonfinite_error(sdg_weights *wb, const st_tensor *t, int64_t coun
              (long long)t->n_elements, also);
 }
 
+// The pointer handed out for a tensor without a copy: its F32 data in the mapping, or, for a
+// shapes-only binder (whose pointers are never read), a float-aligned address inside the mapping
+// (any non-NULL one when the file could not be mapped).
+static const float *wb_in_place(const sdg_weights *wb, const st_tensor *t)
+{
+    static const float unmapped[1];
+    const void *data = st_data(wb->f, t);
+    if (!data)
+        return unmapped;
+    return (const float *)((uintptr_t)data & ~(uintptr_t)(sizeof(float) - 1));
+}
+
 // Reads (converts, or scans in the mapping) bound tensor idx and counts its non-finite values
 // into *bad. Returns false after recording an I/O error.
 static bool wb_read_one(sdg_weights *wb, int idx, int64_t *bad)
@@ -165,7 +207,7 @@ static bool wb_read_one(sdg_weights *wb, int idx, int64_t *bad)
         }
         *bad = st_count_nonfinite(st_data(wb->f, t), (size_t)t->n_elements);
     }
-    wb->state[idx] = WB_READ;
+    wb->state[idx] = (uint8_t)((wb->state[idx] & WB_IN_SLAB) | WB_READ);
     return true;
 }
 
@@ -201,8 +243,8 @@ const float *sdg_wb_get(sdg_weights *wb, int n_dims, const int64_t *shape, const
     }
     int idx = (int)(t - st_at(wb->f, 0));
     bool in_place = t->dtype == ST_F32 && st_data_aligned(wb->f, t, sizeof(float));
-    if (wb->state[idx] != WB_UNBOUND)
-        return in_place ? st_data(wb->f, t) : wb->copies[idx];
+    if ((wb->state[idx] & WB_STATE) != WB_UNBOUND)
+        return wb->copies[idx] ? wb->copies[idx] : wb_in_place(wb, t);
 
     // Plausibility before any allocation or read: the weights a model binds must fit in the
     // machine's memory as float32. A header describing more (a damaged or hostile file, or a
@@ -217,23 +259,43 @@ const float *sdg_wb_get(sdg_weights *wb, int n_dims, const int64_t *shape, const
                  (double)(bytes + wb->bound_bytes) / 1e9, (double)wb->mem_limit / 1e9);
         return NULL;
     }
+    wb->bound_bytes += bytes;
+    if (wb->shapes_only) {
+        // Counted once per tensor, however often it is asked for; never converted or read.
+        if (in_place)
+            wb->mapped += (size_t)bytes;
+        else
+            wb->owned += (size_t)bytes;
+        wb->state[idx] = WB_COUNTED;
+        return wb_in_place(wb, t);
+    }
     sdg_error e;
     if (in_place && st_check_mapped(wb->f, &e) != SDG_OK) {
         wb_error(wb, e.status, "%s", e.message);
         return NULL;
     }
-    if (!in_place) {
-        void *copy = bytes <= SIZE_MAX ? sdg__alloc_big((size_t)bytes) : NULL;
+    if (in_place) {
+        wb->mapped += (size_t)bytes;
+    } else {
+        // From the slab when there is one: 64-byte steps, where a block of its own per tensor
+        // would round each to whole 2 MiB huge pages (400 MB more for SD 1.5).
+        size_t step = (size_t)((bytes + SDG_ARENA_ALIGN - 1) & ~(uint64_t)(SDG_ARENA_ALIGN - 1));
+        bool in_slab = wb->slab && bytes <= SIZE_MAX && step <= wb->slab_cap - wb->slab_used;
+        void *copy = in_slab ? wb->slab + wb->slab_used
+                     : bytes <= SIZE_MAX ? sdg__alloc_big((size_t)bytes) : NULL;
         if (!copy) {
             wb_error(wb, SDG_ERR_NOMEM, "%s: out of memory converting tensor '%s' (%llu bytes)",
                      path, name, (unsigned long long)bytes);
             return NULL;
         }
+        if (in_slab) {
+            wb->slab_used += step;
+            wb->state[idx] = WB_IN_SLAB;
+        }
         wb->copies[idx] = copy;
         wb->owned += (size_t)bytes;
     }
-    wb->bound_bytes += bytes;
-    wb->state[idx] = WB_PENDING;
+    wb->state[idx] = (uint8_t)((wb->state[idx] & WB_IN_SLAB) | WB_PENDING);
     if (!wb->defer) {
         int64_t bad;
         if (!wb_read_one(wb, idx, &bad))
@@ -243,7 +305,7 @@ const float *sdg_wb_get(sdg_weights *wb, int n_dims, const int64_t *shape, const
             return NULL;
         }
     }
-    return in_place ? st_data(wb->f, t) : wb->copies[idx];
+    return in_place ? wb_in_place(wb, t) : wb->copies[idx];
 }
 
 static int wb_cmp_offset(const void *a, const void *b)
@@ -256,7 +318,7 @@ sdg_status sdg_wb_read(sdg_weights *wb, sdg_error *err)
 {
     int n = st_count(wb->f), n_pending = 0;
     for (int i = 0; i < n; i++)
-        n_pending += wb->state[i] == WB_PENDING;
+        n_pending += (wb->state[i] & WB_STATE) == WB_PENDING;
     if (wb->status != SDG_OK || n_pending == 0)
         return sdg_wb_status(wb, err);
     const st_tensor **order = malloc((size_t)n_pending * sizeof *order);
@@ -266,7 +328,7 @@ sdg_status sdg_wb_read(sdg_weights *wb, sdg_error *err)
     }
     n_pending = 0;
     for (int i = 0; i < n; i++)
-        if (wb->state[i] == WB_PENDING)
+        if ((wb->state[i] & WB_STATE) == WB_PENDING)
             order[n_pending++] = st_at(wb->f, i);
     // In file order: one sequential pass over the file, which a disk reads fastest.
     qsort(order, (size_t)n_pending, sizeof *order, wb_cmp_offset);

@@ -60,7 +60,21 @@ void sdg_wb_set_error(sdg_weights *wb, sdg_status status, const char *fmt, ...) 
 // SDG_OK, or the first error (copied into err).
 sdg_status sdg_wb_status(const sdg_weights *wb, sdg_error *err);
 
-// Bytes of converted copies held (mapped F32 tensors are not counted).
+// Bytes of converted copies held (mapped F32 tensors are not counted). With shapes only: the
+// bytes the copies would take.
 size_t sdg_wb_owned_bytes(const sdg_weights *wb);
+
+// Bytes of the aligned F32 tensors bound in place from the mapping, each counted once.
+size_t sdg_wb_mapped_bytes(const sdg_weights *wb);
+
+// Makes one block of `bytes` that later converted copies are carved from (64-byte aligned), so
+// that they take what they hold and no more; copies that do not fit get blocks of their own.
+// The loader sizes it with a shapes-only pass: sdg_wb_owned_bytes() + 64 per tensor.
+sdg_status sdg_wb_reserve(sdg_weights *wb, size_t bytes, sdg_error *err);
+
+// Shapes only (set before the first sdg_wb_get): tensors are found, checked and counted as
+// usual but nothing is converted; sdg_wb_get returns a pointer into the mapping that must never
+// be read as floats. For sizing a model (memory estimates) without loading its weights.
+void sdg_wb_set_shapes_only(sdg_weights *wb, bool on);
 
 #endif // SDG_WEIGHTS_H

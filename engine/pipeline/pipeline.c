@@ -3,7 +3,9 @@
  *
  * One request is a "job". Its memory comes from the context's arena, sized by a dry run of the
  * whole job (every allocation and every network in measuring mode), reserved once, then the
- * real run: nothing is allocated inside the sampling loop.
+ * real run: nothing is allocated inside the sampling loop. The same dry run gives the memory
+ * estimate (sdg_ctx_estimate), and a job that does not fit in the memory available is refused
+ * before the arena is reserved (memory.h).
  *
  * Conventions follow the public references (shared/reference/manifests/README.md):
  * - k-diffusion sigma space: x = x_t / sqrt(alpha_cumprod), denoised = x - sigma eps(c_in x, t),
@@ -30,6 +32,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "../memory.h"
 #include "../tokenizer/prompt.h"
 
 // Windows of 75 tokens a prompt may use (A1111 has no limit; 8 = 600 tokens is plenty).
@@ -606,17 +609,68 @@ static sdg_result *result_new(const job *j, int n)
     return r;
 }
 
+// Plans the request and sizes it with the dry run (every allocation of the real run, no
+// arithmetic), then fills e and gives the memory guard's verdict. The arena figure is what
+// sdg__exec_reserve will allocate for the measured peak, so the estimate is exact for it.
+static sdg_status measure(job *j, const sdg_gen_params *p, sdg_memory_estimate *e, sdg_error *err)
+{
+    sdg_ctx *ctx = j->ctx;
+    const sdg_model *m = j->m;
+    memset(e, 0, sizeof *e);
+    sdg_status st = plan(j, p, err);
+    if (st != SDG_OK)
+        return st;
+    ctx->ex.dry = true;
+    st = run(j, NULL, err);
+    ctx->ex.dry = false;
+    if (st != SDG_OK)
+        return st;
+
+    uint64_t n = (uint64_t)p->batch_count;
+    e->width = j->W;
+    e->height = j->H;
+    e->weights_bytes = m->copy_bytes + m->mapped_bytes;
+    e->arena_bytes = sdg__exec_reserve_size(ctx->ex.arena.peak);
+    e->result_bytes = n * ((uint64_t)j->W * j->H * 3 + j->n_lat) * sizeof(float);
+    e->extra_bytes = p->extra_bytes;
+    e->working_bytes = e->arena_bytes + e->result_bytes + e->extra_bytes;
+    e->total_bytes = e->weights_bytes + e->working_bytes;
+    // Held already: float32 copies of a loaded model (anonymous memory, not in the available
+    // figure) and an arena from an earlier run. Mapped F32 weights are page cache, which the
+    // available figure counts as free, so every run needs them again.
+    uint64_t held_weights = m->header_only ? 0 : m->copy_bytes;
+    uint64_t weights_needed = e->weights_bytes - held_weights;
+    uint64_t cap = ctx->ex.arena.cap;
+    uint64_t arena_needed = e->arena_bytes > cap ? e->arena_bytes - cap : 0;
+    e->needed_bytes = weights_needed + arena_needed + e->result_bytes + e->extra_bytes;
+
+    sdg_mem_source source;
+    st = sdg__mem_available(&e->available_bytes, &source, err);
+    if (st != SDG_OK) {
+        memset(e, 0, sizeof *e);
+        return st;
+    }
+    e->available_known = source != SDG_MEM_UNKNOWN;
+    e->fits = !e->available_known || e->needed_bytes <= e->available_bytes;
+    return sdg__mem_verdict(e, p->batch_count, weights_needed, held_weights > 0, source, err);
+}
+
+sdg_status sdg__pipeline_estimate(sdg_ctx *ctx, const sdg_gen_params *p, sdg_memory_estimate *e,
+                                  sdg_error *err)
+{
+    job j = { .ctx = ctx, .m = ctx->model, .ex = &ctx->ex };
+    sdg_status st = measure(&j, p, e, err);
+    job_clear(&j);
+    return st;
+}
+
 sdg_status sdg__pipeline_generate(sdg_ctx *ctx, const sdg_gen_params *p, sdg_result **out,
                                   sdg_error *err)
 {
     job j = { .ctx = ctx, .m = ctx->model, .ex = &ctx->ex };
-    sdg_status st = plan(&j, p, err);
+    sdg_memory_estimate e;
+    sdg_status st = measure(&j, p, &e, err);
     sdg_result *res = NULL;
-    if (st == SDG_OK) {
-        ctx->ex.dry = true;
-        st = run(&j, NULL, err);
-        ctx->ex.dry = false;
-    }
     if (st == SDG_OK)
         st = sdg__exec_reserve(&ctx->ex, ctx->ex.arena.peak, err);
     if (st == SDG_OK) {

@@ -29,6 +29,10 @@ struct sdg_model {
     sdg_noise_schedule sched;
     sdg_model_info info;
     int32_t pad_id;            // SD1: <|endoftext|>
+    bool header_only;          // no weights bound (sdg_model_params.header_only): estimates only
+    uint64_t copy_bytes;       // float32 copies of F16/BF16 weights (held, or with header_only
+                               // what loading would make)
+    uint64_t mapped_bytes;     // F32 weights used in place from the mapping
 };
 
 // Replaces the engine's seeded noise (tests replay the goldens' noise): `which` is the ancestral
@@ -47,8 +51,14 @@ struct sdg_ctx {
     void *test_noise_data;
 };
 
-// Runs one sdg_generate request (parameters already checked by sdg_generate).
+// Runs one sdg_generate request (parameters already checked by sdg_generate). Refuses with
+// SDG_ERR_NOMEM, before allocating anything, when sdg__pipeline_estimate says it does not fit.
 sdg_status sdg__pipeline_generate(sdg_ctx *ctx, const sdg_gen_params *p, sdg_result **out,
+                                  sdg_error *err);
+
+// Fills e for one request (parameters already checked) from its plan and dry run; SDG_OK when it
+// fits, SDG_ERR_NOMEM with the guard's sentence when not (e filled either way).
+sdg_status sdg__pipeline_estimate(sdg_ctx *ctx, const sdg_gen_params *p, sdg_memory_estimate *e,
                                   sdg_error *err);
 
 // The noise streams of rng_normal_fill used for a picture with seed `seed`: the initial latent,

@@ -220,7 +220,8 @@ run (const gchar      *name,
     {
     case GIMP_RUN_INTERACTIVE:
 #ifdef SDGP_HAVE_DIALOG
-      if (! sdgp_dialog_run (t.mode, &p, sdgp_core_run_dialog, &t))
+      if (! sdgp_dialog_run (t.mode, &p, sdgp_core_run_dialog, sdgp_core_estimate_dialog,
+                             &t))
         status = GIMP_PDB_CANCEL;
 #else
       // Built without the dialog: run with the last values.

@@ -334,7 +334,7 @@ run (GimpProcedure        *procedure,
     case GIMP_RUN_INTERACTIVE:
       gimp_ui_init (SDGP_BINARY);
       // libgimp stores the config as the last values after this (successful) run.
-      if (sdgp_dialog_run (t.mode, &p, sdgp_core_run_dialog, &t))
+      if (sdgp_dialog_run (t.mode, &p, sdgp_core_run_dialog, sdgp_core_estimate_dialog, &t))
         params_to_config (t.mode, &p, config);
       else
         status = GIMP_PDB_CANCEL;
