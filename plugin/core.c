@@ -14,6 +14,7 @@
 #include <string.h>
 
 #include <gio/gio.h>
+#include <glib/gstdio.h>
 
 #include "core.h"
 #include "host.h"
@@ -99,7 +100,11 @@ sdgp_core_model_path (const sdgp_params *p,
 
   if (p->model[0])
     {
-      if (g_file_test (p->model, G_FILE_TEST_IS_REGULAR))
+      GStatBuf st;
+
+      /* Whatever is there goes to the engine, whose sentence says what is wrong with it (a
+       * folder, a FIFO, a symlink loop, a truncated file); only a missing path is said here. */
+      if (g_lstat (p->model, &st) == 0)
         return g_strdup (p->model);
       g_set_error (error, SDGP_ERROR, SDGP_ERROR_MODEL,
                    "The model file '%s' does not exist.", p->model);

@@ -290,6 +290,7 @@
 (with-image (make-image RGB 64 64 PRECISION-U8-GAMMA #f)
   (lambda (img l)
     (check-fails "t2i bad model path" "t2i" img l "/nonexistent/sdg-missing.safetensors")
+    (check-fails "t2i model path is a folder" "t2i" img l "/tmp")
     (check-fails "t2i default model not installed" "t2i" img l "")
     (gimp-image-select-rectangle img CHANNEL-OP-REPLACE 8 8 20 20)
     (check-fails "inpaint bad model path" "inpaint" img l "/nonexistent/sdg-missing.safetensors")
