@@ -150,7 +150,8 @@ static bool mem_find_mount(const char *root, bool v2, mem_mount *out)
             continue;
         if (!v2) {
             bool memory = false;
-            for (char *tok = strtok(super, ","); tok; tok = strtok(NULL, ","))
+            char *save = NULL;
+            for (char *tok = strtok_r(super, ",", &save); tok; tok = strtok_r(NULL, ",", &save))
                 memory = memory || strcmp(tok, "memory") == 0;
             if (!memory)
                 continue;
@@ -174,7 +175,8 @@ static bool mem_cgroup_path(const char *root, bool v2, char *out, size_t cap)
     char buf[16384];
     if (!mem_read(root, "/proc/self/cgroup", buf, sizeof buf))
         return false;
-    for (char *line = strtok(buf, "\n"); line; line = strtok(NULL, "\n")) {
+    char *save = NULL;   // strtok_r: several contexts may estimate at once
+    for (char *line = strtok_r(buf, "\n", &save); line; line = strtok_r(NULL, "\n", &save)) {
         char *c1 = strchr(line, ':');
         char *c2 = c1 ? strchr(c1 + 1, ':') : NULL;
         if (!c2)

@@ -624,7 +624,13 @@ core_estimate (core_run            *c,
   gp.mask = c->mode == SDGP_INPAINT ? &mask : NULL;
   gp.extra_bytes = core_buffer_bytes (c, TRUE);
   ctx = sdg_ctx_new (model, sdgp_host_num_threads (), err);
-  st = ctx ? sdg_ctx_estimate (ctx, &gp, est, err) : err->status;
+  if (! ctx)
+    {
+      // est is not filled: a context that cannot be made is an error, never "does not fit".
+      g_set_error (error, SDGP_ERROR, SDGP_ERROR_FAILED, "%s", err->message);
+      return FALSE;
+    }
+  st = sdg_ctx_estimate (ctx, &gp, est, err);
   sdg_ctx_free (ctx);
   if (st != SDG_OK && st != SDG_ERR_NOMEM)
     {

@@ -351,15 +351,18 @@ fi
 
 # The output folder disappears during the run: the picture goes to the temporary folder.
 mkdir -p "$TMP/gone" "$TMP/rescue"
-TMPDIR="$TMP/rescue" $WRAP "$SDG" "${M[@]}" -W 64 -H 64 --steps 8 --seed 5 -o "$TMP/gone/pic.png" \
+# The run is stopped (SIGSTOP) while the folder goes, so a fast machine cannot finish first.
+TMPDIR="$TMP/rescue" $WRAP "$SDG" "${M[@]}" -W 64 -H 64 --steps 40 --seed 5 -o "$TMP/gone/pic.png" \
     >/dev/null 2>"$TMP/err" &
 pid=$!
-for ((i = 0; i < 600; i++)); do
-    grep -q "step 1/8" "$TMP/err" 2>/dev/null && break
+for ((i = 0; i < 3000; i++)); do
+    grep -q "step 1/40" "$TMP/err" 2>/dev/null && break
     kill -0 "$pid" 2>/dev/null || break
-    sleep 0.1
+    sleep 0.02
 done
+kill -STOP "$pid" 2>/dev/null
 rm -rf "$TMP/gone"
+kill -CONT "$pid" 2>/dev/null
 wait "$pid"; rc=$?
 rescued=$(sed -n "s/.*was saved as '\\([^']*\\)' instead.*/\\1/p" "$TMP/err")
 if [ "$rc" -eq 1 ] && grep -q "could not write '$TMP/gone/pic.png'" "$TMP/err" &&

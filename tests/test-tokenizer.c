@@ -420,6 +420,17 @@ static void test_emphasis(void)
     check_prompt("(cat:1777777777777777777777777777777)", "cat:1777777777777777777777777777777)", a);
     check_prompt("((cat:1000))", "cat", 1000.0f);
     check_prompt("[(cat:-1000)]", "cat", (float)(-1000 / 1.1));
+    // Products are clamped as they are taken: 103 nested (..:1000) would overflow to inf, and an
+    // outer (..:0) would then make NaN (inf * 0).
+    GString *deep = g_string_new(NULL);
+    for (int i = 0; i < 104; i++)
+        g_string_append_c(deep, '(');
+    g_string_append(deep, "cat");
+    for (int i = 0; i < 103; i++)
+        g_string_append(deep, ":1000)");
+    g_string_append(deep, ":0)");
+    check_prompt(deep->str, "cat", 0.0f);
+    g_string_free(deep, TRUE);
     check_plain("", "");
     check_plain("()", "");
     // Runs of equal weight are tokenized together (no word split at "(x)" boundaries) and

@@ -33,8 +33,11 @@ typedef struct sdg_weights sdg_weights;
 sdg_weights *sdg_wb_new(const st_file *f, sdg_error *err);
 void sdg_wb_free(sdg_weights *wb);
 
-// Returns the tensor's float32 data, or NULL (and records the error) when it is missing or its
-// shape differs from shape[0..n_dims-1].
+// Returns the tensor's float32 data, or NULL (and records the error) when it is missing, its
+// shape differs from shape[0..n_dims-1], the weights bound so far exceed the machine's memory,
+// its copy cannot be allocated, or (unless reads are deferred) it cannot be read or holds NaN or
+// infinite values. With sdg_wb_defer the data is valid only after sdg_wb_read succeeds; with
+// sdg_wb_set_shapes_only the pointer must never be read.
 const float *sdg_wb_get(sdg_weights *wb, int n_dims, const int64_t *shape, const char *fmt, ...)
     SDG_PRINTF(4, 5);
 

@@ -5,8 +5,9 @@
  *
  * Deliberate differences from A1111: inside brackets A1111 multiplies the BREAK marker's weight
  * (-1) too, after which "BREAK" is tokenized as a word with a negative weight; here BREAK always
- * breaks. An explicit weight Python's float() would reject (or beyond +-1000, PROMPT_MAX_WEIGHT)
- * leaves its text literal instead of raising, and nested products are clamped to +-1000. The window layout is BOS + tokens + EOS + padding like
+ * breaks. An explicit weight Python's float() would reject (or beyond +-1000,
+ * PROMPT_MAX_WEIGHT) leaves its text literal instead of raising, and nested products are clamped
+ * to +-1000. The window layout is BOS + tokens + EOS + padding like
  * open_clip.tokenize (A1111 pads before the EOS; the same ids when pad = EOS, the SD1 case).
  * Not here: textual-inversion embeddings, prompt editing, alternation.
  *
@@ -22,14 +23,16 @@
 #define PROMPT_CHUNK (SDG_TOKENIZER_CTX - 2)   // 75 tokens between BOS and EOS
 #define PROMPT_COMMA_BACKTRACK 20              // A1111 opts.comma_padding_backtrack default
 // The largest emphasis weight, explicit or nested: any larger explicit weight leaves its text
-// literal (as a malformed one does), and nesting products are clamped to it. A1111 has no bound,
+// literal (as a malformed one does), and every nesting product is clamped to it as it is taken
+// (so no product overflows, and none becomes inf * 0 = NaN). A1111 has no bound,
 // but a weight that overflows float32 (found by tests/fuzz/fuzz_prompt) turns the text
 // encoder's output, and so the picture, into NaN; no prompt needs more than a few units.
 #define PROMPT_MAX_WEIGHT 1000.0
 
 static double prompt_clamp(double w)
 {
-    return w > PROMPT_MAX_WEIGHT ? PROMPT_MAX_WEIGHT : w < -PROMPT_MAX_WEIGHT ? -PROMPT_MAX_WEIGHT : w;
+    return w > PROMPT_MAX_WEIGHT ? PROMPT_MAX_WEIGHT
+           : w < -PROMPT_MAX_WEIGHT ? -PROMPT_MAX_WEIGHT : w;
 }
 
 typedef struct prompt_frag {
@@ -97,7 +100,7 @@ static void multiply_range(GArray *res, guint from, double m)
     for (guint i = from; i < res->len; i++) {
         prompt_frag *f = &g_array_index(res, prompt_frag, i);
         if (!f->brk)
-            f->weight *= m;
+            f->weight = prompt_clamp(f->weight * m);   // never inf, so never inf * 0 = NaN
     }
 }
 
@@ -335,7 +338,7 @@ sdg_status sdg_prompt_parse(const sdg_tokenizer *tok, const char *text, int32_t 
         if (sdg_tokenizer_encode(tok, f->text, ids, err) < 0)
             break;   // cannot happen: text was validated, and so is every fragment of it
         for (guint k = 0; k < ids->len; k++)
-            chunk_add(&c, g_array_index(ids, int32_t, k), (float)prompt_clamp(f->weight), comma);
+            chunk_add(&c, g_array_index(ids, int32_t, k), (float)f->weight, comma);
     }
     g_array_free(ids, TRUE);
     frags_free(frags);

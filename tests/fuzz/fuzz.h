@@ -10,6 +10,12 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+
+// A harness's own assertion that the parser's answer is consistent: a failure is a finding.
+#define CHECK(x) \
+    do { if (!(x)) { fprintf(stderr, "check failed: %s\n", #x); abort(); } } while (0)
 
 // Makes the harness's in-memory file hold the given parts, one after the other, and writes its
 // path ("/proc/self/fd/N") into path. One file is reused for the whole run (do not close it):

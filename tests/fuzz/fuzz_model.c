@@ -14,7 +14,8 @@
  *         mutations get past the byte-count checks to the architecture inference.
  * When the model loads, its text encoder, UNet and autoencoder run on malloc'd buffers sized
  * exactly as the pipeline sizes them (outside the arena, so AddressSanitizer sees any overrun),
- * then one sdg_generate step runs end to end (inpainting too for a 9-channel UNet).
+ * then one sdg_generate step runs end to end (inpainting too for a 9-channel UNet). The same file
+ * is then loaded header-only and sized with sdg_ctx_estimate, as the GIMP dialog does.
  * Vocabulary: the bundled default model's small vocab.json + merges.txt (fast to load).
  */
 #include <glib.h>
@@ -26,8 +27,6 @@
 
 #include "fuzz.h"
 #include "pipeline/pipeline.h"
-
-#define CHECK(x) do { if (!(x)) { fprintf(stderr, "check failed: %s\n", #x); abort(); } } while (0)
 
 // Structured mode builds files up to this size; larger edits are skipped (libFuzzer's memory
 // limit, and converting gigabytes per input would only find the memory guard's cases).
@@ -333,10 +332,36 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     mp.vocab_path = vocab_path;
     sdg_error err;
     sdg_model *m = sdg_model_load(path, &mp, &err);
-    if (m)
+    bool full_loaded = m != NULL;
+    uint64_t full_weights = 0;
+    if (m) {
+        full_weights = (uint64_t)m->copy_bytes + m->mapped_bytes;
         run_loaded(m, (uint8_t)(data[0] >> 1));
-    else
+    } else {
         CHECK(err.status != SDG_OK && err.message[0]);
+    }
     sdg_model_free(m);
+
+    // The same file as a header-only model (what the GIMP dialog sizes runs with): it loads
+    // exactly when the full model does, its estimate counts the same weights, and it refuses to
+    // generate.
+    mp.header_only = true;
+    sdg_model *h = sdg_model_load(path, &mp, &err);
+    if (h) {
+        sdg_ctx *ctx = sdg_ctx_new(h, 1, &err);
+        CHECK(ctx);
+        sdg_gen_params gp = sdg_gen_default_params();
+        gp.width = gp.height = 8 * h->info.vae_scale;
+        gp.steps = 1;
+        sdg_memory_estimate est;
+        sdg_status st = sdg_ctx_estimate(ctx, &gp, &est, &err);
+        CHECK(st == SDG_OK || st == SDG_ERR_NOMEM);
+        CHECK(est.total_bytes >= est.weights_bytes + est.arena_bytes);
+        CHECK(est.weights_bytes == full_weights || !full_loaded);
+        sdg_result *res = NULL;
+        CHECK(sdg_generate(ctx, &gp, &res, &err) != SDG_OK && res == NULL);
+        sdg_ctx_free(ctx);
+    }
+    sdg_model_free(h);
     return 0;
 }

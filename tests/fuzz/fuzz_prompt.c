@@ -15,8 +15,6 @@
 #include "fuzz.h"
 #include "tokenizer/prompt.h"
 
-#define CHECK(x) do { if (!(x)) { fprintf(stderr, "check failed: %s\n", #x); abort(); } } while (0)
-
 static sdg_tokenizer *tok;
 
 int LLVMFuzzerInitialize(int *argc, char ***argv)

@@ -4,7 +4,7 @@
  * engine reads tensors (st_read_f32 for number types, st_read_i32 for integers, sdg_tensor_read
  * for the CLI's --noise-in) into buffers of exactly n_elements, and every name and metadata key is
  * looked up. A finding is a crash, a sanitizer report, a leak or an index that contradicts itself.
- * Seeds: the golden files' headers over short data sections (tests/fuzz/make-corpus.sh).
+ * Seeds: the golden files' headers over short data sections (tests/fuzz/make-corpus.py).
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -13,8 +13,6 @@
 
 #include "fuzz.h"
 #include "loader/safetensors.h"
-
-#define CHECK(x) do { if (!(x)) { fprintf(stderr, "check failed: %s\n", #x); abort(); } } while (0)
 
 static void read_every_way(const st_file *f, const char *path, const st_tensor *t)
 {

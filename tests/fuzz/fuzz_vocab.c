@@ -6,7 +6,7 @@
  * When the vocabulary loads, a few texts are encoded (plain, emphasis-free, long, non-ASCII) and
  * every id must name a vocabulary entry. Files go to a private temporary folder (the loader finds
  * merges.txt beside vocab.json by name, so an in-memory file cannot stand in).
- * Seeds: a cut-down OpenAI file and the default model's vocab.json + merges.txt (make-corpus.sh).
+ * Seeds: a cut-down OpenAI file and the default model's vocab.json + merges.txt (make-corpus.py).
  */
 #include <glib.h>
 #include <glib/gstdio.h>
@@ -16,8 +16,6 @@
 
 #include "fuzz.h"
 #include "tokenizer/tokenizer.h"
-
-#define CHECK(x) do { if (!(x)) { fprintf(stderr, "check failed: %s\n", #x); abort(); } } while (0)
 
 static char *dir, *openai_path, *json_path, *merges_path;
 
