@@ -190,3 +190,41 @@ void golden_tmpdir_remove(char *dir)
     g_rmdir(dir);
     g_free(dir);
 }
+
+// ---------------------------------------------------------------------------------------------
+// F16 copies of a golden model (golden_write_f16_copy)
+
+typedef struct golden_f16_copy {
+    st_file *src;
+    const char *nan_in;
+} golden_f16_copy;
+
+static void golden_f16_fill(void *user, int index, float *dst, int64_t n)
+{
+    golden_f16_copy *c = user;
+    const st_tensor *t = st_at(c->src, index);
+    sdg_error err;
+    g_assert_cmpint(t->n_elements, ==, n);
+    g_assert_cmpint(st_read_f32(c->src, t, dst, &err), ==, SDG_OK);
+    if (c->nan_in && strcmp(t->name, c->nan_in) == 0)
+        dst[3] = NAN;
+}
+
+void golden_write_f16_copy(const char *relpath, const char *path, const char *nan_in)
+{
+    golden_f16_copy c = { golden_open(relpath), nan_in };
+    int n = st_count(c.src);
+    st_write_tensor *ts = g_new0(st_write_tensor, n);
+    for (int i = 0; i < n; i++) {
+        const st_tensor *t = st_at(c.src, i);
+        ts[i].name = t->name;
+        ts[i].dtype = t->dtype == ST_F32 ? ST_F16 : t->dtype;
+        ts[i].n_dims = t->n_dims;
+        memcpy(ts[i].shape, t->shape, sizeof ts[i].shape);
+    }
+    sdg_error err;
+    if (st_write_streamed(path, ts, n, NULL, golden_f16_fill, &c, &err) != SDG_OK)
+        g_error("%s", err.message);
+    g_free(ts);
+    st_close(c.src);
+}

@@ -56,4 +56,9 @@ size_t golden_run_measured(golden_run_fn run, const void *args, const void *args
 char *golden_tmpdir(const char *tag);
 void golden_tmpdir_remove(char *dir);
 
+// Writes the reference model relpath to path with its F32 tensors as F16 (integer tensors stay
+// integers), streamed one tensor at a time; nan_in (or NULL) names a tensor whose element 3
+// becomes NaN. Fails the test on error.
+void golden_write_f16_copy(const char *relpath, const char *path, const char *nan_in);
+
 #endif

@@ -1024,42 +1024,6 @@ static void test_shrinking(void)
     g_free(path);
 }
 
-// F16 copy of the golden model (integer tensors stay integers), for the converting path.
-typedef struct f16_copy {
-    st_file *src;
-    const char *nan_in;   // tensor to put a NaN into (element 3), or NULL
-} f16_copy;
-
-static void f16_fill(void *user, int index, float *dst, int64_t n)
-{
-    f16_copy *c = user;
-    const st_tensor *t = st_at(c->src, index);
-    sdg_error err;
-    g_assert_cmpint(t->n_elements, ==, n);
-    g_assert_cmpint(st_read_f32(c->src, t, dst, &err), ==, SDG_OK);
-    if (c->nan_in && strcmp(t->name, c->nan_in) == 0)
-        dst[3] = NAN;
-}
-
-static void write_f16_copy(const char *path, const char *nan_in)
-{
-    f16_copy c = { golden_open(TINY), nan_in };
-    int n = st_count(c.src);
-    st_write_tensor *ts = g_new0(st_write_tensor, n);
-    for (int i = 0; i < n; i++) {
-        const st_tensor *t = st_at(c.src, i);
-        ts[i].name = t->name;
-        ts[i].dtype = t->dtype == ST_F32 ? ST_F16 : t->dtype;
-        ts[i].n_dims = t->n_dims;
-        memcpy(ts[i].shape, t->shape, sizeof ts[i].shape);
-    }
-    sdg_error err;
-    if (st_write_streamed(path, ts, n, NULL, f16_fill, &c, &err) != SDG_OK)
-        g_error("%s", err.message);
-    g_free(ts);
-    st_close(c.src);
-}
-
 static void put_f32(char *bytes, size_t off, uint32_t bits)
 {
     memcpy(bytes + off, &bits, 4);
@@ -1121,12 +1085,12 @@ static void test_nonfinite(void)
     st_close(f);
 
     // F16: the check runs in the conversion. The clean copy loads.
-    write_f16_copy(path, NULL);
+    golden_write_f16_copy(TINY, path, NULL);
     m = load_model(path, &err);
     if (!m)
         g_error("%s", err.message);
     sdg_model_free(m);
-    write_f16_copy(path, UNET_OUT);
+    golden_write_f16_copy(TINY, path, UNET_OUT);
     expect_load_fail(path, SDG_ERR_FORMAT,
                      "tensor '" UNET_OUT "' has 1 NaN or infinite value (of 1152): the checkpoint");
     g_unlink(path);

@@ -453,45 +453,12 @@ static void test_header_only(void)
     set_limit(NULL);
 }
 
-// Writes the tiny model with its float tensors as F16 (integer ones as I32).
-static char *write_f16_copy(const char *dir)
-{
-    sdg_error err;
-    st_file *f = st_open(tiny_path, &err);
-    g_assert_nonnull(f);
-    int n = st_count(f);
-    st_write_tensor *ts = g_new0(st_write_tensor, n);
-    void **bufs = g_new0(void *, n);
-    for (int i = 0; i < n; i++) {
-        const st_tensor *t = st_at(f, i);
-        bool is_int = t->dtype == ST_I64 || t->dtype == ST_I32;
-        size_t count = t->n_elements ? (size_t)t->n_elements : 1;
-        ts[i].name = t->name;
-        ts[i].n_dims = t->n_dims;
-        memcpy(ts[i].shape, t->shape, sizeof t->shape);
-        ts[i].dtype = is_int ? ST_I32 : ST_F16;
-        bufs[i] = g_malloc0(count * 4);
-        if (is_int)
-            g_assert_cmpint(st_read_i32(f, t, bufs[i], &err), ==, SDG_OK);
-        else
-            g_assert_cmpint(st_read_f32(f, t, bufs[i], &err), ==, SDG_OK);
-        ts[i].data = bufs[i];
-    }
-    char *path = g_build_filename(dir, "tiny-f16.safetensors", NULL);
-    g_assert_cmpint(st_write(path, ts, n, NULL, &err), ==, SDG_OK);
-    for (int i = 0; i < n; i++)
-        g_free(bufs[i]);
-    g_free(bufs);
-    g_free(ts);
-    st_close(f);
-    return path;
-}
-
 static void test_load_guard(void)
 {
     sdg_error err;
     char *dir = golden_tmpdir("memguard");
-    char *f16 = write_f16_copy(dir);
+    char *f16 = g_build_filename(dir, "tiny-f16.safetensors", NULL);
+    golden_write_f16_copy(TINY, f16, NULL);
     // The tiny model's vocabulary is found next to it: copy nothing, pass the vocab path.
     set_limit("1M");
     sdg_model *m = load(f16, false, &err);
