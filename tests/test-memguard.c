@@ -484,6 +484,10 @@ static void test_load_guard(void)
     g_assert_nonnull(m);
     g_assert_cmpuint(m->copy_bytes, ==, shell->copy_bytes);
     g_assert_cmpuint(m->mapped_bytes, ==, 0);
+    // Every copy was carved from the one block the load guard's pass sized (blocks of their own
+    // would round each to whole huge pages): 64-byte steps, so at most 64 bytes more a copy.
+    g_assert_cmpuint(sdg_wb_slab_used(m->wb), >=, m->copy_bytes);
+    g_assert_cmpuint(sdg_wb_slab_used(m->wb), <=, m->copy_bytes + 64 * (size_t)st_count(m->file));
 
     // Loaded F16 weights are held: a run needs only its working memory, and a refusal says the
     // figure is what is left besides the model.

@@ -126,6 +126,11 @@ size_t sdg_wb_mapped_bytes(const sdg_weights *wb)
     return wb->mapped;
 }
 
+size_t sdg_wb_slab_used(const sdg_weights *wb)
+{
+    return wb->slab_used;
+}
+
 void sdg_wb_set_shapes_only(sdg_weights *wb, bool on)
 {
     wb->shapes_only = on;

@@ -74,6 +74,8 @@ size_t sdg_wb_mapped_bytes(const sdg_weights *wb);
 // that they take what they hold and no more; copies that do not fit get blocks of their own.
 // The loader sizes it with a shapes-only pass: sdg_wb_owned_bytes() + 64 per tensor.
 sdg_status sdg_wb_reserve(sdg_weights *wb, size_t bytes, sdg_error *err);
+// Bytes of the reserved block in use (tests: every copy of a loaded model lives in it).
+size_t sdg_wb_slab_used(const sdg_weights *wb);
 
 // Shapes only (set before the first sdg_wb_get): tensors are found, checked and counted as
 // usual but nothing is converted; sdg_wb_get returns a pointer into the mapping that must never
