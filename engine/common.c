@@ -66,6 +66,8 @@ void *sdg__alloc_big(size_t bytes)
 {
     const size_t huge = (size_t)2 << 20;
     size_t align = bytes >= huge ? huge : SDG_ARENA_ALIGN;
+    if (bytes > SIZE_MAX - align)
+        return NULL;   // rounding up would wrap (a size no machine can give anyway)
     size_t size = (bytes + align - 1) & ~(align - 1);
     void *p = NULL;
     if (posix_memalign(&p, align, size ? size : align) != 0)
