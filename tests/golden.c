@@ -173,21 +173,29 @@ char *golden_tmpdir(const char *tag)
     return dir;
 }
 
+void golden_remove_tree(const char *path)
+{
+    if (g_file_test(path, G_FILE_TEST_IS_DIR) && !g_file_test(path, G_FILE_TEST_IS_SYMLINK)) {
+        GDir *d = g_dir_open(path, 0, NULL);
+        const char *name;
+        while (d && (name = g_dir_read_name(d))) {
+            char *child = g_build_filename(path, name, NULL);
+            golden_remove_tree(child);
+            g_free(child);
+        }
+        if (d)
+            g_dir_close(d);
+        g_rmdir(path);
+    } else {
+        g_unlink(path);
+    }
+}
+
 void golden_tmpdir_remove(char *dir)
 {
     if (!dir)
         return;
-    GDir *d = g_dir_open(dir, 0, NULL);
-    if (d) {
-        const char *name;
-        while ((name = g_dir_read_name(d))) {
-            char *path = g_build_filename(dir, name, NULL);
-            g_unlink(path);
-            g_free(path);
-        }
-        g_dir_close(d);
-    }
-    g_rmdir(dir);
+    golden_remove_tree(dir);
     g_free(dir);
 }
 

@@ -51,10 +51,12 @@ typedef void (*golden_run_fn)(sdg_exec *ex, const void *args);
 size_t golden_run_measured(golden_run_fn run, const void *args, const void *args_no_buffers,
                            int n_threads);
 
-// A new temporary folder for a test's files (g_free the path), and its removal together with
-// the files in it (a flat folder); golden_tmpdir_remove frees dir.
+// A new temporary folder for a test's files (g_free the path), and its removal with everything
+// in it; golden_tmpdir_remove frees dir.
 char *golden_tmpdir(const char *tag);
 void golden_tmpdir_remove(char *dir);
+// Removes a file, or a folder with everything in it (symbolic links are removed, not followed).
+void golden_remove_tree(const char *path);
 
 // Writes the reference model relpath to path with its F32 tensors as F16 (integer tensors stay
 // integers), streamed one tensor at a time; nan_in (or NULL) names a tensor whose element 3

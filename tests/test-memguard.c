@@ -117,24 +117,6 @@ static void put(const char *root, const char *rel, const char *text)
     g_free(path);
 }
 
-static void remove_tree(const char *path)
-{
-    if (g_file_test(path, G_FILE_TEST_IS_DIR) && !g_file_test(path, G_FILE_TEST_IS_SYMLINK)) {
-        GDir *d = g_dir_open(path, 0, NULL);
-        const char *name;
-        while (d && (name = g_dir_read_name(d))) {
-            char *child = g_build_filename(path, name, NULL);
-            remove_tree(child);
-            g_free(child);
-        }
-        if (d)
-            g_dir_close(d);
-        g_rmdir(path);
-    } else {
-        g_unlink(path);
-    }
-}
-
 static const char meminfo[] =
     "MemTotal:       16000000 kB\nMemFree:         1000000 kB\nMemAvailable:    6000000 kB\n"
     "Buffers:          100000 kB\n";
@@ -205,7 +187,7 @@ static void test_machine_figure(void)
     put(root, "sys/fs/cg mem/memory.limit_in_bytes", "lots\n");
     g_assert_cmpint(sdg__mem_machine(root, &b), ==, SDG_MEM_UNKNOWN);
 
-    remove_tree(root);
+    golden_remove_tree(root);
     g_free(root);
 }
 

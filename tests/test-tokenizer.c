@@ -150,24 +150,6 @@ static void test_golden(void)
     st_close(f);
 }
 
-static void remove_tree(const char *dir)
-{
-    GDir *d = g_dir_open(dir, 0, NULL);
-    if (!d)
-        return;
-    const char *name;
-    while ((name = g_dir_read_name(d))) {
-        char *p = g_build_filename(dir, name, NULL);
-        if (g_file_test(p, G_FILE_TEST_IS_DIR))
-            remove_tree(p);
-        else
-            g_remove(p);
-        g_free(p);
-    }
-    g_dir_close(d);
-    g_rmdir(dir);
-}
-
 static void test_hf_format(void)
 {
     sdg_tokenizer *tok = load_tok();
@@ -256,7 +238,7 @@ static void test_hf_format(void)
     g_free(model);
     g_free(vocab);
     g_free(merges);
-    remove_tree(dir);
+    golden_remove_tree(dir);
     g_free(sub);
     g_free(dir);
 }
