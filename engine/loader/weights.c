@@ -26,7 +26,6 @@ struct sdg_weights {
     uint8_t *state;          // owned, one WB_* per tensor of f
     size_t owned;            // bytes held in copies
     size_t mapped;           // bytes of F32 tensors used in place
-    uint64_t bound_bytes;    // float32 bytes of every bound tensor, mapped ones included
     uint64_t mem_limit;      // the machine's physical memory in bytes (0: unknown, no limit)
     bool defer;              // sdg_wb_get reads nothing; sdg_wb_read does
     bool shapes_only;        // count, never convert or read (sdg_wb_set_shapes_only)
@@ -255,16 +254,16 @@ const float *sdg_wb_get(sdg_weights *wb, int n_dims, const int64_t *shape, const
     // machine's memory as float32. A header describing more (a damaged or hostile file, or a
     // sparse file of huge tensors) is refused here, at once, instead of after reading it.
     uint64_t bytes = (uint64_t)t->n_elements * sizeof(float);
-    if (wb->mem_limit && bytes + wb->bound_bytes > wb->mem_limit) {
+    uint64_t bound = (uint64_t)wb->owned + wb->mapped;   // every tensor bound so far
+    if (wb->mem_limit && bytes + bound > wb->mem_limit) {
         char got[128];
         wb_shape_str(got, sizeof got, t->n_dims, t->shape);
         wb_error(wb, SDG_ERR_UNSUPPORTED, "%s: with tensor '%s' %s the weights come to %.1f GB "
                  "as float32, more than this machine's %.1f GB of memory: the file is damaged, "
                  "or the model is too large to run here", path, name, got,
-                 (double)(bytes + wb->bound_bytes) / 1e9, (double)wb->mem_limit / 1e9);
+                 (double)(bytes + bound) / 1e9, (double)wb->mem_limit / 1e9);
         return NULL;
     }
-    wb->bound_bytes += bytes;
     if (wb->shapes_only) {
         // Counted once per tensor, however often it is asked for; never converted or read.
         if (in_place)
@@ -274,11 +273,8 @@ const float *sdg_wb_get(sdg_weights *wb, int n_dims, const int64_t *shape, const
         wb->state[idx] = WB_COUNTED;
         return wb_in_place(wb, t);
     }
-    sdg_error e;
-    if (in_place && st_check_mapped(wb->f, &e) != SDG_OK) {
-        wb_error(wb, e.status, "%s", e.message);
-        return NULL;
-    }
+    // In place: whether the mapping exists and still covers the file is checked by
+    // wb_read_one, before the data is first read (now, or in sdg_wb_read).
     if (in_place) {
         wb->mapped += (size_t)bytes;
     } else {
