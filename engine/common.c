@@ -62,9 +62,12 @@ const char *sdg_status_name(sdg_status status)
 
 // ---------------------------------------------------------------------------------------------
 
+// Huge page size on x86-64 and most arm64 kernels: big blocks and arena capacities are whole ones.
+#define SDG_HUGE_PAGE ((size_t)2 << 20)
+
 void *sdg__alloc_big(size_t bytes)
 {
-    const size_t huge = (size_t)2 << 20;
+    const size_t huge = SDG_HUGE_PAGE;
     size_t align = bytes >= huge ? huge : SDG_ARENA_ALIGN;
     if (bytes > SIZE_MAX - align)
         return NULL;   // rounding up would wrap (a size no machine can give anyway)
@@ -89,8 +92,7 @@ size_t sdg__exec_reserve_size(size_t bytes)
 {
     // Round up so that a few bytes more on the next size do not force a new allocation; to whole
     // huge pages, as sdg__alloc_big rounds big blocks to them anyway (so cap is what is taken).
-    const size_t huge = (size_t)2 << 20;
-    return (bytes + huge - 1) & ~(huge - 1);
+    return (bytes + SDG_HUGE_PAGE - 1) & ~(SDG_HUGE_PAGE - 1);
 }
 
 sdg_status sdg__exec_reserve(sdg_exec *ex, size_t bytes, sdg_error *err)

@@ -373,6 +373,13 @@ void sdg__mem_format(uint64_t bytes, char *buf, size_t cap)
     snprintf(buf, cap, "%.1f %s", v, units[u]);
 }
 
+const char *sdg__mem_source_phrase(sdg_mem_source source)
+{
+    return source == SDG_MEM_ENV      ? " (SDG_MEMORY_LIMIT)"
+           : source == SDG_MEM_CGROUP ? " under this process's cgroup memory limit"
+                                      : "";
+}
+
 sdg_status sdg__mem_verdict(const sdg_memory_estimate *e, int batch_count, uint64_t weights_needed,
                             bool weights_held, sdg_mem_source source, sdg_error *err)
 {
@@ -389,9 +396,7 @@ sdg_status sdg__mem_verdict(const sdg_memory_estimate *e, int batch_count, uint6
                  e->height);
     else
         snprintf(what, sizeof what, "this %dx%d run", e->width, e->height);
-    const char *under = source == SDG_MEM_ENV      ? " (SDG_MEMORY_LIMIT)"
-                        : source == SDG_MEM_CGROUP ? " under this process's cgroup memory limit"
-                                                   : "";
+    const char *under = sdg__mem_source_phrase(source);
     char advice[160];
     if (weights_needed > e->available_bytes)
         snprintf(advice, sizeof advice, "the model alone needs %s: close other programs or use a "

@@ -44,6 +44,9 @@ bool sdg__mem_parse_size(const char *text, uint64_t *bytes);
 // "512 bytes" (powers of 1000).
 void sdg__mem_format(uint64_t bytes, char *buf, size_t cap);
 
+// Where an available figure came from, as the guard's sentences say it after "is available":
+// " (SDG_MEMORY_LIMIT)", " under this process's cgroup memory limit" or "".
+const char *sdg__mem_source_phrase(sdg_mem_source source);
 // The verdict on a filled estimate (e->fits already set): SDG_OK when it fits, else
 // SDG_ERR_NOMEM with the sentence naming the need, what is available and what to lower.
 // weights_needed: the part of e->needed_bytes that is the model's (all of it for a model not

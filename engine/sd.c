@@ -199,9 +199,7 @@ static sdg_status check_load_memory(sdg_model *m, size_t *slab_bytes, sdg_error 
     sdg__mem_format(avail, avail_s, sizeof avail_s);
     return sdg__fail(err, SDG_ERR_NOMEM, "loading %s needs %s (its weights as float32) but only %s "
                      "is available%s; close other programs or use a smaller model", base, need_s,
-                     avail_s, source == SDG_MEM_ENV ? " (SDG_MEMORY_LIMIT)"
-                              : source == SDG_MEM_CGROUP ? " under this process's cgroup memory "
-                                                           "limit" : "");
+                     avail_s, sdg__mem_source_phrase(source));
 }
 
 sdg_model *sdg_model_load(const char *path, const sdg_model_params *params, sdg_error *err)
