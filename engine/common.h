@@ -35,6 +35,28 @@ SDG_NORETURN void sdg__abort(const char *file, int line, const char *fmt, ...) S
     do { if (!(x)) sdg__abort(__FILE__, __LINE__, "assertion failed: %s", #x); } while (0)
 
 // ---------------------------------------------------------------------------------------------
+// Weights as held: a tensor in its file's layout (PyTorch's [out, in, ...]) and storage type.
+// Matrices and convolution kernels of F16/BF16 files stay 16-bit (half the memory); the matrix
+// products convert them as they pack them (gemm.h). Vectors (biases, norm scales) are float32.
+
+typedef enum sdg_dtype { SDG_DT_F32 = 0, SDG_DT_F16, SDG_DT_BF16 } sdg_dtype;
+
+static inline size_t sdg_dtype_size(sdg_dtype t)
+{
+    return t == SDG_DT_F32 ? 4 : 2;
+}
+
+typedef struct sdg_weight {
+    const void *data;
+    sdg_dtype dtype;
+} sdg_weight;
+
+static inline sdg_weight sdg_weight_f32(const float *p)
+{
+    return (sdg_weight){p, SDG_DT_F32};
+}
+
+// ---------------------------------------------------------------------------------------------
 // Execution context.
 //
 // Network code allocates every activation from one arena, sized once before a sampling loop, so

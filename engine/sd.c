@@ -173,9 +173,10 @@ static void unbind_networks(sdg_model *m)
     m->wb = NULL;
 }
 
-// The memory guard of loading: the float32 copies of F16/BF16 weights are the one big allocation
-// loading makes (F32 tensors are used from the mapping, which costs nothing until a run reads
-// it), so they must fit in what is available. The sizes come from a shapes-only binding, which
+// The memory guard of loading: the float32 copies the loader makes (the vectors of F16/BF16
+// files, and tensors whose data is not aligned in the file) are the one allocation loading makes
+// (matrices are used from the mapping in their own type, which costs nothing until a run reads
+// them), so they must fit in what is available. The sizes come from a shapes-only binding, which
 // also checks every tensor before anything is converted; *slab_bytes is the block to hold the
 // copies (their bytes plus 64-byte alignment each).
 static sdg_status check_load_memory(sdg_model *m, size_t *slab_bytes, sdg_error *err)
@@ -197,7 +198,7 @@ static sdg_status check_load_memory(sdg_model *m, size_t *slab_bytes, sdg_error 
     g_free(b);
     sdg__mem_format(need, need_s, sizeof need_s);
     sdg__mem_format(avail, avail_s, sizeof avail_s);
-    return sdg__fail(err, SDG_ERR_NOMEM, "loading %s needs %s (its weights as float32) but only %s "
+    return sdg__fail(err, SDG_ERR_NOMEM, "loading %s needs %s (float32 copies of its weights) but only %s "
                      "is available%s; close other programs or use a smaller model", base, need_s,
                      avail_s, sdg__mem_source_phrase(source));
 }

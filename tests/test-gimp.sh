@@ -107,16 +107,16 @@ else
   echo "# no default model in '$models': its checks are skipped"
 fi
 
-# The memory guard: a session of its own, whose plug-ins inherit SDG_MEMORY_LIMIT=24M, more than
-# the tiny model's weights (20 MB) but less than its 64x64 runs need (about 29 MB): every
+# The memory guard: a session of its own, whose plug-ins inherit SDG_MEMORY_LIMIT=21M, more than
+# the tiny model's weights (20.4 MB) but less than its 64x64 runs need (about 22.7 MB): every
 # procedure is refused with the engine's sentence and leaves the image as it was.
-run_scm memguard test-memguard.scm "$model" SDG_MEMORY_LIMIT=24M
+run_scm memguard test-memguard.scm "$model" SDG_MEMORY_LIMIT=21M
 rc_mem=$?
 relay_tap "$work/tap-memguard.txt"
 emit $(yes_if grep -q '^# script finished' "$work/tap-memguard.txt") \
   "the memory guard's Script-Fu test ran to its end"
 emit $(yes_if [ $rc_mem = 0 ]) "gimp-console with SDG_MEMORY_LIMIT exits with 0 (got $rc_mem)"
-emit $(yes_if grep -Eq "Not enough memory: this 64x64 run needs [0-9.]+.MB \(model [0-9.]+.MB \+ working memory [0-9.]+.MB\) but only 24\.0.MB is available \(SDG_MEMORY_LIMIT\); lower the size\." "$work/stderr-memguard") \
+emit $(yes_if grep -Eq "Not enough memory: this 64x64 run needs [0-9.]+.MB \(model [0-9.]+.MB \+ working memory [0-9.]+.MB\) but only 21\.0.MB is available \(SDG_MEMORY_LIMIT\); lower the size\." "$work/stderr-memguard") \
   "a run over the memory limit is refused: need, what is available, what to lower"
 emit $(yes_if grep -Eq "this run of 2 pictures of 64x64 needs .*; lower the size or the batch count\." "$work/stderr-memguard") \
   "a batch over the memory limit is told to lower the batch count too"

@@ -66,12 +66,12 @@ timeout "${SDG_GIMP3_TIMEOUT:-900}" "$gimp" -i -d -f --no-splash \
 rc=$?
 
 
-# The memory guard: a session of its own, whose plug-ins inherit SDG_MEMORY_LIMIT=24M, more than
-# the tiny model's weights (20 MB) but less than its 64x64 runs need (about 29 MB).
+# The memory guard: a session of its own, whose plug-ins inherit SDG_MEMORY_LIMIT=21M, more than
+# the tiny model's weights (20.4 MB) but less than its 64x64 runs need (about 22.7 MB).
 tap_mem="$work/tap-memguard.txt"
 batch="(begin (define sdg-model $(scm_str "$model")) (define tap-path $(scm_str "$tap_mem"))"
 batch="$batch (load $(scm_str "$here/gimp-lib.scm")) (load $(scm_str "$here/gimp3/test-memguard.scm")))"
-SDG_MEMORY_LIMIT=24M timeout "${SDG_GIMP3_TIMEOUT:-900}" "$gimp" -i -d -f --no-splash \
+SDG_MEMORY_LIMIT=21M timeout "${SDG_GIMP3_TIMEOUT:-900}" "$gimp" -i -d -f --no-splash \
   --batch-interpreter=plug-in-script-fu-eval -b "$batch" -b "(gimp-quit 0)" \
   >"$work/stdout-memguard" 2>"$work/stderr-memguard"
 rc_mem=$?
@@ -81,7 +81,7 @@ relay_tap "$tap"
 relay_tap "$tap_mem"
 emit $(yes_if grep -q '^# script finished' "$tap_mem") "the memory guard's Script-Fu test ran to its end"
 emit $(yes_if [ $rc_mem = 0 ]) "gimp-console-3.0 with SDG_MEMORY_LIMIT exits with 0 (got $rc_mem)"
-emit $(yes_if grep -Eq "Not enough memory: this 64x64 run needs [0-9.]+.MB \(model [0-9.]+.MB \+ working memory [0-9.]+.MB\) but only 24\.0.MB is available \(SDG_MEMORY_LIMIT\); lower the size\." "$work/stderr-memguard") \
+emit $(yes_if grep -Eq "Not enough memory: this 64x64 run needs [0-9.]+.MB \(model [0-9.]+.MB \+ working memory [0-9.]+.MB\) but only 21\.0.MB is available \(SDG_MEMORY_LIMIT\); lower the size\." "$work/stderr-memguard") \
   "a run over the memory limit is refused: need, what is available, what to lower"
 emit $(yes_if grep -Eq "this run of 2 pictures of 64x64 needs .*; lower the size or the batch count\." "$work/stderr-memguard") \
   "a batch over the memory limit is told to lower the batch count too"

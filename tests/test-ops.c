@@ -239,7 +239,7 @@ typedef struct {
 static void linear_run(sdg_exec *ex, const op_case *c)
 {
     const linear_case *l = (const linear_case *)c;
-    sdg_op_linear(ex, l->x, l->rows, l->in, l->w, l->b, l->outc, l->base.out);
+    sdg_op_linear(ex, l->x, l->rows, l->in, sdg_weight_f32(l->w), l->b, l->outc, l->base.out);
 }
 
 static void check_linear(size_t rows, int in, int outc, bool bias)
@@ -281,7 +281,7 @@ typedef struct {
 static void conv_run(sdg_exec *ex, const op_case *c)
 {
     const conv_case *v = (const conv_case *)c;
-    sdg_op_conv2d(ex, v->x, v->n, v->cin, v->h, v->wd, v->w, v->b, v->cout, v->k, v->stride,
+    sdg_op_conv2d(ex, v->x, v->n, v->cin, v->h, v->wd, sdg_weight_f32(v->w), v->b, v->cout, v->k, v->stride,
                   v->pt, v->pl, v->pb, v->pr, v->base.out);
 }
 

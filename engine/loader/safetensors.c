@@ -1019,15 +1019,25 @@ sdg_status st_check_mapped(const st_file *f, sdg_error *err)
     return SDG_OK;
 }
 
-int64_t st_count_nonfinite(const float *x, size_t n)
+int64_t st_count_nonfinite(const void *x, size_t n, st_dtype dt)
 {
     // The exponent bits all set means Inf or NaN. Testing bits rather than isfinite() keeps
     // the loop a plain integer reduction that compilers vectorise, and exact under -ffast-math.
     int64_t count = 0;
+    if (dt == ST_F32) {
+        for (size_t i = 0; i < n; i++) {
+            uint32_t u;
+            memcpy(&u, (const char *)x + 4 * i, 4);
+            count += (u & 0x7f800000u) == 0x7f800000u;
+        }
+        return count;
+    }
+    SDG_ASSERT(dt == ST_F16 || dt == ST_BF16);
+    uint16_t mask = dt == ST_F16 ? 0x7c00 : 0x7f80;
     for (size_t i = 0; i < n; i++) {
-        uint32_t u;
-        memcpy(&u, x + i, 4);
-        count += (u & 0x7f800000u) == 0x7f800000u;
+        uint16_t u;
+        memcpy(&u, (const char *)x + 2 * i, 2);
+        count += (u & mask) == mask;
     }
     return count;
 }
@@ -1100,9 +1110,28 @@ sdg_status st_read_f32_count(const st_file *f, const st_tensor *t, float *dst,
             }
         }
         if (n_nonfinite && st == SDG_OK)
-            bad += st_count_nonfinite(d, m);
+            bad += st_count_nonfinite(d, m, ST_F32);
     }
     free(buf);
+    if (n_nonfinite)
+        *n_nonfinite = bad;
+    return st;
+}
+
+sdg_status st_read_raw_count(const st_file *f, const st_tensor *t, void *dst,
+                             int64_t *n_nonfinite, sdg_error *err)
+{
+    SDG_ASSERT(t->dtype == ST_F32 || t->dtype == ST_F16 || t->dtype == ST_BF16);
+    size_t es = st_dtype_size(t->dtype), n = (size_t)t->n_elements;
+    int64_t bad = 0;
+    sdg_status st = SDG_OK;
+    for (size_t i = 0; i < n && st == SDG_OK; i += ST_CHUNK) {
+        size_t m = n - i < ST_CHUNK ? n - i : ST_CHUNK;
+        char *d = (char *)dst + i * es;
+        st = st_read_part(f, t, (uint64_t)i * es, d, m * es, err);
+        if (st == SDG_OK)
+            bad += st_count_nonfinite(d, m, t->dtype);
+    }
     if (n_nonfinite)
         *n_nonfinite = bad;
     return st;

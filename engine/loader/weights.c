@@ -18,11 +18,12 @@
 
 // Per tensor: not asked for; bound, data not read yet; read; counted only (shapes-only binders).
 // WB_IN_SLAB is a flag on top: its copy lives in the slab (not freed on its own).
-enum { WB_UNBOUND, WB_PENDING, WB_READ, WB_COUNTED, WB_STATE = 3, WB_IN_SLAB = 4 };
+// WB_AS16 is another: it is held in its file's 16-bit storage type (sdg_wb_get_weight).
+enum { WB_UNBOUND, WB_PENDING, WB_READ, WB_COUNTED, WB_STATE = 3, WB_IN_SLAB = 4, WB_AS16 = 8 };
 
 struct sdg_weights {
     const st_file *f;        // borrowed, must outlive the binder
-    float **copies;          // owned, one slot per tensor of f (NULL unless converted)
+    void **copies;           // owned, one slot per tensor of f (NULL unless copied)
     uint8_t *state;          // owned, one WB_* per tensor of f
     size_t owned;            // bytes held in copies
     size_t mapped;           // bytes of F32 tensors used in place
@@ -43,7 +44,7 @@ sdg_weights *sdg_wb_new(const st_file *f, sdg_error *err)
     }
     sdg_weights *wb = calloc(1, sizeof *wb);
     int n = st_count(f);
-    float **copies = calloc(n > 0 ? (size_t)n : 1, sizeof *copies);
+    void **copies = calloc(n > 0 ? (size_t)n : 1, sizeof *copies);
     uint8_t *state = calloc(n > 0 ? (size_t)n : 1, 1);
     if (!wb || !copies || !state) {
         free(wb);
@@ -178,16 +179,16 @@ static void wb_nonfinite_error(sdg_weights *wb, const st_tensor *t, int64_t coun
              (long long)t->n_elements, also);
 }
 
-// The pointer handed out for a tensor without a copy: its F32 data in the mapping, or, for a
-// shapes-only binder (whose pointers are never read), a float-aligned address inside the mapping
-// (any non-NULL one when the file could not be mapped).
-static const float *wb_in_place(const sdg_weights *wb, const st_tensor *t)
+// The pointer handed out for a tensor without a copy: its data in the mapping, or, for a
+// shapes-only binder (whose pointers are never read), an address inside the mapping aligned to
+// the element size (any non-NULL one when the file could not be mapped).
+static const void *wb_in_place(const sdg_weights *wb, const st_tensor *t, size_t es)
 {
     static const float unmapped[1];
     const void *data = st_data(wb->f, t);
     if (!data)
         return unmapped;
-    return (const float *)((uintptr_t)data & ~(uintptr_t)(sizeof(float) - 1));
+    return (const void *)((uintptr_t)data & ~(uintptr_t)(es - 1));
 }
 
 // Reads (converts, or scans in the mapping) bound tensor idx and counts its non-finite values
@@ -198,7 +199,10 @@ static bool wb_read_one(sdg_weights *wb, int idx, int64_t *bad)
     sdg_error e;
     *bad = 0;
     if (wb->copies[idx]) {
-        if (st_read_f32_count(wb->f, t, wb->copies[idx], bad, &e) != SDG_OK) {
+        sdg_status st = wb->state[idx] & WB_AS16
+                            ? st_read_raw_count(wb->f, t, wb->copies[idx], bad, &e)
+                            : st_read_f32_count(wb->f, t, wb->copies[idx], bad, &e);
+        if (st != SDG_OK) {
             wb_error(wb, e.status, "%s", e.message);
             return false;
         }
@@ -209,30 +213,31 @@ static bool wb_read_one(sdg_weights *wb, int idx, int64_t *bad)
             wb_error(wb, e.status, "%s", e.message);
             return false;
         }
-        *bad = st_count_nonfinite(st_data(wb->f, t), (size_t)t->n_elements);
+        *bad = st_count_nonfinite(st_data(wb->f, t), (size_t)t->n_elements, t->dtype);
     }
-    wb->state[idx] = (uint8_t)((wb->state[idx] & WB_IN_SLAB) | WB_READ);
+    wb->state[idx] = (uint8_t)((wb->state[idx] & ~WB_STATE) | WB_READ);
     return true;
 }
 
-const float *sdg_wb_get(sdg_weights *wb, int n_dims, const int64_t *shape, const char *fmt, ...)
+// Binds a tensor (see sdg_wb_get); with keep16, F16 and BF16 tensors stay in their storage type.
+SDG_PRINTF(5, 0)
+static sdg_weight wb_bind(sdg_weights *wb, int n_dims, const int64_t *shape, bool keep16,
+                          const char *fmt, va_list ap)
 {
+    const sdg_weight none = {NULL, SDG_DT_F32};
     if (wb->status != SDG_OK)
-        return NULL;
+        return none;
     const char *path = st_path(wb->f);
     char name[WB_NAME_MAX];
-    va_list ap;
-    va_start(ap, fmt);
     bool fits = wb_name(name, sizeof name, fmt, ap);
-    va_end(ap);
     if (!fits) {
         wb_error(wb, SDG_ERR_INVALID_ARG, "%s: tensor name '%.60s...' is too long", path, name);
-        return NULL;
+        return none;
     }
     const st_tensor *t = st_find(wb->f, name);
     if (!t) {
         wb_error(wb, SDG_ERR_SHAPE, "%s: tensor '%s' is missing", path, name);
-        return NULL;
+        return none;
     }
     bool same = t->n_dims == n_dims;
     for (int d = 0; same && d < n_dims; d++)
@@ -243,26 +248,32 @@ const float *sdg_wb_get(sdg_weights *wb, int n_dims, const int64_t *shape, const
         wb_shape_str(want, sizeof want, n_dims, shape);
         wb_error(wb, SDG_ERR_SHAPE, "%s: tensor '%s' has shape %s, expected %s", path, name, got,
                  want);
-        return NULL;
+        return none;
     }
     int idx = (int)(t - st_at(wb->f, 0));
-    bool in_place = t->dtype == ST_F32 && st_data_aligned(wb->f, t, sizeof(float));
-    if ((wb->state[idx] & WB_STATE) != WB_UNBOUND)
-        return wb->copies[idx] ? wb->copies[idx] : wb_in_place(wb, t);
+    bool as16 = keep16 && (t->dtype == ST_F16 || t->dtype == ST_BF16);
+    size_t es = as16 ? 2 : sizeof(float);
+    sdg_dtype dt = !as16 ? SDG_DT_F32 : t->dtype == ST_F16 ? SDG_DT_F16 : SDG_DT_BF16;
+    bool in_place = (t->dtype == ST_F32 || as16) && st_data_aligned(wb->f, t, es);
+    if ((wb->state[idx] & WB_STATE) != WB_UNBOUND) {
+        // Asked for once as a weight and once as floats: a loader's mistake.
+        SDG_ASSERT(as16 == !!(wb->state[idx] & WB_AS16));
+        return (sdg_weight){wb->copies[idx] ? wb->copies[idx] : wb_in_place(wb, t, es), dt};
+    }
 
     // Plausibility before any allocation or read: the weights a model binds must fit in the
-    // machine's memory as float32. A header describing more (a damaged or hostile file, or a
+    // machine's memory as held. A header describing more (a damaged or hostile file, or a
     // sparse file of huge tensors) is refused here, at once, instead of after reading it.
-    uint64_t bytes = (uint64_t)t->n_elements * sizeof(float);
+    uint64_t bytes = (uint64_t)t->n_elements * es;
     uint64_t bound = (uint64_t)wb->owned + wb->mapped;   // every tensor bound so far
     if (wb->mem_limit && bytes + bound > wb->mem_limit) {
         char got[128];
         wb_shape_str(got, sizeof got, t->n_dims, t->shape);
-        wb_error(wb, SDG_ERR_UNSUPPORTED, "%s: with tensor '%s' %s the weights come to %.1f GB "
-                 "as float32, more than this machine's %.1f GB of memory: the file is damaged, "
+        wb_error(wb, SDG_ERR_UNSUPPORTED, "%s: with tensor '%s' %s the weights come to %.1f GB, "
+                 "more than this machine's %.1f GB of memory: the file is damaged, "
                  "or the model is too large to run here", path, name, got,
                  (double)(bytes + bound) / 1e9, (double)wb->mem_limit / 1e9);
-        return NULL;
+        return none;
     }
     if (wb->shapes_only) {
         // Counted once per tensor, however often it is asked for; never converted or read.
@@ -270,8 +281,8 @@ const float *sdg_wb_get(sdg_weights *wb, int n_dims, const int64_t *shape, const
             wb->mapped += (size_t)bytes;
         else
             wb->owned += (size_t)bytes;
-        wb->state[idx] = WB_COUNTED;
-        return wb_in_place(wb, t);
+        wb->state[idx] = (uint8_t)(WB_COUNTED | (as16 ? WB_AS16 : 0));
+        return (sdg_weight){wb_in_place(wb, t, es), dt};
     }
     // In place: whether the mapping exists and still covers the file is checked by
     // wb_read_one, before the data is first read (now, or in sdg_wb_read).
@@ -287,26 +298,47 @@ const float *sdg_wb_get(sdg_weights *wb, int n_dims, const int64_t *shape, const
         if (!copy) {
             wb_error(wb, SDG_ERR_NOMEM, "%s: out of memory converting tensor '%s' (%llu bytes)",
                      path, name, (unsigned long long)bytes);
-            return NULL;
+            return none;
         }
         if (in_slab) {
             wb->slab_used += step;
             wb->state[idx] = WB_IN_SLAB;
         }
+        if (as16)
+            wb->state[idx] |= WB_AS16;
         wb->copies[idx] = copy;
         wb->owned += (size_t)bytes;
     }
-    wb->state[idx] = (uint8_t)((wb->state[idx] & WB_IN_SLAB) | WB_PENDING);
+    wb->state[idx] = (uint8_t)((wb->state[idx] & ~WB_STATE) | WB_PENDING);
     if (!wb->defer) {
         int64_t bad;
         if (!wb_read_one(wb, idx, &bad))
-            return NULL;
+            return none;
         if (bad) {
             wb_nonfinite_error(wb, t, bad, 0);
-            return NULL;
+            return none;
         }
     }
-    return in_place ? wb_in_place(wb, t) : wb->copies[idx];
+    return (sdg_weight){in_place ? wb_in_place(wb, t, es) : wb->copies[idx], dt};
+}
+
+const float *sdg_wb_get(sdg_weights *wb, int n_dims, const int64_t *shape, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    sdg_weight w = wb_bind(wb, n_dims, shape, false, fmt, ap);
+    va_end(ap);
+    return w.data;
+}
+
+sdg_weight sdg_wb_get_weight(sdg_weights *wb, int n_dims, const int64_t *shape, const char *fmt,
+                             ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    sdg_weight w = wb_bind(wb, n_dims, shape, true, fmt, ap);
+    va_end(ap);
+    return w;
 }
 
 static int wb_cmp_offset(const void *a, const void *b)

@@ -24,18 +24,18 @@
 
 typedef struct clip_layer {
     const float *ln1_w, *ln1_b;        // [width]
-    const float *q_w, *k_w, *v_w;      // [width, width]
+    sdg_weight q_w, k_w, v_w;          // [width, width]
     const float *q_b, *k_b, *v_b;      // [width]
-    const float *o_w, *o_b;            // [width, width], [width]
+    sdg_weight o_w; const float *o_b;  // [width, width], [width]
     const float *ln2_w, *ln2_b;        // [width]
-    const float *fc1_w, *fc1_b;        // [mlp, width], [mlp]
-    const float *fc2_w, *fc2_b;        // [width, mlp], [width]
+    sdg_weight fc1_w; const float *fc1_b;   // [mlp, width], [mlp]
+    sdg_weight fc2_w; const float *fc2_b;   // [width, mlp], [width]
 } clip_layer;
 
 struct clip_model {
     clip_config cfg;
     // Every weight pointer is borrowed: it lives as long as the sdg_weights.
-    const float *tok_emb;              // [vocab, width]
+    sdg_weight tok_emb;                // [vocab, width]
     const float *pos_emb;              // [n_pos, width]
     clip_layer *layers;                // owned, [n_layers] (the pointers inside are borrowed)
     const float *lnf_w, *lnf_b;        // [width]
@@ -119,26 +119,26 @@ clip_model *clip_load(sdg_weights *wb, const char *prefix)
     m->cfg = c;
     m->layers = layers;
     const int W = c.width;
-    m->tok_emb = SDG_WB2(wb, c.vocab, W, "%sembeddings.token_embedding.weight", prefix);
+    m->tok_emb = SDG_WW2(wb, c.vocab, W, "%sembeddings.token_embedding.weight", prefix);
     m->pos_emb = SDG_WB2(wb, c.n_pos, W, "%sembeddings.position_embedding.weight", prefix);
     for (int i = 0; i < c.n_layers; i++) {
         clip_layer *l = &layers[i];
         const char *p = prefix;
         l->ln1_w = SDG_WB1(wb, W, "%sencoder.layers.%d.layer_norm1.weight", p, i);
         l->ln1_b = SDG_WB1(wb, W, "%sencoder.layers.%d.layer_norm1.bias", p, i);
-        l->q_w = SDG_WB2(wb, W, W, "%sencoder.layers.%d.self_attn.q_proj.weight", p, i);
+        l->q_w = SDG_WW2(wb, W, W, "%sencoder.layers.%d.self_attn.q_proj.weight", p, i);
         l->q_b = SDG_WB1(wb, W, "%sencoder.layers.%d.self_attn.q_proj.bias", p, i);
-        l->k_w = SDG_WB2(wb, W, W, "%sencoder.layers.%d.self_attn.k_proj.weight", p, i);
+        l->k_w = SDG_WW2(wb, W, W, "%sencoder.layers.%d.self_attn.k_proj.weight", p, i);
         l->k_b = SDG_WB1(wb, W, "%sencoder.layers.%d.self_attn.k_proj.bias", p, i);
-        l->v_w = SDG_WB2(wb, W, W, "%sencoder.layers.%d.self_attn.v_proj.weight", p, i);
+        l->v_w = SDG_WW2(wb, W, W, "%sencoder.layers.%d.self_attn.v_proj.weight", p, i);
         l->v_b = SDG_WB1(wb, W, "%sencoder.layers.%d.self_attn.v_proj.bias", p, i);
-        l->o_w = SDG_WB2(wb, W, W, "%sencoder.layers.%d.self_attn.out_proj.weight", p, i);
+        l->o_w = SDG_WW2(wb, W, W, "%sencoder.layers.%d.self_attn.out_proj.weight", p, i);
         l->o_b = SDG_WB1(wb, W, "%sencoder.layers.%d.self_attn.out_proj.bias", p, i);
         l->ln2_w = SDG_WB1(wb, W, "%sencoder.layers.%d.layer_norm2.weight", p, i);
         l->ln2_b = SDG_WB1(wb, W, "%sencoder.layers.%d.layer_norm2.bias", p, i);
-        l->fc1_w = SDG_WB2(wb, c.mlp, W, "%sencoder.layers.%d.mlp.fc1.weight", p, i);
+        l->fc1_w = SDG_WW2(wb, c.mlp, W, "%sencoder.layers.%d.mlp.fc1.weight", p, i);
         l->fc1_b = SDG_WB1(wb, c.mlp, "%sencoder.layers.%d.mlp.fc1.bias", p, i);
-        l->fc2_w = SDG_WB2(wb, W, c.mlp, "%sencoder.layers.%d.mlp.fc2.weight", p, i);
+        l->fc2_w = SDG_WW2(wb, W, c.mlp, "%sencoder.layers.%d.mlp.fc2.weight", p, i);
         l->fc2_b = SDG_WB1(wb, W, "%sencoder.layers.%d.mlp.fc2.bias", p, i);
     }
     m->lnf_w = SDG_WB1(wb, W, "%sfinal_layer_norm.weight", prefix);
@@ -178,11 +178,11 @@ void clip_embed(sdg_exec *ex, const clip_model *m, const int32_t *ids, int n, fl
         for (int t = 0; t < c->n_pos; t++) {
             int32_t id = ids[(size_t)b * c->n_pos + t];
             SDG_ASSERT(id >= 0 && id < c->vocab);
-            const float *te = m->tok_emb + (size_t)id * W;
             const float *pe = m->pos_emb + (size_t)t * W;
             float *o = out + ((size_t)b * c->n_pos + t) * W;
+            sdg_weight_row(m->tok_emb, (size_t)id, c->width, o);
             for (size_t j = 0; j < W; j++)
-                o[j] = te[j] + pe[j];
+                o[j] += pe[j];
         }
 }
 

@@ -28,6 +28,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "../tensor/gemm.h"
 #include "../tensor/ops.h"
 
 #define UNET_MAX_BLOCKS 64        // input (or output) blocks; SD1/2: 12, SDXL: 9
@@ -52,33 +53,33 @@
 typedef struct unet_res {
     int cin, cout;
     const float *in_norm_w, *in_norm_b;     // [cin]            in_layers.0
-    const float *in_conv_w, *in_conv_b;     // [cout,cin,3,3]   in_layers.2
-    const float *emb_w, *emb_b;             // [cout,temb]      emb_layers.1
+    sdg_weight in_conv_w; const float *in_conv_b;     // [cout,cin,3,3]   in_layers.2
+    sdg_weight emb_w; const float *emb_b;    // [cout,temb]      emb_layers.1
     const float *out_norm_w, *out_norm_b;   // [cout]           out_layers.0
-    const float *out_conv_w, *out_conv_b;   // [cout,cout,3,3]  out_layers.3
-    const float *skip_w, *skip_b;           // [cout,cin,1,1]   skip_connection, NULL = identity
+    sdg_weight out_conv_w; const float *out_conv_b;   // [cout,cout,3,3]  out_layers.3
+    sdg_weight skip_w; const float *skip_b;     // [cout,cin,1,1]   skip_connection, NULL = identity
 } unet_res;
 
 typedef struct unet_attn {
     int kv_dim;                             // inner (self-attention) or context_dim
-    const float *q, *k, *v;                 // [inner,inner], [inner,kv_dim] x2 (no bias)
-    const float *o_w, *o_b;                 // [inner,inner], [inner]  to_out.0
+    sdg_weight q, k, v;                     // [inner,inner], [inner,kv_dim] x2 (no bias)
+    sdg_weight o_w; const float *o_b;    // [inner,inner], [inner]  to_out.0
 } unet_attn;
 
 typedef struct unet_tblock {
     const float *norm1_w, *norm1_b, *norm2_w, *norm2_b, *norm3_w, *norm3_b;   // [inner]
     unet_attn attn1, attn2;
     int ff_dim;                             // 4 * inner
-    const float *ff_in_w, *ff_in_b;         // [2*ff_dim, inner]  ff.net.0.proj (value, gate)
-    const float *ff_out_w, *ff_out_b;       // [inner, ff_dim]    ff.net.2
+    sdg_weight ff_in_w; const float *ff_in_b;    // [2*ff_dim, inner]  ff.net.0.proj (value, gate)
+    sdg_weight ff_out_w; const float *ff_out_b;    // [inner, ff_dim]    ff.net.2
 } unet_tblock;
 
 typedef struct unet_st {
     int ch, inner, n_heads, depth;
     bool linear;                            // proj_in/out are Linear [.,.] (else 1x1 conv)
     const float *norm_w, *norm_b;           // [ch]
-    const float *proj_in_w, *proj_in_b;     // [inner,ch(,1,1)], [inner]
-    const float *proj_out_w, *proj_out_b;   // [ch,inner(,1,1)], [ch]
+    sdg_weight proj_in_w; const float *proj_in_b;    // [inner,ch(,1,1)], [inner]
+    sdg_weight proj_out_w; const float *proj_out_b;   // [ch,inner(,1,1)], [ch]
     unet_tblock *blocks;                    // owned, depth
 } unet_st;
 
@@ -89,7 +90,7 @@ typedef struct unet_layer {
     unet_res res;                           // UNET_RES
     unet_st st;                             // UNET_ST
     int ch;                                 // CONV_IN (out), DOWN, UP: channels
-    const float *conv_w, *conv_b;           // CONV_IN [ch,in_ch,3,3]; DOWN op / UP conv [ch,ch,3,3]
+    sdg_weight conv_w; const float *conv_b;    // CONV_IN [ch,in_ch,3,3]; DOWN op / UP conv [ch,ch,3,3]
 } unet_layer;
 
 typedef struct unet_block {
@@ -99,14 +100,14 @@ typedef struct unet_block {
 
 struct unet_model {
     unet_config cfg;
-    const float *temb1_w, *temb1_b;         // [temb,model_ch]  time_embed.0
-    const float *temb2_w, *temb2_b;         // [temb,temb]      time_embed.2
+    sdg_weight temb1_w; const float *temb1_b;    // [temb,model_ch]  time_embed.0
+    sdg_weight temb2_w; const float *temb2_b;    // [temb,temb]      time_embed.2
     int n_in, n_out;
     unet_block in[UNET_MAX_BLOCKS];         // input_blocks
     unet_block mid;                         // middle_block
     unet_block out[UNET_MAX_BLOCKS];        // output_blocks
     const float *out_norm_w, *out_norm_b;   // [model_ch]          out.0
-    const float *out_conv_w, *out_conv_b;   // [out_ch,model_ch,3,3] out.2
+    sdg_weight out_conv_w; const float *out_conv_b;   // [out_ch,model_ch,3,3] out.2
 };
 
 // ---------------------------------------------------------------------------------------------
@@ -157,17 +158,18 @@ static int unet_load_res(sdg_weights *wb, const char *base, int cin, int temb, u
     r->cout = cout;
     r->in_norm_w = SDG_WB1(wb, cin, "%sin_layers.0.weight", base);
     r->in_norm_b = SDG_WB1(wb, cin, "%sin_layers.0.bias", base);
-    r->in_conv_w = SDG_WB4(wb, cout, cin, 3, 3, "%sin_layers.2.weight", base);
+    r->in_conv_w = SDG_WW4(wb, cout, cin, 3, 3, "%sin_layers.2.weight", base);
     r->in_conv_b = SDG_WB1(wb, cout, "%sin_layers.2.bias", base);
-    r->emb_w = SDG_WB2(wb, cout, temb, "%semb_layers.1.weight", base);
+    r->emb_w = SDG_WW2(wb, cout, temb, "%semb_layers.1.weight", base);
     r->emb_b = SDG_WB1(wb, cout, "%semb_layers.1.bias", base);
     r->out_norm_w = SDG_WB1(wb, cout, "%sout_layers.0.weight", base);
     r->out_norm_b = SDG_WB1(wb, cout, "%sout_layers.0.bias", base);
-    r->out_conv_w = SDG_WB4(wb, cout, cout, 3, 3, "%sout_layers.3.weight", base);
+    r->out_conv_w = SDG_WW4(wb, cout, cout, 3, 3, "%sout_layers.3.weight", base);
     r->out_conv_b = SDG_WB1(wb, cout, "%sout_layers.3.bias", base);
-    r->skip_w = r->skip_b = NULL;
+    r->skip_w = (sdg_weight){NULL, SDG_DT_F32};
+    r->skip_b = NULL;
     if (sdg_wb_find(wb, "%sskip_connection.weight", base) || cin != cout) {
-        r->skip_w = SDG_WB4(wb, cout, cin, 1, 1, "%sskip_connection.weight", base);
+        r->skip_w = SDG_WW4(wb, cout, cin, 1, 1, "%sskip_connection.weight", base);
         r->skip_b = SDG_WB1(wb, cout, "%sskip_connection.bias", base);
     }
     return cout;
@@ -177,10 +179,10 @@ static void unet_load_attn(sdg_weights *wb, const char *base, const char *name, 
                            int kv_dim, unet_attn *a)
 {
     a->kv_dim = kv_dim;
-    a->q = SDG_WB2(wb, inner, inner, "%s%s.to_q.weight", base, name);
-    a->k = SDG_WB2(wb, inner, kv_dim, "%s%s.to_k.weight", base, name);
-    a->v = SDG_WB2(wb, inner, kv_dim, "%s%s.to_v.weight", base, name);
-    a->o_w = SDG_WB2(wb, inner, inner, "%s%s.to_out.0.weight", base, name);
+    a->q = SDG_WW2(wb, inner, inner, "%s%s.to_q.weight", base, name);
+    a->k = SDG_WW2(wb, inner, kv_dim, "%s%s.to_k.weight", base, name);
+    a->v = SDG_WW2(wb, inner, kv_dim, "%s%s.to_v.weight", base, name);
+    a->o_w = SDG_WW2(wb, inner, inner, "%s%s.to_out.0.weight", base, name);
     a->o_b = SDG_WB1(wb, inner, "%s%s.to_out.0.bias", base, name);
 }
 
@@ -234,11 +236,11 @@ static bool unet_load_st(sdg_weights *wb, const char *base, int ch, unet_st *st,
     st->norm_w = SDG_WB1(wb, ch, "%snorm.weight", base);
     st->norm_b = SDG_WB1(wb, ch, "%snorm.bias", base);
     if (st->linear) {
-        st->proj_in_w = SDG_WB2(wb, inner, ch, "%sproj_in.weight", base);
-        st->proj_out_w = SDG_WB2(wb, ch, inner, "%sproj_out.weight", base);
+        st->proj_in_w = SDG_WW2(wb, inner, ch, "%sproj_in.weight", base);
+        st->proj_out_w = SDG_WW2(wb, ch, inner, "%sproj_out.weight", base);
     } else {
-        st->proj_in_w = SDG_WB4(wb, inner, ch, 1, 1, "%sproj_in.weight", base);
-        st->proj_out_w = SDG_WB4(wb, ch, inner, 1, 1, "%sproj_out.weight", base);
+        st->proj_in_w = SDG_WW4(wb, inner, ch, 1, 1, "%sproj_in.weight", base);
+        st->proj_out_w = SDG_WW4(wb, ch, inner, 1, 1, "%sproj_out.weight", base);
     }
     st->proj_in_b = SDG_WB1(wb, inner, "%sproj_in.bias", base);
     st->proj_out_b = SDG_WB1(wb, ch, "%sproj_out.bias", base);
@@ -260,9 +262,9 @@ static bool unet_load_st(sdg_weights *wb, const char *base, int ch, unet_st *st,
         unet_load_attn(wb, tb, "attn1", inner, inner, &b->attn1);
         unet_load_attn(wb, tb, "attn2", inner, ctx_dim, &b->attn2);
         b->ff_dim = ff_dim;
-        b->ff_in_w = SDG_WB2(wb, 2 * ff_dim, inner, "%sff.net.0.proj.weight", tb);
+        b->ff_in_w = SDG_WW2(wb, 2 * ff_dim, inner, "%sff.net.0.proj.weight", tb);
         b->ff_in_b = SDG_WB1(wb, 2 * ff_dim, "%sff.net.0.proj.bias", tb);
-        b->ff_out_w = SDG_WB2(wb, inner, ff_dim, "%sff.net.2.weight", tb);
+        b->ff_out_w = SDG_WW2(wb, inner, ff_dim, "%sff.net.2.weight", tb);
         b->ff_out_b = SDG_WB1(wb, inner, "%sff.net.2.bias", tb);
     }
     return true;
@@ -307,7 +309,7 @@ static bool unet_load_tail(sdg_weights *wb, const char *base, unet_block *b, int
                 return false;
             l->kind = UNET_UP;
             l->ch = ch;
-            l->conv_w = SDG_WB4(wb, ch, ch, 3, 3, "%sconv.weight", lb);
+            l->conv_w = SDG_WW4(wb, ch, ch, 3, 3, "%sconv.weight", lb);
             l->conv_b = SDG_WB1(wb, ch, "%sconv.bias", lb);
             (*ups)++;
         } else {
@@ -355,7 +357,7 @@ static bool unet_load_blocks(sdg_weights *wb, const char *P, unet_model *m)
     unet_layer *l = unet_add_layer(wb, b0, P);
     l->kind = UNET_CONV_IN;
     l->ch = ch;
-    l->conv_w = SDG_WB4(wb, ch, cfg->in_ch, 3, 3, "%sinput_blocks.0.0.weight", P);
+    l->conv_w = SDG_WW4(wb, ch, cfg->in_ch, 3, 3, "%sinput_blocks.0.0.weight", P);
     l->conv_b = SDG_WB1(wb, ch, "%sinput_blocks.0.0.bias", P);
     skip_ch[n_skip] = ch;
     skip_level[n_skip++] = 0;
@@ -377,7 +379,7 @@ static bool unet_load_blocks(sdg_weights *wb, const char *P, unet_model *m)
         if (down) {
             l->kind = UNET_DOWN;
             l->ch = ch;
-            l->conv_w = SDG_WB4(wb, ch, ch, 3, 3, "%sop.weight", lb);
+            l->conv_w = SDG_WW4(wb, ch, ch, 3, 3, "%sop.weight", lb);
             l->conv_b = SDG_WB1(wb, ch, "%sop.bias", lb);
             if (level == 0)
                 cfg->num_res_blocks = res_in_level;
@@ -544,9 +546,9 @@ unet_model *unet_load(sdg_weights *wb, const char *prefix)
     cfg->out_ch = out_ch;
     cfg->model_ch = model_ch;
     cfg->time_embed_dim = temb;
-    m->temb1_w = SDG_WB2(wb, temb, model_ch, "%stime_embed.0.weight", P);
+    m->temb1_w = SDG_WW2(wb, temb, model_ch, "%stime_embed.0.weight", P);
     m->temb1_b = SDG_WB1(wb, temb, "%stime_embed.0.bias", P);
-    m->temb2_w = SDG_WB2(wb, temb, temb, "%stime_embed.2.weight", P);
+    m->temb2_w = SDG_WW2(wb, temb, temb, "%stime_embed.2.weight", P);
     m->temb2_b = SDG_WB1(wb, temb, "%stime_embed.2.bias", P);
     if (!unet_load_blocks(wb, P, m) || !unet_ok(wb)) {
         unet_free(m);
@@ -554,7 +556,7 @@ unet_model *unet_load(sdg_weights *wb, const char *prefix)
     }
     m->out_norm_w = SDG_WB1(wb, model_ch, "%sout.0.weight", P);
     m->out_norm_b = SDG_WB1(wb, model_ch, "%sout.0.bias", P);
-    m->out_conv_w = SDG_WB4(wb, out_ch, model_ch, 3, 3, "%sout.2.weight", P);
+    m->out_conv_w = SDG_WW4(wb, out_ch, model_ch, 3, 3, "%sout.2.weight", P);
     m->out_conv_b = SDG_WB1(wb, out_ch, "%sout.2.bias", P);
     if (!unet_ok(wb)) {
         unet_free(m);
@@ -665,7 +667,7 @@ static float *unet_res_forward(sdg_exec *ex, const unet_res *r, float *x, bool x
     float *y = sdg__alloc_f32(ex, ny);
     size_t mark = sdg__mark(ex);
     // With a skip convolution, y takes skip(x) first so that x is free before in_layers.
-    if (r->skip_w)
+    if (r->skip_w.data)
         sdg_op_conv2d(ex, x, n, r->cin, h, w, r->skip_w, r->skip_b, r->cout, 1, 1, 0, 0, 0, 0, y);
     else
         x_dead = false;   // x itself is the skip
@@ -680,7 +682,7 @@ static float *unet_res_forward(sdg_exec *ex, const unet_res *r, float *x, bool x
     sdg_op_add_channel(ex, b, n, r->cout, hw, e);
     sdg_op_group_norm(ex, b, n, r->cout, hw, UNET_GROUPS, r->out_norm_w, r->out_norm_b,
                       UNET_GN_EPS, true, b);
-    if (r->skip_w) {
+    if (r->skip_w.data) {
         float *h2 = sdg__alloc_f32(ex, ny);
         sdg_op_conv2d(ex, b, n, r->cout, h, w, r->out_conv_w, r->out_conv_b, r->cout, 3, 1, 1, 1,
                       1, 1, h2);
@@ -798,9 +800,12 @@ static void unet_st_forward(sdg_exec *ex, const unet_st *st, float *x, int n, in
     } else {
         // The 1x1 conv and the rearrange in one GEMM per item: tok[T, inner] = xn^T W^T + b.
         unet_fill_rows(ex, tok, rows, inner, st->proj_in_b);
-        for (int b = 0; b < n; b++)
-            sdg_op_gemm(ex, true, true, (int)T, inner, ch, 1.0f, xn + (size_t)b * ch * T, (int)T,
-                        st->proj_in_w, ch, 1.0f, tok + (size_t)b * T * inner, inner);
+        sdg_gemm_operand w = {st->proj_in_w.data, st->proj_in_w.dtype, 1, ch, NULL};
+        for (int b = 0; b < n; b++) {
+            sdg_gemm_operand xs = {xn + (size_t)b * ch * T, SDG_DT_F32, 1, (ptrdiff_t)T, NULL};
+            sdg_gemm(ex, (int)T, inner, ch, 1.0f, &xs, &w, 1.0f, tok + (size_t)b * T * inner,
+                     inner);
+        }
     }
     sdg__release(ex, mark2);
 
@@ -815,9 +820,12 @@ static void unet_st_forward(sdg_exec *ex, const unet_st *st, float *x, int n, in
     } else {
         // y[ch, T] = W[ch, inner] tok^T + b per item.
         unet_fill_cols(ex, y, n, ch, T, st->proj_out_b);
-        for (int b = 0; b < n; b++)
-            sdg_op_gemm(ex, false, true, ch, (int)T, inner, 1.0f, st->proj_out_w, inner,
-                        tok + (size_t)b * T * inner, inner, 1.0f, y + (size_t)b * ch * T, (int)T);
+        sdg_gemm_operand w = {st->proj_out_w.data, st->proj_out_w.dtype, inner, 1, NULL};
+        for (int b = 0; b < n; b++) {
+            sdg_gemm_operand ts = {tok + (size_t)b * T * inner, SDG_DT_F32, 1, inner, NULL};
+            sdg_gemm(ex, ch, (int)T, inner, 1.0f, &w, &ts, 1.0f, y + (size_t)b * ch * T,
+                     (ptrdiff_t)T);
+        }
     }
     sdg_op_add(ex, y, x, (size_t)n * ch * T, x);
     sdg__release(ex, mark);

@@ -40,7 +40,7 @@ static float vae_dry_dummy[1];                        // stands in for absent bu
 
 typedef struct vae_conv {
     int cin, cout, k;                         // square kernel, stride 1, "same" padding
-    const float *w;                           // [cout, cin, k, k]   borrowed (sdg_weights)
+    sdg_weight w;                             // [cout, cin, k, k]   borrowed (sdg_weights)
     const float *b;                           // [cout]
 } vae_conv;
 
@@ -56,7 +56,7 @@ typedef struct vae_resblock {
 typedef struct vae_attn {
     int c;
     const float *norm_w, *norm_b;             // [c]
-    const float *q_w, *k_w, *v_w, *proj_w;    // [c, c] (stored [c,c,1,1] or [c,c])
+    sdg_weight q_w, k_w, v_w, proj_w;         // [c, c] (stored [c,c,1,1] or [c,c])
     const float *q_b, *k_b, *v_b, *proj_b;    // [c]
 } vae_attn;
 
@@ -213,7 +213,7 @@ static void vae_bind_conv(sdg_weights *wb, vae_conv *cv, int cout, int cin, int 
     cv->cin = cin;
     cv->cout = cout;
     cv->k = k;
-    cv->w = SDG_WB4(wb, cout, cin, k, k, "%s%s.weight", base, name);
+    cv->w = SDG_WW4(wb, cout, cin, k, k, "%s%s.weight", base, name);
     cv->b = SDG_WB1(wb, cout, "%s%s.bias", base, name);
 }
 
@@ -241,12 +241,12 @@ static void vae_bind_resblock(sdg_weights *wb, vae_resblock *rb, int cin, int co
 
 // ldm stores q/k/v/proj_out as 1x1 convs [c,c,1,1]; files converted from diffusers may keep
 // the Linear shape [c,c]. Same memory either way.
-static const float *vae_bind_proj(sdg_weights *wb, int c, const char *base, const char *name)
+static sdg_weight vae_bind_proj(sdg_weights *wb, int c, const char *base, const char *name)
 {
     const st_tensor *t = sdg_wb_find(wb, "%s%s.weight", base, name);
     if (t && t->n_dims == 2)
-        return SDG_WB2(wb, c, c, "%s%s.weight", base, name);
-    return SDG_WB4(wb, c, c, 1, 1, "%s%s.weight", base, name);
+        return SDG_WW2(wb, c, c, "%s%s.weight", base, name);
+    return SDG_WW4(wb, c, c, 1, 1, "%s%s.weight", base, name);
 }
 
 static void vae_bind_attn(sdg_weights *wb, vae_attn *at, int c, const char *base)
@@ -408,7 +408,7 @@ static void vae_resblock_forward(sdg_exec *ex, const vae_resblock *rb, vae_map *
     const size_t hw = (size_t)h * w;
     const size_t in_sz = (size_t)n * rb->cin * hw, out_sz = (size_t)n * rb->cout * hw;
     float *x = m->x;
-    if (!rb->nin.w) {
+    if (!rb->nin.w.data) {
         // Same width: x + 2 maps, the sum lands in x.
         size_t top = sdg__mark(ex);
         float *t = sdg__alloc_f32(ex, in_sz);

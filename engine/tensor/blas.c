@@ -1,8 +1,9 @@
 /*
- * blas.c - the one door to OpenBLAS: sdg_op_gemm, a row-major single-precision GEMM.
+ * blas.c - the one door to OpenBLAS: sdg_op_gemm_blas, a row-major single-precision GEMM.
  *
- * Every matrix product in the engine (linear layers, convolutions after im2col, attention)
- * comes through here, so this is the only file that includes <cblas.h>. It checks its
+ * The engine multiplies with its own sdg_gemm (gemm.h); OpenBLAS stays as the reference the
+ * tests compare sdg_gemm with and the baseline tools/benchmark measures it against. This is
+ * the only file that includes <cblas.h>. It checks its
  * arguments (shapes, leading dimensions, non-NULL data) with SDG_ASSERT before calling
  * cblas_sgemm.
  *
@@ -80,7 +81,7 @@ static void blas_serial(void)
         sdg__blas_set_threads(1);
 }
 
-void sdg_op_gemm(sdg_exec *ex, bool ta, bool tb, int m, int n, int k, float alpha,
+void sdg_op_gemm_blas(sdg_exec *ex, bool ta, bool tb, int m, int n, int k, float alpha,
                  const float *a, int lda, const float *b, int ldb, float beta, float *c, int ldc)
 {
     SDG_ASSERT(ex && ex->n_threads >= 1);

@@ -1,6 +1,6 @@
 /*
- * ops.c - the tensor operations of ops.h: convolution (1x1 as one GEMM, others as tiled im2col
- * + GEMM), linear, attention, normalisations and the element-wise ops, parallelised with OpenMP.
+ * ops.c - the tensor operations of ops.h: convolution (an implicit GEMM), linear, attention,
+ * normalisations and the element-wise ops, parallelised with OpenMP.
  *
  * Every op follows the same shape: check arguments, reserve scratch from the arena (sizes that
  * depend only on shapes), return at once in a dry run, compute, release the scratch.
@@ -18,6 +18,9 @@
  */
 #include "ops.h"
 
+#include "gemm.h"
+#include "../loader/safetensors.h"   // sdg__f16_to_f32, sdg__bf16_to_f32
+
 #include <limits.h>
 #include <math.h>
 #include <stdint.h>
@@ -26,8 +29,6 @@
 // Element-wise loops shorter than this run on one thread (a parallel region costs more).
 #define OPS_PAR_MIN 32768
 
-// An im2col tile holds at most about this many floats (32 MB), whatever the image size.
-#define CONV_TILE_FLOATS ((size_t)8 << 20)
 
 // ---------------------------------------------------------------------------------------------
 // Small helpers
@@ -123,109 +124,54 @@ static void ops_fill_channels(const sdg_exec *ex, float *y, size_t n, int c, siz
 }
 
 // ---------------------------------------------------------------------------------------------
-// Linear
+// Matrix product and linear
 
-void sdg_op_linear(sdg_exec *ex, const float *x, size_t rows, int in, const float *w,
+void sdg_op_gemm(sdg_exec *ex, bool ta, bool tb, int m, int n, int k, float alpha,
+                 const float *a, int lda, const float *b, int ldb, float beta, float *c, int ldc)
+{
+    SDG_ASSERT(ex && m >= 0 && n >= 0 && k >= 0);
+    SDG_ASSERT(lda >= (ta ? m : k) && lda >= 1);
+    SDG_ASSERT(ldb >= (tb ? k : n) && ldb >= 1);
+    SDG_ASSERT(ldc >= n && ldc >= 1);
+    sdg_gemm_operand oa = {a, SDG_DT_F32, ta ? 1 : lda, ta ? lda : 1, NULL};
+    sdg_gemm_operand ob = {b, SDG_DT_F32, tb ? 1 : ldb, tb ? ldb : 1, NULL};
+    sdg_gemm(ex, m, n, k, alpha, &oa, &ob, beta, c, ldc);
+}
+
+void sdg_op_linear(sdg_exec *ex, const float *x, size_t rows, int in, sdg_weight w,
                    const float *b, int out, float *y)
 {
-    SDG_ASSERT(ex && x && w && y);
+    SDG_ASSERT(ex && x && w.data && y);
     SDG_ASSERT(rows <= INT_MAX && in >= 1 && out >= 1);
     if (ex->dry || rows == 0)
         return;
     // PyTorch: y = x @ w.T + b
     if (b)
         ops_fill_channels(ex, y, rows, out, 1, b);   // row-major [rows,out]: c = out
-    sdg_op_gemm(ex, false, true, (int)rows, out, in, 1.0f, x, in, w, in, b ? 1.0f : 0.0f, y, out);
+    sdg_gemm_operand oa = {x, SDG_DT_F32, in, 1, NULL};
+    sdg_gemm_operand ob = {w.data, w.dtype, 1, in, NULL};   // B(k, j) = w[j, k]
+    sdg_gemm(ex, (int)rows, out, in, 1.0f, &oa, &ob, b ? 1.0f : 0.0f, y, out);
 }
 
 // ---------------------------------------------------------------------------------------------
 // Convolution
 
-// Rows of output per im2col tile: as many as fit CONV_TILE_FLOATS, then evened out so that the
-// last tile is not a sliver.
-static int conv_tile_rows(int kdim, int ow, int oh)
-{
-    size_t per_row = (size_t)kdim * (size_t)ow;
-    size_t rows = CONV_TILE_FLOATS / per_row;
-    if (rows < 1)
-        rows = 1;
-    if (rows >= (size_t)oh)
-        return oh;
-    size_t tiles = ((size_t)oh + rows - 1) / rows;
-    return (int)(((size_t)oh + tiles - 1) / tiles);
-}
-
-// im2col for output rows [oy0, oy1) of one image x[cin,h,w]: col[cin*k*k, (oy1-oy0)*ow], row
-// (ci*k + ky)*k + kx holding x[ci, oy*stride + ky - pad_t, ox*stride + kx - pad_l] (0 outside).
-// The row order matches the weight layout [cout, cin, k, k]. Parallel over the rows of col.
-static void conv_im2col(const sdg_exec *ex, const float *x, int cin, int h, int w, int k,
-                        int stride, int pad_t, int pad_l, int ow, int oy0, int oy1, float *col)
-{
-    int kdim = cin * k * k;
-    size_t nt = (size_t)(oy1 - oy0) * ow;
-    #pragma omp parallel for num_threads(ex->n_threads) schedule(static) \
-        if ((size_t)kdim * nt >= OPS_PAR_MIN)
-    for (int r = 0; r < kdim; r++) {
-        int ci = r / (k * k), ky = r / k % k, kx = r % k;
-        const float *xc = x + (size_t)ci * h * w;
-        float *dst = col + (size_t)r * nt;
-        // Output columns whose input column ix = ox*stride + kx - pad_l lies in [0, w).
-        int lo = pad_l - kx;                       // ox*stride >= lo
-        int ox0 = lo <= 0 ? 0 : (lo + stride - 1) / stride;
-        int hi = w - 1 + pad_l - kx;               // ox*stride <= hi
-        int ox1 = hi < 0 ? 0 : hi / stride + 1;
-        if (ox1 > ow)
-            ox1 = ow;
-        if (ox0 > ox1)
-            ox0 = ox1;
-        for (int oy = oy0; oy < oy1; oy++, dst += ow) {
-            int iy = oy * stride + ky - pad_t;
-            if (iy < 0 || iy >= h) {
-                memset(dst, 0, (size_t)ow * sizeof *dst);
-                continue;
-            }
-            const float *src = xc + (size_t)iy * w;
-            int ix0 = ox0 * stride + kx - pad_l;
-            for (int ox = 0; ox < ox0; ox++)
-                dst[ox] = 0.0f;
-            if (stride == 1) {
-                memcpy(dst + ox0, src + ix0, (size_t)(ox1 - ox0) * sizeof *dst);
-            } else {
-                for (int ox = ox0, ix = ix0; ox < ox1; ox++, ix += stride)
-                    dst[ox] = src[ix];
-            }
-            for (int ox = ox1; ox < ow; ox++)
-                dst[ox] = 0.0f;
-        }
-    }
-}
-
-void sdg_op_conv2d(sdg_exec *ex, const float *x, int n, int cin, int h, int w, const float *weight,
+void sdg_op_conv2d(sdg_exec *ex, const float *x, int n, int cin, int h, int w, sdg_weight weight,
                    const float *bias, int cout, int k, int stride, int pad_t, int pad_l, int pad_b,
                    int pad_r, float *y)
 {
-    SDG_ASSERT(ex && x && weight && y);
+    SDG_ASSERT(ex && x && weight.data && y);
     SDG_ASSERT(n >= 1 && cin >= 1 && h >= 1 && w >= 1 && cout >= 1 && k >= 1 && stride >= 1);
     SDG_ASSERT(pad_t >= 0 && pad_l >= 0 && pad_b >= 0 && pad_r >= 0);
     int oh = sdg_conv_out_size(h, k, stride, pad_t, pad_b);
     int ow = sdg_conv_out_size(w, k, stride, pad_l, pad_r);
     SDG_ASSERT(h + pad_t + pad_b >= k && w + pad_l + pad_r >= k);
     SDG_ASSERT((size_t)oh * ow <= INT_MAX && (size_t)cin * k * k <= INT_MAX);
+    if (ex->dry)
+        return;
     size_t hw = (size_t)h * w, ohw = (size_t)oh * ow;
     int kdim = cin * k * k;
     bool direct = k == 1 && stride == 1 && pad_t == 0 && pad_l == 0 && pad_b == 0 && pad_r == 0;
-
-    size_t mark = sdg__mark(ex);
-    int tile_rows = oh;
-    float *col = NULL;
-    if (!direct) {
-        tile_rows = conv_tile_rows(kdim, ow, oh);
-        col = sdg__alloc_f32(ex, (size_t)kdim * tile_rows * ow);
-    }
-    if (ex->dry) {
-        sdg__release(ex, mark);
-        return;
-    }
 
     // The GEMMs accumulate onto the bias (beta = 1), which saves a pass over y.
     float beta = 0.0f;
@@ -233,25 +179,29 @@ void sdg_op_conv2d(sdg_exec *ex, const float *x, int n, int cin, int h, int w, c
         ops_fill_channels(ex, y, (size_t)n, cout, ohw, bias);
         beta = 1.0f;
     }
+    // y[cout, ohw] = W[cout, kdim] B[kdim, ohw] per image, B = x itself for a 1x1 convolution,
+    // else x's im2col, packed from x as the product goes.
+    sdg_gemm_conv geom = {cin, h, w, k, stride, pad_t, pad_l, oh, ow};
+    sdg_gemm_operand oa = {weight.data, weight.dtype, kdim, 1, NULL};
     for (int b = 0; b < n; b++) {
         const float *xb = x + (size_t)b * cin * hw;
-        float *yb = y + (size_t)b * cout * ohw;
-        if (direct) {
-            // 1x1: y[cout, hw] = W[cout, cin] x[cin, hw]
-            sdg_op_gemm(ex, false, false, cout, (int)hw, cin, 1.0f, weight, cin, xb, (int)hw,
-                        beta, yb, (int)hw);
-            continue;
-        }
-        for (int oy0 = 0; oy0 < oh; oy0 += tile_rows) {
-            int oy1 = oy0 + tile_rows < oh ? oy0 + tile_rows : oh;
-            int nt = (oy1 - oy0) * ow;
-            conv_im2col(ex, xb, cin, h, w, k, stride, pad_t, pad_l, ow, oy0, oy1, col);
-            // y[cout, rows of this tile] = W[cout, kdim] col[kdim, nt], written in place.
-            sdg_op_gemm(ex, false, false, cout, nt, kdim, 1.0f, weight, kdim, col, nt, beta,
-                        yb + (size_t)oy0 * ow, (int)ohw);
-        }
+        sdg_gemm_operand ob = {xb, SDG_DT_F32, (ptrdiff_t)hw, 1, direct ? NULL : &geom};
+        sdg_gemm(ex, cout, (int)ohw, kdim, 1.0f, &oa, &ob, beta, y + (size_t)b * cout * ohw,
+                 (ptrdiff_t)ohw);
     }
-    sdg__release(ex, mark);
+}
+
+void sdg_weight_row(sdg_weight w, size_t row, int width, float *dst)
+{
+    SDG_ASSERT(w.data && width >= 0 && dst);
+    size_t off = row * (size_t)width;
+    if (w.dtype == SDG_DT_F32) {
+        memcpy(dst, (const float *)w.data + off, (size_t)width * sizeof *dst);
+        return;
+    }
+    const uint16_t *src = (const uint16_t *)w.data + off;
+    for (int j = 0; j < width; j++)
+        dst[j] = w.dtype == SDG_DT_F16 ? sdg__f16_to_f32(src[j]) : sdg__bf16_to_f32(src[j]);
 }
 
 // ---------------------------------------------------------------------------------------------

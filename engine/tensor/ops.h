@@ -6,8 +6,8 @@
  * it reserves its scratch from the arena, then returns at once in a dry run (see common.h).
  * Outputs never alias inputs unless the comment says they may.
  *
- * Matrix products and convolutions go through OpenBLAS (blas.c is the only file that calls
- * cblas). Each op has a naive `_ref` twin in ops_ref.c that tests compare against.
+ * Matrix products and convolutions go through sdg_gemm (gemm.h; convolutions as implicit GEMMs,
+ * without an im2col buffer). Each op has a naive `_ref` twin in ops_ref.c that tests compare against.
  *
  * Not here: anything that knows about a model, a file or a checkpoint name.
  */
@@ -26,19 +26,27 @@ static inline int sdg_conv_out_size(int in, int k, int stride, int pad0, int pad
 }
 
 // C[m,n] = alpha * op(A) op(B) + beta * C, row-major, op = transpose when ta/tb.
-// A is m x k (k x m when ta), B is k x n (n x k when tb).
+// A is m x k (k x m when ta), B is k x n (n x k when tb). sdg_gemm (gemm.h) computes it;
+// sdg_op_gemm_blas is the same product by OpenBLAS (blas.c), for tests and the benchmark.
 void sdg_op_gemm(sdg_exec *ex, bool ta, bool tb, int m, int n, int k, float alpha,
                  const float *a, int lda, const float *b, int ldb, float beta, float *c, int ldc);
+void sdg_op_gemm_blas(sdg_exec *ex, bool ta, bool tb, int m, int n, int k, float alpha,
+                      const float *a, int lda, const float *b, int ldb, float beta, float *c,
+                      int ldc);
 
 // y[rows,out] = x[rows,in] w[out,in]^T + b[out] (PyTorch nn.Linear); b may be NULL.
-void sdg_op_linear(sdg_exec *ex, const float *x, size_t rows, int in, const float *w,
+void sdg_op_linear(sdg_exec *ex, const float *x, size_t rows, int in, sdg_weight w,
                    const float *b, int out, float *y);
 
 // y[n,cout,oh,ow] = conv2d(x[n,cin,h,w], w[cout,cin,k,k]) + b[cout] with zero padding
-// (top, left, bottom, right) and a square kernel; b may be NULL.
-void sdg_op_conv2d(sdg_exec *ex, const float *x, int n, int cin, int h, int w, const float *weight,
+// (top, left, bottom, right) and a square kernel; b may be NULL. An implicit GEMM: the im2col
+// matrix is packed straight from x, never stored.
+void sdg_op_conv2d(sdg_exec *ex, const float *x, int n, int cin, int h, int w, sdg_weight weight,
                    const float *bias, int cout, int k, int stride, int pad_t, int pad_l, int pad_b,
                    int pad_r, float *y);
+
+// Row `row` of the matrix w[rows, width] as floats into dst (an embedding lookup).
+void sdg_weight_row(sdg_weight w, size_t row, int width, float *dst);
 
 // GroupNorm over x[n,c,hw] with `groups` groups, per-channel affine gamma/beta; y may alias x.
 // When silu is true, y = silu(groupnorm(x)) (the pair every ResBlock uses).

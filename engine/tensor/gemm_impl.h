@@ -1,0 +1,244 @@
+/*
+ * gemm_impl.h - packing and micro-kernel of sdg_gemm, written once and compiled once per kernel
+ * set: a file defines the vector macros below and includes this (gemm_c.c, gemm_avx2.c,
+ * gemm_avx512.c, each built with its own -m flags, so the compiler may use those instructions
+ * only there).
+ *
+ *   GEMM_BLOCK_FN    the name of the block entry (sdg_gemm_block_avx2, ...)
+ *   GEMM_V           the vector type, GEMM_VL floats wide
+ *   GEMM_VZERO() GEMM_VLOAD(p) GEMM_VSTORE(p, v) GEMM_VSET1(x) GEMM_VFMA(a, b, c) = a*b + c
+ *   GEMM_VMUL(a, b) GEMM_VADD(a, b)
+ *   GEMM_CVT_F16(dst, src, n)  n halves (uint16_t *) to floats
+ *
+ * The micro-tile is GEMM_MR rows by GEMM_NR = 2 * GEMM_VL columns: 12 accumulators, 2 vector
+ * loads of B and 6 broadcasts of A per k. B's panels are 16 columns wide whatever the vector
+ * width, so a 32-column tile (AVX-512) reads two panels side by side; packing pads B with
+ * zero columns to a whole tile and A with zero rows to a whole panel.
+ *
+ * Memory: a block packs into two buffers on the calling thread's stack (GEMM_MC x GEMM_KC and
+ * GEMM_KC x GEMM_NC floats, 608 KB in all); every thread the engine runs on has the usual 8 MB.
+ *
+ * ref: K. Goto, R. van de Geijn, "Anatomy of high-performance matrix multiplication" (2008);
+ * BLIS's micro-kernel interface (F. Van Zee, R. van de Geijn 2015).
+ */
+#include <string.h>
+
+#include "gemm.h"
+
+#define GEMM_NV 2
+#define GEMM_NR (GEMM_NV * GEMM_VL)
+
+// float32 from bfloat16: the upper half of the bits.
+static inline void gemm_cvt_bf16(float *restrict dst, const uint16_t *restrict src, int n)
+{
+    for (int i = 0; i < n; i++) {
+        uint32_t u = (uint32_t)src[i] << 16;
+        memcpy(dst + i, &u, 4);
+    }
+}
+
+// n elements of operand o's storage from element offset off, step stride, as floats.
+static inline void gemm_load_row(float *restrict dst, const sdg_gemm_operand *o, ptrdiff_t off,
+                                 ptrdiff_t stride, int n)
+{
+    if (o->dtype == SDG_DT_F32) {
+        const float *s = (const float *)o->p + off;
+        if (stride == 1) {
+            memcpy(dst, s, (size_t)n * sizeof *dst);
+        } else {
+            for (int i = 0; i < n; i++)
+                dst[i] = s[(ptrdiff_t)i * stride];
+        }
+        return;
+    }
+    const uint16_t *s = (const uint16_t *)o->p + off;
+    uint16_t tmp[GEMM_KC];
+    if (stride != 1) {
+        for (int i = 0; i < n; i++)
+            tmp[i] = s[(ptrdiff_t)i * stride];
+        s = tmp;
+    }
+    if (o->dtype == SDG_DT_F16)
+        GEMM_CVT_F16(dst, s, n);
+    else
+        gemm_cvt_bf16(dst, s, n);
+}
+
+// ap[panel][k][6] = A[i0 + panel*6 + r][p0 + k], zero rows past mc.
+static void gemm_pack_a(float *restrict ap, const sdg_gemm_operand *a, int i0, int mc, int p0,
+                        int kc)
+{
+    float rows[GEMM_MR][GEMM_KC];
+    for (int i = 0; i < mc; i += GEMM_MR) {
+        int h = mc - i < GEMM_MR ? mc - i : GEMM_MR;
+        for (int r = 0; r < h; r++)
+            gemm_load_row(rows[r], a, (ptrdiff_t)(i0 + i + r) * a->rs + (ptrdiff_t)p0 * a->cs,
+                          a->cs, kc);
+        for (int r = h; r < GEMM_MR; r++)
+            memset(rows[r], 0, (size_t)kc * sizeof(float));
+        float *dst = ap + (size_t)(i / GEMM_MR) * kc * GEMM_MR;
+        for (int k = 0; k < kc; k++)
+            for (int r = 0; r < GEMM_MR; r++)
+                dst[k * GEMM_MR + r] = rows[r][k];
+    }
+}
+
+// One 16-column panel of the implicit im2col: dst[k][c] = B(p0 + k, j0 + c) for c < w, else 0.
+static void gemm_pack_b_conv(float *restrict dst, const sdg_gemm_conv *cv, const float *x,
+                             int p0, int kc, int j0, int w)
+{
+    int iy0[GEMM_NP], ix0[GEMM_NP];
+    for (int c = 0; c < w; c++) {
+        int j = j0 + c;
+        iy0[c] = j / cv->ow * cv->stride - cv->pad_t;
+        ix0[c] = j % cv->ow * cv->stride - cv->pad_l;
+    }
+    // A panel inside one output row with stride 1 reads 16 consecutive input pixels.
+    bool one_row = w == GEMM_NP && cv->stride == 1 && iy0[0] == iy0[GEMM_NP - 1];
+    int kk2 = cv->k * cv->k;
+    for (int k = 0; k < kc; k++) {
+        int kk = p0 + k;
+        int ci = kk / kk2, ky = kk / cv->k % cv->k, kx = kk % cv->k;
+        const float *xc = x + (size_t)ci * cv->h * cv->w;
+        float *d = dst + (size_t)k * GEMM_NP;
+        if (one_row) {
+            int iy = iy0[0] + ky, ix = ix0[0] + kx;
+            if (iy < 0 || iy >= cv->h) {
+                memset(d, 0, GEMM_NP * sizeof *d);
+                continue;
+            }
+            const float *src = xc + (size_t)iy * cv->w;
+            if (ix >= 0 && ix + GEMM_NP <= cv->w) {
+                memcpy(d, src + ix, GEMM_NP * sizeof *d);
+                continue;
+            }
+            for (int c = 0; c < GEMM_NP; c++)
+                d[c] = ix + c >= 0 && ix + c < cv->w ? src[ix + c] : 0.0f;
+            continue;
+        }
+        for (int c = 0; c < w; c++) {
+            int iy = iy0[c] + ky, ix = ix0[c] + kx;
+            d[c] = iy >= 0 && iy < cv->h && ix >= 0 && ix < cv->w
+                       ? xc[(size_t)iy * cv->w + ix] : 0.0f;
+        }
+        for (int c = w; c < GEMM_NP; c++)
+            d[c] = 0.0f;
+    }
+}
+
+// bp[panel][k][16] = B[p0 + k][j0 + panel*16 + c], zero columns past nc up to a whole tile.
+static void gemm_pack_b(float *restrict bp, const sdg_gemm_operand *b, int p0, int kc, int j0,
+                        int nc)
+{
+    int width = (nc + GEMM_NR - 1) / GEMM_NR * GEMM_NR;
+    for (int j = 0; j < width; j += GEMM_NP) {
+        float *dst = bp + (size_t)(j / GEMM_NP) * kc * GEMM_NP;
+        int w = nc - j < GEMM_NP ? nc - j : GEMM_NP;
+        if (w <= 0) {
+            memset(dst, 0, (size_t)kc * GEMM_NP * sizeof *dst);
+        } else if (b->conv) {
+            gemm_pack_b_conv(dst, b->conv, (const float *)b->p, p0, kc, j0 + j, w);
+        } else if (b->cs == 1) {
+            // Rows of B are contiguous: one run of w per k.
+            for (int k = 0; k < kc; k++) {
+                float *d = dst + (size_t)k * GEMM_NP;
+                gemm_load_row(d, b, (ptrdiff_t)(p0 + k) * b->rs + (j0 + j), 1, w);
+                for (int c = w; c < GEMM_NP; c++)
+                    d[c] = 0.0f;
+            }
+        } else {
+            // Columns of B are the contiguous runs (a weight W[out, in] read as W^T): convert
+            // each column's run of k, then interleave.
+            float cols[GEMM_NP][GEMM_KC];
+            for (int c = 0; c < w; c++)
+                gemm_load_row(cols[c], b, (ptrdiff_t)p0 * b->rs + (ptrdiff_t)(j0 + j + c) * b->cs,
+                              b->rs, kc);
+            for (int c = w; c < GEMM_NP; c++)
+                memset(cols[c], 0, (size_t)kc * sizeof(float));
+            for (int k = 0; k < kc; k++)
+                for (int c = 0; c < GEMM_NP; c++)
+                    dst[(size_t)k * GEMM_NP + c] = cols[c][k];
+        }
+    }
+}
+
+// c[6, NR] (row stride ldc) = alpha acc + (first ? beta : 1) c, acc = a-panel x b-panels; with
+// first && beta == 0, c is not read.
+static inline void gemm_micro(int kc, const float *restrict a, const float *restrict b, float *c,
+                              ptrdiff_t ldc, float alpha, float beta, bool first)
+{
+    GEMM_V acc[GEMM_MR][GEMM_NV];
+    #pragma GCC unroll 6
+    for (int r = 0; r < GEMM_MR; r++)
+        #pragma GCC unroll 2
+        for (int v = 0; v < GEMM_NV; v++)
+            acc[r][v] = GEMM_VZERO();
+    for (int k = 0; k < kc; k++) {
+        GEMM_V bv[GEMM_NV];
+        #pragma GCC unroll 2
+        for (int v = 0; v < GEMM_NV; v++)
+            bv[v] = GEMM_VLOAD(b + (size_t)(v * GEMM_VL / GEMM_NP) * kc * GEMM_NP +
+                               (size_t)k * GEMM_NP + v * GEMM_VL % GEMM_NP);
+        #pragma GCC unroll 6
+        for (int r = 0; r < GEMM_MR; r++) {
+            GEMM_V ar = GEMM_VSET1(a[k * GEMM_MR + r]);
+            #pragma GCC unroll 2
+            for (int v = 0; v < GEMM_NV; v++)
+                acc[r][v] = GEMM_VFMA(ar, bv[v], acc[r][v]);
+        }
+    }
+    GEMM_V va = GEMM_VSET1(alpha), vb = GEMM_VSET1(first ? beta : 1.0f);
+    bool read_c = !(first && beta == 0.0f);
+    #pragma GCC unroll 6
+    for (int r = 0; r < GEMM_MR; r++)
+        #pragma GCC unroll 2
+        for (int v = 0; v < GEMM_NV; v++) {
+            float *p = c + (ptrdiff_t)r * ldc + v * GEMM_VL;
+            GEMM_V x = GEMM_VMUL(acc[r][v], va);
+            if (read_c)
+                x = GEMM_VADD(GEMM_VMUL(GEMM_VLOAD(p), vb), x);
+            GEMM_VSTORE(p, x);
+        }
+}
+
+void GEMM_BLOCK_FN(const sdg_gemm_block *g, int i0, int mi, int j0, int nj)
+{
+    _Alignas(64) float ap[GEMM_MC * GEMM_KC];
+    _Alignas(64) float bp[GEMM_KC * GEMM_NC];
+    _Alignas(64) float tile[GEMM_MR * GEMM_NR];
+    for (int p0 = 0; p0 < g->k; p0 += GEMM_KC) {
+        int kc = g->k - p0 < GEMM_KC ? g->k - p0 : GEMM_KC;
+        bool first = p0 == 0;
+        for (int jc = j0; jc < j0 + nj; jc += GEMM_NC) {
+            int nc = j0 + nj - jc < GEMM_NC ? j0 + nj - jc : GEMM_NC;
+            gemm_pack_b(bp, g->b, p0, kc, jc, nc);
+            for (int ic = i0; ic < i0 + mi; ic += GEMM_MC) {
+                int mc = i0 + mi - ic < GEMM_MC ? i0 + mi - ic : GEMM_MC;
+                gemm_pack_a(ap, g->a, ic, mc, p0, kc);
+                for (int jr = 0; jr < nc; jr += GEMM_NR) {
+                    const float *bpan = bp + (size_t)(jr / GEMM_NP) * kc * GEMM_NP;
+                    int w = nc - jr < GEMM_NR ? nc - jr : GEMM_NR;
+                    for (int ir = 0; ir < mc; ir += GEMM_MR) {
+                        const float *apan = ap + (size_t)(ir / GEMM_MR) * kc * GEMM_MR;
+                        int h = mc - ir < GEMM_MR ? mc - ir : GEMM_MR;
+                        float *cp = g->c + (ptrdiff_t)(ic + ir) * g->ldc + (jc + jr);
+                        if (h == GEMM_MR && w == GEMM_NR) {
+                            gemm_micro(kc, apan, bpan, cp, g->ldc, g->alpha, g->beta, first);
+                            continue;
+                        }
+                        // An edge tile goes through a whole one on the side.
+                        bool read_c = !(first && g->beta == 0.0f);
+                        for (int r = 0; r < GEMM_MR; r++)
+                            for (int c = 0; c < GEMM_NR; c++)
+                                tile[r * GEMM_NR + c] = read_c && r < h && c < w
+                                                            ? cp[(ptrdiff_t)r * g->ldc + c] : 0.0f;
+                        gemm_micro(kc, apan, bpan, tile, GEMM_NR, g->alpha, g->beta, first);
+                        for (int r = 0; r < h; r++)
+                            memcpy(cp + (ptrdiff_t)r * g->ldc, tile + r * GEMM_NR,
+                                   (size_t)w * sizeof(float));
+                    }
+                }
+            }
+        }
+    }
+}
