@@ -146,3 +146,30 @@ int sdg__blas_set_threads(int n)
         openblas_set_num_threads(n);
     return old;
 }
+
+void sdg__pack_panels(void *dst, const void *src, size_t es, int64_t first_row, int64_t rows,
+                      int64_t total_rows, int64_t cols, int panel)
+{
+    SDG_ASSERT(panel > 0 && first_row % panel == 0 && (es == 2 || es == 4));
+    int64_t end = first_row + rows;
+    if (end == total_rows)   // the last rows: pad to a whole multiple with zeros
+        end = (total_rows + sdg_panel_pad(panel) - 1) / sdg_panel_pad(panel) * sdg_panel_pad(panel);
+    for (int64_t g = first_row; g < end; g += panel) {
+        int64_t h = total_rows - g < panel ? (total_rows - g > 0 ? total_rows - g : 0) : panel;
+        // out[c][r] = src[g + r][c]; rows past the matrix are zero. Two loops by element size
+        // so that each is a plain strided copy the compiler can schedule.
+        if (es == 4) {
+            uint32_t *out = (uint32_t *)dst + (size_t)g * (size_t)cols;
+            const uint32_t *in = (const uint32_t *)src + (size_t)(g - first_row) * (size_t)cols;
+            for (int64_t r = 0; r < panel; r++)
+                for (int64_t c = 0; c < cols; c++)
+                    out[c * panel + r] = r < h ? in[r * cols + c] : 0;
+        } else {
+            uint16_t *out = (uint16_t *)dst + (size_t)g * (size_t)cols;
+            const uint16_t *in = (const uint16_t *)src + (size_t)(g - first_row) * (size_t)cols;
+            for (int64_t r = 0; r < panel; r++)
+                for (int64_t c = 0; c < cols; c++)
+                    out[c * panel + r] = r < h ? in[r * cols + c] : 0;
+        }
+    }
+}

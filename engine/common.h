@@ -35,25 +35,50 @@ SDG_NORETURN void sdg__abort(const char *file, int line, const char *fmt, ...) S
     do { if (!(x)) sdg__abort(__FILE__, __LINE__, "assertion failed: %s", #x); } while (0)
 
 // ---------------------------------------------------------------------------------------------
-// Weights as held: a tensor in its file's layout (PyTorch's [out, in, ...]) and storage type.
-// Matrices and convolution kernels of F16/BF16 files stay 16-bit (half the memory); the matrix
-// products convert them as they pack them (gemm.h). Vectors (biases, norm scales) are float32.
+// Weights as held. A matrix or convolution kernel W[rows, cols] (PyTorch's [out, in, ...], cols =
+// in * k * k) is packed once at load into the panels the matrix products read (gemm.h): groups of
+// `panel` rows, each stored column by column (element (r, c) at
+// [r / panel][c][r % panel]), rows padded with zeros to a multiple of sdg_panel_pad(panel). It
+// keeps its file's storage type: F16 and BF16 stay 16-bit (half the memory of float32) and are
+// converted as the product reads them. Panels of SDG_PANEL_A rows serve as the left operand
+// (a convolution's kernel), of SDG_PANEL_B rows as the right one, transposed (a linear layer's
+// weight). panel 0: the file's own row-major layout (an embedding table). Vectors (biases, norm
+// scales) are plain float32 arrays.
 
 typedef enum sdg_dtype { SDG_DT_F32 = 0, SDG_DT_F16, SDG_DT_BF16 } sdg_dtype;
+
+#define SDG_PANEL_A 6
+#define SDG_PANEL_B 16
 
 static inline size_t sdg_dtype_size(sdg_dtype t)
 {
     return t == SDG_DT_F32 ? 4 : 2;
 }
 
+// Rows are padded to a multiple of this: whole panels, and for SDG_PANEL_B whole pairs of them
+// (the widest micro-tile reads two at once).
+static inline int64_t sdg_panel_pad(int panel)
+{
+    return panel == SDG_PANEL_B ? 2 * SDG_PANEL_B : panel > 0 ? panel : 1;
+}
+
 typedef struct sdg_weight {
     const void *data;
     sdg_dtype dtype;
+    int panel;          // 0 (row-major), SDG_PANEL_A or SDG_PANEL_B
 } sdg_weight;
 
+// Packs `rows` rows of a row-major matrix src[rows, cols] (elements of es bytes: 2 or 4) into the
+// panel layout above, as the rows first_row.. of the whole matrix: dst is the whole packed
+// matrix, rows must be a multiple of panel or reach the end, and rows past `total_rows` (up to
+// the padding) are written as zeros.
+void sdg__pack_panels(void *dst, const void *src, size_t es, int64_t first_row, int64_t rows,
+                      int64_t total_rows, int64_t cols, int panel);
+
+// A float32 row-major matrix as a weight (tests).
 static inline sdg_weight sdg_weight_f32(const float *p)
 {
-    return (sdg_weight){p, SDG_DT_F32};
+    return (sdg_weight){p, SDG_DT_F32, 0};
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -198,7 +198,7 @@ static sdg_status check_load_memory(sdg_model *m, size_t *slab_bytes, sdg_error 
     g_free(b);
     sdg__mem_format(need, need_s, sizeof need_s);
     sdg__mem_format(avail, avail_s, sizeof avail_s);
-    return sdg__fail(err, SDG_ERR_NOMEM, "loading %s needs %s (float32 copies of its weights) but only %s "
+    return sdg__fail(err, SDG_ERR_NOMEM, "loading %s needs %s (its weights, packed for the matrix products) but only %s "
                      "is available%s; close other programs or use a smaller model", base, need_s,
                      avail_s, sdg__mem_source_phrase(source));
 }

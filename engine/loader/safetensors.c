@@ -1118,22 +1118,20 @@ sdg_status st_read_f32_count(const st_file *f, const st_tensor *t, float *dst,
     return st;
 }
 
-sdg_status st_read_raw_count(const st_file *f, const st_tensor *t, void *dst,
-                             int64_t *n_nonfinite, sdg_error *err)
+sdg_status st_read_raw_count(const st_file *f, const st_tensor *t, int64_t first, int64_t count,
+                             void *dst, int64_t *n_nonfinite, sdg_error *err)
 {
     SDG_ASSERT(t->dtype == ST_F32 || t->dtype == ST_F16 || t->dtype == ST_BF16);
-    size_t es = st_dtype_size(t->dtype), n = (size_t)t->n_elements;
-    int64_t bad = 0;
+    SDG_ASSERT(first >= 0 && count >= 0 && first + count <= t->n_elements);
+    size_t es = st_dtype_size(t->dtype), n = (size_t)count;
     sdg_status st = SDG_OK;
     for (size_t i = 0; i < n && st == SDG_OK; i += ST_CHUNK) {
         size_t m = n - i < ST_CHUNK ? n - i : ST_CHUNK;
         char *d = (char *)dst + i * es;
-        st = st_read_part(f, t, (uint64_t)i * es, d, m * es, err);
-        if (st == SDG_OK)
-            bad += st_count_nonfinite(d, m, t->dtype);
+        st = st_read_part(f, t, ((uint64_t)first + i) * es, d, m * es, err);
+        if (st == SDG_OK && n_nonfinite)
+            *n_nonfinite += st_count_nonfinite(d, m, t->dtype);
     }
-    if (n_nonfinite)
-        *n_nonfinite = bad;
     return st;
 }
 

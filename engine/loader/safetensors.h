@@ -82,10 +82,10 @@ sdg_status st_read_f32_count(const st_file *f, const st_tensor *t, float *dst,
                              int64_t *n_nonfinite, sdg_error *err);
 // The number of NaN and infinite values among x[0..n-1], stored as dt (F32, F16 or BF16).
 int64_t st_count_nonfinite(const void *x, size_t n, st_dtype dt);
-// Copies t's bytes as stored (no conversion) into dst (t->size bytes), counting NaN and
-// infinite values (F32, F16 and BF16) into *n_nonfinite; errors as st_read_f32_count.
-sdg_status st_read_raw_count(const st_file *f, const st_tensor *t, void *dst,
-                             int64_t *n_nonfinite, sdg_error *err);
+// Copies elements [first, first + count) of t as stored (no conversion; t is F32, F16 or BF16)
+// into dst, adding their NaN and infinite values to *n_nonfinite; errors as st_read_f32_count.
+sdg_status st_read_raw_count(const st_file *f, const st_tensor *t, int64_t first, int64_t count,
+                             void *dst, int64_t *n_nonfinite, sdg_error *err);
 // Converts an integer tensor to int32 into dst (fails on values outside int32).
 sdg_status st_read_i32(const st_file *f, const st_tensor *t, int32_t *dst, sdg_error *err);
 

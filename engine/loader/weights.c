@@ -18,8 +18,17 @@
 
 // Per tensor: not asked for; bound, data not read yet; read; counted only (shapes-only binders).
 // WB_IN_SLAB is a flag on top: its copy lives in the slab (not freed on its own).
-// WB_AS16 is another: it is held in its file's 16-bit storage type (sdg_wb_get_weight).
-enum { WB_UNBOUND, WB_PENDING, WB_READ, WB_COUNTED, WB_STATE = 3, WB_IN_SLAB = 4, WB_AS16 = 8 };
+// WB_AS16 is another: it is held in its file's 16-bit storage type (sdg_wb_get_weight); and
+// WB_PANEL_A / WB_PANEL_B say it is packed into panels of that many rows.
+enum {
+    WB_UNBOUND, WB_PENDING, WB_READ, WB_COUNTED, WB_STATE = 3, WB_IN_SLAB = 4, WB_AS16 = 8,
+    WB_PANEL_A = 16, WB_PANEL_B = 32, WB_PANEL = WB_PANEL_A | WB_PANEL_B
+};
+
+static int wb_panel_of(uint8_t state)
+{
+    return state & WB_PANEL_A ? SDG_PANEL_A : state & WB_PANEL_B ? SDG_PANEL_B : 0;
+}
 
 struct sdg_weights {
     const st_file *f;        // borrowed, must outlive the binder
@@ -191,6 +200,51 @@ static const void *wb_in_place(const sdg_weights *wb, const st_tensor *t, size_t
     return (const void *)((uintptr_t)data & ~(uintptr_t)(es - 1));
 }
 
+// Reads tensor t (a matrix of `rows` rows) into dst packed in panels of `panel` rows (see
+// common.h): `panel` rows at a time into a buffer, then column by column into their panel.
+// F32, F16 and BF16 keep their type (as16 says whether the copy is 16-bit); other types are
+// converted to float32 first.
+static sdg_status wb_read_packed(const sdg_weights *wb, const st_tensor *t, int panel, bool as16,
+                                 void *dst, int64_t *bad, sdg_error *err)
+{
+    int64_t rows = t->n_dims ? t->shape[0] : 1, cols = rows ? t->n_elements / rows : 0;
+    size_t es = as16 ? 2 : 4;
+    bool raw = t->dtype == ST_F32 || as16;
+    void *buf = malloc((size_t)panel * (size_t)(cols ? cols : 1) * es);
+    float *all = NULL;
+    if (!raw) {
+        all = malloc((size_t)(t->n_elements ? t->n_elements : 1) * sizeof *all);
+        if (all && st_read_f32_count(wb->f, t, all, bad, err) != SDG_OK) {
+            free(all);
+            free(buf);
+            return err->status;
+        }
+    }
+    if (!buf || (!raw && !all)) {
+        free(buf);
+        free(all);
+        return sdg__fail(err, SDG_ERR_NOMEM, "%s: out of memory reading tensor '%s'",
+                         st_path(wb->f), t->name);
+    }
+    for (int64_t g = 0; g < rows || g == 0; g += panel) {
+        int64_t h = rows - g < panel ? rows - g : panel;
+        const void *src = buf;
+        if (h > 0 && raw) {
+            sdg_status st = st_read_raw_count(wb->f, t, g * cols, h * cols, buf, bad, err);
+            if (st != SDG_OK) {
+                free(buf);
+                return st;
+            }
+        } else if (h > 0) {
+            src = all + g * cols;
+        }
+        sdg__pack_panels(dst, src, es, g, h, rows, cols, panel);
+    }
+    free(buf);
+    free(all);
+    return SDG_OK;
+}
+
 // Reads (converts, or scans in the mapping) bound tensor idx and counts its non-finite values
 // into *bad. Returns false after recording an I/O error.
 static bool wb_read_one(sdg_weights *wb, int idx, int64_t *bad)
@@ -198,9 +252,16 @@ static bool wb_read_one(sdg_weights *wb, int idx, int64_t *bad)
     const st_tensor *t = st_at(wb->f, idx);
     sdg_error e;
     *bad = 0;
-    if (wb->copies[idx]) {
+    if (wb->state[idx] & WB_PANEL) {
+        if (wb_read_packed(wb, t, wb_panel_of(wb->state[idx]), wb->state[idx] & WB_AS16,
+                           wb->copies[idx], bad, &e) != SDG_OK) {
+            wb_error(wb, e.status, "%s", e.message);
+            return false;
+        }
+    } else if (wb->copies[idx]) {
         sdg_status st = wb->state[idx] & WB_AS16
-                            ? st_read_raw_count(wb->f, t, wb->copies[idx], bad, &e)
+                            ? st_read_raw_count(wb->f, t, 0, t->n_elements, wb->copies[idx], bad,
+                                                &e)
                             : st_read_f32_count(wb->f, t, wb->copies[idx], bad, &e);
         if (st != SDG_OK) {
             wb_error(wb, e.status, "%s", e.message);
@@ -219,12 +280,13 @@ static bool wb_read_one(sdg_weights *wb, int idx, int64_t *bad)
     return true;
 }
 
-// Binds a tensor (see sdg_wb_get); with keep16, F16 and BF16 tensors stay in their storage type.
-SDG_PRINTF(5, 0)
+// Binds a tensor (see sdg_wb_get); with keep16, F16 and BF16 tensors stay in their storage type;
+// with panel > 0 the copy is packed (always a copy).
+SDG_PRINTF(6, 0)
 static sdg_weight wb_bind(sdg_weights *wb, int n_dims, const int64_t *shape, bool keep16,
-                          const char *fmt, va_list ap)
+                          int panel, const char *fmt, va_list ap)
 {
-    const sdg_weight none = {NULL, SDG_DT_F32};
+    const sdg_weight none = {NULL, SDG_DT_F32, 0};
     if (wb->status != SDG_OK)
         return none;
     const char *path = st_path(wb->f);
@@ -254,17 +316,27 @@ static sdg_weight wb_bind(sdg_weights *wb, int n_dims, const int64_t *shape, boo
     bool as16 = keep16 && (t->dtype == ST_F16 || t->dtype == ST_BF16);
     size_t es = as16 ? 2 : sizeof(float);
     sdg_dtype dt = !as16 ? SDG_DT_F32 : t->dtype == ST_F16 ? SDG_DT_F16 : SDG_DT_BF16;
-    bool in_place = (t->dtype == ST_F32 || as16) && st_data_aligned(wb->f, t, es);
+    bool in_place = panel == 0 && (t->dtype == ST_F32 || as16) && st_data_aligned(wb->f, t, es);
+    uint8_t panel_flag = panel == SDG_PANEL_A ? WB_PANEL_A : panel == SDG_PANEL_B ? WB_PANEL_B : 0;
+    SDG_ASSERT(panel == 0 || panel_flag);
     if ((wb->state[idx] & WB_STATE) != WB_UNBOUND) {
-        // Asked for once as a weight and once as floats: a loader's mistake.
+        // Asked for once as a weight and once as floats, or in two packings: a loader's mistake.
         SDG_ASSERT(as16 == !!(wb->state[idx] & WB_AS16));
-        return (sdg_weight){wb->copies[idx] ? wb->copies[idx] : wb_in_place(wb, t, es), dt};
+        SDG_ASSERT(panel_flag == (wb->state[idx] & WB_PANEL));
+        return (sdg_weight){wb->copies[idx] ? wb->copies[idx] : wb_in_place(wb, t, es), dt, panel};
+    }
+    // Packed: rows padded to whole panels.
+    uint64_t n_held = (uint64_t)t->n_elements;
+    if (panel) {
+        int64_t rows = n_dims ? shape[0] : 1, pad = sdg_panel_pad(panel);
+        n_held = rows ? (uint64_t)((rows + pad - 1) / pad * pad) * (uint64_t)(t->n_elements / rows)
+                      : 0;
     }
 
     // Plausibility before any allocation or read: the weights a model binds must fit in the
     // machine's memory as held. A header describing more (a damaged or hostile file, or a
     // sparse file of huge tensors) is refused here, at once, instead of after reading it.
-    uint64_t bytes = (uint64_t)t->n_elements * es;
+    uint64_t bytes = n_held * es;
     uint64_t bound = (uint64_t)wb->owned + wb->mapped;   // every tensor bound so far
     if (wb->mem_limit && bytes + bound > wb->mem_limit) {
         char got[128];
@@ -281,8 +353,8 @@ static sdg_weight wb_bind(sdg_weights *wb, int n_dims, const int64_t *shape, boo
             wb->mapped += (size_t)bytes;
         else
             wb->owned += (size_t)bytes;
-        wb->state[idx] = (uint8_t)(WB_COUNTED | (as16 ? WB_AS16 : 0));
-        return (sdg_weight){wb_in_place(wb, t, es), dt};
+        wb->state[idx] = (uint8_t)(WB_COUNTED | (as16 ? WB_AS16 : 0) | panel_flag);
+        return (sdg_weight){wb_in_place(wb, t, es), dt, panel};
     }
     // In place: whether the mapping exists and still covers the file is checked by
     // wb_read_one, before the data is first read (now, or in sdg_wb_read).
@@ -304,8 +376,7 @@ static sdg_weight wb_bind(sdg_weights *wb, int n_dims, const int64_t *shape, boo
             wb->slab_used += step;
             wb->state[idx] = WB_IN_SLAB;
         }
-        if (as16)
-            wb->state[idx] |= WB_AS16;
+        wb->state[idx] |= (uint8_t)((as16 ? WB_AS16 : 0) | panel_flag);
         wb->copies[idx] = copy;
         wb->owned += (size_t)bytes;
     }
@@ -319,24 +390,24 @@ static sdg_weight wb_bind(sdg_weights *wb, int n_dims, const int64_t *shape, boo
             return none;
         }
     }
-    return (sdg_weight){in_place ? wb_in_place(wb, t, es) : wb->copies[idx], dt};
+    return (sdg_weight){in_place ? wb_in_place(wb, t, es) : wb->copies[idx], dt, panel};
 }
 
 const float *sdg_wb_get(sdg_weights *wb, int n_dims, const int64_t *shape, const char *fmt, ...)
 {
     va_list ap;
     va_start(ap, fmt);
-    sdg_weight w = wb_bind(wb, n_dims, shape, false, fmt, ap);
+    sdg_weight w = wb_bind(wb, n_dims, shape, false, 0, fmt, ap);
     va_end(ap);
     return w.data;
 }
 
-sdg_weight sdg_wb_get_weight(sdg_weights *wb, int n_dims, const int64_t *shape, const char *fmt,
-                             ...)
+sdg_weight sdg_wb_get_weight(sdg_weights *wb, int panel, int n_dims, const int64_t *shape,
+                             const char *fmt, ...)
 {
     va_list ap;
     va_start(ap, fmt);
-    sdg_weight w = wb_bind(wb, n_dims, shape, true, fmt, ap);
+    sdg_weight w = wb_bind(wb, n_dims, shape, true, panel, fmt, ap);
     va_end(ap);
     return w;
 }

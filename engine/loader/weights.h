@@ -41,20 +41,25 @@ void sdg_wb_free(sdg_weights *wb);
 const float *sdg_wb_get(sdg_weights *wb, int n_dims, const int64_t *shape, const char *fmt, ...)
     SDG_PRINTF(4, 5);
 
-// The same for a matrix or convolution kernel that the matrix products read (gemm.h): F16 and
-// BF16 tensors stay in their storage type (in place in the mapping when 2-byte aligned, else a
-// 16-bit copy), F32 as sdg_wb_get. data is NULL on failure.
-sdg_weight sdg_wb_get_weight(sdg_weights *wb, int n_dims, const int64_t *shape, const char *fmt,
-                             ...) SDG_PRINTF(4, 5);
+// The same for a matrix or convolution kernel that the matrix products read (gemm.h), packed
+// into panels of `panel` rows (SDG_PANEL_A or SDG_PANEL_B: see common.h) in its own storage type
+// (F32, F16 and BF16 kept; other types become float32), a copy owned here. With panel 0 it is
+// not packed: F16/BF16 and F32 data are used in place when aligned (an embedding table), else
+// copied in their type. data is NULL on failure.
+sdg_weight sdg_wb_get_weight(sdg_weights *wb, int panel, int n_dims, const int64_t *shape,
+                             const char *fmt, ...) SDG_PRINTF(5, 6);
 
 // Shape shorthands.
 #define SDG_WB1(wb, a, ...) sdg_wb_get((wb), 1, (const int64_t[]){(a)}, __VA_ARGS__)
 #define SDG_WB2(wb, a, b, ...) sdg_wb_get((wb), 2, (const int64_t[]){(a), (b)}, __VA_ARGS__)
 #define SDG_WB4(wb, a, b, c, d, ...) \
     sdg_wb_get((wb), 4, (const int64_t[]){(a), (b), (c), (d)}, __VA_ARGS__)
-#define SDG_WW2(wb, a, b, ...) sdg_wb_get_weight((wb), 2, (const int64_t[]){(a), (b)}, __VA_ARGS__)
-#define SDG_WW4(wb, a, b, c, d, ...) \
-    sdg_wb_get_weight((wb), 4, (const int64_t[]){(a), (b), (c), (d)}, __VA_ARGS__)
+// Weights: a convolution's kernel (left operand), a linear layer's (right), an embedding table.
+#define SDG_WCONV(wb, a, b, c, d, ...) \
+    sdg_wb_get_weight((wb), SDG_PANEL_A, 4, (const int64_t[]){(a), (b), (c), (d)}, __VA_ARGS__)
+#define SDG_WLIN(wb, a, b, ...) \
+    sdg_wb_get_weight((wb), SDG_PANEL_B, 2, (const int64_t[]){(a), (b)}, __VA_ARGS__)
+#define SDG_WEMB(wb, a, b, ...) sdg_wb_get_weight((wb), 0, 2, (const int64_t[]){(a), (b)}, __VA_ARGS__)
 
 // From now on sdg_wb_get reads no data: the pointers it returns are valid only after
 // sdg_wb_read (copies are allocated but not filled).

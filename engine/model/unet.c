@@ -158,18 +158,18 @@ static int unet_load_res(sdg_weights *wb, const char *base, int cin, int temb, u
     r->cout = cout;
     r->in_norm_w = SDG_WB1(wb, cin, "%sin_layers.0.weight", base);
     r->in_norm_b = SDG_WB1(wb, cin, "%sin_layers.0.bias", base);
-    r->in_conv_w = SDG_WW4(wb, cout, cin, 3, 3, "%sin_layers.2.weight", base);
+    r->in_conv_w = SDG_WCONV(wb, cout, cin, 3, 3, "%sin_layers.2.weight", base);
     r->in_conv_b = SDG_WB1(wb, cout, "%sin_layers.2.bias", base);
-    r->emb_w = SDG_WW2(wb, cout, temb, "%semb_layers.1.weight", base);
+    r->emb_w = SDG_WLIN(wb, cout, temb, "%semb_layers.1.weight", base);
     r->emb_b = SDG_WB1(wb, cout, "%semb_layers.1.bias", base);
     r->out_norm_w = SDG_WB1(wb, cout, "%sout_layers.0.weight", base);
     r->out_norm_b = SDG_WB1(wb, cout, "%sout_layers.0.bias", base);
-    r->out_conv_w = SDG_WW4(wb, cout, cout, 3, 3, "%sout_layers.3.weight", base);
+    r->out_conv_w = SDG_WCONV(wb, cout, cout, 3, 3, "%sout_layers.3.weight", base);
     r->out_conv_b = SDG_WB1(wb, cout, "%sout_layers.3.bias", base);
-    r->skip_w = (sdg_weight){NULL, SDG_DT_F32};
+    r->skip_w = (sdg_weight){NULL, SDG_DT_F32, 0};
     r->skip_b = NULL;
     if (sdg_wb_find(wb, "%sskip_connection.weight", base) || cin != cout) {
-        r->skip_w = SDG_WW4(wb, cout, cin, 1, 1, "%sskip_connection.weight", base);
+        r->skip_w = SDG_WCONV(wb, cout, cin, 1, 1, "%sskip_connection.weight", base);
         r->skip_b = SDG_WB1(wb, cout, "%sskip_connection.bias", base);
     }
     return cout;
@@ -179,10 +179,10 @@ static void unet_load_attn(sdg_weights *wb, const char *base, const char *name, 
                            int kv_dim, unet_attn *a)
 {
     a->kv_dim = kv_dim;
-    a->q = SDG_WW2(wb, inner, inner, "%s%s.to_q.weight", base, name);
-    a->k = SDG_WW2(wb, inner, kv_dim, "%s%s.to_k.weight", base, name);
-    a->v = SDG_WW2(wb, inner, kv_dim, "%s%s.to_v.weight", base, name);
-    a->o_w = SDG_WW2(wb, inner, inner, "%s%s.to_out.0.weight", base, name);
+    a->q = SDG_WLIN(wb, inner, inner, "%s%s.to_q.weight", base, name);
+    a->k = SDG_WLIN(wb, inner, kv_dim, "%s%s.to_k.weight", base, name);
+    a->v = SDG_WLIN(wb, inner, kv_dim, "%s%s.to_v.weight", base, name);
+    a->o_w = SDG_WLIN(wb, inner, inner, "%s%s.to_out.0.weight", base, name);
     a->o_b = SDG_WB1(wb, inner, "%s%s.to_out.0.bias", base, name);
 }
 
@@ -236,11 +236,13 @@ static bool unet_load_st(sdg_weights *wb, const char *base, int ch, unet_st *st,
     st->norm_w = SDG_WB1(wb, ch, "%snorm.weight", base);
     st->norm_b = SDG_WB1(wb, ch, "%snorm.bias", base);
     if (st->linear) {
-        st->proj_in_w = SDG_WW2(wb, inner, ch, "%sproj_in.weight", base);
-        st->proj_out_w = SDG_WW2(wb, ch, inner, "%sproj_out.weight", base);
+        st->proj_in_w = SDG_WLIN(wb, inner, ch, "%sproj_in.weight", base);
+        st->proj_out_w = SDG_WLIN(wb, ch, inner, "%sproj_out.weight", base);
     } else {
-        st->proj_in_w = SDG_WW4(wb, inner, ch, 1, 1, "%sproj_in.weight", base);
-        st->proj_out_w = SDG_WW4(wb, ch, inner, 1, 1, "%sproj_out.weight", base);
+        // Read as the right operand, transposed (tok = x^T W^T): packed as a linear weight.
+        st->proj_in_w = sdg_wb_get_weight(wb, SDG_PANEL_B, 4, (const int64_t[]){inner, ch, 1, 1},
+                                          "%sproj_in.weight", base);
+        st->proj_out_w = SDG_WCONV(wb, ch, inner, 1, 1, "%sproj_out.weight", base);
     }
     st->proj_in_b = SDG_WB1(wb, inner, "%sproj_in.bias", base);
     st->proj_out_b = SDG_WB1(wb, ch, "%sproj_out.bias", base);
@@ -262,9 +264,9 @@ static bool unet_load_st(sdg_weights *wb, const char *base, int ch, unet_st *st,
         unet_load_attn(wb, tb, "attn1", inner, inner, &b->attn1);
         unet_load_attn(wb, tb, "attn2", inner, ctx_dim, &b->attn2);
         b->ff_dim = ff_dim;
-        b->ff_in_w = SDG_WW2(wb, 2 * ff_dim, inner, "%sff.net.0.proj.weight", tb);
+        b->ff_in_w = SDG_WLIN(wb, 2 * ff_dim, inner, "%sff.net.0.proj.weight", tb);
         b->ff_in_b = SDG_WB1(wb, 2 * ff_dim, "%sff.net.0.proj.bias", tb);
-        b->ff_out_w = SDG_WW2(wb, inner, ff_dim, "%sff.net.2.weight", tb);
+        b->ff_out_w = SDG_WLIN(wb, inner, ff_dim, "%sff.net.2.weight", tb);
         b->ff_out_b = SDG_WB1(wb, inner, "%sff.net.2.bias", tb);
     }
     return true;
@@ -309,7 +311,7 @@ static bool unet_load_tail(sdg_weights *wb, const char *base, unet_block *b, int
                 return false;
             l->kind = UNET_UP;
             l->ch = ch;
-            l->conv_w = SDG_WW4(wb, ch, ch, 3, 3, "%sconv.weight", lb);
+            l->conv_w = SDG_WCONV(wb, ch, ch, 3, 3, "%sconv.weight", lb);
             l->conv_b = SDG_WB1(wb, ch, "%sconv.bias", lb);
             (*ups)++;
         } else {
@@ -357,7 +359,7 @@ static bool unet_load_blocks(sdg_weights *wb, const char *P, unet_model *m)
     unet_layer *l = unet_add_layer(wb, b0, P);
     l->kind = UNET_CONV_IN;
     l->ch = ch;
-    l->conv_w = SDG_WW4(wb, ch, cfg->in_ch, 3, 3, "%sinput_blocks.0.0.weight", P);
+    l->conv_w = SDG_WCONV(wb, ch, cfg->in_ch, 3, 3, "%sinput_blocks.0.0.weight", P);
     l->conv_b = SDG_WB1(wb, ch, "%sinput_blocks.0.0.bias", P);
     skip_ch[n_skip] = ch;
     skip_level[n_skip++] = 0;
@@ -379,7 +381,7 @@ static bool unet_load_blocks(sdg_weights *wb, const char *P, unet_model *m)
         if (down) {
             l->kind = UNET_DOWN;
             l->ch = ch;
-            l->conv_w = SDG_WW4(wb, ch, ch, 3, 3, "%sop.weight", lb);
+            l->conv_w = SDG_WCONV(wb, ch, ch, 3, 3, "%sop.weight", lb);
             l->conv_b = SDG_WB1(wb, ch, "%sop.bias", lb);
             if (level == 0)
                 cfg->num_res_blocks = res_in_level;
@@ -546,9 +548,9 @@ unet_model *unet_load(sdg_weights *wb, const char *prefix)
     cfg->out_ch = out_ch;
     cfg->model_ch = model_ch;
     cfg->time_embed_dim = temb;
-    m->temb1_w = SDG_WW2(wb, temb, model_ch, "%stime_embed.0.weight", P);
+    m->temb1_w = SDG_WLIN(wb, temb, model_ch, "%stime_embed.0.weight", P);
     m->temb1_b = SDG_WB1(wb, temb, "%stime_embed.0.bias", P);
-    m->temb2_w = SDG_WW2(wb, temb, temb, "%stime_embed.2.weight", P);
+    m->temb2_w = SDG_WLIN(wb, temb, temb, "%stime_embed.2.weight", P);
     m->temb2_b = SDG_WB1(wb, temb, "%stime_embed.2.bias", P);
     if (!unet_load_blocks(wb, P, m) || !unet_ok(wb)) {
         unet_free(m);
@@ -556,7 +558,7 @@ unet_model *unet_load(sdg_weights *wb, const char *prefix)
     }
     m->out_norm_w = SDG_WB1(wb, model_ch, "%sout.0.weight", P);
     m->out_norm_b = SDG_WB1(wb, model_ch, "%sout.0.bias", P);
-    m->out_conv_w = SDG_WW4(wb, out_ch, model_ch, 3, 3, "%sout.2.weight", P);
+    m->out_conv_w = SDG_WCONV(wb, out_ch, model_ch, 3, 3, "%sout.2.weight", P);
     m->out_conv_b = SDG_WB1(wb, out_ch, "%sout.2.bias", P);
     if (!unet_ok(wb)) {
         unet_free(m);
@@ -800,9 +802,9 @@ static void unet_st_forward(sdg_exec *ex, const unet_st *st, float *x, int n, in
     } else {
         // The 1x1 conv and the rearrange in one GEMM per item: tok[T, inner] = xn^T W^T + b.
         unet_fill_rows(ex, tok, rows, inner, st->proj_in_b);
-        sdg_gemm_operand w = {st->proj_in_w.data, st->proj_in_w.dtype, 1, ch, NULL};
+        sdg_gemm_operand w = sdg_gemm_weight_b(st->proj_in_w, ch);
         for (int b = 0; b < n; b++) {
-            sdg_gemm_operand xs = {xn + (size_t)b * ch * T, SDG_DT_F32, 1, (ptrdiff_t)T, NULL};
+            sdg_gemm_operand xs = {xn + (size_t)b * ch * T, SDG_DT_F32, 1, (ptrdiff_t)T, 0, NULL};
             sdg_gemm(ex, (int)T, inner, ch, 1.0f, &xs, &w, 1.0f, tok + (size_t)b * T * inner,
                      inner);
         }
@@ -820,9 +822,9 @@ static void unet_st_forward(sdg_exec *ex, const unet_st *st, float *x, int n, in
     } else {
         // y[ch, T] = W[ch, inner] tok^T + b per item.
         unet_fill_cols(ex, y, n, ch, T, st->proj_out_b);
-        sdg_gemm_operand w = {st->proj_out_w.data, st->proj_out_w.dtype, inner, 1, NULL};
+        sdg_gemm_operand w = sdg_gemm_weight_a(st->proj_out_w, inner);
         for (int b = 0; b < n; b++) {
-            sdg_gemm_operand ts = {tok + (size_t)b * T * inner, SDG_DT_F32, 1, inner, NULL};
+            sdg_gemm_operand ts = {tok + (size_t)b * T * inner, SDG_DT_F32, 1, inner, 0, NULL};
             sdg_gemm(ex, ch, (int)T, inner, 1.0f, &w, &ts, 1.0f, y + (size_t)b * ch * T,
                      (ptrdiff_t)T);
         }

@@ -213,7 +213,7 @@ static void vae_bind_conv(sdg_weights *wb, vae_conv *cv, int cout, int cin, int 
     cv->cin = cin;
     cv->cout = cout;
     cv->k = k;
-    cv->w = SDG_WW4(wb, cout, cin, k, k, "%s%s.weight", base, name);
+    cv->w = SDG_WCONV(wb, cout, cin, k, k, "%s%s.weight", base, name);
     cv->b = SDG_WB1(wb, cout, "%s%s.bias", base, name);
 }
 
@@ -245,8 +245,9 @@ static sdg_weight vae_bind_proj(sdg_weights *wb, int c, const char *base, const 
 {
     const st_tensor *t = sdg_wb_find(wb, "%s%s.weight", base, name);
     if (t && t->n_dims == 2)
-        return SDG_WW2(wb, c, c, "%s%s.weight", base, name);
-    return SDG_WW4(wb, c, c, 1, 1, "%s%s.weight", base, name);
+        return SDG_WLIN(wb, c, c, "%s%s.weight", base, name);
+    return sdg_wb_get_weight(wb, SDG_PANEL_B, 4, (const int64_t[]){c, c, 1, 1}, "%s%s.weight", base,
+                             name);
 }
 
 static void vae_bind_attn(sdg_weights *wb, vae_attn *at, int c, const char *base)

@@ -49,14 +49,30 @@ typedef struct sdg_gemm_conv {
     int cin, h, w, k, stride, pad_t, pad_l, oh, ow;
 } sdg_gemm_conv;
 
-// One operand: element (r, c) of the matrix at p[r*rs + c*cs] in storage type dtype (A: r = i,
-// c = k; B: r = k, c = j); or, for B with conv set, the implicit im2col of the float32 image p.
+// One operand in storage type dtype: element (r, c) of the matrix at p[r*rs + c*cs] (A: r = i,
+// c = k; B: r = k, c = j); or a weight packed at load (panel = SDG_PANEL_A for A, SDG_PANEL_B for
+// B, see common.h; rs and cs unused); or, for B with conv set, the implicit im2col of the
+// float32 image p.
 typedef struct sdg_gemm_operand {
     const void *p;
     sdg_dtype dtype;
     ptrdiff_t rs, cs;
+    int panel;
     const sdg_gemm_conv *conv;
 } sdg_gemm_operand;
+
+// A weight W[m, k] as A, and a weight W[n, k] as B (B = W^T), packed or row-major.
+static inline sdg_gemm_operand sdg_gemm_weight_a(sdg_weight w, int k)
+{
+    SDG_ASSERT(w.panel == 0 || w.panel == SDG_PANEL_A);
+    return (sdg_gemm_operand){w.data, w.dtype, k, 1, w.panel, NULL};
+}
+
+static inline sdg_gemm_operand sdg_gemm_weight_b(sdg_weight w, int k)
+{
+    SDG_ASSERT(w.panel == 0 || w.panel == SDG_PANEL_B);
+    return (sdg_gemm_operand){w.data, w.dtype, 1, k, w.panel, NULL};
+}
 
 // C[m, n] (row stride ldc) = alpha A[m, k] B[k, n] + beta C; beta == 0 never reads C. The
 // product is split over ex->n_threads threads (none when called with ex->n_threads == 1, which
@@ -67,8 +83,8 @@ void sdg_gemm(sdg_exec *ex, int m, int n, int k, float alpha, const sdg_gemm_ope
 // ---------------------------------------------------------------------------------------------
 // Inside: the per-kernel-set entry (gemm_impl.h) and the block sizes the packing is laid out in.
 
-#define GEMM_MR 6          // rows of A per panel, rows of a micro-tile
-#define GEMM_NP 16         // columns of B per panel
+#define GEMM_MR SDG_PANEL_A   // rows of A per panel, rows of a micro-tile
+#define GEMM_NP SDG_PANEL_B   // columns of B per panel
 #define GEMM_NR_MAX 32     // widest micro-tile (two panels)
 #define GEMM_KC 256        // k per packed block
 #define GEMM_MC 96         // rows of A per packed block (16 panels)

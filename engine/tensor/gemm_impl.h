@@ -83,6 +83,14 @@ static void gemm_pack_a(float *restrict ap, const sdg_gemm_operand *a, int i0, i
     }
 }
 
+// 16 floats (a loop the compiler turns into vector moves: memcpy of so few bytes becomes
+// `rep movs`, whose start-up costs more than the copy).
+static inline void gemm_copy16(float *restrict dst, const float *restrict src)
+{
+    for (int c = 0; c < GEMM_NP; c++)
+        dst[c] = src[c];
+}
+
 // One 16-column panel of the implicit im2col: dst[k][c] = B(p0 + k, j0 + c) for c < w, else 0.
 static void gemm_pack_b_conv(float *restrict dst, const sdg_gemm_conv *cv, const float *x,
                              int p0, int kc, int j0, int w)
@@ -109,7 +117,7 @@ static void gemm_pack_b_conv(float *restrict dst, const sdg_gemm_conv *cv, const
             }
             const float *src = xc + (size_t)iy * cv->w;
             if (ix >= 0 && ix + GEMM_NP <= cv->w) {
-                memcpy(d, src + ix, GEMM_NP * sizeof *d);
+                gemm_copy16(d, src + ix);
                 continue;
             }
             for (int c = 0; c < GEMM_NP; c++)
@@ -138,8 +146,12 @@ static void gemm_pack_b(float *restrict bp, const sdg_gemm_operand *b, int p0, i
             memset(dst, 0, (size_t)kc * GEMM_NP * sizeof *dst);
         } else if (b->conv) {
             gemm_pack_b_conv(dst, b->conv, (const float *)b->p, p0, kc, j0 + j, w);
+        } else if (b->cs == 1 && b->dtype == SDG_DT_F32 && w == GEMM_NP) {
+            // Rows of B are contiguous: one run of 16 per k.
+            const float *src = (const float *)b->p + (ptrdiff_t)p0 * b->rs + (j0 + j);
+            for (int k = 0; k < kc; k++)
+                gemm_copy16(dst + (size_t)k * GEMM_NP, src + (ptrdiff_t)k * b->rs);
         } else if (b->cs == 1) {
-            // Rows of B are contiguous: one run of w per k.
             for (int k = 0; k < kc; k++) {
                 float *d = dst + (size_t)k * GEMM_NP;
                 gemm_load_row(d, b, (ptrdiff_t)(p0 + k) * b->rs + (j0 + j), 1, w);
@@ -162,37 +174,36 @@ static void gemm_pack_b(float *restrict bp, const sdg_gemm_operand *b, int p0, i
     }
 }
 
-// c[6, NR] (row stride ldc) = alpha acc + (first ? beta : 1) c, acc = a-panel x b-panels; with
+// c[6, NR] (row stride ldc) = alpha acc + (first ? beta : 1) c, acc = a-panel x b-panels (the
+// second B panel, when a tile spans two, starts bstride floats after the first); with
 // first && beta == 0, c is not read.
-static inline void gemm_micro(int kc, const float *restrict a, const float *restrict b, float *c,
-                              ptrdiff_t ldc, float alpha, float beta, bool first)
+static inline void gemm_micro(int kc, const float *restrict a, const float *restrict b,
+                              ptrdiff_t bstride, float *c, ptrdiff_t ldc, float alpha, float beta,
+                              bool first)
 {
-    GEMM_V acc[GEMM_MR][GEMM_NV];
-    #pragma GCC unroll 6
-    for (int r = 0; r < GEMM_MR; r++)
-        #pragma GCC unroll 2
-        for (int v = 0; v < GEMM_NV; v++)
-            acc[r][v] = GEMM_VZERO();
-    for (int k = 0; k < kc; k++) {
-        GEMM_V bv[GEMM_NV];
-        #pragma GCC unroll 2
-        for (int v = 0; v < GEMM_NV; v++)
-            bv[v] = GEMM_VLOAD(b + (size_t)(v * GEMM_VL / GEMM_NP) * kc * GEMM_NP +
-                               (size_t)k * GEMM_NP + v * GEMM_VL % GEMM_NP);
-        #pragma GCC unroll 6
-        for (int r = 0; r < GEMM_MR; r++) {
-            GEMM_V ar = GEMM_VSET1(a[k * GEMM_MR + r]);
-            #pragma GCC unroll 2
-            for (int v = 0; v < GEMM_NV; v++)
-                acc[r][v] = GEMM_VFMA(ar, bv[v], acc[r][v]);
-        }
+    // Written out register by register: with arrays, GCC distributes the k loop over the two
+    // vector columns, which loads every A value twice and halves the speed.
+    const float *b0 = b + (0 * GEMM_VL / GEMM_NP) * bstride + 0 * GEMM_VL % GEMM_NP;
+    const float *b1 = b + (1 * GEMM_VL / GEMM_NP) * bstride + 1 * GEMM_VL % GEMM_NP;
+    GEMM_V c00 = GEMM_VZERO(), c01 = GEMM_VZERO(), c10 = GEMM_VZERO(), c11 = GEMM_VZERO();
+    GEMM_V c20 = GEMM_VZERO(), c21 = GEMM_VZERO(), c30 = GEMM_VZERO(), c31 = GEMM_VZERO();
+    GEMM_V c40 = GEMM_VZERO(), c41 = GEMM_VZERO(), c50 = GEMM_VZERO(), c51 = GEMM_VZERO();
+    for (int k = 0; k < kc; k++, a += GEMM_MR) {
+        GEMM_V x0 = GEMM_VLOAD(b0 + (size_t)k * GEMM_NP), x1 = GEMM_VLOAD(b1 + (size_t)k * GEMM_NP);
+        GEMM_V ar;
+        ar = GEMM_VSET1(a[0]); c00 = GEMM_VFMA(ar, x0, c00); c01 = GEMM_VFMA(ar, x1, c01);
+        ar = GEMM_VSET1(a[1]); c10 = GEMM_VFMA(ar, x0, c10); c11 = GEMM_VFMA(ar, x1, c11);
+        ar = GEMM_VSET1(a[2]); c20 = GEMM_VFMA(ar, x0, c20); c21 = GEMM_VFMA(ar, x1, c21);
+        ar = GEMM_VSET1(a[3]); c30 = GEMM_VFMA(ar, x0, c30); c31 = GEMM_VFMA(ar, x1, c31);
+        ar = GEMM_VSET1(a[4]); c40 = GEMM_VFMA(ar, x0, c40); c41 = GEMM_VFMA(ar, x1, c41);
+        ar = GEMM_VSET1(a[5]); c50 = GEMM_VFMA(ar, x0, c50); c51 = GEMM_VFMA(ar, x1, c51);
     }
+    GEMM_V acc[GEMM_MR][2] = {{c00, c01}, {c10, c11}, {c20, c21}, {c30, c31}, {c40, c41},
+                              {c50, c51}};
     GEMM_V va = GEMM_VSET1(alpha), vb = GEMM_VSET1(first ? beta : 1.0f);
     bool read_c = !(first && beta == 0.0f);
-    #pragma GCC unroll 6
     for (int r = 0; r < GEMM_MR; r++)
-        #pragma GCC unroll 2
-        for (int v = 0; v < GEMM_NV; v++) {
+        for (int v = 0; v < 2; v++) {
             float *p = c + (ptrdiff_t)r * ldc + v * GEMM_VL;
             GEMM_V x = GEMM_VMUL(acc[r][v], va);
             if (read_c)
@@ -201,29 +212,68 @@ static inline void gemm_micro(int kc, const float *restrict a, const float *rest
         }
 }
 
+// Panels of a weight packed at load (o->panel = height, k columns in all), from column p0 on:
+// F32 ones are read where they are (*stride = k * height); 16-bit ones are converted into buf,
+// `count` panels of kc columns (*stride = kc * height).
+static const float *gemm_panels(const sdg_gemm_operand *o, int k, int first_panel, int count,
+                                int p0, int kc, float *buf, ptrdiff_t *stride)
+{
+    size_t h = (size_t)o->panel;
+    if (o->dtype == SDG_DT_F32) {
+        *stride = (ptrdiff_t)k * (ptrdiff_t)h;
+        return (const float *)o->p + ((size_t)first_panel * k + p0) * h;
+    }
+    for (int q = 0; q < count; q++)
+        gemm_load_row(buf + (size_t)q * kc * h, o, (ptrdiff_t)(((size_t)(first_panel + q) * k + p0) * h),
+                      1, (int)((size_t)kc * h));
+    *stride = (ptrdiff_t)kc * (ptrdiff_t)h;
+    return buf;
+}
+
 void GEMM_BLOCK_FN(const sdg_gemm_block *g, int i0, int mi, int j0, int nj)
 {
     _Alignas(64) float ap[GEMM_MC * GEMM_KC];
     _Alignas(64) float bp[GEMM_KC * GEMM_NC];
     _Alignas(64) float tile[GEMM_MR * GEMM_NR];
+    SDG_ASSERT(g->a->panel == 0 || (g->a->panel == GEMM_MR && i0 % GEMM_MR == 0));
+    SDG_ASSERT(g->b->panel == 0 || (g->b->panel == GEMM_NP && j0 % GEMM_NR_MAX == 0));
     for (int p0 = 0; p0 < g->k; p0 += GEMM_KC) {
         int kc = g->k - p0 < GEMM_KC ? g->k - p0 : GEMM_KC;
         bool first = p0 == 0;
         for (int jc = j0; jc < j0 + nj; jc += GEMM_NC) {
             int nc = j0 + nj - jc < GEMM_NC ? j0 + nj - jc : GEMM_NC;
-            gemm_pack_b(bp, g->b, p0, kc, jc, nc);
+            const float *bpk;
+            ptrdiff_t bstride;
+            if (g->b->panel) {
+                int np = (nc + GEMM_NR - 1) / GEMM_NR * GEMM_NR / GEMM_NP;
+                bpk = gemm_panels(g->b, g->k, jc / GEMM_NP, np, p0, kc, bp, &bstride);
+            } else {
+                gemm_pack_b(bp, g->b, p0, kc, jc, nc);
+                bpk = bp;
+                bstride = (ptrdiff_t)kc * GEMM_NP;
+            }
             for (int ic = i0; ic < i0 + mi; ic += GEMM_MC) {
                 int mc = i0 + mi - ic < GEMM_MC ? i0 + mi - ic : GEMM_MC;
-                gemm_pack_a(ap, g->a, ic, mc, p0, kc);
+                const float *apk;
+                ptrdiff_t astride;
+                if (g->a->panel) {
+                    apk = gemm_panels(g->a, g->k, ic / GEMM_MR, (mc + GEMM_MR - 1) / GEMM_MR, p0,
+                                      kc, ap, &astride);
+                } else {
+                    gemm_pack_a(ap, g->a, ic, mc, p0, kc);
+                    apk = ap;
+                    astride = (ptrdiff_t)kc * GEMM_MR;
+                }
                 for (int jr = 0; jr < nc; jr += GEMM_NR) {
-                    const float *bpan = bp + (size_t)(jr / GEMM_NP) * kc * GEMM_NP;
+                    const float *bpan = bpk + (jr / GEMM_NP) * bstride;
                     int w = nc - jr < GEMM_NR ? nc - jr : GEMM_NR;
                     for (int ir = 0; ir < mc; ir += GEMM_MR) {
-                        const float *apan = ap + (size_t)(ir / GEMM_MR) * kc * GEMM_MR;
+                        const float *apan = apk + (ir / GEMM_MR) * astride;
                         int h = mc - ir < GEMM_MR ? mc - ir : GEMM_MR;
                         float *cp = g->c + (ptrdiff_t)(ic + ir) * g->ldc + (jc + jr);
                         if (h == GEMM_MR && w == GEMM_NR) {
-                            gemm_micro(kc, apan, bpan, cp, g->ldc, g->alpha, g->beta, first);
+                            gemm_micro(kc, apan, bpan, bstride, cp, g->ldc, g->alpha, g->beta,
+                                       first);
                             continue;
                         }
                         // An edge tile goes through a whole one on the side.
@@ -232,7 +282,8 @@ void GEMM_BLOCK_FN(const sdg_gemm_block *g, int i0, int mi, int j0, int nj)
                             for (int c = 0; c < GEMM_NR; c++)
                                 tile[r * GEMM_NR + c] = read_c && r < h && c < w
                                                             ? cp[(ptrdiff_t)r * g->ldc + c] : 0.0f;
-                        gemm_micro(kc, apan, bpan, tile, GEMM_NR, g->alpha, g->beta, first);
+                        gemm_micro(kc, apan, bpan, bstride, tile, GEMM_NR, g->alpha, g->beta,
+                                   first);
                         for (int r = 0; r < h; r++)
                             memcpy(cp + (ptrdiff_t)r * g->ldc, tile + r * GEMM_NR,
                                    (size_t)w * sizeof(float));

@@ -133,8 +133,8 @@ void sdg_op_gemm(sdg_exec *ex, bool ta, bool tb, int m, int n, int k, float alph
     SDG_ASSERT(lda >= (ta ? m : k) && lda >= 1);
     SDG_ASSERT(ldb >= (tb ? k : n) && ldb >= 1);
     SDG_ASSERT(ldc >= n && ldc >= 1);
-    sdg_gemm_operand oa = {a, SDG_DT_F32, ta ? 1 : lda, ta ? lda : 1, NULL};
-    sdg_gemm_operand ob = {b, SDG_DT_F32, tb ? 1 : ldb, tb ? ldb : 1, NULL};
+    sdg_gemm_operand oa = {a, SDG_DT_F32, ta ? 1 : lda, ta ? lda : 1, 0, NULL};
+    sdg_gemm_operand ob = {b, SDG_DT_F32, tb ? 1 : ldb, tb ? ldb : 1, 0, NULL};
     sdg_gemm(ex, m, n, k, alpha, &oa, &ob, beta, c, ldc);
 }
 
@@ -148,8 +148,8 @@ void sdg_op_linear(sdg_exec *ex, const float *x, size_t rows, int in, sdg_weight
     // PyTorch: y = x @ w.T + b
     if (b)
         ops_fill_channels(ex, y, rows, out, 1, b);   // row-major [rows,out]: c = out
-    sdg_gemm_operand oa = {x, SDG_DT_F32, in, 1, NULL};
-    sdg_gemm_operand ob = {w.data, w.dtype, 1, in, NULL};   // B(k, j) = w[j, k]
+    sdg_gemm_operand oa = {x, SDG_DT_F32, in, 1, 0, NULL};
+    sdg_gemm_operand ob = sdg_gemm_weight_b(w, in);   // B(k, j) = w[j, k]
     sdg_gemm(ex, (int)rows, out, in, 1.0f, &oa, &ob, b ? 1.0f : 0.0f, y, out);
 }
 
@@ -182,10 +182,10 @@ void sdg_op_conv2d(sdg_exec *ex, const float *x, int n, int cin, int h, int w, s
     // y[cout, ohw] = W[cout, kdim] B[kdim, ohw] per image, B = x itself for a 1x1 convolution,
     // else x's im2col, packed from x as the product goes.
     sdg_gemm_conv geom = {cin, h, w, k, stride, pad_t, pad_l, oh, ow};
-    sdg_gemm_operand oa = {weight.data, weight.dtype, kdim, 1, NULL};
+    sdg_gemm_operand oa = sdg_gemm_weight_a(weight, kdim);
     for (int b = 0; b < n; b++) {
         const float *xb = x + (size_t)b * cin * hw;
-        sdg_gemm_operand ob = {xb, SDG_DT_F32, (ptrdiff_t)hw, 1, direct ? NULL : &geom};
+        sdg_gemm_operand ob = {xb, SDG_DT_F32, (ptrdiff_t)hw, 1, 0, direct ? NULL : &geom};
         sdg_gemm(ex, cout, (int)ohw, kdim, 1.0f, &oa, &ob, beta, y + (size_t)b * cout * ohw,
                  (ptrdiff_t)ohw);
     }
