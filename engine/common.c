@@ -147,8 +147,8 @@ int sdg__blas_set_threads(int n)
     return old;
 }
 
-void sdg__pack_panels(void *dst, const void *src, size_t es, int64_t first_row, int64_t rows,
-                      int64_t total_rows, int64_t cols, int panel)
+void sdg__pack_panels(void *dst, const void *src, size_t es, int64_t ld, int64_t first_row,
+                      int64_t rows, int64_t total_rows, int64_t cols, int panel)
 {
     SDG_ASSERT(panel > 0 && first_row % panel == 0 && (es == 2 || es == 4));
     int64_t end = first_row + rows;
@@ -160,16 +160,16 @@ void sdg__pack_panels(void *dst, const void *src, size_t es, int64_t first_row, 
         // so that each is a plain strided copy the compiler can schedule.
         if (es == 4) {
             uint32_t *out = (uint32_t *)dst + (size_t)g * (size_t)cols;
-            const uint32_t *in = (const uint32_t *)src + (size_t)(g - first_row) * (size_t)cols;
+            const uint32_t *in = (const uint32_t *)src + (size_t)(g - first_row) * (size_t)ld;
             for (int64_t r = 0; r < panel; r++)
                 for (int64_t c = 0; c < cols; c++)
-                    out[c * panel + r] = r < h ? in[r * cols + c] : 0;
+                    out[c * panel + r] = r < h ? in[r * ld + c] : 0;
         } else {
             uint16_t *out = (uint16_t *)dst + (size_t)g * (size_t)cols;
-            const uint16_t *in = (const uint16_t *)src + (size_t)(g - first_row) * (size_t)cols;
+            const uint16_t *in = (const uint16_t *)src + (size_t)(g - first_row) * (size_t)ld;
             for (int64_t r = 0; r < panel; r++)
                 for (int64_t c = 0; c < cols; c++)
-                    out[c * panel + r] = r < h ? in[r * cols + c] : 0;
+                    out[c * panel + r] = r < h ? in[r * ld + c] : 0;
         }
     }
 }

@@ -68,12 +68,13 @@ typedef struct sdg_weight {
     int panel;          // 0 (row-major), SDG_PANEL_A or SDG_PANEL_B
 } sdg_weight;
 
-// Packs `rows` rows of a row-major matrix src[rows, cols] (elements of es bytes: 2 or 4) into the
+// Packs `rows` rows of a row-major matrix src[rows, cols] (elements of es bytes: 2 or 4; row
+// stride ld elements) into the
 // panel layout above, as the rows first_row.. of the whole matrix: dst is the whole packed
 // matrix, rows must be a multiple of panel or reach the end, and rows past `total_rows` (up to
 // the padding) are written as zeros.
-void sdg__pack_panels(void *dst, const void *src, size_t es, int64_t first_row, int64_t rows,
-                      int64_t total_rows, int64_t cols, int panel);
+void sdg__pack_panels(void *dst, const void *src, size_t es, int64_t ld, int64_t first_row,
+                      int64_t rows, int64_t total_rows, int64_t cols, int panel);
 
 // A float32 row-major matrix as a weight (tests).
 static inline sdg_weight sdg_weight_f32(const float *p)

@@ -767,6 +767,12 @@ static void test_attention(void)
     check_attention(1, 1, 1, 1, 1, false, false);
     check_attention(1, 211, 197, 2, 40, false, false);  // softmax rows threaded
     check_attention(1, 211, 211, 3, 24, true, true);
+    // The tiled (online softmax) path: several key blocks of 256 and query blocks of 64, a last
+    // key block of 1, causal rows that see only some blocks, and a head wider than one pass
+    // (512 output columns at a time).
+    check_attention(1, 130, 513, 2, 40, false, false);
+    check_attention(1, 600, 600, 1, 16, true, true);
+    check_attention(1, 70, 300, 1, 520, false, false);
 }
 
 // A mask that keeps the row maximum huge must not overflow: scores far apart in magnitude.

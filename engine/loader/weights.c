@@ -238,7 +238,7 @@ static sdg_status wb_read_packed(const sdg_weights *wb, const st_tensor *t, int 
         } else if (h > 0) {
             src = all + g * cols;
         }
-        sdg__pack_panels(dst, src, es, g, h, rows, cols, panel);
+        sdg__pack_panels(dst, src, es, cols, g, h, rows, cols, panel);
     }
     free(buf);
     free(all);

@@ -447,32 +447,83 @@ void sdg_op_concat_channels(sdg_exec *ex, const float *a, int ca, const float *b
 // ---------------------------------------------------------------------------------------------
 // Attention
 
-// Query rows per attention block: a block's scores (ATTN_BLOCK_Q x tk) stay in L2 between the
-// two GEMMs and the softmax, and each block repacks v, so not much smaller than this.
-#define ATTN_BLOCK_Q 64
+// Attention, tiled as FlashAttention does: for a block of ATTN_BQ query rows, the keys are taken
+// ATTN_BK at a time; each key block's scores S = scale Q K^T go through an online softmax (the
+// running row maximum m and sum l; earlier partial outputs are rescaled by e^(m_old - m_new)) and
+// are multiplied into the output O += P V at once, so no score matrix wider than ATTN_BK exists.
+// K^T is packed once per head into the GEMM's right-hand panels, shared by every query block.
+// Query blocks are the parallel work, fixed by tq alone: the result does not depend on the
+// thread count.
+#define ATTN_BQ 64
+#define ATTN_BK 256
+// Output columns per pass: wider heads (none in SD's UNets; the VAE's single 512-wide head is
+// one pass) take several, each recomputing the scores.
+#define ATTN_DH 512
 
-// In place, softmax of rows [i0, i0 + rows) of a score matrix, given as s[rows, tk]; with
-// causal, row i keeps only columns j <= i (the others become exactly 0).
-static void attn_softmax_rows(float *s, int i0, int rows, int tk, bool causal)
+// One query block [i0, i0 + rows) of one head against all its keys (see above), output columns
+// [d0, d0 + dh) of the head. kt: K^T packed (SDG_PANEL_B panels of head_dim columns, tk rounded
+// up to whole panel pairs). The working set (scores, partial outputs, running max and sum, about
+// 200 KB) is on the stack.
+static void attn_block_cols(const float *q, int ldq, const float *kt, const float *v, int ldv,
+                            int tk, int head_dim, float scale, bool causal, int i0, int rows,
+                            int d0, int dh, float *out, int ldo)
 {
+    _Alignas(64) float s[ATTN_BQ * ATTN_BK];
+    _Alignas(64) float o[ATTN_BQ * ATTN_DH];
+    float m[ATTN_BQ];
+    double l[ATTN_BQ];
+    sdg_exec serial;
+    sdg__exec_init(&serial, 1);
+    int end = causal && i0 + rows < tk ? i0 + rows : tk;   // keys any row of the block sees
     for (int r = 0; r < rows; r++) {
-        float *row = s + (size_t)r * tk;
-        int i = i0 + r;
-        int len = causal && i + 1 < tk ? i + 1 : tk;
-        // The max is exact in any order, so the compiler may vectorise it freely; the sum is
-        // not, so it goes through ops_sum's fixed order rather than a simd reduction.
-        float mx = row[0];
-        #pragma omp simd reduction(max : mx)
-        for (int j = 1; j < len; j++)
-            mx = row[j] > mx ? row[j] : mx;
-        #pragma omp simd
-        for (int j = 0; j < len; j++)
-            row[j] = ops_exp(row[j] - mx);
-        float inv = (float)(1.0 / ops_sum(row, (size_t)len));
-        for (int j = 0; j < len; j++)
-            row[j] *= inv;
-        for (int j = len; j < tk; j++)
-            row[j] = 0.0f;
+        m[r] = -INFINITY;
+        l[r] = 0.0;
+    }
+    sdg_gemm_operand oq = {q + (size_t)i0 * ldq, SDG_DT_F32, ldq, 1, 0, NULL};
+    for (int j0 = 0; j0 < end; j0 += ATTN_BK) {
+        int bk = end - j0 < ATTN_BK ? end - j0 : ATTN_BK;
+        // S = scale Q K^T for this key block.
+        sdg_gemm_operand ok = {kt + (size_t)j0 * head_dim, SDG_DT_F32, 0, 0, SDG_PANEL_B, NULL};
+        sdg_gemm(&serial, rows, bk, head_dim, scale, &oq, &ok, 0.0f, s, ATTN_BK);
+        for (int r = 0; r < rows; r++) {
+            float *row = s + (size_t)r * ATTN_BK;
+            int i = i0 + r;
+            int len = causal ? (i + 1 - j0 < bk ? i + 1 - j0 : bk) : bk;
+            if (len <= 0) {   // causal: this row sees none of the block
+                for (int j = 0; j < bk; j++)
+                    row[j] = 0.0f;
+                continue;
+            }
+            // The max is exact in any order, so the compiler may vectorise it freely; the sum
+            // is not, so it goes through ops_sum's fixed order rather than a simd reduction.
+            float mx = m[r];
+            #pragma omp simd reduction(max : mx)
+            for (int j = 0; j < len; j++)
+                mx = row[j] > mx ? row[j] : mx;
+            float corr = ops_exp(m[r] - mx);   // 0 for the first block (m = -inf, clamped)
+            m[r] = mx;
+            #pragma omp simd
+            for (int j = 0; j < len; j++)
+                row[j] = ops_exp(row[j] - mx);
+            for (int j = len; j < bk; j++)
+                row[j] = 0.0f;
+            l[r] = l[r] * corr + ops_sum(row, (size_t)len);
+            if (j0 > 0) {
+                float *orow = o + (size_t)r * dh;
+                for (int d = 0; d < dh; d++)
+                    orow[d] *= corr;
+            }
+        }
+        // O (+)= P V for this key block.
+        sdg_op_gemm(&serial, false, false, rows, dh, bk, 1.0f, s, ATTN_BK,
+                    v + (size_t)j0 * ldv + d0, ldv, j0 > 0 ? 1.0f : 0.0f, o, dh);
+    }
+    for (int r = 0; r < rows; r++) {
+        float inv = (float)(1.0 / l[r]);
+        const float *orow = o + (size_t)r * dh;
+        float *dst = out + (size_t)(i0 + r) * ldo + d0;
+        for (int d = 0; d < dh; d++)
+            dst[d] = orow[d] * inv;
     }
 }
 
@@ -485,17 +536,15 @@ void sdg_op_attention(sdg_exec *ex, const float *q, int ldq, const float *k, int
     int width = n_heads * head_dim;
     SDG_ASSERT(ldq >= width && ldk >= width && ldv >= width && ldo >= width);
     size_t mark = sdg__mark(ex);
-    // One head's scores; blocks of query rows fill their own slices of it.
-    float *s = sdg__alloc_f32(ex, (size_t)tq * tk);
+    int pad = (int)sdg_panel_pad(SDG_PANEL_B), tk_pad = (tk + pad - 1) / pad * pad;
+    float *kt = sdg__alloc_f32(ex, (size_t)tk_pad * head_dim);
+    int nt = ex->n_threads;
     if (ex->dry) {
         sdg__release(ex, mark);
         return;
     }
-    // Inside a block everything is serial: the blocks are the parallel work, and they are fixed
-    // by tq alone, so the result does not depend on the thread count.
-    sdg_exec serial = *ex;
-    serial.n_threads = 1;
-    int blocks = (tq + ATTN_BLOCK_Q - 1) / ATTN_BLOCK_Q;
+    int blocks = (tq + ATTN_BQ - 1) / ATTN_BQ;
+    bool par = (size_t)tq * tk * head_dim >= OPS_PAR_MIN && nt > 1;
     // PyTorch: out = softmax(scale * q @ k.transpose(-2, -1) [+ mask], dim=-1) @ v, per head
     for (int b = 0; b < n; b++) {
         for (int hd = 0; hd < n_heads; hd++) {
@@ -504,17 +553,15 @@ void sdg_op_attention(sdg_exec *ex, const float *q, int ldq, const float *k, int
             const float *kh = k + (size_t)b * tk * ldk + col;
             const float *vh = v + (size_t)b * tk * ldv + col;
             float *oh = out + (size_t)b * tq * ldo + col;
-            #pragma omp parallel for num_threads(ex->n_threads) schedule(dynamic, 1) \
-                if ((size_t)tq * tk * head_dim >= OPS_PAR_MIN)
+            // K^T as right-hand panels: kt[j / 16][d][j % 16] = k[j][d], zero rows to tk_pad.
+            sdg__pack_panels(kt, kh, sizeof(float), ldk, 0, tk, tk, head_dim, SDG_PANEL_B);
+            #pragma omp parallel for num_threads(nt) schedule(dynamic, 1) if (par)
             for (int blk = 0; blk < blocks; blk++) {
-                int i0 = blk * ATTN_BLOCK_Q;
-                int rows = tq - i0 < ATTN_BLOCK_Q ? tq - i0 : ATTN_BLOCK_Q;
-                float *sb = s + (size_t)i0 * tk;
-                sdg_op_gemm(&serial, false, true, rows, tk, head_dim, scale,
-                            qh + (size_t)i0 * ldq, ldq, kh, ldk, 0.0f, sb, tk);
-                attn_softmax_rows(sb, i0, rows, tk, causal);
-                sdg_op_gemm(&serial, false, false, rows, head_dim, tk, 1.0f, sb, tk, vh, ldv,
-                            0.0f, oh + (size_t)i0 * ldo, ldo);
+                int i0 = blk * ATTN_BQ;
+                int rows = tq - i0 < ATTN_BQ ? tq - i0 : ATTN_BQ;
+                for (int d0 = 0; d0 < head_dim; d0 += ATTN_DH)
+                    attn_block_cols(qh, ldq, kt, vh, ldv, tk, head_dim, scale, causal, i0, rows, d0,
+                                    head_dim - d0 < ATTN_DH ? head_dim - d0 : ATTN_DH, oh, ldo);
             }
         }
     }
