@@ -330,8 +330,15 @@ static void test_conv1x1(void)
 
 static void test_conv_tiled(void)
 {
-    // 576 x 129*129 floats is more than one im2col tile: checks the tile seams.
+    // 576 x 129*129 floats is more than an explicit im2col may take: the implicit GEMM packs
+    // element by element (odd width), across block and panel seams.
     check_conv(1, 64, 129, 129, 3, 3, 1, 1, 1, 1, 1, true);
+    // The implicit GEMM's fast path (stride 1, output rows a multiple of 16 wide): 16 input
+    // pixels per panel row, clipped at the left and right padding and the image's edges.
+    check_conv(2, 11, 9, 32, 7, 3, 1, 1, 1, 1, 1, true);
+    check_conv(1, 3, 5, 16, 20, 3, 1, 0, 2, 2, 0, true);
+    // Wide enough for several column blocks and k blocks of the GEMM.
+    check_conv(1, 40, 12, 48, 13, 3, 1, 1, 1, 1, 1, false);
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -103,10 +103,17 @@ static void gemm_pack_b_conv(float *restrict dst, const sdg_gemm_conv *cv, const
     }
     // A panel inside one output row with stride 1 reads 16 consecutive input pixels.
     bool one_row = w == GEMM_NP && cv->stride == 1 && iy0[0] == iy0[GEMM_NP - 1];
+    // kk = (ci*k + ky)*k + kx, stepped without divisions.
     int kk2 = cv->k * cv->k;
+    int ci = p0 / kk2, ky = p0 / cv->k % cv->k, kx = p0 % cv->k - 1;
     for (int k = 0; k < kc; k++) {
-        int kk = p0 + k;
-        int ci = kk / kk2, ky = kk / cv->k % cv->k, kx = kk % cv->k;
+        if (++kx == cv->k) {
+            kx = 0;
+            if (++ky == cv->k) {
+                ky = 0;
+                ci++;
+            }
+        }
         const float *xc = x + (size_t)ci * cv->h * cv->w;
         float *d = dst + (size_t)k * GEMM_NP;
         if (one_row) {

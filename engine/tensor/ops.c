@@ -156,6 +156,58 @@ void sdg_op_linear(sdg_exec *ex, const float *x, size_t rows, int in, sdg_weight
 // ---------------------------------------------------------------------------------------------
 // Convolution
 
+// im2col for output rows [oy0, oy1) of one image x[cin,h,w]: col[cin*k*k, (oy1-oy0)*ow], row
+// (ci*k + ky)*k + kx holding x[ci, oy*stride + ky - pad_t, ox*stride + kx - pad_l] (0 outside).
+// The row order matches the weight layout [cout, cin, k, k]. Parallel over the rows of col.
+static void conv_im2col(const sdg_exec *ex, const float *x, int cin, int h, int w, int k,
+                        int stride, int pad_t, int pad_l, int ow, int oy0, int oy1, float *col)
+{
+    int kdim = cin * k * k;
+    size_t nt = (size_t)(oy1 - oy0) * ow;
+    #pragma omp parallel for num_threads(ex->n_threads) schedule(static) \
+        if ((size_t)kdim * nt >= OPS_PAR_MIN)
+    for (int r = 0; r < kdim; r++) {
+        int ci = r / (k * k), ky = r / k % k, kx = r % k;
+        const float *xc = x + (size_t)ci * h * w;
+        float *dst = col + (size_t)r * nt;
+        // Output columns whose input column ix = ox*stride + kx - pad_l lies in [0, w).
+        int lo = pad_l - kx;                       // ox*stride >= lo
+        int ox0 = lo <= 0 ? 0 : (lo + stride - 1) / stride;
+        int hi = w - 1 + pad_l - kx;               // ox*stride <= hi
+        int ox1 = hi < 0 ? 0 : hi / stride + 1;
+        if (ox1 > ow)
+            ox1 = ow;
+        if (ox0 > ox1)
+            ox0 = ox1;
+        for (int oy = oy0; oy < oy1; oy++, dst += ow) {
+            int iy = oy * stride + ky - pad_t;
+            if (iy < 0 || iy >= h) {
+                memset(dst, 0, (size_t)ow * sizeof *dst);
+                continue;
+            }
+            const float *src = xc + (size_t)iy * w;
+            int ix0 = ox0 * stride + kx - pad_l;
+            for (int ox = 0; ox < ox0; ox++)
+                dst[ox] = 0.0f;
+            if (stride == 1) {
+                memcpy(dst + ox0, src + ix0, (size_t)(ox1 - ox0) * sizeof *dst);
+            } else {
+                for (int ox = ox0, ix = ix0; ox < ox1; ox++, ix += stride)
+                    dst[ox] = src[ix];
+            }
+            for (int ox = ox1; ox < ow; ox++)
+                dst[ox] = 0.0f;
+        }
+    }
+}
+
+// A convolution whose packing can read 16 consecutive input pixels per panel row (stride 1,
+// output rows a multiple of 16 wide) packs its im2col matrix straight from x (an implicit GEMM).
+// Others (strided, or narrow maps where a panel straddles output rows) would pack element by
+// element once per block of output channels; for them an explicit im2col of one image, up to
+// this many floats (16 MB), is cheaper. Larger ones stay implicit.
+#define CONV_IM2COL_FLOATS ((size_t)4 << 20)
+
 void sdg_op_conv2d(sdg_exec *ex, const float *x, int n, int cin, int h, int w, sdg_weight weight,
                    const float *bias, int cout, int k, int stride, int pad_t, int pad_l, int pad_b,
                    int pad_r, float *y)
@@ -167,11 +219,17 @@ void sdg_op_conv2d(sdg_exec *ex, const float *x, int n, int cin, int h, int w, s
     int ow = sdg_conv_out_size(w, k, stride, pad_l, pad_r);
     SDG_ASSERT(h + pad_t + pad_b >= k && w + pad_l + pad_r >= k);
     SDG_ASSERT((size_t)oh * ow <= INT_MAX && (size_t)cin * k * k <= INT_MAX);
-    if (ex->dry)
-        return;
     size_t hw = (size_t)h * w, ohw = (size_t)oh * ow;
     int kdim = cin * k * k;
     bool direct = k == 1 && stride == 1 && pad_t == 0 && pad_l == 0 && pad_b == 0 && pad_r == 0;
+    bool explicit = !direct && !(stride == 1 && ow % 16 == 0) &&
+                    (size_t)kdim * ohw <= CONV_IM2COL_FLOATS;
+    size_t mark = sdg__mark(ex);
+    float *col = explicit ? sdg__alloc_f32(ex, (size_t)kdim * ohw) : NULL;
+    if (ex->dry) {
+        sdg__release(ex, mark);
+        return;
+    }
 
     // The GEMMs accumulate onto the bias (beta = 1), which saves a pass over y.
     float beta = 0.0f;
@@ -179,16 +237,21 @@ void sdg_op_conv2d(sdg_exec *ex, const float *x, int n, int cin, int h, int w, s
         ops_fill_channels(ex, y, (size_t)n, cout, ohw, bias);
         beta = 1.0f;
     }
-    // y[cout, ohw] = W[cout, kdim] B[kdim, ohw] per image, B = x itself for a 1x1 convolution,
-    // else x's im2col, packed from x as the product goes.
+    // y[cout, ohw] = W[cout, kdim] B[kdim, ohw] per image: B is x itself for a 1x1 convolution,
+    // else x's im2col, packed from x as the product goes or made first (see above).
     sdg_gemm_conv geom = {cin, h, w, k, stride, pad_t, pad_l, oh, ow};
     sdg_gemm_operand oa = sdg_gemm_weight_a(weight, kdim);
     for (int b = 0; b < n; b++) {
         const float *xb = x + (size_t)b * cin * hw;
         sdg_gemm_operand ob = {xb, SDG_DT_F32, (ptrdiff_t)hw, 1, 0, direct ? NULL : &geom};
+        if (explicit) {
+            conv_im2col(ex, xb, cin, h, w, k, stride, pad_t, pad_l, ow, 0, oh, col);
+            ob = (sdg_gemm_operand){col, SDG_DT_F32, (ptrdiff_t)ohw, 1, 0, NULL};
+        }
         sdg_gemm(ex, cout, (int)ohw, kdim, 1.0f, &oa, &ob, beta, y + (size_t)b * cout * ohw,
                  (ptrdiff_t)ohw);
     }
+    sdg__release(ex, mark);
 }
 
 void sdg_weight_row(sdg_weight w, size_t row, int width, float *dst)
