@@ -101,8 +101,13 @@ typedef struct sdg_arena {
 typedef struct sdg_exec {
     int n_threads;     // >= 1; governs OpenMP loops and OpenBLAS
     bool dry;          // measuring pass: allocate nothing real, compute nothing
+    bool fast;         // matrix products in the `fast` precision (gemm.h; sdg_precision)
     sdg_arena arena;
 } sdg_exec;
+
+// Whether runs in precision p use the `fast` products (SDG_PRECISION_DEFAULT resolves to the
+// engine's choice; gemm.c).
+bool sdg__precision_is_fast(sdg_precision p);
 
 // Alignment of every arena allocation (bytes): a cache line, enough for any SIMD load.
 #define SDG_ARENA_ALIGN 64

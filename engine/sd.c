@@ -5,6 +5,7 @@
  * Not here: the generation itself (pipeline/pipeline.c) and any network arithmetic.
  */
 #include "memory.h"
+#include "tensor/gemm.h"
 #include "pipeline/pipeline.h"
 
 #include <glib.h>
@@ -24,6 +25,11 @@ static const char *const sampler_names[SDG_SAMPLER_COUNT] = {
 };
 static const char *const schedule_names[SDG_SCHEDULE_COUNT] = {
     [SDG_SCHEDULE_DEFAULT] = "default", [SDG_SCHEDULE_KARRAS] = "karras",
+};
+
+static const char *const precision_names[SDG_PRECISION_COUNT] = {
+    [SDG_PRECISION_DEFAULT] = "default", [SDG_PRECISION_EXACT] = "exact",
+    [SDG_PRECISION_FAST] = "fast",
 };
 
 static int name_index(const char *const *names, int n, const char *name)
@@ -58,6 +64,24 @@ bool sdg_schedule_from_name(const char *name, sdg_schedule *out)
     if (i >= 0 && out)
         *out = (sdg_schedule)i;
     return i >= 0;
+}
+
+const char *sdg_precision_name(sdg_precision p)
+{
+    return (unsigned)p < SDG_PRECISION_COUNT ? precision_names[p] : "unknown";
+}
+
+bool sdg_precision_from_name(const char *name, sdg_precision *out)
+{
+    int i = name_index(precision_names, SDG_PRECISION_COUNT, name);
+    if (i >= 0 && out)
+        *out = (sdg_precision)i;
+    return i >= 0;
+}
+
+const char *sdg_kernels_name(sdg_precision p)
+{
+    return sdg_gemm_kernels_label(sdg__precision_is_fast(p));
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -438,6 +462,8 @@ static sdg_status check_params(const sdg_ctx *ctx, const sdg_gen_params *p, sdg_
         return sdg__fail(err, SDG_ERR_INVALID_ARG, "unknown sampler %d", (int)p->sampler);
     if ((unsigned)p->schedule >= SDG_SCHEDULE_COUNT)
         return sdg__fail(err, SDG_ERR_INVALID_ARG, "unknown schedule %d", (int)p->schedule);
+    if ((unsigned)p->precision >= SDG_PRECISION_COUNT)
+        return sdg__fail(err, SDG_ERR_INVALID_ARG, "unknown precision %d", (int)p->precision);
     if (p->steps < 1 || p->steps > 1000)
         return sdg__fail(err, SDG_ERR_INVALID_ARG, "steps must be between 1 and 1000 (got %d)",
                          p->steps);

@@ -86,6 +86,23 @@ typedef enum sdg_schedule {
     SDG_SCHEDULE_COUNT
 } sdg_schedule;
 
+// Arithmetic of the matrix products (the networks' multiply-adds).
+typedef enum sdg_precision {
+    SDG_PRECISION_DEFAULT = 0, // the engine's choice for this CPU: `exact` (see README, Speed)
+    SDG_PRECISION_EXACT = 1,   // float32 products and sums: the reference implementations' numbers
+    SDG_PRECISION_FAST = 2,    // bfloat16 products, float32 sums, where the CPU has AVX512-BF16
+                               // (about twice the speed); elsewhere the same as exact
+    SDG_PRECISION_COUNT
+} sdg_precision;
+
+// "default", "exact", "fast".
+SDG_API const char *sdg_precision_name(sdg_precision p);
+SDG_API bool sdg_precision_from_name(const char *name, sdg_precision *out);
+// The matrix kernels this CPU runs a precision with, chosen from cpuid when the engine starts:
+// "avx512-bf16", "avx512", "avx2" or "c" (portable). For the CLI's --verbose and the layer
+// parasite.
+SDG_API const char *sdg_kernels_name(sdg_precision p);
+
 // Names used by the CLI and the GIMP procedures: "euler", "euler_a", "heun", "dpmpp_2m", "lms",
 // "ddim"; "default", "karras". *_from_name returns false for an unknown name.
 SDG_API const char *sdg_sampler_name(sdg_sampler s);
@@ -196,6 +213,7 @@ typedef struct sdg_gen_params {
     sdg_progress_fn progress;      // optional
     void *progress_data;
     bool preview;                  // pass a preview to progress
+    sdg_precision precision;       // arithmetic of the networks (default: the engine's choice)
     uint64_t extra_bytes;          // memory the caller will still allocate for this run besides
                                    // the engine's (e.g. its own copies of the pictures); counted
                                    // in the estimate's working memory and by the memory guard

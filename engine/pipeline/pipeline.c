@@ -679,8 +679,11 @@ sdg_status sdg__pipeline_generate(sdg_ctx *ctx, const sdg_gen_params *p, sdg_res
             st = sdg__fail(err, SDG_ERR_NOMEM, "out of memory for %d pictures of %dx%d",
                            p->batch_count, j.W, j.H);
     }
-    if (st == SDG_OK)
+    if (st == SDG_OK) {
+        ctx->ex.fast = sdg__precision_is_fast(p->precision);
         st = run(&j, res, err);
+        ctx->ex.fast = false;
+    }
     job_clear(&j);
     if (st != SDG_OK) {
         sdg_result_free(res);

@@ -21,14 +21,23 @@
 // Products smaller than this many multiply-adds run on the calling thread.
 #define GEMM_PAR_MIN_FMA ((size_t)1 << 18)
 
-static const char *const gemm_names[SDG_KERNELS_COUNT] = {"c", "avx2", "avx512"};
+static const char *const gemm_names[SDG_KERNELS_COUNT] = {"c", "avx2", "avx512", "avx512-bf16",
+                                                          "c-bf16"};
+// Per set: the float32 product, and the bfloat16 one (NULL: `fast` runs the float32 one).
 #if defined(__x86_64__)
-static const sdg_gemm_block_fn gemm_fns[SDG_KERNELS_COUNT] = {
-    sdg_gemm_block_c, sdg_gemm_block_avx2, sdg_gemm_block_avx512};
+static const sdg_gemm_block_fn gemm_fns[SDG_KERNELS_COUNT][2] = {
+    {sdg_gemm_block_c, NULL},
+    {sdg_gemm_block_avx2, NULL},
+    {sdg_gemm_block_avx512, NULL},
+    {sdg_gemm_block_avx512, sdg_gemm_block_avx512_bf16},
+    {sdg_gemm_block_c, sdg_gemm_block_c_bf16},
+};
 #else
-// Only the portable set is built (engine/meson.build); the others are never supported.
-static const sdg_gemm_block_fn gemm_fns[SDG_KERNELS_COUNT] = {
-    sdg_gemm_block_c, sdg_gemm_block_c, sdg_gemm_block_c};
+// Only the portable sets are built (engine/meson.build); the others are never supported.
+static const sdg_gemm_block_fn gemm_fns[SDG_KERNELS_COUNT][2] = {
+    {sdg_gemm_block_c, NULL}, {NULL, NULL}, {NULL, NULL}, {NULL, NULL},
+    {sdg_gemm_block_c, sdg_gemm_block_c_bf16},
+};
 #endif
 
 static int gemm_current = -1;
@@ -39,6 +48,7 @@ bool sdg_gemm_kernels_supported(sdg_kernels k)
     __builtin_cpu_init();
     switch (k) {
     case SDG_KERNELS_C:
+    case SDG_KERNELS_C_BF16:
         return true;
     case SDG_KERNELS_AVX2:
         return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
@@ -46,11 +56,14 @@ bool sdg_gemm_kernels_supported(sdg_kernels k)
     case SDG_KERNELS_AVX512:
         return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("fma") &&
                __builtin_cpu_supports("f16c");
+    case SDG_KERNELS_AVX512_BF16:
+        return sdg_gemm_kernels_supported(SDG_KERNELS_AVX512) &&
+               __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512bf16");
     default:
         return false;
     }
 #else
-    return k == SDG_KERNELS_C;
+    return k == SDG_KERNELS_C || k == SDG_KERNELS_C_BF16;
 #endif
 }
 
@@ -65,7 +78,7 @@ sdg_kernels sdg_gemm_kernels(void)
     if (cur >= 0)
         return (sdg_kernels)cur;
     int best = SDG_KERNELS_C;
-    for (int k = SDG_KERNELS_COUNT - 1; k > SDG_KERNELS_C; k--)
+    for (int k = SDG_KERNELS_AVX512_BF16; k > SDG_KERNELS_C; k--)
         if (sdg_gemm_kernels_supported((sdg_kernels)k)) {
             best = k;
             break;
@@ -85,6 +98,24 @@ sdg_kernels sdg_gemm_force(sdg_kernels k)
     sdg_kernels prev = sdg_gemm_kernels();
     __atomic_store_n(&gemm_current, (int)k, __ATOMIC_RELEASE);
     return prev;
+}
+
+const char *sdg_gemm_kernels_label(bool fast)
+{
+    sdg_kernels k = sdg_gemm_kernels();
+    if (fast && gemm_fns[k][1])
+        return gemm_names[k];
+    // The float32 product of a BF16 set is its AVX-512 one.
+    return k == SDG_KERNELS_AVX512_BF16 ? gemm_names[SDG_KERNELS_AVX512]
+           : k == SDG_KERNELS_C_BF16    ? gemm_names[SDG_KERNELS_C]
+                                        : gemm_names[k];
+}
+
+bool sdg__precision_is_fast(sdg_precision p)
+{
+    // The default stays `exact`: see the README's Speed section for the measured PSNR of
+    // `fast` pictures against `exact` ones.
+    return p == SDG_PRECISION_FAST;
 }
 
 static inline int gemm_ceil_div(int a, int b)
@@ -120,7 +151,8 @@ void sdg_gemm(sdg_exec *ex, int m, int n, int k, float alpha, const sdg_gemm_ope
     }
     SDG_ASSERT(a->p && b->p && !a->conv);
     sdg_gemm_block g = {m, n, k, alpha, beta, a, b, c, ldc};
-    sdg_gemm_block_fn fn = gemm_fns[sdg_gemm_kernels()];
+    sdg_kernels set = sdg_gemm_kernels();
+    sdg_gemm_block_fn fn = ex->fast && gemm_fns[set][1] ? gemm_fns[set][1] : gemm_fns[set][0];
 
     int bm = gemm_split(m, GEMM_BM, GEMM_MR), bn = gemm_split(n, GEMM_NC, GEMM_NR_MAX);
     int nbm = gemm_ceil_div(m, bm), nbn = gemm_ceil_div(n, bn);

@@ -26,18 +26,28 @@
 
 #include "../common.h"
 
-// The kernel sets, in order of preference.
+// The kernel sets, in order of preference. Each has a float32 product (`exact`); the BF16 ones
+// also have a bfloat16 one (`fast`: products of bfloat16-rounded operands, float32 sums), which
+// the others replace with their float32 product.
 typedef enum sdg_kernels {
     SDG_KERNELS_C = 0,        // portable C (any CPU)
     SDG_KERNELS_AVX2,         // AVX2 + FMA + F16C
     SDG_KERNELS_AVX512,       // AVX-512F (+ F16C)
+    SDG_KERNELS_AVX512_BF16,  // AVX-512F + AVX512-BF16 (vdpbf16ps) + AVX512-BW
+    SDG_KERNELS_C_BF16,       // tests only, never chosen: portable C with a bfloat16 product
+                              // that does vdpbf16ps's arithmetic, to check the `fast` path's
+                              // packing and numbers on machines without AVX512-BF16
     SDG_KERNELS_COUNT
 } sdg_kernels;
 
-// The kernel set in use: the best the CPU supports, unless SDG_KERNELS (c, avx2, avx512; tests
-// only) names one it also supports. Chosen once per process.
+// The kernel set in use: the best the CPU supports, unless SDG_KERNELS (c, avx2, avx512,
+// avx512-bf16, c-bf16; tests and measurements only) names one it also supports. Chosen once per
+// process.
 sdg_kernels sdg_gemm_kernels(void);
 const char *sdg_gemm_kernels_name(sdg_kernels k);
+// What runs the products of one precision with the set in use: its name, or for `fast` on a set
+// without a bfloat16 product, the set's (float32) name.
+const char *sdg_gemm_kernels_label(bool fast);
 // Whether the CPU can run a kernel set (tests force each one with sdg_gemm_force).
 bool sdg_gemm_kernels_supported(sdg_kernels k);
 // Tests only: makes k the set in use (must be supported); returns the previous one.
@@ -102,7 +112,9 @@ typedef struct sdg_gemm_block {
 typedef void (*sdg_gemm_block_fn)(const sdg_gemm_block *g, int i0, int mi, int j0, int nj);
 
 void sdg_gemm_block_c(const sdg_gemm_block *g, int i0, int mi, int j0, int nj);
+void sdg_gemm_block_c_bf16(const sdg_gemm_block *g, int i0, int mi, int j0, int nj);
 void sdg_gemm_block_avx2(const sdg_gemm_block *g, int i0, int mi, int j0, int nj);
 void sdg_gemm_block_avx512(const sdg_gemm_block *g, int i0, int mi, int j0, int nj);
+void sdg_gemm_block_avx512_bf16(const sdg_gemm_block *g, int i0, int mi, int j0, int nj);
 
 #endif // SDG_GEMM_H

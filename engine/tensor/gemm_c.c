@@ -3,6 +3,8 @@
  * whatever the baseline target has (SSE2 on x86-64). Multiplies and adds separately (no FMA
  * contraction under -std=c11), so its last bits differ from the FMA sets'.
  */
+#include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 #include <string.h>
 
@@ -28,6 +30,46 @@ static inline void gemm_c_cvt_f16(float *dst, const uint16_t *src, int n)
         dst[i] = sdg__f16_to_f32(src[i]);
 }
 
+// vdpbf16ps's arithmetic, one lane at a time: per k pair, acc += hi(a) hi(b), then
+// acc += lo(a) lo(b), each sum rounded to float32 (the products of two bfloat16 values are exact
+// in float32). Unlike the instruction it keeps denormals (it does not flush them to zero).
+static inline float gemm_c_bf16_lo(uint32_t p)
+{
+    uint32_t u = p << 16;
+    float f;
+    memcpy(&f, &u, 4);
+    return f;
+}
+
+static inline float gemm_c_bf16_hi(uint32_t p)
+{
+    uint32_t u = p & 0xffff0000u;
+    float f;
+    memcpy(&f, &u, 4);
+    return f;
+}
+
+static void gemm_c_micro_bf16(int kp, const uint32_t *a, const uint32_t *b, ptrdiff_t bstride,
+                              float *c, ptrdiff_t ldc, float alpha, float beta, bool first)
+{
+    bool read_c = !(first && beta == 0.0f);
+    for (int r = 0; r < 6; r++)
+        for (int j = 0; j < 16; j++) {
+            const uint32_t *bj = b + (j / 16) * bstride + j % 16;
+            float acc = 0.0f;
+            for (int p = 0; p < kp; p++) {
+                uint32_t x = a[p * 6 + r], y = bj[p * 16];
+                acc = acc + gemm_c_bf16_hi(x) * gemm_c_bf16_hi(y);
+                acc = acc + gemm_c_bf16_lo(x) * gemm_c_bf16_lo(y);
+            }
+            float v = acc * alpha;
+            float *o = c + (ptrdiff_t)r * ldc + j;
+            *o = read_c ? *o * (first ? beta : 1.0f) + v : v;
+        }
+}
+
+#define GEMM_BF16_MICRO gemm_c_micro_bf16
+#define GEMM_BLOCK_BF16_FN sdg_gemm_block_c_bf16
 #define GEMM_BLOCK_FN sdg_gemm_block_c
 #define GEMM_V gemm_v8
 #define GEMM_VL 8

@@ -9,6 +9,13 @@
  *   GEMM_VZERO() GEMM_VLOAD(p) GEMM_VSTORE(p, v) GEMM_VSET1(x) GEMM_VFMA(a, b, c) = a*b + c
  *   GEMM_VMUL(a, b) GEMM_VADD(a, b)
  *   GEMM_CVT_F16(dst, src, n)  n halves (uint16_t *) to floats
+ *   GEMM_BF16_MICRO, GEMM_BLOCK_BF16_FN (optional)  a bfloat16 micro-kernel with the signature of
+ *                    gemm_micro_bf16 below, and the name of the block entry that uses it
+ *   GEMM_ONLY_BF16   (optional) define no float32 entry (another file has it)
+ *
+ * The bfloat16 product (`fast`) packs exactly as the float32 one, then rounds the float32 panels
+ * to bfloat16 (to nearest even) in pairs along k, the layout vdpbf16ps reads: A's panel as
+ * [k/2][6] pairs, B's as [k/2][16] pairs (an odd k is padded with a zero).
  *
  * The micro-tile is GEMM_MR rows by GEMM_NR = 2 * GEMM_VL columns: 12 accumulators, 2 vector
  * loads of B and 6 broadcasts of A per k. B's panels are 16 columns wide whatever the vector
@@ -237,11 +244,48 @@ static const float *gemm_panels(const sdg_gemm_operand *o, int k, int first_pane
     return buf;
 }
 
-void GEMM_BLOCK_FN(const sdg_gemm_block *g, int i0, int mi, int j0, int nj)
+#ifdef GEMM_BF16_MICRO
+// float32 to bfloat16, rounded to nearest even (NaN stays NaN).
+static inline uint32_t gemm_bf16(float f)
+{
+    uint32_t u;
+    memcpy(&u, &f, 4);
+    if ((u & 0x7fffffffu) > 0x7f800000u)
+        return (u >> 16) | 0x40;
+    return (u + 0x7fffu + ((u >> 16) & 1)) >> 16;
+}
+
+// count panels of height h (float32, kc columns, panel stride `stride`) to bfloat16 pairs:
+// dst[panel][k/2][h] = bf16(p[k][r]) | bf16(p[k+1][r]) << 16.
+static void gemm_pairs(uint32_t *restrict dst, const float *src, ptrdiff_t stride, int count,
+                       int h, int kc)
+{
+    int kp = (kc + 1) / 2;
+    for (int q = 0; q < count; q++) {
+        const float *p = src + q * stride;
+        uint32_t *d = dst + (size_t)q * kp * h;
+        for (int k = 0; k + 1 < kc; k += 2)
+            for (int r = 0; r < h; r++)
+                d[(k / 2) * h + r] = gemm_bf16(p[k * h + r]) | gemm_bf16(p[(k + 1) * h + r]) << 16;
+        if (kc % 2)
+            for (int r = 0; r < h; r++)
+                d[(kc / 2) * h + r] = gemm_bf16(p[(kc - 1) * h + r]);
+    }
+}
+
+#endif
+
+static inline void gemm_block(const sdg_gemm_block *g, int i0, int mi, int j0, int nj, bool bf16)
 {
     _Alignas(64) float ap[GEMM_MC * GEMM_KC];
     _Alignas(64) float bp[GEMM_KC * GEMM_NC];
     _Alignas(64) float tile[GEMM_MR * GEMM_NR];
+#ifdef GEMM_BF16_MICRO
+    _Alignas(64) uint32_t apair[GEMM_MC * GEMM_KC / 2];
+    _Alignas(64) uint32_t bpair[GEMM_KC * GEMM_NC / 2];
+#else
+    SDG_ASSERT(!bf16);
+#endif
     SDG_ASSERT(g->a->panel == 0 || (g->a->panel == GEMM_MR && i0 % GEMM_MR == 0));
     SDG_ASSERT(g->b->panel == 0 || (g->b->panel == GEMM_NP && j0 % GEMM_NR_MAX == 0));
     for (int p0 = 0; p0 < g->k; p0 += GEMM_KC) {
@@ -259,6 +303,13 @@ void GEMM_BLOCK_FN(const sdg_gemm_block *g, int i0, int mi, int j0, int nj)
                 bpk = bp;
                 bstride = (ptrdiff_t)kc * GEMM_NP;
             }
+            int kp = (kc + 1) / 2;   // k pairs of the bfloat16 product
+            (void)kp;
+#ifdef GEMM_BF16_MICRO
+            if (bf16)
+                gemm_pairs(bpair, bpk, bstride, (nc + GEMM_NR - 1) / GEMM_NR * GEMM_NR / GEMM_NP,
+                           GEMM_NP, kc);
+#endif
             for (int ic = i0; ic < i0 + mi; ic += GEMM_MC) {
                 int mc = i0 + mi - ic < GEMM_MC ? i0 + mi - ic : GEMM_MC;
                 const float *apk;
@@ -271,6 +322,10 @@ void GEMM_BLOCK_FN(const sdg_gemm_block *g, int i0, int mi, int j0, int nj)
                     apk = ap;
                     astride = (ptrdiff_t)kc * GEMM_MR;
                 }
+#ifdef GEMM_BF16_MICRO
+                if (bf16)
+                    gemm_pairs(apair, apk, astride, (mc + GEMM_MR - 1) / GEMM_MR, GEMM_MR, kc);
+#endif
                 for (int jr = 0; jr < nc; jr += GEMM_NR) {
                     const float *bpan = bpk + (jr / GEMM_NP) * bstride;
                     int w = nc - jr < GEMM_NR ? nc - jr : GEMM_NR;
@@ -278,19 +333,27 @@ void GEMM_BLOCK_FN(const sdg_gemm_block *g, int i0, int mi, int j0, int nj)
                         const float *apan = apk + (ir / GEMM_MR) * astride;
                         int h = mc - ir < GEMM_MR ? mc - ir : GEMM_MR;
                         float *cp = g->c + (ptrdiff_t)(ic + ir) * g->ldc + (jc + jr);
-                        if (h == GEMM_MR && w == GEMM_NR) {
-                            gemm_micro(kc, apan, bpan, bstride, cp, g->ldc, g->alpha, g->beta,
-                                       first);
-                            continue;
-                        }
-                        // An edge tile goes through a whole one on the side.
+                        float *dst = h == GEMM_MR && w == GEMM_NR ? cp : tile;
+                        ptrdiff_t ldd = dst == cp ? g->ldc : GEMM_NR;
                         bool read_c = !(first && g->beta == 0.0f);
-                        for (int r = 0; r < GEMM_MR; r++)
-                            for (int c = 0; c < GEMM_NR; c++)
-                                tile[r * GEMM_NR + c] = read_c && r < h && c < w
-                                                            ? cp[(ptrdiff_t)r * g->ldc + c] : 0.0f;
-                        gemm_micro(kc, apan, bpan, bstride, tile, GEMM_NR, g->alpha, g->beta,
-                                   first);
+                        if (dst == tile)   // an edge tile goes through a whole one on the side
+                            for (int r = 0; r < GEMM_MR; r++)
+                                for (int c = 0; c < GEMM_NR; c++)
+                                    tile[r * GEMM_NR + c] = read_c && r < h && c < w
+                                                                ? cp[(ptrdiff_t)r * g->ldc + c]
+                                                                : 0.0f;
+#ifdef GEMM_BF16_MICRO
+                        if (bf16)
+                            GEMM_BF16_MICRO(kp, apair + (size_t)(ir / GEMM_MR) * kp * GEMM_MR,
+                                            bpair + (size_t)(jr / GEMM_NP) * kp * GEMM_NP,
+                                            (ptrdiff_t)kp * GEMM_NP, dst, ldd, g->alpha, g->beta,
+                                            first);
+                        else
+#endif
+                            gemm_micro(kc, apan, bpan, bstride, dst, ldd, g->alpha, g->beta,
+                                       first);
+                        if (dst == cp)
+                            continue;
                         for (int r = 0; r < h; r++)
                             memcpy(cp + (ptrdiff_t)r * g->ldc, tile + r * GEMM_NR,
                                    (size_t)w * sizeof(float));
@@ -300,3 +363,17 @@ void GEMM_BLOCK_FN(const sdg_gemm_block *g, int i0, int mi, int j0, int nj)
         }
     }
 }
+
+#ifndef GEMM_ONLY_BF16
+void GEMM_BLOCK_FN(const sdg_gemm_block *g, int i0, int mi, int j0, int nj)
+{
+    gemm_block(g, i0, mi, j0, nj, false);
+}
+#endif
+
+#ifdef GEMM_BF16_MICRO
+void GEMM_BLOCK_BF16_FN(const sdg_gemm_block *g, int i0, int mi, int j0, int nj)
+{
+    gemm_block(g, i0, mi, j0, nj, true);
+}
+#endif

@@ -74,7 +74,9 @@ static inline float ops_silu(float v)
 
 static inline float ops_gelu(float v)
 {
-    return 0.5f * v * (1.0f + erff(v * (float)M_SQRT1_2));
+    // 1 + erf(x) = erfc(-x): the same value without the cancellation of 1 + erf(x) near -1
+    // (for v < -2 the sum lost up to half its digits; found by test-ops' one-element case).
+    return 0.5f * v * erfcf(-v * (float)M_SQRT1_2);
 }
 
 // Sum of x[0..n) in double, with eight interleaved accumulators combined in a fixed order:
