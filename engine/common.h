@@ -102,6 +102,8 @@ typedef struct sdg_exec {
     int n_threads;     // >= 1; governs OpenMP loops and OpenBLAS
     bool dry;          // measuring pass: allocate nothing real, compute nothing
     bool fast;         // matrix products in the `fast` precision (gemm.h; sdg_precision)
+    uint64_t flops;    // multiply-adds x 2 of the matrix products run (or, dry, planned) so far:
+                       // the analytic count tools/benchmark rates speed by
     sdg_arena arena;
 } sdg_exec;
 

@@ -443,11 +443,11 @@ static bool cli_save_or_rescue(sdg_image *img, const char *name, guint64 seed)
 // Options
 
 typedef struct cli_opts {
-    char *model, *vocab, *prompt, *negative, *sampler, *schedule, *seed;
+    char *model, *vocab, *prompt, *negative, *sampler, *schedule, *seed, *precision;
     char *init_image, *mask, *noise_in, *latent_out, *output;
     int width, height, steps, batch_count, clip_skip, threads;
     double cfg_scale, strength;
-    gboolean quiet, version, no_inpaint_blend;
+    gboolean quiet, verbose, version, no_inpaint_blend;
     bool scale_init;   // -W and -H given with --init-image: scale the pictures to that size
 } cli_opts;
 
@@ -594,6 +594,9 @@ static int cli_parse(int *argc, char ***argv, cli_opts *o)
          "input, as diffusers does (default: also blend it in after every step)", NULL},
         {"threads", 't', 0, G_OPTION_ARG_INT, &o->threads,
          "Threads (number of online processors)", "N"},
+        {"precision", 0, 0, G_OPTION_ARG_STRING, &o->precision,
+         "Arithmetic: exact (float32), fast (bfloat16 products where the CPU has AVX512-BF16, "
+         "else exact) or default (exact)", "NAME"},
         {"noise-in", 0, 0, G_OPTION_ARG_FILENAME, &o->noise_in,
          "Starting noise: tensor 'noise' [1,4,H/f,W/f] in a .safetensors file", "FILE"},
         {"latent-out", 0, 0, G_OPTION_ARG_FILENAME, &o->latent_out,
@@ -603,6 +606,8 @@ static int cli_parse(int *argc, char ***argv, cli_opts *o)
          "Output PNG (" CLI_DEFAULT_OUTPUT "); a batch writes NAME-1.png, ... or fills in %d",
          "FILE"},
         {"quiet", 'q', 0, G_OPTION_ARG_NONE, &o->quiet, "Print only errors", NULL},
+        {"verbose", 'v', 0, G_OPTION_ARG_NONE, &o->verbose,
+         "Also print the CPU kernels and threads used", NULL},
         {"version", 0, 0, G_OPTION_ARG_NONE, &o->version, "Print the version and exit", NULL},
         {NULL, 0, 0, 0, NULL, NULL, NULL},
     };
@@ -677,6 +682,9 @@ static int cli_validate(cli_opts *o, sdg_gen_params *gp)
         g_free(names);
         return code;
     }
+    if (o->precision && !sdg_precision_from_name(o->precision, &gp->precision))
+        return cli_usage_error("unknown precision '%s' (one of: default, exact, fast)",
+                               o->precision);
     if (o->seed) {
         guint64 seed = 0;
         GError *gerr = NULL;
@@ -970,6 +978,10 @@ static int cli_main(const cli_opts *o, sdg_gen_params *gp)
              o->mask ? "inpainting" : (o->init_image ? "image-to-image" : "text-to-image"),
              gp->width, gp->height, sdg_sampler_name(gp->sampler),
              sdg_schedule_name(gp->schedule), gp->steps, gp->cfg_scale, strength, gp->seed);
+    if (o->verbose)
+        cli_info("precision %s: %s kernels, %d threads", sdg_precision_name(gp->precision),
+                 sdg_kernels_name(gp->precision),
+                 o->threads > 0 ? o->threads : (int)sysconf(_SC_NPROCESSORS_ONLN));
 
     gint64 t1 = g_get_monotonic_time();
     cli_running_ctx = r.ctx;
@@ -1034,7 +1046,7 @@ int main(int argc, char **argv)
     }
 
     char **strs[] = {&o.model, &o.vocab, &o.prompt, &o.negative, &o.sampler, &o.schedule,
-                     &o.seed, &o.init_image, &o.mask, &o.noise_in, &o.latent_out, &o.output};
+                     &o.precision, &o.seed, &o.init_image, &o.mask, &o.noise_in, &o.latent_out, &o.output};
     for (size_t i = 0; i < G_N_ELEMENTS(strs); i++)
         g_free(*strs[i]);
     return code;

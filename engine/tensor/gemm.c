@@ -42,6 +42,9 @@ static const sdg_gemm_block_fn gemm_fns[SDG_KERNELS_COUNT][2] = {
 
 static int gemm_current = -1;
 
+void (*sdg__gemm_shape_hook)(int m, int n, int k, bool dry, void *data);
+void *sdg__gemm_shape_hook_data;
+
 bool sdg_gemm_kernels_supported(sdg_kernels k)
 {
 #if defined(__x86_64__)
@@ -140,6 +143,9 @@ void sdg_gemm(sdg_exec *ex, int m, int n, int k, float alpha, const sdg_gemm_ope
 {
     SDG_ASSERT(ex && ex->n_threads >= 1 && a && b);
     SDG_ASSERT(m >= 0 && n >= 0 && k >= 0 && ldc >= n);
+    ex->flops += 2 * (uint64_t)m * (uint64_t)n * (uint64_t)k;
+    if (sdg__gemm_shape_hook)
+        sdg__gemm_shape_hook(m, n, k, ex->dry, sdg__gemm_shape_hook_data);
     if (ex->dry || m == 0 || n == 0)
         return;
     SDG_ASSERT(c != NULL);

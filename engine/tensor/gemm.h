@@ -90,6 +90,11 @@ static inline sdg_gemm_operand sdg_gemm_weight_b(sdg_weight w, int k)
 void sdg_gemm(sdg_exec *ex, int m, int n, int k, float alpha, const sdg_gemm_operand *a,
               const sdg_gemm_operand *b, float beta, float *c, ptrdiff_t ldc);
 
+// tools/benchmark only: called with the shape of every product (dry or not), to time OpenBLAS on
+// the same shapes. NULL otherwise; not thread-safe.
+extern void (*sdg__gemm_shape_hook)(int m, int n, int k, bool dry, void *data);
+extern void *sdg__gemm_shape_hook_data;
+
 // ---------------------------------------------------------------------------------------------
 // Inside: the per-kernel-set entry (gemm_impl.h) and the block sizes the packing is laid out in.
 

@@ -604,6 +604,8 @@ void sdg_op_attention(sdg_exec *ex, const float *q, int ldq, const float *k, int
     int pad = (int)sdg_panel_pad(SDG_PANEL_B), tk_pad = (tk + pad - 1) / pad * pad;
     float *kt = sdg__alloc_f32(ex, (size_t)tk_pad * head_dim);
     int nt = ex->n_threads;
+    // The products of every head (counted here: the serial products inside are not).
+    ex->flops += 4 * (uint64_t)n * n_heads * (uint64_t)tq * (uint64_t)tk * (uint64_t)head_dim;
     if (ex->dry) {
         sdg__release(ex, mark);
         return;
