@@ -14,6 +14,7 @@
 #include <stdint.h>
 #include <string.h>
 
+#include "tensor/gemm.h"
 #include "tensor/ops.h"
 
 // fp32 op versus double reference: max|got - ref| / max|ref|. Per op, about 5x the worst error
@@ -27,6 +28,7 @@
 #define TOL_ELEMENTWISE 5e-7   // measured 9.0e-8 (quick_gelu)
 #define TOL_GEGLU 5e-7         // measured 8.0e-8
 #define TOL_ATTENTION 5e-6     // measured 8.4e-7 (tq 211, tk 197, dh 40)
+#define TOL_WINOGRAD 3e-5      // measured 5.5e-6 (F(4,3), `fast` only; 2x40x36x64->64)
 
 // ---------------------------------------------------------------------------------------------
 // Random data (xorshift64*, fixed seed: failures reproduce)
@@ -92,6 +94,9 @@ static void case_reset(const op_case *c)
 
 // One run with n_threads: dry, then real in an arena of the measured size. Returns a copy of
 // the output (g_free) and the arena size in *peak.
+// The precision the cases run in (sdg_exec.fast).
+static bool ops_fast;
+
 static float *case_run_once(const op_case *c, int n_threads, size_t *peak)
 {
     float *before = g_new(float, c->out_n);
@@ -100,6 +105,7 @@ static float *case_run_once(const op_case *c, int n_threads, size_t *peak)
 
     sdg_exec ex;
     sdg__exec_init(&ex, n_threads);
+    ex.fast = ops_fast;
     ex.dry = true;
     c->run(&ex, c);
     g_assert_cmpuint(ex.arena.used, ==, 0);
@@ -285,8 +291,8 @@ static void conv_run(sdg_exec *ex, const op_case *c)
                   v->pt, v->pl, v->pb, v->pr, v->base.out);
 }
 
-static void check_conv(int n, int cin, int h, int w, int cout, int k, int stride, int pt, int pl,
-                       int pb, int pr, bool bias)
+static void check_conv_tol(int n, int cin, int h, int w, int cout, int k, int stride, int pt,
+                           int pl, int pb, int pr, bool bias, double tol)
 {
     int oh = sdg_conv_out_size(h, k, stride, pt, pb), ow = sdg_conv_out_size(w, k, stride, pl, pr);
     size_t ny = (size_t)n * cout * oh * ow;
@@ -301,12 +307,18 @@ static void check_conv(int n, int cin, int h, int w, int cout, int k, int stride
     char what[128];
     g_snprintf(what, sizeof what, "conv2d n=%d %dx%dx%d->%d k=%d s=%d pad=(%d,%d,%d,%d)", n, cin,
                h, w, cout, k, stride, pt, pl, pb, pr);
-    g_assert_cmpfloat(rel_error(what, out, ref, ny), <=, TOL_CONV);
+    g_assert_cmpfloat(rel_error(what, out, ref, ny), <=, tol);
     g_free(x);
     g_free(wt);
     g_free(b);
     g_free(out);
     g_free(ref);
+}
+
+static void check_conv(int n, int cin, int h, int w, int cout, int k, int stride, int pt, int pl,
+                       int pb, int pr, bool bias)
+{
+    check_conv_tol(n, cin, h, w, cout, k, stride, pt, pl, pb, pr, bias, TOL_CONV);
 }
 
 static void test_conv3x3(void)
@@ -326,6 +338,30 @@ static void test_conv1x1(void)
     check_conv(2, 13, 5, 6, 9, 1, 1, 0, 0, 0, 0, false);
     check_conv(1, 6, 7, 9, 4, 1, 2, 0, 0, 0, 0, true);        // strided 1x1 goes via im2col
     check_conv(1, 5, 4, 4, 3, 1, 1, 1, 0, 0, 1, true);        // padded 1x1 likewise
+}
+
+// Winograd F(4,3): the `fast` precision's 3x3 convolution on kernel sets without bfloat16
+// products (on a BF16 set, its float32 companion is forced for this test).
+static void test_conv_winograd(void)
+{
+    sdg_kernels set = sdg_gemm_kernels();
+    if (sdg_gemm_fast_is_bf16())
+        sdg_gemm_force(set == SDG_KERNELS_AVX512_BF16 ? SDG_KERNELS_AVX512 : SDG_KERNELS_C);
+    ops_fast = true;
+    sdg_exec probe;
+    sdg__exec_init(&probe, 1);
+    probe.fast = true;
+    g_assert_true(sdg__winograd_applies(&probe, 3, 1, 32, 32));
+    g_assert_false(sdg__winograd_applies(&probe, 3, 1, 31, 64));
+    g_assert_false(sdg__winograd_applies(&probe, 3, 2, 64, 64));
+    check_conv_tol(2, 5, 33, 34, 6, 3, 1, 1, 1, 1, 1, true, TOL_WINOGRAD);  // partial tiles
+    check_conv_tol(1, 7, 37, 35, 4, 3, 1, 0, 2, 2, 0, false, TOL_WINOGRAD); // uneven padding
+    check_conv_tol(2, 40, 36, 64, 64, 3, 1, 1, 1, 1, 1, true, TOL_WINOGRAD); // tile blocks
+    // Smaller than 32x32 and strided convolutions keep the direct path, exact-precision error.
+    check_conv_tol(1, 3, 16, 16, 5, 3, 1, 1, 1, 1, 1, true, TOL_CONV);
+    check_conv_tol(2, 3, 10, 8, 5, 3, 2, 1, 1, 1, 1, false, TOL_CONV);
+    ops_fast = false;
+    sdg_gemm_force(set);
 }
 
 static void test_conv_tiled(void)
@@ -822,6 +858,7 @@ int main(int argc, char **argv)
     g_test_add_func("/tensor/conv2d/3x3", test_conv3x3);
     g_test_add_func("/tensor/conv2d/1x1", test_conv1x1);
     g_test_add_func("/tensor/conv2d/tiled", test_conv_tiled);
+    g_test_add_func("/tensor/conv2d/winograd", test_conv_winograd);
     g_test_add_func("/tensor/group_norm/f32", test_group_norm);
     g_test_add_func("/tensor/layer_norm/f32", test_layer_norm);
     g_test_add_func("/tensor/elementwise/f32", test_elementwise);

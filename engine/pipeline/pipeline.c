@@ -620,9 +620,12 @@ static sdg_status measure(job *j, const sdg_gen_params *p, sdg_memory_estimate *
     sdg_status st = plan(j, p, err);
     if (st != SDG_OK)
         return st;
+    // The precision chooses algorithms (winograd.c) and so the scratch: measured as it will run.
+    ctx->ex.fast = sdg__precision_is_fast(p->precision);
     ctx->ex.dry = true;
     st = run(j, NULL, err);
     ctx->ex.dry = false;
+    ctx->ex.fast = false;
     if (st != SDG_OK)
         return st;
 

@@ -114,6 +114,11 @@ const char *sdg_gemm_kernels_label(bool fast)
                                         : gemm_names[k];
 }
 
+bool sdg_gemm_fast_is_bf16(void)
+{
+    return gemm_fns[sdg_gemm_kernels()][1] != NULL;
+}
+
 bool sdg__precision_is_fast(sdg_precision p)
 {
     // The default stays `exact`: see the README's Speed section for the measured PSNR of

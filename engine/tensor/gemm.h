@@ -48,6 +48,8 @@ const char *sdg_gemm_kernels_name(sdg_kernels k);
 // What runs the products of one precision with the set in use: its name, or for `fast` on a set
 // without a bfloat16 product, the set's (float32) name.
 const char *sdg_gemm_kernels_label(bool fast);
+// Whether the set in use has a bfloat16 product (else `fast` products are float32 ones).
+bool sdg_gemm_fast_is_bf16(void);
 // Whether the CPU can run a kernel set (tests force each one with sdg_gemm_force).
 bool sdg_gemm_kernels_supported(sdg_kernels k);
 // Tests only: makes k the set in use (must be supported); returns the previous one.

@@ -221,6 +221,10 @@ void sdg_op_conv2d(sdg_exec *ex, const float *x, int n, int cin, int h, int w, s
     int ow = sdg_conv_out_size(w, k, stride, pad_l, pad_r);
     SDG_ASSERT(h + pad_t + pad_b >= k && w + pad_l + pad_r >= k);
     SDG_ASSERT((size_t)oh * ow <= INT_MAX && (size_t)cin * k * k <= INT_MAX);
+    if (sdg__winograd_applies(ex, k, stride, oh, ow)) {
+        sdg__conv3x3_winograd(ex, x, n, cin, h, w, weight, bias, cout, pad_t, pad_l, oh, ow, y);
+        return;
+    }
     size_t hw = (size_t)h * w, ohw = (size_t)oh * ow;
     int kdim = cin * k * k;
     bool direct = k == 1 && stride == 1 && pad_t == 0 && pad_l == 0 && pad_b == 0 && pad_r == 0;

@@ -48,6 +48,14 @@ void sdg_op_conv2d(sdg_exec *ex, const float *x, int n, int cin, int h, int w, s
 // Row `row` of the matrix w[rows, width] as floats into dst (an embedding lookup).
 void sdg_weight_row(sdg_weight w, size_t row, int width, float *dst);
 
+// Winograd F(4x4, 3x3) for 3x3 stride-1 convolutions (winograd.c): whether sdg_op_conv2d uses it
+// for this shape (the `fast` precision without bfloat16 products, maps of 8x8 and more), and
+// the convolution itself (same contract as sdg_op_conv2d with k = 3, stride 1).
+bool sdg__winograd_applies(const sdg_exec *ex, int k, int stride, int oh, int ow);
+void sdg__conv3x3_winograd(sdg_exec *ex, const float *x, int n, int cin, int h, int w,
+                           sdg_weight weight, const float *bias, int cout, int pad_t, int pad_l,
+                           int oh, int ow, float *y);
+
 // GroupNorm over x[n,c,hw] with `groups` groups, per-channel affine gamma/beta; y may alias x.
 // When silu is true, y = silu(groupnorm(x)) (the pair every ResBlock uses).
 void sdg_op_group_norm(sdg_exec *ex, const float *x, int n, int c, size_t hw, int groups,
