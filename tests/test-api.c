@@ -225,6 +225,47 @@ static void test_determinism(void)
     sdg_result_free(d);
 }
 
+// The precisions: `fast` is deterministic across thread counts too, stays close to `exact`
+// (its products are bfloat16 on AVX512-BF16 CPUs, Winograd convolutions elsewhere), and
+// `default` is `exact`. An unknown precision is refused.
+static void test_precision(void)
+{
+    sdg_error err;
+    sdg_gen_params gp = small_params();
+    gp.width = gp.height = 256;   // VAE maps of 32x32 and more: Winograd where `fast` uses it
+    gp.steps = 2;
+    sdg_result *ex = generate(1, &gp, SDG_OK, &err);
+    gp.precision = SDG_PRECISION_DEFAULT;
+    sdg_result *def = generate(2, &gp, SDG_OK, &err);
+    g_assert_true(same_result(ex, def));
+    gp.precision = SDG_PRECISION_FAST;
+    sdg_result *f1 = generate(1, &gp, SDG_OK, &err);
+    sdg_result *f2 = generate(2, &gp, SDG_OK, &err);
+    g_assert_true(same_result(f1, f2));
+    const sdg_image *a = ex->images[0], *b = f1->images[0];
+    double se = 0.0;
+    size_t n = (size_t)3 * a->width * a->height;
+    for (size_t i = 0; i < n; i++)
+        se += (double)(a->data[i] - b->data[i]) * (a->data[i] - b->data[i]);
+    double psnr = se > 0.0 ? 10.0 * log10((double)n / se) : INFINITY;
+    g_test_message("fast (%s kernels) against exact (%s): PSNR %.1f dB",
+                   sdg_kernels_name(SDG_PRECISION_FAST), sdg_kernels_name(SDG_PRECISION_EXACT),
+                   psnr);
+    g_assert_cmpfloat(psnr, >=, 30.0);
+    gp.precision = (sdg_precision)SDG_PRECISION_COUNT;
+    generate(1, &gp, SDG_ERR_INVALID_ARG, &err);
+    g_assert_nonnull(strstr(err.message, "precision"));
+    sdg_precision pr;
+    g_assert_true(sdg_precision_from_name("fast", &pr));
+    g_assert_cmpint(pr, ==, SDG_PRECISION_FAST);
+    g_assert_false(sdg_precision_from_name("bf16", &pr));
+    g_assert_cmpstr(sdg_precision_name(SDG_PRECISION_EXACT), ==, "exact");
+    sdg_result_free(ex);
+    sdg_result_free(def);
+    sdg_result_free(f1);
+    sdg_result_free(f2);
+}
+
 static void test_batch_seeds(void)
 {
     sdg_error err;
@@ -656,6 +697,7 @@ int main(int argc, char **argv)
     }
     g_test_add_func("/api/determinism", test_determinism);
     g_test_add_func("/api/batch-seeds", test_batch_seeds);
+    g_test_add_func("/api/precision", test_precision);
     g_test_add_func("/api/progress-and-cancel", test_progress_and_cancel);
     g_test_add_func("/api/emphasis-and-long-prompts", test_emphasis_and_long_prompts);
     g_test_add_func("/api/inpaint", test_inpaint);
