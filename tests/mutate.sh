@@ -139,6 +139,22 @@ mut heun-second-call-t engine/sampler/samplers.c \
 mut heun-plain-average engine/sampler/samplers.c \
     'x[j] = x[j] + (d + d2) / 2.0f * dt;' 'x[j] = x[j] + d2 * dt;'
 
+# The engine's own kernels (engine/tensor/gemm*.{c,h}, ops.c, winograd.c).
+mut gemm-k-loop-short engine/tensor/gemm_impl.h \
+    'for (int k = 0; k < kc; k++, a += GEMM_MR) {' 'for (int k = 0; k + 1 < kc; k++, a += GEMM_MR) {'
+mut gemm-packed-panel-offset engine/tensor/gemm_impl.h \
+    'return (const float *)o->p + ((size_t)first_panel * k + p0) * h;' \
+    'return (const float *)o->p + ((size_t)first_panel * k + p0 + 1) * h;'
+mut gemm-beta-ignored engine/tensor/gemm_impl.h \
+    'GEMM_V va = GEMM_VSET1(alpha), vb = GEMM_VSET1(first ? beta : 1.0f);' \
+    'GEMM_V va = GEMM_VSET1(alpha), vb = GEMM_VSET1(1.0f);'
+mut attention-no-rescale engine/tensor/ops.c \
+    'orow[d] *= corr;' 'orow[d] *= 1.0f;'
+mut conv-implicit-row-shift engine/tensor/gemm_impl.h \
+    'int iy = iy0[0] + ky, ix = ix0[0] + kx;' 'int iy = iy0[0] + ky, ix = ix0[0] + kx + 1;'
+mut winograd-g-scale engine/tensor/winograd.c \
+    'u[0] = g0 * 0.25f;' 'u[0] = g0 * 0.5f;'
+
 if [ "$LIST" = 1 ]; then
     for i in "${!NAMES[@]}"; do
         printf '%-30s %s\n' "${NAMES[$i]}" "${FILES[$i]}"
