@@ -6,20 +6,10 @@
  * this kernel's arithmetic in C, so tests check the packing and the numbers on any machine. The
  * float32 product of this set is gemm_avx512.c's.
  */
-#include <immintrin.h>
 #include <stdbool.h>
 #include <stddef.h>
-#include <stdint.h>
 
-static inline void gemm_avx512bf16_cvt_f16(float *dst, const uint16_t *src, int n)
-{
-    int i = 0;
-    for (; i + 16 <= n; i += 16)
-        _mm512_storeu_ps(dst + i,
-                         _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(src + i))));
-    for (; i < n; i++)
-        dst[i] = _cvtsh_ss(src[i]);
-}
+#include "gemm_avx512.h"
 
 #define GEMM_DP(acc, a, b) _mm512_dpbf16_ps((acc), (__m512bh)(a), (__m512bh)(b))
 
@@ -59,15 +49,4 @@ static inline void gemm_avx512_micro_bf16(int kp, const uint32_t *a, const uint3
 #define GEMM_BF16_MICRO gemm_avx512_micro_bf16
 #define GEMM_BLOCK_BF16_FN sdg_gemm_block_avx512_bf16
 #define GEMM_BLOCK_FN sdg_gemm_block_avx512_unused
-#define GEMM_V __m512
-#define GEMM_VL 16
-#define GEMM_VZERO() _mm512_setzero_ps()
-#define GEMM_VLOAD(p) _mm512_loadu_ps(p)
-#define GEMM_VSTORE(p, v) _mm512_storeu_ps((p), (v))
-#define GEMM_VSET1(x) _mm512_set1_ps(x)
-#define GEMM_VFMA(a, b, c) _mm512_fmadd_ps((a), (b), (c))
-#define GEMM_VMUL(a, b) _mm512_mul_ps((a), (b))
-#define GEMM_VADD(a, b) _mm512_add_ps((a), (b))
-#define GEMM_CVT_F16(dst, src, n) gemm_avx512bf16_cvt_f16((dst), (src), (n))
-
 #include "gemm_impl.h"
