@@ -9,6 +9,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#if defined(__x86_64__)
+#include <cpuid.h>
+#endif
 
 // OpenBLAS extensions (declared by OpenBLAS's cblas.h, repeated here for other cblas headers).
 extern void openblas_set_num_threads(int num_threads);
@@ -173,3 +176,54 @@ void sdg__pack_panels(void *dst, const void *src, size_t es, int64_t ld, int64_t
         }
     }
 }
+
+#if defined(__x86_64__)
+// The CPU's features from cpuid itself (compilers' __builtin_cpu_supports does not know every
+// feature name, clang 14 lacks "f16c" and "avx512bf16"), and whether the OS saves the ymm/zmm
+// registers across context switches (XCR0), without which the instructions exist but must not run.
+static unsigned cpu_features_query(void)
+{
+    unsigned a, b, c, d, f = 0;
+    if (__get_cpuid_max(0, NULL) < 7 || !__get_cpuid(1, &a, &b, &c, &d))
+        return 0;
+    bool osxsave = c & (1u << 27), avx = c & (1u << 28);
+    if (!osxsave || !avx)
+        return 0;
+    unsigned xcr0_lo, xcr0_hi;
+    __asm__ volatile("xgetbv" : "=a"(xcr0_lo), "=d"(xcr0_hi) : "c"(0));
+    if ((xcr0_lo & 0x6) != 0x6) // SSE and AVX state
+        return 0;
+    bool zmm_state = (xcr0_lo & 0xe0) == 0xe0; // opmask, upper zmm0-15, zmm16-31
+    if (c & (1u << 12))
+        f |= SDG_CPU_FMA;
+    if (c & (1u << 29))
+        f |= SDG_CPU_F16C;
+    __cpuid_count(7, 0, a, b, c, d);
+    if (b & (1u << 5))
+        f |= SDG_CPU_AVX2;
+    if (zmm_state && (b & (1u << 16)))
+        f |= SDG_CPU_AVX512F;
+    if (zmm_state && (b & (1u << 30)))
+        f |= SDG_CPU_AVX512BW;
+    unsigned max_sub = a;
+    if (zmm_state && max_sub >= 1) {
+        __cpuid_count(7, 1, a, b, c, d);
+        if (a & (1u << 5))
+            f |= SDG_CPU_AVX512BF16;
+    }
+    return f;
+}
+
+unsigned sdg__cpu_features(void)
+{
+    static unsigned features = ~0u; // benign race: every thread computes the same value
+    unsigned f = __atomic_load_n(&features, __ATOMIC_RELAXED);
+    if (f == ~0u) {
+        f = cpu_features_query();
+        __atomic_store_n(&features, f, __ATOMIC_RELAXED);
+    }
+    return f;
+}
+#else
+unsigned sdg__cpu_features(void) { return 0; }
+#endif

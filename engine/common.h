@@ -111,6 +111,18 @@ typedef struct sdg_exec {
 // engine's choice; gemm.c).
 bool sdg__precision_is_fast(sdg_precision p);
 
+// The x86 features the kernels use, from cpuid, each only where the OS saves its registers (XCR0);
+// 0 elsewhere. One query, cached.
+enum {
+    SDG_CPU_AVX2 = 1 << 0,
+    SDG_CPU_FMA = 1 << 1,
+    SDG_CPU_F16C = 1 << 2,
+    SDG_CPU_AVX512F = 1 << 3,
+    SDG_CPU_AVX512BW = 1 << 4,
+    SDG_CPU_AVX512BF16 = 1 << 5,
+};
+unsigned sdg__cpu_features(void);
+
 // Alignment of every arena allocation (bytes): a cache line, enough for any SIMD load.
 #define SDG_ARENA_ALIGN 64
 

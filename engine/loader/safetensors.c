@@ -28,7 +28,6 @@
 #endif
 
 #if (defined(__x86_64__) || defined(__i386__)) && defined(__GNUC__)
-#include <cpuid.h>
 #include <immintrin.h>
 #define ST_HAVE_F16C 1
 #endif
@@ -175,18 +174,7 @@ static void st_f16_to_f32_portable(const uint16_t *src, float *dst, size_t n)
 static bool st_use_f16c(void)
 {
 #ifdef ST_HAVE_F16C
-    static int have_f16c = -1; // benign race: every thread computes the same value
-    if (have_f16c < 0) {
-        // cpuid rather than __builtin_cpu_supports("f16c"), which older clang lacks. AVX also
-        // needs the OS to save the YMM state (OSXSAVE + XCR0 bits 1 and 2).
-        unsigned a, b, c, d, lo = 0, hi = 0;
-        bool ok = __get_cpuid(1, &a, &b, &c, &d) && (c & bit_OSXSAVE) && (c & bit_AVX)
-               && (c & bit_F16C);
-        if (ok)
-            __asm__ volatile("xgetbv" : "=a"(lo), "=d"(hi) : "c"(0));
-        (void)hi;
-        have_f16c = ok && (lo & 6) == 6;
-    }
+    bool have_f16c = sdg__cpu_features() & SDG_CPU_F16C;
     const char *off = getenv("SDG_NO_F16C");
     return have_f16c && !(off && *off && strcmp(off, "0") != 0);
 #else

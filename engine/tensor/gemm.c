@@ -48,20 +48,20 @@ void *sdg__gemm_shape_hook_data;
 bool sdg_gemm_kernels_supported(sdg_kernels k)
 {
 #if defined(__x86_64__)
-    __builtin_cpu_init();
+    unsigned f = sdg__cpu_features();
+    const unsigned avx2 = SDG_CPU_AVX2 | SDG_CPU_FMA | SDG_CPU_F16C;
+    const unsigned avx512 = SDG_CPU_AVX512F | SDG_CPU_FMA | SDG_CPU_F16C;
+    const unsigned bf16 = avx512 | SDG_CPU_AVX512BW | SDG_CPU_AVX512BF16;
     switch (k) {
     case SDG_KERNELS_C:
     case SDG_KERNELS_C_BF16:
         return true;
     case SDG_KERNELS_AVX2:
-        return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
-               __builtin_cpu_supports("f16c");
+        return (f & avx2) == avx2;
     case SDG_KERNELS_AVX512:
-        return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("fma") &&
-               __builtin_cpu_supports("f16c");
+        return (f & avx512) == avx512;
     case SDG_KERNELS_AVX512_BF16:
-        return sdg_gemm_kernels_supported(SDG_KERNELS_AVX512) &&
-               __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512bf16");
+        return (f & bf16) == bf16;
     default:
         return false;
     }
