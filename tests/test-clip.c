@@ -15,6 +15,7 @@
 #include "golden.h"
 #include "loader/weights.h"
 #include "model/clip.h"
+#include "tensor/gemm.h"
 
 #define PREFIX "cond_stage_model.transformer.text_model."
 
@@ -310,6 +311,9 @@ static void test_bad_weights(void)
 int main(int argc, char **argv)
 {
     g_test_init(&argc, &argv, NULL);
+    // Which matrix products the goldens go through (meson runs them with the best set and with
+    // SDG_KERNELS=c).
+    g_test_message("kernels: %s", sdg_gemm_kernels_label(false));
     tmpdir = golden_tmpdir("test-clip");
     g_test_add_func("/clip/config", test_config);
     g_test_add_func("/clip/golden", test_golden);

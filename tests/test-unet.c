@@ -17,6 +17,7 @@
 #include "golden.h"
 #include "loader/weights.h"
 #include "model/unet.h"
+#include "tensor/gemm.h"
 
 #define PREFIX "model.diffusion_model."
 
@@ -418,6 +419,9 @@ static const layout_case k_sd21 = {"manifests/sd21.tsv", 4, 1024, 0, {1, 2, 4, 4
 int main(int argc, char **argv)
 {
     g_test_init(&argc, &argv, NULL);
+    // Which matrix products the goldens go through (meson runs them with the best set and with
+    // SDG_KERNELS=c).
+    g_test_message("kernels: %s", sdg_gemm_kernels_label(false));
     g_test_add_func("/unet/config", test_config);
     g_test_add_func("/unet/golden-a", test_golden_a);
     g_test_add_func("/unet/golden-b", test_golden_b);

@@ -15,6 +15,7 @@
 #include "golden.h"
 #include "loader/weights.h"
 #include "model/vae.h"
+#include "tensor/gemm.h"
 
 #define PREFIX "first_stage_model."
 
@@ -366,6 +367,9 @@ static void test_non_square(void)
 int main(int argc, char **argv)
 {
     g_test_init(&argc, &argv, NULL);
+    // Which matrix products the goldens go through (meson runs them with the best set and with
+    // SDG_KERNELS=c).
+    g_test_message("kernels: %s", sdg_gemm_kernels_label(false));
     tmpdir = golden_tmpdir("test-vae");
     g_test_add_func("/vae/config", test_config);
     g_test_add_func("/vae/golden", test_golden);
