@@ -143,14 +143,19 @@ static int gemm_split(int len, int most, int align)
     return gemm_round_up(gemm_ceil_div(len, parts), align);
 }
 
+void sdg_gemm_count(sdg_exec *ex, int m, int n, int k)
+{
+    ex->flops += 2 * (uint64_t)m * (uint64_t)n * (uint64_t)k;
+    if (sdg__gemm_shape_hook)
+        sdg__gemm_shape_hook(m, n, k, ex->dry, sdg__gemm_shape_hook_data);
+}
+
 void sdg_gemm(sdg_exec *ex, int m, int n, int k, float alpha, const sdg_gemm_operand *a,
               const sdg_gemm_operand *b, float beta, float *c, ptrdiff_t ldc)
 {
     SDG_ASSERT(ex && ex->n_threads >= 1 && a && b);
     SDG_ASSERT(m >= 0 && n >= 0 && k >= 0 && ldc >= n);
-    ex->flops += 2 * (uint64_t)m * (uint64_t)n * (uint64_t)k;
-    if (sdg__gemm_shape_hook)
-        sdg__gemm_shape_hook(m, n, k, ex->dry, sdg__gemm_shape_hook_data);
+    sdg_gemm_count(ex, m, n, k);
     if (ex->dry || m == 0 || n == 0)
         return;
     SDG_ASSERT(c != NULL);

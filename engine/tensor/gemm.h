@@ -97,6 +97,11 @@ void sdg_gemm(sdg_exec *ex, int m, int n, int k, float alpha, const sdg_gemm_ope
 extern void (*sdg__gemm_shape_hook)(int m, int n, int k, bool dry, void *data);
 extern void *sdg__gemm_shape_hook_data;
 
+// Counts a product of shape (m, n, k) in ex->flops and shows it to the shape hook. sdg_gemm does
+// it for every product; ops that return before reaching sdg_gemm in a dry run (they have no
+// operands to describe yet) call it themselves, so that a dry run counts what the real run will.
+void sdg_gemm_count(sdg_exec *ex, int m, int n, int k);
+
 // ---------------------------------------------------------------------------------------------
 // Inside: the per-kernel-set entry (gemm_impl.h) and the block sizes the packing is laid out in.
 

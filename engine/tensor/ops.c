@@ -145,6 +145,8 @@ void sdg_op_linear(sdg_exec *ex, const float *x, size_t rows, int in, sdg_weight
 {
     SDG_ASSERT(ex && x && w.data && y);
     SDG_ASSERT(rows <= INT_MAX && in >= 1 && out >= 1);
+    if (ex->dry)
+        sdg_gemm_count(ex, (int)rows, out, in);   // the product the real run makes
     if (ex->dry || rows == 0)
         return;
     // PyTorch: y = x @ w.T + b
@@ -233,6 +235,8 @@ void sdg_op_conv2d(sdg_exec *ex, const float *x, int n, int cin, int h, int w, s
     size_t mark = sdg__mark(ex);
     float *col = explicit ? sdg__alloc_f32(ex, (size_t)kdim * ohw) : NULL;
     if (ex->dry) {
+        for (int b = 0; b < n; b++)   // the products the real run makes
+            sdg_gemm_count(ex, cout, (int)ohw, kdim);
         sdg__release(ex, mark);
         return;
     }
