@@ -169,6 +169,7 @@ static sdg_status bind_networks(sdg_model *m, bool shapes_only, size_t slab_byte
     sdg_status st = sdg_wb_reserve(m->wb, slab_bytes, err);
     if (st != SDG_OK)
         return st;
+    m->clip_prefix = clip_prefix;
     m->clip = clip_load(m->wb, clip_prefix);
     if ((st = sdg_wb_status(m->wb, err)) != SDG_OK)
         return st;

@@ -14,6 +14,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <unistd.h>
 
 // Per tensor: not asked for; bound, data not read yet; read; counted only (shapes-only binders).
@@ -492,6 +493,24 @@ sdg_status sdg_wb_read(sdg_weights *wb, sdg_error *err)
     if (first_bad)
         wb_nonfinite_error(wb, first_bad, first_count, more_bad);
     return sdg_wb_status(wb, err);
+}
+
+void sdg_wb_drop_pages(const sdg_weights *wb, const char *prefix)
+{
+    uintptr_t page = (uintptr_t)sysconf(_SC_PAGESIZE);
+    size_t len = strlen(prefix);
+    for (int i = 0; i < st_count(wb->f); i++) {
+        const st_tensor *t = st_at(wb->f, i);
+        const uint8_t *data = st_data(wb->f, t);
+        if ((wb->state[i] & WB_STATE) != WB_READ || wb->copies[i] || !data || t->size == 0 ||
+            strncmp(t->name, prefix, len) != 0)
+            continue;
+        // Whole pages, rounded outwards: a neighbour's page dropped with it is a private,
+        // never-written page of the file, read back as it was.
+        uintptr_t a = (uintptr_t)data & ~(page - 1);
+        uintptr_t b = ((uintptr_t)data + t->size + page - 1) & ~(page - 1);
+        madvise((void *)a, b - a, MADV_DONTNEED);   // advice: a failure only keeps the pages
+    }
 }
 
 const st_tensor *sdg_wb_find(sdg_weights *wb, const char *fmt, ...)

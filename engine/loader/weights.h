@@ -59,7 +59,9 @@ sdg_weight sdg_wb_get_weight(sdg_weights *wb, int panel, int n_dims, const int64
     sdg_wb_get_weight((wb), SDG_PANEL_A, 4, (const int64_t[]){(a), (b), (c), (d)}, __VA_ARGS__)
 #define SDG_WLIN(wb, a, b, ...) \
     sdg_wb_get_weight((wb), SDG_PANEL_B, 2, (const int64_t[]){(a), (b)}, __VA_ARGS__)
-#define SDG_WEMB(wb, a, b, ...) sdg_wb_get_weight((wb), 0, 2, (const int64_t[]){(a), (b)}, __VA_ARGS__)
+// A matrix as stored, not packed: in place from the mapping where aligned (an embedding table,
+// and the text encoder's layers, whose pages sdg_wb_drop_pages lets go between prompts).
+#define SDG_WPLAIN(wb, a, b, ...) sdg_wb_get_weight((wb), 0, 2, (const int64_t[]){(a), (b)}, __VA_ARGS__)
 
 // From now on sdg_wb_get reads no data: the pointers it returns are valid only after
 // sdg_wb_read (copies are allocated but not filled).
@@ -67,6 +69,14 @@ void sdg_wb_defer(sdg_weights *wb);
 // Reads every tensor bound and not yet read (converts copies, scans mapped F32 data), checks the
 // values are finite and that the file has not shrunk; returns sdg_wb_status(wb, err).
 sdg_status sdg_wb_read(sdg_weights *wb, sdg_error *err);
+
+// Lets the system take back the pages of the tensors whose names start with prefix that are
+// bound in place from the mapping (madvise MADV_DONTNEED): they leave the process's resident
+// memory and come back from the page cache, or the file, when next read. The data does not
+// change, so any thread may call it at any time, even while another reads those tensors. For a
+// network that runs once per picture (the text encoder) and would otherwise stay resident
+// beside the ones that run after it.
+void sdg_wb_drop_pages(const sdg_weights *wb, const char *prefix);
 
 // Looks a tensor up without binding it (for reading the architecture from shapes); NULL if absent.
 const st_tensor *sdg_wb_find(sdg_weights *wb, const char *fmt, ...) SDG_PRINTF(2, 3);

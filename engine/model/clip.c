@@ -119,26 +119,30 @@ clip_model *clip_load(sdg_weights *wb, const char *prefix)
     m->cfg = c;
     m->layers = layers;
     const int W = c.width;
-    m->tok_emb = SDG_WEMB(wb, c.vocab, W, "%sembeddings.token_embedding.weight", prefix);
+    // The matrices stay as stored, in place from the mapping (no packed copy): the encoder runs
+    // once per picture, and the pipeline then lets its pages go (sdg_wb_drop_pages) so that they
+    // do not stay resident beside the UNet and the VAE, the peak's 250 MB. Its few products
+    // (77 rows a window) pack the row-major weights as they go.
+    m->tok_emb = SDG_WPLAIN(wb, c.vocab, W, "%sembeddings.token_embedding.weight", prefix);
     m->pos_emb = SDG_WB2(wb, c.n_pos, W, "%sembeddings.position_embedding.weight", prefix);
     for (int i = 0; i < c.n_layers; i++) {
         clip_layer *l = &layers[i];
         const char *p = prefix;
         l->ln1_w = SDG_WB1(wb, W, "%sencoder.layers.%d.layer_norm1.weight", p, i);
         l->ln1_b = SDG_WB1(wb, W, "%sencoder.layers.%d.layer_norm1.bias", p, i);
-        l->q_w = SDG_WLIN(wb, W, W, "%sencoder.layers.%d.self_attn.q_proj.weight", p, i);
+        l->q_w = SDG_WPLAIN(wb, W, W, "%sencoder.layers.%d.self_attn.q_proj.weight", p, i);
         l->q_b = SDG_WB1(wb, W, "%sencoder.layers.%d.self_attn.q_proj.bias", p, i);
-        l->k_w = SDG_WLIN(wb, W, W, "%sencoder.layers.%d.self_attn.k_proj.weight", p, i);
+        l->k_w = SDG_WPLAIN(wb, W, W, "%sencoder.layers.%d.self_attn.k_proj.weight", p, i);
         l->k_b = SDG_WB1(wb, W, "%sencoder.layers.%d.self_attn.k_proj.bias", p, i);
-        l->v_w = SDG_WLIN(wb, W, W, "%sencoder.layers.%d.self_attn.v_proj.weight", p, i);
+        l->v_w = SDG_WPLAIN(wb, W, W, "%sencoder.layers.%d.self_attn.v_proj.weight", p, i);
         l->v_b = SDG_WB1(wb, W, "%sencoder.layers.%d.self_attn.v_proj.bias", p, i);
-        l->o_w = SDG_WLIN(wb, W, W, "%sencoder.layers.%d.self_attn.out_proj.weight", p, i);
+        l->o_w = SDG_WPLAIN(wb, W, W, "%sencoder.layers.%d.self_attn.out_proj.weight", p, i);
         l->o_b = SDG_WB1(wb, W, "%sencoder.layers.%d.self_attn.out_proj.bias", p, i);
         l->ln2_w = SDG_WB1(wb, W, "%sencoder.layers.%d.layer_norm2.weight", p, i);
         l->ln2_b = SDG_WB1(wb, W, "%sencoder.layers.%d.layer_norm2.bias", p, i);
-        l->fc1_w = SDG_WLIN(wb, c.mlp, W, "%sencoder.layers.%d.mlp.fc1.weight", p, i);
+        l->fc1_w = SDG_WPLAIN(wb, c.mlp, W, "%sencoder.layers.%d.mlp.fc1.weight", p, i);
         l->fc1_b = SDG_WB1(wb, c.mlp, "%sencoder.layers.%d.mlp.fc1.bias", p, i);
-        l->fc2_w = SDG_WLIN(wb, W, c.mlp, "%sencoder.layers.%d.mlp.fc2.weight", p, i);
+        l->fc2_w = SDG_WPLAIN(wb, W, c.mlp, "%sencoder.layers.%d.mlp.fc2.weight", p, i);
         l->fc2_b = SDG_WB1(wb, W, "%sencoder.layers.%d.mlp.fc2.bias", p, i);
     }
     m->lnf_w = SDG_WB1(wb, W, "%sfinal_layer_norm.weight", prefix);

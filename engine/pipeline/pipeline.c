@@ -502,6 +502,10 @@ static sdg_status run(job *j, sdg_result *res, sdg_error *err)
     if (j->cfg)
         encode_prompt(j, &j->uncond, &j->empty, windows, j->context);
     encode_prompt(j, &j->cond, &j->empty, windows, j->context + (j->cfg ? per : 0));
+    // The text encoder's weights are not read again in this run: out of the resident memory
+    // while the UNet and the VAE run (they come back from the page cache for the next prompt).
+    if (!ex->dry)
+        sdg_wb_drop_pages(j->m->wb, j->m->clip_prefix);
 
     // Images: posteriors (once), masks.
     if (need_init)

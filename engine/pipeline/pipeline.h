@@ -24,6 +24,7 @@ struct sdg_model {
     sdg_weights *wb;           // converted copies of F16/BF16 weights
     sdg_tokenizer *tok;
     clip_model *clip;
+    const char *clip_prefix;   // the text encoder's tensor names (sdg_wb_drop_pages)
     unet_model *unet;
     vae_model *vae;
     sdg_noise_schedule sched;
