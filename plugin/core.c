@@ -179,6 +179,18 @@ sdgp_core_check_params (sdgp_mode          mode,
       g_string_free (names, TRUE);
       return FALSE;
     }
+  if (! sdg_precision_from_name (p->precision, NULL))
+    {
+      GString *names = g_string_new (NULL);
+
+      for (int i = 0; i < SDG_PRECISION_COUNT; i++)
+        g_string_append_printf (names, "%s%s", i ? ", " : "",
+                                sdg_precision_name ((sdg_precision) i));
+      g_set_error (error, SDGP_ERROR, SDGP_ERROR_INVALID,
+                   "Unknown precision '%s' (one of: %s).", p->precision, names->str);
+      g_string_free (names, TRUE);
+      return FALSE;
+    }
   if (p->steps < 1 || p->steps > 1000)
     {
       g_set_error (error, SDGP_ERROR, SDGP_ERROR_INVALID,
@@ -260,9 +272,12 @@ core_parasite_text (sdgp_mode          mode,
                     guint64            seed,
                     int gw, int gh, sdgp_rect r)
 {
-  GKeyFile   *kf = g_key_file_new ();
-  const char *g = SDGP_PARASITE_GROUP;
-  char       *text;
+  GKeyFile     *kf = g_key_file_new ();
+  const char   *g = SDGP_PARASITE_GROUP;
+  char         *text;
+  sdg_precision precision = SDG_PRECISION_DEFAULT;
+
+  sdg_precision_from_name (p->precision, &precision);   // checked by sdgp_core_check_params
 
   g_key_file_set_string (kf, g, "mode", mode_names[mode]);
   g_key_file_set_string (kf, g, "prompt", p->prompt);
@@ -272,6 +287,10 @@ core_parasite_text (sdgp_mode          mode,
   g_key_file_set_integer (kf, g, "steps", p->steps);
   g_key_file_set_double (kf, g, "cfg_scale", p->cfg_scale);
   g_key_file_set_uint64 (kf, g, "seed", seed);
+  // The setting, and what it ran as on this CPU: a kernel set ending in -bf16 made bfloat16
+  // products; any other, float32 ones.
+  g_key_file_set_string (kf, g, "precision", sdg_precision_name (precision));
+  g_key_file_set_string (kf, g, "kernels", sdg_kernels_name (precision));
   if (mode != SDGP_TEXT_TO_IMAGE)
     g_key_file_set_double (kf, g, "strength", p->strength);
   if (mode == SDGP_INPAINT)
@@ -618,6 +637,7 @@ core_estimate (core_run            *c,
   sdg_sampler_from_name (c->p->sampler, &gp.sampler);
   gp.steps = c->p->steps;
   gp.cfg_scale = (float) c->p->cfg_scale;
+  sdg_precision_from_name (c->p->precision, &gp.precision);
   gp.batch_count = c->p->batch_count;
   gp.strength = c->mode == SDGP_TEXT_TO_IMAGE ? 1.0f : (float) c->p->strength;
   gp.init_image = c->mode != SDGP_TEXT_TO_IMAGE ? &init : NULL;
@@ -718,6 +738,7 @@ sdgp_core_run (sdgp_mode            mode,
   sdg_sampler_from_name (p->sampler, &gp.sampler);
   gp.steps = p->steps;
   gp.cfg_scale = (float) p->cfg_scale;
+  sdg_precision_from_name (p->precision, &gp.precision);
   gp.seed = seed;
   gp.batch_count = p->batch_count;
   gp.strength = mode == SDGP_TEXT_TO_IMAGE ? 1.0f : (float) p->strength;

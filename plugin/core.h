@@ -27,7 +27,9 @@ GQuark sdgp_error_quark (void);
 
 // The persistent layer parasite holding a result's generation parameters: a GKeyFile text,
 // group [gimp-diffusion], keys mode, prompt, negative_prompt, model, sampler, steps, cfg_scale,
-// seed, strength, width, height (the generated size), x, y, region_width, region_height.
+// seed, precision (the setting: default, exact, fast), kernels (the matrix kernels it ran with,
+// sdg_kernels_name), strength, color_match, width, height (the generated size), x, y,
+// region_width, region_height.
 #define SDGP_PARASITE_NAME "gimp-diffusion-parameters"
 #define SDGP_PARASITE_GROUP "gimp-diffusion"
 
@@ -61,7 +63,8 @@ char    *sdgp_core_model_path (const sdgp_params *p, GError **error);
 // inpaint without a selection).
 gboolean sdgp_core_check_image (sdgp_mode mode, gint32 image, gint32 drawable, GError **error);
 
-// FALSE and error (SDGP_ERROR_INVALID) naming the first parameter out of range.
+// FALSE and error (SDGP_ERROR_INVALID) naming the first parameter out of range (an unknown
+// sampler or precision name included).
 gboolean sdgp_core_check_params (sdgp_mode mode, const sdgp_params *p, GError **error);
 
 // Runs mode on drawable of image with p. fb: the dialog's feedback, or NULL to report through

@@ -7,12 +7,17 @@
 
 #include "params.h"
 
+// tests/gimp/test-precision.scm sets the remembered precision through these bytes.
+G_STATIC_ASSERT (G_STRUCT_OFFSET (sdgp_params, precision) == 6176);
+
 void
 sdgp_params_init (sdgp_params *p,
                   sdgp_mode    mode)
 {
   memset (p, 0, sizeof *p);
   g_strlcpy (p->sampler, "euler_a", sizeof p->sampler);
+  // The engine's choice (sdg_precision SDG_PRECISION_DEFAULT, today `exact`).
+  g_strlcpy (p->precision, "default", sizeof p->precision);
   p->steps = 20;
   p->cfg_scale = 7.0;
   p->seed = -1;

@@ -4,6 +4,9 @@
  * feedback a run reports its progress through.
  *
  * Fixed-size and pointer-free on purpose: gimp_set_data()/gimp_get_data() store it as bytes.
+ * Fields that are not procedure arguments (models_dir, random_seed, color_match, precision) are
+ * the dialog's own settings: GIMP 2 remembers them with the rest of the struct, GIMP 3 declares
+ * them as auxiliary arguments (gimp3/main.c).
  * Not here: anything of libgimp, GTK or the engine.
  */
 #ifndef SDGP_PARAMS_H
@@ -24,6 +27,11 @@ typedef struct sdgp_params {
     gchar model[1024];          // checkpoint path; "" = the bundled default model
     gchar models_dir[1024];     // folder the dialog lists checkpoints from; "" = the default
     gchar sampler[32];          // engine sampler name ("euler_a", ...)
+    gchar precision[16];        // engine precision name: "default", "exact" or "fast". Set in the
+                                // dialog and remembered, never a PDB argument (procedure calls
+                                // run "default"). Keep it right after sampler: the GIMP 2 test
+                                // (tests/gimp/test-precision.scm) writes it into the stored last
+                                // values at its byte offset, 6176
     gint steps;
     gdouble cfg_scale;
     gint32 seed;                // -1 = a new random seed each run

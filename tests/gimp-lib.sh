@@ -1,5 +1,5 @@
-# gimp-lib.sh - what the GIMP end-to-end scripts (test-gimp.sh, test-gimp3.sh, test-undo.sh)
-# share; sourced, not run. Not here: anything that differs between GIMP 2.10 and 3.0.
+# gimp-lib.sh - what the GIMP end-to-end scripts (test-gimp.sh, test-gimp3.sh, test-undo.sh,
+# test-dialog.sh) share; sourced, not run. Not here: anything that differs between GIMP 2.10 and 3.0.
 
 # scm_str TEXT: TEXT as a Scheme string literal.
 scm_str() { printf '"%s"' "$(printf '%s' "$1" | sed 's/[\\"]/\\&/g')"; }

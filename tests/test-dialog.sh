@@ -7,6 +7,13 @@
 # text-to-image dialog and photographs the run half-way (progress bar, preview, Cancel),
 # OUTDIR/dialog-gimpN-text-to-image-running.png, and checks that the run added its layer.
 # docs/dialog-gimp2.png and docs/dialog-gimp3.png are copies of such pictures.
+# Beside each picture the hook writes the dialog's controls as text (.txt: labels, combo boxes
+# with their items, tooltips); this script checks there that every mode offers Precision
+# (Default | Exact | Fast, with its tooltip). For the running dialog the remembered precision is
+# set to Fast first, as choosing it in the dialog leaves it (GIMP 2: the field in the plug-in's
+# stored values; GIMP 3: its last-values file), and the session runs on the portable kernel sets
+# (SDG_KERNELS=c-bf16): the dialog must open on Fast and the run's layer record precision=fast,
+# kernels=c-bf16.
 #
 # The tiny random-weight model of the reference data ($SDG_REFERENCE_DIR) serves as the models
 # folder's checkpoint; without it the dialogs open on defaults and the running picture is skipped.
@@ -29,6 +36,8 @@ case "$gimp_version" in
   *) echo "Bail out! GIMP_VERSION must be 2.10 or 3.0, not '$gimp_version'"; exit 1 ;;
 esac
 gimp=gimp-$gimp_version
+here=$(cd "$(dirname "$0")" && pwd)
+. "$here/gimp-lib.sh"   # scm_str
 
 for tool in "$gimp" xvfb-run; do
   if ! command -v "$tool" >/dev/null 2>&1; then
@@ -78,10 +87,12 @@ if [ "$gimp_version" = 2.10 ]; then
   new_layer='(gimp-layer-new img 256 256 RGB-IMAGE "bg" 100 LAYER-MODE-NORMAL)'
   find_img='(img (vector-ref (cadr (gimp-image-list)) 0)) (layer (car (gimp-image-get-active-layer img)))'
   n_layers='(car (gimp-image-get-layers img))'
+  layer_vec='(cadr (gimp-image-get-layers img))'
 else
   new_layer='(gimp-layer-new img "bg" 256 256 RGB-IMAGE 100 LAYER-MODE-NORMAL)'
   find_img='(img (vector-ref (car (gimp-get-images)) 0)) (layer (vector-ref (car (gimp-image-get-layers img)) 0))'
   n_layers='(vector-length (car (gimp-image-get-layers img)))'
+  layer_vec='(car (gimp-image-get-layers img))'
 fi
 setup="
 (catch #f
@@ -126,6 +137,45 @@ dialogs=$(with_img "
   $(call plug-in-diffusion-image-to-image RUN-INTERACTIVE)
   $(call plug-in-diffusion-inpaint RUN-INTERACTIVE "" "" "" euler_a 20 -1 1.0)")
 
+# The remembered text-to-image values with precision "fast", as the dialog leaves them when Fast
+# is chosen. GIMP 2 keeps the plug-in's sdgp_params as bytes: the precision field is a 16-byte
+# string at byte 6176 (plugin/params.h). GIMP 3 keeps a GimpConfig file in the profile, written
+# here whole with the warm-up's values (the ones libgimp stored after it) but precision "fast".
+if [ "$gimp_version" = 2.10 ]; then
+  remember_fast='
+(catch #f
+  (let* ((proc "plug-in-diffusion-text-to-image") (got (gimp-procedural-db-get-data proc))
+         (data (cadr got)) (name "fast"))
+    (let loop ((i 0))
+      (if (< i 16)
+          (begin (vector-set! data (+ 6176 i)
+                              (if (< i (string-length name)) (char->integer (string-ref name i)) 0))
+                 (loop (+ i 1)))))
+    (gimp-procedural-db-set-data proc (car got) data)))'
+else
+  last_text="# settings
+
+(prompt \"a red circle on a white wall, studio light\")
+(negative-prompt \"blurry, text\")
+(model \"$tiny\")
+(sampler \"euler_a\")
+(steps 2)
+(cfg-scale 7)
+(seed 42)
+(batch-count 1)
+(random-seed no)
+(precision \"fast\")
+
+# end of settings
+"
+  last_file="$profile/plug-in-settings/GimpProcedureConfigRun-plug-in-diffusion-text-to-image.last"
+  remember_fast="
+(catch #f
+  (let ((port (open-output-file $(scm_str "$last_file"))))
+    (display $(scm_str "$last_text") port)
+    (close-output-port port)))"
+fi
+
 # run_gimp LOG [ENV=VALUE...] -- BATCH-ARGS...: one GIMP session under Xvfb on the profile.
 # SDG_NATIVE_SIZE=64: the tiny model generates at about 64x64 (it is slow at 512x512).
 run_gimp() {
@@ -146,7 +196,7 @@ run_gimp() {
   fi
 }
 
-echo "1..$(( ${#modes[@]} + 1 ))"
+echo "1..$(( 2 * ${#modes[@]} + 2 ))"
 log="$outdir/test-dialog-$tag.log"
 run_gimp "$log" -- -b "$setup" "${warmups[@]}" -b "$dialogs"
 
@@ -173,24 +223,51 @@ for m in "${modes[@]}"; do
     echo "ok $n - $m dialog photographed, ${w}x${h} ($png)"
   fi
 done
+
+# The controls as text: Precision in the Advanced rows, its three choices (the warm-ups were
+# procedure calls, which run and remember "default"), and the tooltip saying what they mean.
+for m in "${modes[@]}"; do
+  n=$((n + 1))
+  txt="$outdir/dialog-$tag-$m.txt"
+  combo=$(grep -A1 -x 'combo: Default | Exact | Fast (active: Default)' "$txt" 2>/dev/null)
+  if grep -qx 'label: Precision:' "$txt" 2>/dev/null && [ -n "$combo" ] &&
+     grep -q '^tooltip: .*Exact: float32.*Fast: bfloat16 products.*AVX512-BF16.*Default: the engine' <<<"$combo"; then
+    echo "ok $n - $m dialog offers Precision: Default | Exact | Fast, with its tooltip"
+  else
+    echo "not ok $n - $m dialog: no Precision row with Default | Exact | Fast and its tooltip in $txt"
+    sed 's/^/# /' "$txt" 2>/dev/null
+    failed=1
+  fi
+done
 if [ $failed -ne 0 ]; then
   sed 's/^/# /' "$log"
 fi
 
-# The same dialog while it runs: Generate pressed by the hook, a 20-step run of the tiny model.
+# The same dialog while it runs: Generate pressed by the hook, a run of the tiny model on the
+# remembered values (the warm-up's, with precision Fast).
 n=$((n + 1))
 if [ -z "$tiny" ]; then
   echo "ok $n - text-to-image run photographed # SKIP no tiny model in \$SDG_REFERENCE_DIR"
+  n=$((n + 1))
+  echo "ok $n - the dialog's precision reaches the run # SKIP no tiny model in \$SDG_REFERENCE_DIR"
 else
   runlog="$outdir/test-dialog-$tag-run.log"
   # The hook also photographs a run that failed (with its message), so the number of layers
   # afterwards tells whether the run really finished: the background, the text-to-image warm-up
   # (its "-b" and command, the first two words of warmups) and the run's own layer.
+  # The run works on the active (top) layer, the warm-up's, so its own layer ends up on top: its
+  # parasite goes to parasite.txt.
   count="$work/layers.txt"
-  run_gimp "$runlog" SDGP_DIALOG_AUTORUN=1 -- -b "$setup" "${warmups[@]:0:2}" \
+  parasite="$work/parasite.txt"
+  run_gimp "$runlog" SDGP_DIALOG_AUTORUN=1 SDG_KERNELS=c-bf16 -- -b "$setup" "${warmups[@]:0:2}" \
+    -b "$remember_fast" \
     -b "$(with_img "$(call plug-in-diffusion-text-to-image RUN-INTERACTIVE)")" \
     -b "$(with_img "(let ((port (open-output-file \"$count\")))
                       (display $n_layers port)
+                      (close-output-port port))")" \
+    -b "$(with_img "(let* ((l (vector-ref $layer_vec 0))
+                           (port (open-output-file \"$parasite\")))
+                      (display (caddr (car (gimp-item-get-parasite l \"gimp-diffusion-parameters\"))) port)
                       (close-output-port port))")"
   png="$outdir/dialog-$tag-text-to-image-running.png"
   read -r w h <<<"$(png_size "$png")"
@@ -200,6 +277,17 @@ else
   else
     echo "not ok $n - text-to-image run: picture ${w:-none}x${h:-none} at $png, ${layers:-?} layers (want 3)"
     sed 's/^/# /' "$runlog"
+    failed=1
+  fi
+  n=$((n + 1))
+  txt="$outdir/dialog-$tag-text-to-image-running.txt"
+  if grep -qx 'combo: Default | Exact | Fast (active: Fast)' "$txt" 2>/dev/null &&
+     grep -qx 'precision=fast' "$parasite" 2>/dev/null && grep -qx 'kernels=c-bf16' "$parasite"; then
+    echo "ok $n - the dialog opens on the remembered Fast and its run records precision=fast, kernels=c-bf16"
+  else
+    echo "not ok $n - the dialog's precision: want Fast active in $txt and precision=fast, kernels=c-bf16 in the run's parasite:"
+    grep '^combo: Default' "$txt" 2>/dev/null | sed 's/^/# /'
+    sed 's/^/# parasite: /' "$parasite" 2>/dev/null
     failed=1
   fi
 fi

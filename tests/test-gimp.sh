@@ -6,8 +6,9 @@
 #
 # Usage: test-gimp.sh PLUGIN MODEL VOCAB [ICONS_DIR [MODELS_DIR]]
 # With MODELS_DIR (the project's models/, holding the bundled default model) GIMP runs a second
-# time, on the default model: tests/gimp/test-default-model.scm. A last session runs
-# tests/gimp/test-memguard.scm under SDG_MEMORY_LIMIT (the memory guard).
+# time, on the default model: tests/gimp/test-default-model.scm. Then a session runs
+# tests/gimp/test-memguard.scm under SDG_MEMORY_LIMIT (the memory guard), and a last one
+# tests/gimp/test-precision.scm under SDG_KERNELS=c-bf16 (the remembered precision setting).
 # Skips (TAP "1..0 # SKIP") only when gimp-console-2.10 is not installed.
 # Environment: SDG_KEEP_TEST_DIR=1 keeps the work folder (profile, GIMP's stderr);
 # SDG_PLUGIN_WRAPPER runs the plug-in through a command (valgrind); SDG_DEMO_DIR=folder saves
@@ -123,6 +124,21 @@ emit $(yes_if grep -Eq "this run of 2 pictures of 64x64 needs .*; lower the size
 if [ $fail = 1 ]; then
   echo "# GIMP's stderr (memory limit):"
   sed 's/^/#   /' "$work/stderr-memguard" | tail -n 30
+fi
+
+# Precision: a session of its own on the portable kernel sets (SDG_KERNELS=c-bf16), so the kernels
+# each precision runs with are known on any CPU (exact "c", fast "c-bf16").
+run_scm precision test-precision.scm "$model" SDG_KERNELS=c-bf16
+rc_prec=$?
+relay_tap "$work/tap-precision.txt"
+emit $(yes_if grep -q '^# script finished' "$work/tap-precision.txt") \
+  "the precision Script-Fu test ran to its end"
+emit $(yes_if [ $rc_prec = 0 ]) "gimp-console with SDG_KERNELS=c-bf16 exits with 0 (got $rc_prec)"
+emit $(yes_if grep -q "Unknown precision 'bogus' (one of: default, exact, fast)" "$work/stderr-precision") \
+  "an unknown precision names the known ones"
+if [ $fail = 1 ]; then
+  echo "# GIMP's stderr (precision):"
+  sed 's/^/#   /' "$work/stderr-precision" | tail -n 30
 fi
 
 finished=0

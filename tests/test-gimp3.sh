@@ -5,7 +5,8 @@
 # installs the plug-in into the profile (GIMP 3 wants it in a folder of its own name), runs GIMP
 # once under a timeout, checks the registration GIMP wrote to pluginrc and GIMP's error messages,
 # and prints the TAP; a second session runs tests/gimp3/test-memguard.scm under SDG_MEMORY_LIMIT
-# (the memory guard). The GIMP 3 port of tests/test-gimp.sh.
+# (the memory guard), a third tests/gimp3/test-precision.scm under SDG_KERNELS=c-bf16 on last
+# values written beforehand (the remembered precision). The GIMP 3 port of tests/test-gimp.sh.
 #
 # Usage: test-gimp3.sh PLUGIN MODEL VOCAB [ICONS_DIR]
 # Skips (TAP "1..0 # SKIP") only when gimp-console-3.0 is not installed.
@@ -76,9 +77,35 @@ SDG_MEMORY_LIMIT=21M timeout "${SDG_GIMP3_TIMEOUT:-900}" "$gimp" -i -d -f --no-s
   >"$work/stdout-memguard" 2>"$work/stderr-memguard"
 rc_mem=$?
 
+# Precision: a session of its own on the portable kernel sets (SDG_KERNELS=c-bf16), so the kernels
+# each precision runs with are known on any CPU (exact "c", fast "c-bf16"). Its last values are
+# written first, as the dialog would leave them (GimpConfig's format, the file libgimp 3.0's
+# begin_run reads for RUN_WITH_LAST_VALS), each with a precision of its own.
+settings="$GIMP3_DIRECTORY/plug-in-settings"
+mkdir -p "$settings"
+write_last() {   # PROC PRECISION [EXTRA-LINE]
+  printf '# settings\n\n(prompt "a red fox")\n(negative-prompt "")\n(model %s)\n(sampler "euler")\n(steps 2)\n(cfg-scale 7)\n(seed 1)\n(batch-count 1)\n(random-seed no)\n(precision "%s")\n%s\n# end of settings\n' \
+    "$(scm_str "$model")" "$2" "${3:-}" >"$settings/GimpProcedureConfigRun-plug-in-diffusion-$1.last"
+}
+write_last text-to-image fast
+write_last image-to-image exact "(strength 0.5)"
+write_last inpaint bogus "(strength 1)"
+tap_prec="$work/tap-precision.txt"
+batch="(begin (define sdg-model $(scm_str "$model")) (define tap-path $(scm_str "$tap_prec"))"
+batch="$batch (load $(scm_str "$here/gimp-lib.scm")) (load $(scm_str "$here/gimp3/test-precision.scm")))"
+SDG_KERNELS=c-bf16 timeout "${SDG_GIMP3_TIMEOUT:-900}" "$gimp" -i -d -f --no-splash \
+  --batch-interpreter=plug-in-script-fu-eval -b "$batch" -b "(gimp-quit 0)" \
+  >"$work/stdout-precision" 2>"$work/stderr-precision"
+rc_prec=$?
+
 # The script's own results, renumbered so that ours can follow.
 relay_tap "$tap"
 relay_tap "$tap_mem"
+relay_tap "$tap_prec"
+emit $(yes_if grep -q '^# script finished' "$tap_prec") "the precision Script-Fu test ran to its end"
+emit $(yes_if [ $rc_prec = 0 ]) "gimp-console-3.0 with SDG_KERNELS=c-bf16 exits with 0 (got $rc_prec)"
+emit $(yes_if grep -q "Unknown precision 'bogus' (one of: default, exact, fast)" "$work/stderr-precision") \
+  "an unknown precision names the known ones"
 emit $(yes_if grep -q '^# script finished' "$tap_mem") "the memory guard's Script-Fu test ran to its end"
 emit $(yes_if [ $rc_mem = 0 ]) "gimp-console-3.0 with SDG_MEMORY_LIMIT exits with 0 (got $rc_mem)"
 emit $(yes_if grep -Eq "Not enough memory: this 64x64 run needs [0-9.]+.MB \(model [0-9.]+.MB \+ working memory [0-9.]+.MB\) but only 21\.0.MB is available \(SDG_MEMORY_LIMIT\); lower the size\." "$work/stderr-memguard") \
@@ -128,6 +155,8 @@ if [ $fail = 1 ] || [ "$finished" = 0 ]; then
   sed 's/^/#   /' "$work/stderr" | tail -n 80
   echo "# GIMP's stderr (memory limit):"
   sed 's/^/#   /' "$work/stderr-memguard" | tail -n 30
+  echo "# GIMP's stderr (precision):"
+  sed 's/^/#   /' "$work/stderr-precision" | tail -n 30
 fi
 echo "1..$n"
 exit 0

@@ -7,7 +7,7 @@
  * checkpoint in the models folder) with its folder, strength (image-to-image and inpaint), seed,
  * batch count, "Match colours" (inpaint), the Size row (the size the picture is generated at and
  * the memory the run needs, from the plug-in's estimate function; bold when the machine cannot
- * give that much), and under "Advanced" the sampler, steps and CFG.
+ * give that much), and under "Advanced" the sampler, steps, CFG and precision.
  * Right: a preview of the picture in progress, a progress bar with step count and time left, and
  * a Cancel button of our own (GIMP's status-bar cancel kills the plug-in outright).
  *
@@ -21,7 +21,9 @@
  * FOLDER/dialog-gimpN-MODE.png (N: 2 or 3; MODE: text-to-image, image-to-image, inpaint), so one GIMP
  * session can photograph every mode. With SDGP_DIALOG_AUTORUN=1 as well, the dialog presses
  * Generate instead and is photographed half-way through the run (FOLDER/...-MODE-running.png),
- * or with its error message when the run fails (then it closes).
+ * or with its error message when the run fails (then it closes). Beside each picture the hook
+ * writes the dialog's controls as text (the same name, .txt): one line per label, combo box (its
+ * items and the active one) and tooltip, so tests can check what the dialog offers.
  */
 #include <string.h>
 
@@ -84,6 +86,13 @@ static const gchar *const sampler_labels[] = {
   [SDG_SAMPLER_DDIM] = "DDIM",
 };
 
+// The precision combo's labels, indexed by sdg_precision.
+static const gchar *const precision_labels[] = {
+  [SDG_PRECISION_DEFAULT] = "Default",
+  [SDG_PRECISION_EXACT] = "Exact",
+  [SDG_PRECISION_FAST] = "Fast",
+};
+
 static const gchar *const mode_titles[SDGP_MODE_COUNT] = {
   [SDGP_TEXT_TO_IMAGE] = "Diffusion: Text to Image",
   [SDGP_IMAGE_TO_IMAGE] = "Diffusion: Image to Image",
@@ -125,6 +134,7 @@ typedef struct dialog {
   GtkWidget *sampler_combo;
   GtkAdjustment *steps_adj;
   GtkAdjustment *cfg_adj;
+  GtkWidget *precision_combo;
   GtkSizeGroup *label_group;    // lines up the labels of the main and the Advanced tables
 
   GtkWidget *preview_image;
@@ -552,6 +562,45 @@ sampler_combo_set (dialog      *d,
 }
 
 static void
+precision_combo_set (dialog      *d,
+                     const gchar *name)
+{
+  sdg_precision p;
+
+  if (! sdg_precision_from_name (name, &p))
+    p = SDG_PRECISION_DEFAULT;
+  gimp_int_combo_box_set_active (GIMP_INT_COMBO_BOX (d->precision_combo), (gint) p);
+}
+
+// The precision tooltip: what each choice means, then what this CPU runs them with.
+static gchar *
+precision_tooltip (void)
+{
+  const gchar *exact = sdg_kernels_name (SDG_PRECISION_EXACT);
+  const gchar *fast = sdg_kernels_name (SDG_PRECISION_FAST);
+  gchar       *here;
+  gchar       *text;
+
+  if (strcmp (exact, fast) == 0)
+    here = g_strdup_printf ("This computer has no AVX512-BF16: both run the %s kernels, Fast "
+                            "with Winograd 3x3 convolutions.", exact);
+  else
+    here = g_strdup_printf ("This computer: Exact runs the %s kernels, Fast the %s ones.",
+                            exact, fast);
+  text = g_strdup_printf ("The arithmetic of the networks.\n"
+                          "Exact: float32, the reference implementations' numbers.\n"
+                          "Fast: bfloat16 products (float32 sums) where the CPU has "
+                          "AVX512-BF16, about twice the speed and slightly different pictures; "
+                          "otherwise float32 with Winograd's algorithm for 3x3 convolutions, "
+                          "somewhat faster, within float32 noise of Exact.\n"
+                          "Default: the engine's choice (Exact).\n"
+                          "The layer's parasite records the precision and the kernels used.\n"
+                          "%s", here);
+  g_free (here);
+  return text;
+}
+
+static void
 model_changed (GtkComboBox *combo,
                dialog      *d)
 {
@@ -829,10 +878,10 @@ dialog_build (dialog *d)
       gtk_size_group_add_widget (d->label_group, label);
     }
 
-  // Advanced: sampler, steps, CFG.
+  // Advanced: sampler, steps, CFG, precision.
   d->expander = gtk_expander_new_with_mnemonic ("_Advanced");
   gtk_box_pack_start (GTK_BOX (left), d->expander, FALSE, FALSE, 0);
-  adv_table = form_new (3);
+  adv_table = form_new (4);
   // No indent, so the Advanced rows line up with the ones above.
 #if GTK_CHECK_VERSION (3, 0, 0)
   gtk_widget_set_margin_top (adv_table, 6);
@@ -868,6 +917,24 @@ dialog_build (dialog *d)
   d->cfg_adj = scale_entry (d, adv_table, 2, "C_FG scale:", p->cfg_scale, 1.0, 30.0, 0.5, 1.0, 1,
                             "How closely to follow the prompt (classifier-free guidance); "
                             "1 ignores the negative prompt and runs twice as fast");
+
+  d->precision_combo = g_object_new (GIMP_TYPE_INT_COMBO_BOX, NULL);
+  for (gint i = 0; i < SDG_PRECISION_COUNT; i++)
+    gimp_int_combo_box_append (GIMP_INT_COMBO_BOX (d->precision_combo),
+                               GIMP_INT_STORE_VALUE, i,
+                               GIMP_INT_STORE_LABEL,
+                               i < (gint) G_N_ELEMENTS (precision_labels) && precision_labels[i]
+                                 ? precision_labels[i] : sdg_precision_name ((sdg_precision) i),
+                               -1);
+  precision_combo_set (d, p->precision);
+  {
+    gchar *tip = precision_tooltip ();
+
+    gimp_help_set_help_data (d->precision_combo, tip, NULL);
+    g_free (tip);
+  }
+  label = form_attach_aligned (adv_table, 3, "Prec_ision:", d->precision_combo);
+  gtk_size_group_add_widget (d->label_group, label);
   gtk_widget_show_all (gtk_bin_get_child (GTK_BIN (d->expander)));
 
   // ---- right: preview, progress, cancel
@@ -922,6 +989,7 @@ dialog_read (dialog      *d,
   gchar *text;
   gchar *model;
   gint   s = SDG_SAMPLER_EULER_A;
+  gint   prec = SDG_PRECISION_DEFAULT;
 
   text = text_view_get_text (d->prompt_view);
   copy_utf8 (p->prompt, sizeof p->prompt, text);
@@ -939,6 +1007,10 @@ dialog_read (dialog      *d,
       s < 0 || s >= SDG_SAMPLER_COUNT)
     s = SDG_SAMPLER_EULER_A;
   copy_utf8 (p->sampler, sizeof p->sampler, sdg_sampler_name ((sdg_sampler) s));
+  if (! gimp_int_combo_box_get_active (GIMP_INT_COMBO_BOX (d->precision_combo), &prec) ||
+      prec < 0 || prec >= SDG_PRECISION_COUNT)
+    prec = SDG_PRECISION_DEFAULT;
+  copy_utf8 (p->precision, sizeof p->precision, sdg_precision_name ((sdg_precision) prec));
 
   p->steps = (gint) gtk_adjustment_get_value (GTK_ADJUSTMENT (d->steps_adj));
   p->cfg_scale = gtk_adjustment_get_value (GTK_ADJUSTMENT (d->cfg_adj));
@@ -1195,7 +1267,92 @@ set_running (dialog  *d,
 }
 
 // ---------------------------------------------------------------------------------------------
-// Test hook: a picture of the dialog
+// Test hook: a picture of the dialog, and its controls as text
+
+// One line per visible label ("label: TEXT"), combo box ("combo: A | B | C (active: B)") and
+// tooltip ("tooltip: TEXT", after its widget's line), newlines as spaces, in the order
+// gtk_container_forall gives (a GTK 2 table's rows come last first).
+static void
+controls_dump_widget (GtkWidget *widget,
+                      gpointer   data)
+{
+  GString *out = data;
+  gchar   *tip;
+
+  if (! gtk_widget_get_visible (widget))
+    return;
+  if (GTK_IS_LABEL (widget))
+    {
+      const gchar *text = gtk_label_get_text (GTK_LABEL (widget));
+
+      gchar *line = g_strdup (text ? text : "");
+
+      if (line[0])
+        g_string_append_printf (out, "label: %s\n", g_strdelimit (line, "\n", ' '));
+      g_free (line);
+    }
+  else if (GTK_IS_COMBO_BOX (widget))
+    {
+      GtkTreeModel *model = gtk_combo_box_get_model (GTK_COMBO_BOX (widget));
+      gint          active = gtk_combo_box_get_active (GTK_COMBO_BOX (widget));
+      gint          column = -1;
+      gchar        *active_text = NULL;
+      GtkTreeIter   iter;
+      gboolean      valid;
+
+      // The first text column holds the labels (GimpIntStore: GIMP_INT_STORE_LABEL).
+      for (gint c = 0; model && c < gtk_tree_model_get_n_columns (model) && column < 0; c++)
+        if (gtk_tree_model_get_column_type (model, c) == G_TYPE_STRING)
+          column = c;
+      g_string_append (out, "combo: ");
+      valid = column >= 0 && gtk_tree_model_get_iter_first (model, &iter);
+      for (gint index = 0; valid; index++, valid = gtk_tree_model_iter_next (model, &iter))
+        {
+          gchar *text = NULL;
+
+          gtk_tree_model_get (model, &iter, column, &text, -1);
+          g_string_append_printf (out, "%s%s", index ? " | " : "", text ? text : "");
+          if (index == active)
+            active_text = g_strdup (text ? text : "");
+          g_free (text);
+        }
+      g_string_append_printf (out, " (active: %s)\n", active_text ? active_text : "none");
+      g_free (active_text);
+    }
+  tip = gtk_widget_get_tooltip_text (widget);
+  if (tip && tip[0])
+    {
+      g_strdelimit (tip, "\n", ' ');
+      g_string_append_printf (out, "tooltip: %s\n", tip);
+    }
+  g_free (tip);
+  // A combo box's own children only repeat its active item.
+  if (GTK_IS_CONTAINER (widget) && ! GTK_IS_COMBO_BOX (widget))
+    gtk_container_forall (GTK_CONTAINER (widget), controls_dump_widget, out);
+}
+
+// Writes the dialog's controls beside the picture at png_path (.png -> .txt).
+static void
+controls_dump (dialog      *d,
+               const gchar *png_path)
+{
+  GString *out = g_string_new (NULL);
+  gchar   *base = g_str_has_suffix (png_path, ".png")
+                    ? g_strndup (png_path, strlen (png_path) - strlen (".png"))
+                    : g_strdup (png_path);
+  gchar   *path = g_strconcat (base, ".txt", NULL);
+  GError  *error = NULL;
+
+  controls_dump_widget (d->dialog, out);
+  if (! g_file_set_contents (path, out->str, (gssize) out->len, &error))
+    {
+      g_printerr ("gimp-diffusion: %s\n", error->message);
+      g_clear_error (&error);
+    }
+  g_string_free (out, TRUE);
+  g_free (path);
+  g_free (base);
+}
 
 static void
 screenshot_save (dialog *d)
@@ -1233,6 +1390,7 @@ screenshot_save (dialog *d)
     g_printerr ("gimp-diffusion: dialog screenshot %dx%d saved to %s\n", w, h, d->screenshot_path);
   if (shot)
     g_object_unref (shot);
+  controls_dump (d, d->screenshot_path);
 }
 
 // Once the picture in progress is half done, with a preview on show.

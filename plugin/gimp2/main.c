@@ -2,7 +2,9 @@
  * main.c - the GIMP 2.10 front end of gimp-diffusion: registers the three procedures under
  * Filters > Diffusion (query), turns PDB arguments or the dialog into sdgp_params, remembers
  * the last values (gimp_get_data/gimp_set_data, Filters > Repeat) and hands the run to the
- * version-neutral core (core.h). Errors go back to the caller as GIMP_PDB_EXECUTION_ERROR with
+ * version-neutral core (core.h). The dialog's own settings (models folder, "New seed each run",
+ * "Match colours", precision) are not arguments; they are remembered with the rest of
+ * sdgp_params. Errors go back to the caller as GIMP_PDB_EXECUTION_ERROR with
  * the message as the second return value, as GIMP 2.10's own plug-ins do.
  *
  * Not here: pixels, layers, undo (host.c), regions and the engine (core.c), the dialog (ui/).
@@ -148,8 +150,11 @@ params_from_pdb (sdgp_mode        mode,
   p->batch_count = param[10].data.d_int32;
   if (mode != SDGP_TEXT_TO_IMAGE)
     p->strength = param[11].data.d_float;
-  // The PDB caller names the model explicitly; the dialog's folder does not apply.
+  // The PDB caller names the model explicitly; the dialog's folder does not apply. Precision is
+  // no procedure argument: a call runs the engine's default, whatever the dialog remembers, so
+  // its result depends on its arguments alone (as in GIMP 3, where it is an auxiliary argument).
   p->models_dir[0] = '\0';
+  g_strlcpy (p->precision, "default", sizeof p->precision);
   return TRUE;
 }
 
@@ -170,6 +175,7 @@ params_load (sdgp_mode    mode,
       p->model[sizeof p->model - 1] = '\0';
       p->models_dir[sizeof p->models_dir - 1] = '\0';
       p->sampler[sizeof p->sampler - 1] = '\0';
+      p->precision[sizeof p->precision - 1] = '\0';
     }
 }
 

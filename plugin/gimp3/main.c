@@ -5,8 +5,8 @@
  * (core.h). GIMP 3 keeps the last values itself (the config is loaded for RUN_INTERACTIVE and
  * RUN_WITH_LAST_VALS and stored after a successful interactive run; save_last_values() stores
  * them after a successful non-interactive one too, as GIMP 2.10 does); the dialog-only values
- * (models folder, "New seed each run", "Match colours") are auxiliary arguments so they are
- * remembered too.
+ * (models folder, "New seed each run", "Match colours", precision) are auxiliary arguments so
+ * they are remembered too, without changing the procedures' signatures.
  *
  * GIMP 3 differences the callers see: the drawable is an array of drawables ("drawables",
  * exactly one accepted), and arguments may be named.
@@ -173,6 +173,14 @@ sdgp_create_procedure (GimpPlugIn  *plug_in,
   gimp_procedure_add_boolean_aux_argument (procedure, "color-match", "Match c_olours",
                                            "Inpaint: match colours to the surroundings",
                                            d.color_match, G_PARAM_READWRITE);
+  // A plain string like the sampler (an unknown name is an error, not the default). Auxiliary:
+  // an extra argument would break every script that calls the procedures positionally in 2.10,
+  // so precision is the dialog's setting and calls run the engine's default.
+  gimp_procedure_add_string_aux_argument (procedure, "precision", "Prec_ision",
+                                          "Arithmetic of the networks: default (the engine's "
+                                          "choice, exact), exact (float32) or fast (bfloat16 "
+                                          "products where the CPU has AVX512-BF16)",
+                                          d.precision, G_PARAM_READWRITE);
   return procedure;
 }
 
@@ -221,6 +229,7 @@ params_from_config (sdgp_mode            mode,
                     GError             **error)
 {
   gchar   *prompt = NULL, *negative = NULL, *model = NULL, *sampler = NULL, *models_dir = NULL;
+  gchar   *precision = NULL;
   gboolean ok;
 
   sdgp_params_init (p, mode);
@@ -229,7 +238,7 @@ params_from_config (sdgp_mode            mode,
                 "sampler", &sampler, "steps", &p->steps, "cfg-scale", &p->cfg_scale,
                 "seed", &p->seed, "batch-count", &p->batch_count,
                 "models-dir", &models_dir, "random-seed", &p->random_seed,
-                "color-match", &p->color_match, NULL);
+                "color-match", &p->color_match, "precision", &precision, NULL);
   if (mode != SDGP_TEXT_TO_IMAGE)
     g_object_get (config, "strength", &p->strength, NULL);
   ok = copy_string (p->prompt, sizeof p->prompt, prompt, "prompt", error) &&
@@ -237,12 +246,14 @@ params_from_config (sdgp_mode            mode,
                     error) &&
        copy_string (p->model, sizeof p->model, model, "model path", error) &&
        copy_string (p->sampler, sizeof p->sampler, sampler, "sampler name", error) &&
-       copy_string (p->models_dir, sizeof p->models_dir, models_dir, "models folder", error);
+       copy_string (p->models_dir, sizeof p->models_dir, models_dir, "models folder", error) &&
+       copy_string (p->precision, sizeof p->precision, precision, "precision name", error);
   g_free (prompt);
   g_free (negative);
   g_free (model);
   g_free (sampler);
   g_free (models_dir);
+  g_free (precision);
   return ok;
 }
 
@@ -256,7 +267,8 @@ params_to_config (sdgp_mode            mode,
                 "prompt", p->prompt, "negative-prompt", p->negative_prompt, "model", p->model,
                 "sampler", p->sampler, "steps", p->steps, "cfg-scale", p->cfg_scale,
                 "seed", p->seed, "batch-count", p->batch_count, "models-dir", p->models_dir,
-                "random-seed", p->random_seed, "color-match", p->color_match, NULL);
+                "random-seed", p->random_seed, "color-match", p->color_match,
+                "precision", p->precision, NULL);
   if (mode != SDGP_TEXT_TO_IMAGE)
     g_object_set (config, "strength", p->strength, NULL);
 }
@@ -342,16 +354,19 @@ run (GimpProcedure        *procedure,
 
     case GIMP_RUN_NONINTERACTIVE:
       // The PDB caller names the model explicitly and chooses the seed; the dialog's folder and
-      // "New seed each run" do not apply.
+      // "New seed each run" do not apply. Precision is no argument of the call: it runs the
+      // engine's default (libgimp leaves auxiliary arguments at their defaults here; said again
+      // so that the two GIMPs cannot drift apart).
       p.models_dir[0] = '\0';
       p.random_seed = p.seed < 0;
+      g_strlcpy (p.precision, "default", sizeof p.precision);
       if (! sdgp_core_check_params (t.mode, &p, &error))
         status = GIMP_PDB_CALLING_ERROR;
       else if (! sdgp_core_run_params (&t, &p, &error))
         status = GIMP_PDB_EXECUTION_ERROR;
       else
         {
-          g_object_set (config, "random-seed", p.random_seed, NULL);
+          g_object_set (config, "random-seed", p.random_seed, "precision", p.precision, NULL);
           save_last_values (config);
         }
       break;
