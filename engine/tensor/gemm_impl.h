@@ -148,11 +148,62 @@ static void gemm_pack_b_conv(float *restrict dst, const sdg_gemm_conv *cv, const
     }
 }
 
+// `count` whole panels of the implicit im2col from column j0, for stride 1 and output rows a
+// whole number of panels wide (each panel inside one output row): k by k, so that the panels
+// of one output row read one run of the input row (as gemm_pack_b's row-major case).
+static void gemm_pack_b_conv_rows(float *restrict bp, const sdg_gemm_conv *cv, const float *x,
+                                  int p0, int kc, int j0, int count)
+{
+    int kk2 = cv->k * cv->k;
+    int ci = p0 / kk2, ky = p0 / cv->k % cv->k, kx = p0 % cv->k - 1;
+    for (int k = 0; k < kc; k++) {
+        if (++kx == cv->k) {
+            kx = 0;
+            if (++ky == cv->k) {
+                ky = 0;
+                ci++;
+            }
+        }
+        const float *xc = x + (size_t)ci * cv->h * cv->w;
+        for (int q = 0; q < count; q++) {
+            int j = j0 + q * GEMM_NP;
+            int iy = j / cv->ow - cv->pad_t + ky, ix = j % cv->ow - cv->pad_l + kx;
+            float *d = bp + ((size_t)q * kc + k) * GEMM_NP;
+            if (iy < 0 || iy >= cv->h) {
+                memset(d, 0, GEMM_NP * sizeof *d);
+                continue;
+            }
+            const float *src = xc + (size_t)iy * cv->w;
+            if (ix >= 0 && ix + GEMM_NP <= cv->w) {
+                gemm_copy16(d, src + ix);
+                continue;
+            }
+            for (int c = 0; c < GEMM_NP; c++)
+                d[c] = ix + c >= 0 && ix + c < cv->w ? src[ix + c] : 0.0f;
+        }
+    }
+}
+
 // bp[panel][k][16] = B[p0 + k][j0 + panel*16 + c], zero columns past nc up to a whole tile.
 static void gemm_pack_b(float *restrict bp, const sdg_gemm_operand *b, int p0, int kc, int j0,
                         int nc)
 {
     int width = (nc + GEMM_NR - 1) / GEMM_NR * GEMM_NR;
+    if (!b->conv && b->cs == 1 && b->dtype == SDG_DT_F32 && nc == width) {
+        // Rows of B are contiguous and fill whole panels: row by row, each read in one run of
+        // nc floats (rows far apart in memory are each a new stream the prefetcher must find;
+        // a panel at a time would read 64 bytes of each).
+        const float *src = (const float *)b->p + (ptrdiff_t)p0 * b->rs + j0;
+        for (int k = 0; k < kc; k++)
+            for (int j = 0; j < width; j += GEMM_NP)
+                gemm_copy16(bp + ((size_t)(j / GEMM_NP) * kc + k) * GEMM_NP,
+                            src + (ptrdiff_t)k * b->rs + j);
+        return;
+    }
+    if (b->conv && b->conv->stride == 1 && b->conv->ow % GEMM_NP == 0 && nc == width) {
+        gemm_pack_b_conv_rows(bp, b->conv, (const float *)b->p, p0, kc, j0, width / GEMM_NP);
+        return;
+    }
     for (int j = 0; j < width; j += GEMM_NP) {
         float *dst = bp + (size_t)(j / GEMM_NP) * kc * GEMM_NP;
         int w = nc - j < GEMM_NP ? nc - j : GEMM_NP;
