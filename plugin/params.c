@@ -16,7 +16,7 @@ sdgp_params_init (sdgp_params *p,
 {
   memset (p, 0, sizeof *p);
   g_strlcpy (p->sampler, "euler_a", sizeof p->sampler);
-  // The engine's choice (sdg_precision SDG_PRECISION_DEFAULT, today `exact`).
+  // The engine's choice (sdg_precision SDG_PRECISION_DEFAULT, today `fast`).
   g_strlcpy (p->precision, "default", sizeof p->precision);
   p->steps = 20;
   p->cfg_scale = 7.0;

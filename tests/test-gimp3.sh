@@ -87,8 +87,8 @@ write_last() {   # PROC PRECISION [EXTRA-LINE]
   printf '# settings\n\n(prompt "a red fox")\n(negative-prompt "")\n(model %s)\n(sampler "euler")\n(steps 2)\n(cfg-scale 7)\n(seed 1)\n(batch-count 1)\n(random-seed no)\n(precision "%s")\n%s\n# end of settings\n' \
     "$(scm_str "$model")" "$2" "${3:-}" >"$settings/GimpProcedureConfigRun-plug-in-diffusion-$1.last"
 }
-write_last text-to-image fast
-write_last image-to-image exact "(strength 0.5)"
+write_last text-to-image exact
+write_last image-to-image fast "(strength 0.5)"
 write_last inpaint bogus "(strength 1)"
 tap_prec="$work/tap-precision.txt"
 batch="(begin (define sdg-model $(scm_str "$model")) (define tap-path $(scm_str "$tap_prec"))"

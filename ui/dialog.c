@@ -593,7 +593,7 @@ precision_tooltip (void)
                           "AVX512-BF16, about twice the speed and slightly different pictures; "
                           "otherwise float32 with Winograd's algorithm for 3x3 convolutions, "
                           "somewhat faster, within float32 noise of Exact.\n"
-                          "Default: the engine's choice (Exact).\n"
+                          "Default: the engine's choice (Fast).\n"
                           "The layer's parasite records the precision and the kernels used.\n"
                           "%s", here);
   g_free (here);

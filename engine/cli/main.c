@@ -596,7 +596,7 @@ static int cli_parse(int *argc, char ***argv, cli_opts *o)
          "Threads (number of online processors)", "N"},
         {"precision", 0, 0, G_OPTION_ARG_STRING, &o->precision,
          "Arithmetic: exact (float32), fast (bfloat16 products where the CPU has AVX512-BF16, "
-         "else exact) or default (exact)", "NAME"},
+         "else Winograd 3x3 convolutions) or default (fast)", "NAME"},
         {"noise-in", 0, 0, G_OPTION_ARG_FILENAME, &o->noise_in,
          "Starting noise: tensor 'noise' [1,4,H/f,W/f] in a .safetensors file", "FILE"},
         {"latent-out", 0, 0, G_OPTION_ARG_FILENAME, &o->latent_out,

@@ -110,10 +110,9 @@
                      (string-contains text "steps=2")
                      (string-contains text "cfg_scale=7")
                      (string-contains text (string-append "seed=" (number->string seed)))
-                     ; A call runs the engine's default precision; never a bfloat16 kernel set.
+                     ; A call runs the engine's default precision (its kernels: any set).
                      (string-contains text "\nprecision=default\n")
                      (string-contains text "\nkernels=")
-                     (not (string-contains text "-bf16"))
                      (string-contains text "width=")
                      (string-contains text "height=")
                      (or (string=? mode "t2i") (string-contains text "strength=0.8")))

@@ -9,7 +9,8 @@
 ; dialog leaves it, by writing the field into those bytes (plugin/params.h: a 16-byte string at
 ; byte 6176, checked at build time), then runs RUN-WITH-LAST-VALS (Filters > Repeat). Checked:
 ; a procedure call runs and records "default" whatever is remembered; the remembered precision
-; reaches the engine (fast pictures differ from exact ones, default ones are exact's bit for bit)
+; reaches the engine (exact pictures differ from fast ones, default ones are fast's bit for bit:
+; the engine's default is fast)
 ; and the layer parasite (precision, kernels); an unknown name is refused and adds nothing.
 ; Not here: the dialog's control (tests/test-dialog.sh).
 
@@ -76,25 +77,25 @@
 (let* ((spec (white-image 48 48)) (img (car spec)) (l (cadr spec)))
   (ok (call img l 1) "a procedure call succeeds")
   (let ((called (newest img l)))
-    (ok (records? called "default" "c") "a call records precision=default, kernels=c")
+    (ok (records? called "default" "c-bf16") "a call records precision=default, kernels=c-bf16")
     (ok (string=? (remembered-precision) "default")
         "the remembered values hold the precision at the byte offset plugin/params.h says")
+
+    (remember-precision "exact")
+    (ok (and (repeat img l) (records? (newest img l) "exact" "c")) "Repeat with Exact: precision=exact, kernels=c")
+    (let ((exact (newest img l)))
+      (ok (not (equal? (pixels exact) (pixels called)))
+          "the exact picture differs from the default (fast) one: the engine got the setting"))
 
     (remember-precision "fast")
     (ok (and (repeat img l) (records? (newest img l) "fast" "c-bf16"))
         "Repeat with Fast remembered: precision=fast, kernels=c-bf16")
-    (let ((fast (newest img l)))
-      (ok (not (equal? (pixels fast) (pixels called)))
-          "the fast picture differs from the default (exact) one: the engine got the setting"))
+    (ok (equal? (pixels (newest img l)) (pixels called))
+        "the fast picture is the default one, bit for bit")
 
     (remember-precision "exact")
-    (ok (and (repeat img l) (records? (newest img l) "exact" "c")) "Repeat with Exact: precision=exact, kernels=c")
-    (ok (equal? (pixels (newest img l)) (pixels called))
-        "the exact picture is the default one, bit for bit")
-
-    (remember-precision "fast")
-    (ok (and (call img l 1) (records? (newest img l) "default" "c"))
-        "a call runs precision=default although Fast is remembered")
+    (ok (and (call img l 1) (records? (newest img l) "default" "c-bf16"))
+        "a call runs precision=default although Exact is remembered")
     (ok (string=? (remembered-precision) "default") "and its values, default included, are the last values")
 
     (remember-precision "bogus")

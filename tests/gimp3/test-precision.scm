@@ -7,11 +7,12 @@
 ; Precision is not a procedure argument but an auxiliary one: the dialog's setting, remembered
 ; with the last values. Before the session the shell script writes those last values as the
 ; dialog leaves them (the profile's plug-in-settings/GimpProcedureConfigRun-PROC.last): text to
-; image "a red fox", euler, 2 steps, CFG 7, seed 1 with precision "fast"; image to image with
-; "exact"; inpaint with "bogus". Checked: RUN-WITH-LAST-VALS (Filters > Repeat) hands the
+; image "a red fox", euler, 2 steps, CFG 7, seed 1 with precision "exact"; image to image with
+; "fast"; inpaint with "bogus". Checked: RUN-WITH-LAST-VALS (Filters > Repeat) hands the
 ; remembered precision to the engine and the layer parasite (precision, kernels); a procedure call
-; runs and records "default" whatever is remembered, and its values become the last ones; fast
-; pictures differ from default (exact) ones; an unknown name is refused and adds nothing.
+; runs and records "default" (the engine's choice, fast: kernels c-bf16) whatever is remembered,
+; and its values become the last ones; exact pictures differ from default (fast) ones; an unknown
+; name is refused and adds nothing.
 ; Every call that may fail is inside catch: GIMP 3 stops at a failing batch command.
 ; Not here: the dialog's control (tests/test-dialog.sh).
 
@@ -55,21 +56,21 @@
          (string-contains text (string-append "\nkernels=" k "\n")))))
 
 (let* ((spec (white-image 48 48)) (img (car spec)) (l (cadr spec)))
-  (ok (and (repeat plug-in-diffusion-text-to-image img l) (records? (newest img l) "fast" "c-bf16"))
-      "Repeat with Fast remembered: precision=fast, kernels=c-bf16")
-  (let ((fast (newest img l)))
-    (ok (and (call img l) (records? (newest img l) "default" "c"))
-        "a call runs precision=default although Fast is remembered")
+  (ok (and (repeat plug-in-diffusion-text-to-image img l) (records? (newest img l) "exact" "c"))
+      "Repeat with Exact remembered: precision=exact, kernels=c")
+  (let ((exact (newest img l)))
+    (ok (and (call img l) (records? (newest img l) "default" "c-bf16"))
+        "a call runs precision=default (fast: c-bf16) although Exact is remembered")
     (let ((called (newest img l)))
-      (ok (not (equal? (pixels fast) (pixels called)))
-          "the fast picture differs from the default (exact) one: the engine got the setting")
+      (ok (not (equal? (pixels exact) (pixels called)))
+          "the exact picture differs from the default (fast) one: the engine got the setting")
       (ok (and (repeat plug-in-diffusion-text-to-image img l)
-               (records? (newest img l) "default" "c")
+               (records? (newest img l) "default" "c-bf16")
                (equal? (pixels (newest img l)) (pixels called)))
           "Repeat after the call repeats it, precision=default included")))
 
-  (ok (and (repeat plug-in-diffusion-image-to-image img l) (records? (newest img l) "exact" "c"))
-      "image to image with Exact remembered: precision=exact, kernels=c")
+  (ok (and (repeat plug-in-diffusion-image-to-image img l) (records? (newest img l) "fast" "c-bf16"))
+      "image to image with Fast remembered: precision=fast, kernels=c-bf16")
 
   (gimp-image-select-rectangle img CHANNEL-OP-REPLACE 8 8 16 16)
   (let ((before (layers img)))
