@@ -273,7 +273,7 @@ typedef struct sdg_memory_estimate {
 // SD 1.5 at 2048x2048), then reads the available memory. Only the sizes of init_image and
 // mask are read, not their pixels. Works on a model loaded with header_only. Returns SDG_OK when
 // the run fits (or the available memory is unknown); SDG_ERR_NOMEM with the sentence sdg_generate
-// would refuse with (e.g. "this 2048x2048 run needs 13.0 GB (model 4.3 GB + working memory
+// would refuse with (e.g. "this 2048x2048 run needs 10.9 GB (model 2.1 GB + working memory
 // 8.7 GB) but only 6.1 GB is available; lower the size") when it does not;
 // *out is filled in both cases. Other errors: a bad request, *out zeroed. The same thread rules as
 // sdg_generate apply (not while ctx runs).
