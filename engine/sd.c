@@ -326,6 +326,7 @@ sdg_model *sdg_model_load(const char *path, const sdg_model_params *params, sdg_
         goto fail;
 
     sched_init_sd(&m->sched);
+    m->prediction = SDG_PREDICT_EPS;   // every SD 1.x checkpoint
     m->info = (sdg_model_info){
         .unet_in_channels = uc->in_ch,
         .unet_model_channels = uc->model_ch,

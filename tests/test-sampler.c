@@ -435,6 +435,32 @@ static void zero_noise(void *user, int step, float *out, size_t n)
 
 // A model that always predicts the same x0 makes every step exact: each sampler must land on
 // it (LMS only if its coefficients sum to the step, dpm++ only if its extrapolation is affine).
+// The denoiser's scalings: with x = x0 + sigma eps, the ideal network output (eps itself, or
+// v = (eps - sigma x0) / sqrt(sigma^2+1), the DDPM v at a = 1/(sigma^2+1)) must give back x0,
+// computed in double; the input scaling is the DDPM latent's; and eps's are exactly the formula
+// the pipeline had before the denoiser (x - sigma eps, same bits).
+static void test_denoiser(void)
+{
+    const float sigmas[] = {0.0292f, 0.1f, 1.0f, 3.7f, 14.6146f, 80.0f};
+    const double x0 = 0.37, eps = -1.21;
+    for (size_t i = 0; i < G_N_ELEMENTS(sigmas); i++) {
+        double s = sigmas[i], x = x0 + s * eps;
+        double v = (eps - s * x0) / sqrt(s * s + 1.0);
+        sdg_scalings e = denoiser_scalings(SDG_PREDICT_EPS, sigmas[i]);
+        sdg_scalings w = denoiser_scalings(SDG_PREDICT_V, sigmas[i]);
+        g_assert_cmpfloat_with_epsilon(e.c_in, 1.0 / sqrt(s * s + 1.0), 1e-7 * e.c_in);
+        g_assert_cmpfloat(w.c_in, ==, e.c_in);
+        double de = e.c_skip * x + e.c_out * eps, dv = w.c_skip * x + w.c_out * v;
+        g_test_message("sigma %g: eps gives x0 to %.2e, v to %.2e", s, fabs(de - x0),
+                       fabs(dv - x0));
+        // float32 scalings: a few ulps of the largest term (|x| up to 97 here)
+        g_assert_cmpfloat(fabs(de - x0), <=, 4e-7 * fabs(x) + 1e-7);
+        g_assert_cmpfloat(fabs(dv - x0), <=, 4e-7 * fabs(x) + 1e-7);
+        float xf = (float)x, ef = (float)eps;
+        g_assert_true(e.c_skip * xf + e.c_out * ef == xf - sigmas[i] * ef);
+    }
+}
+
 static void test_constant_model(void)
 {
     sdg_noise_schedule s;
@@ -662,6 +688,7 @@ int main(int argc, char **argv)
     g_test_add_func("/sampler/schedule/bad-requests", test_bad_requests);
     g_test_add_func("/sampler/schedule/all-step-counts", test_all_step_counts);
     g_test_add_func("/sampler/constant-model", test_constant_model);
+    g_test_add_func("/sampler/denoiser", test_denoiser);
     g_test_add_func("/sampler/cancel", test_cancel);
     g_test_add_func("/sampler/lms-order", test_lms_order);
     g_test_add_func("/sampler/golden/schedule", test_schedule_tables);

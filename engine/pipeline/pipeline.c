@@ -8,8 +8,9 @@
  * before the arena is reserved (memory.h).
  *
  * Conventions follow the public references (shared/reference/manifests/README.md):
- * - k-diffusion sigma space: x = x_t / sqrt(alpha_cumprod), denoised = x - sigma eps(c_in x, t),
- *   c_in = 1/sqrt(sigma^2+1); CFG on eps with batch [uncond, cond].
+ * - k-diffusion sigma space: x = x_t / sqrt(alpha_cumprod), denoised = c_skip x + c_out out(c_in x,
+ *   t) with the denoiser's scalings for what the UNet predicts (sampler.h: for eps, x - sigma eps
+ *   and c_in = 1/sqrt(sigma^2+1)); CFG on the prediction with batch [uncond, cond].
  * - DDIM (eta 0) is an Euler step in that space between DDIM timesteps; its start latent is the
  *   unscaled noise in x_t space and it ends at sigma(t=0), as CompVis' sampler does.
  * - img2img (A1111/diffusers): strength s runs the last int(s*steps) steps from init + noise;
@@ -159,11 +160,11 @@ static sdg_status denoise(void *user, const float *x, float sigma, float t, floa
     if (atomic_load(&j->ctx->cancel))
         return SDG_ERR_CANCELLED;
     size_t hw = (size_t)j->h * j->w;
-    float c_in = 1.0f / sqrtf(sigma * sigma + 1.0f);
+    sdg_scalings sc = denoiser_scalings(j->m->prediction, sigma);
     for (int b = 0; b < j->nb; b++) {
         float *in = j->unet_in + (size_t)b * j->in_ch * hw;
         for (size_t i = 0; i < j->n_lat; i++)
-            in[i] = x[i] * c_in;
+            in[i] = x[i] * sc.c_in;
         if (j->model9) {
             memcpy(in + j->n_lat, j->mask_lat, hw * sizeof(float));
             memcpy(in + j->n_lat + hw, j->masked_lat, j->n_lat * sizeof(float));
@@ -174,9 +175,11 @@ static sdg_status denoise(void *user, const float *x, float sigma, float t, floa
                  j->n_ctx, j->eps);
     const float *eu = j->eps, *ec = j->cfg ? j->eps + j->n_lat : j->eps;
     float s = j->p->cfg_scale;
+    // Guidance on the prediction (eps or v alike, as A1111, ComfyUI and diffusers do), then the
+    // denoiser's scalings.
     for (size_t i = 0; i < j->n_lat; i++) {
         float e = j->cfg ? eu[i] + s * (ec[i] - eu[i]) : ec[i];
-        denoised[i] = x[i] - sigma * e;
+        denoised[i] = sc.c_skip * x[i] + sc.c_out * e;
     }
     return SDG_OK;
 }

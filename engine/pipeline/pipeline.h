@@ -28,6 +28,7 @@ struct sdg_model {
     unet_model *unet;
     vae_model *vae;
     sdg_noise_schedule sched;
+    sdg_prediction_type prediction;   // what the UNet predicts (SD 1.x: eps)
     sdg_model_info info;
     int32_t pad_id;            // SD1: <|endoftext|>
     bool header_only;          // no weights bound (sdg_model_params.header_only): estimates only

@@ -10,7 +10,7 @@
  * Space: every sampler works in k-diffusion "sigma space" on a flat float vector x[n]: with
  * a = alphas_cumprod[t] and the DDPM latent x_t, x = x_t / sqrt(a) and sigma = sqrt((1-a)/a), so
  * x = x0 + sigma * eps. The model is asked for denoised = D(x, sigma) = x - sigma * eps(x /
- * sqrt(sigma^2+1), t). DDIM with eta 0 is, in this space, exactly an Euler step from sigma_t to
+ * sqrt(sigma^2+1), t) (an eps network; the Denoiser section below has v as well). DDIM with eta 0 is, in this space, exactly an Euler step from sigma_t to
  * sigma_prev (x_prev = x0 + sigma_prev * eps), so it runs as Euler on the sigmas of its timesteps.
  *
  * References: k-diffusion @4601bf0 (`k_diffusion/external.py` DiscreteSchedule / CompVisDenoiser,
@@ -24,6 +24,22 @@
 #include <stdint.h>
 
 #include "../common.h"
+
+// ---------------------------------------------------------------------------------------------
+// Denoiser (denoiser.c): what a network predicts and how its output becomes the denoised latent,
+// denoised = c_skip x + c_out out, the network's input being c_in x (k-diffusion's get_scalings,
+// CompVisDenoiser for eps and CompVisVDenoiser for v, sigma_data = 1).
+
+typedef enum sdg_prediction_type {
+    SDG_PREDICT_EPS = 0,   // the noise (SD 1.x, SD 2.x base, SDXL)
+    SDG_PREDICT_V,         // v = sqrt(a) eps - sqrt(1-a) x0 (SD 2.x 768-v)
+} sdg_prediction_type;
+
+typedef struct sdg_scalings {
+    float c_skip, c_out, c_in;
+} sdg_scalings;
+
+sdg_scalings denoiser_scalings(sdg_prediction_type pred, float sigma);
 
 // ---------------------------------------------------------------------------------------------
 // Noise schedule
