@@ -151,10 +151,11 @@ mut gemm-beta-ignored engine/tensor/gemm_impl.h \
 mut attention-no-rescale engine/tensor/ops.c \
     'orow[d] *= corr;' 'orow[d] *= 1.0f;'
 mut conv-implicit-row-shift engine/tensor/gemm_impl.h \
-    'int iy = iy0[0] + ky, ix = ix0[0] + kx;' 'int iy = iy0[0] + ky, ix = ix0[0] + kx + 1;'
+    'gemm_conv_run16(d, xc, cv, iy0[0] + r.ky, ix0[0] + r.kx);' \
+    'gemm_conv_run16(d, xc, cv, iy0[0] + r.ky, ix0[0] + r.kx + 1);'
 mut conv-rows-pad-shift engine/tensor/gemm_impl.h \
-    'int iy = j / cv->ow - cv->pad_t + ky, ix = j % cv->ow - cv->pad_l + kx;' \
-    'int iy = j / cv->ow - cv->pad_t + ky, ix = j % cv->ow - cv->pad_l + kx + 1;'
+    'j / cv->ow - cv->pad_t + r.ky, j % cv->ow - cv->pad_l + r.kx);' \
+    'j / cv->ow - cv->pad_t + r.ky, j % cv->ow - cv->pad_l + r.kx + 1);'
 mut pack-b-rows-panel engine/tensor/gemm_impl.h \
     'gemm_copy16(bp + ((size_t)(j / GEMM_NP) * kc + k) * GEMM_NP,' \
     'gemm_copy16(bp + ((size_t)(j / GEMM_NP) * kc + (k ^ 1)) * GEMM_NP,'

@@ -98,6 +98,45 @@ static inline void gemm_copy16(float *restrict dst, const float *restrict src)
         dst[c] = src[c];
 }
 
+// The implicit im2col's rows kk = (ci*k + ky)*k + kx in turn, stepped without divisions.
+typedef struct gemm_conv_k {
+    int ci, ky, kx;
+} gemm_conv_k;
+
+// The position just before row p0 (gemm_conv_k_next moves onto it).
+static inline gemm_conv_k gemm_conv_k_at(const sdg_gemm_conv *cv, int p0)
+{
+    return (gemm_conv_k){p0 / (cv->k * cv->k), p0 / cv->k % cv->k, p0 % cv->k - 1};
+}
+
+static inline void gemm_conv_k_next(const sdg_gemm_conv *cv, gemm_conv_k *r)
+{
+    if (++r->kx == cv->k) {
+        r->kx = 0;
+        if (++r->ky == cv->k) {
+            r->ky = 0;
+            r->ci++;
+        }
+    }
+}
+
+// 16 consecutive pixels of input row iy of channel xc from column ix, 0 outside the image.
+static inline void gemm_conv_run16(float *restrict d, const float *xc, const sdg_gemm_conv *cv,
+                                   int iy, int ix)
+{
+    if (iy < 0 || iy >= cv->h) {
+        memset(d, 0, GEMM_NP * sizeof *d);
+        return;
+    }
+    const float *src = xc + (size_t)iy * cv->w;
+    if (ix >= 0 && ix + GEMM_NP <= cv->w) {
+        gemm_copy16(d, src + ix);
+        return;
+    }
+    for (int c = 0; c < GEMM_NP; c++)
+        d[c] = ix + c >= 0 && ix + c < cv->w ? src[ix + c] : 0.0f;
+}
+
 // One 16-column panel of the implicit im2col: dst[k][c] = B(p0 + k, j0 + c) for c < w, else 0.
 static void gemm_pack_b_conv(float *restrict dst, const sdg_gemm_conv *cv, const float *x,
                              int p0, int kc, int j0, int w)
@@ -110,36 +149,17 @@ static void gemm_pack_b_conv(float *restrict dst, const sdg_gemm_conv *cv, const
     }
     // A panel inside one output row with stride 1 reads 16 consecutive input pixels.
     bool one_row = w == GEMM_NP && cv->stride == 1 && iy0[0] == iy0[GEMM_NP - 1];
-    // kk = (ci*k + ky)*k + kx, stepped without divisions.
-    int kk2 = cv->k * cv->k;
-    int ci = p0 / kk2, ky = p0 / cv->k % cv->k, kx = p0 % cv->k - 1;
+    gemm_conv_k r = gemm_conv_k_at(cv, p0);
     for (int k = 0; k < kc; k++) {
-        if (++kx == cv->k) {
-            kx = 0;
-            if (++ky == cv->k) {
-                ky = 0;
-                ci++;
-            }
-        }
-        const float *xc = x + (size_t)ci * cv->h * cv->w;
+        gemm_conv_k_next(cv, &r);
+        const float *xc = x + (size_t)r.ci * cv->h * cv->w;
         float *d = dst + (size_t)k * GEMM_NP;
         if (one_row) {
-            int iy = iy0[0] + ky, ix = ix0[0] + kx;
-            if (iy < 0 || iy >= cv->h) {
-                memset(d, 0, GEMM_NP * sizeof *d);
-                continue;
-            }
-            const float *src = xc + (size_t)iy * cv->w;
-            if (ix >= 0 && ix + GEMM_NP <= cv->w) {
-                gemm_copy16(d, src + ix);
-                continue;
-            }
-            for (int c = 0; c < GEMM_NP; c++)
-                d[c] = ix + c >= 0 && ix + c < cv->w ? src[ix + c] : 0.0f;
+            gemm_conv_run16(d, xc, cv, iy0[0] + r.ky, ix0[0] + r.kx);
             continue;
         }
         for (int c = 0; c < w; c++) {
-            int iy = iy0[c] + ky, ix = ix0[c] + kx;
+            int iy = iy0[c] + r.ky, ix = ix0[c] + r.kx;
             d[c] = iy >= 0 && iy < cv->h && ix >= 0 && ix < cv->w
                        ? xc[(size_t)iy * cv->w + ix] : 0.0f;
         }
@@ -154,32 +174,14 @@ static void gemm_pack_b_conv(float *restrict dst, const sdg_gemm_conv *cv, const
 static void gemm_pack_b_conv_rows(float *restrict bp, const sdg_gemm_conv *cv, const float *x,
                                   int p0, int kc, int j0, int count)
 {
-    int kk2 = cv->k * cv->k;
-    int ci = p0 / kk2, ky = p0 / cv->k % cv->k, kx = p0 % cv->k - 1;
+    gemm_conv_k r = gemm_conv_k_at(cv, p0);
     for (int k = 0; k < kc; k++) {
-        if (++kx == cv->k) {
-            kx = 0;
-            if (++ky == cv->k) {
-                ky = 0;
-                ci++;
-            }
-        }
-        const float *xc = x + (size_t)ci * cv->h * cv->w;
+        gemm_conv_k_next(cv, &r);
+        const float *xc = x + (size_t)r.ci * cv->h * cv->w;
         for (int q = 0; q < count; q++) {
             int j = j0 + q * GEMM_NP;
-            int iy = j / cv->ow - cv->pad_t + ky, ix = j % cv->ow - cv->pad_l + kx;
-            float *d = bp + ((size_t)q * kc + k) * GEMM_NP;
-            if (iy < 0 || iy >= cv->h) {
-                memset(d, 0, GEMM_NP * sizeof *d);
-                continue;
-            }
-            const float *src = xc + (size_t)iy * cv->w;
-            if (ix >= 0 && ix + GEMM_NP <= cv->w) {
-                gemm_copy16(d, src + ix);
-                continue;
-            }
-            for (int c = 0; c < GEMM_NP; c++)
-                d[c] = ix + c >= 0 && ix + c < cv->w ? src[ix + c] : 0.0f;
+            gemm_conv_run16(bp + ((size_t)q * kc + k) * GEMM_NP, xc, cv,
+                            j / cv->ow - cv->pad_t + r.ky, j % cv->ow - cv->pad_l + r.kx);
         }
     }
 }
