@@ -71,12 +71,17 @@ run_scm() {
     -b "$batch" -b "(gimp-quit 0)" >"$work/stdout-$tag" 2>"$work/stderr-$tag"
 }
 
-# check_default_run TAG STATUS: the default model's session TAG ran its script to the end and
-# GIMP exited with 0.
-check_default_run() {
-  emit $(yes_if grep -q '^# script finished' "$work/tap-$1.txt") \
-    "the default model's Script-Fu test ($1) ran to its end"
-  emit $(yes_if [ "$2" = 0 ]) "gimp-console on the default model ($1) exits with 0 (got $2)"
+# check_session TAG STATUS WHAT: session TAG (its Script-Fu test named WHAT) ran its script to
+# the end and GIMP exited with 0.
+check_session() {
+  emit $(yes_if grep -q '^# script finished' "$work/tap-$1.txt") "the $3 Script-Fu test ran to its end"
+  emit $(yes_if [ "$2" = 0 ]) "gimp-console for the $3 test exits with 0 (got $2)"
+}
+
+# stderr_tail TAG WHAT: the end of GIMP's stderr in session TAG, for a failure's log.
+stderr_tail() {
+  echo "# GIMP's stderr ($2):"
+  sed 's/^/#   /' "$work/stderr-$1" | tail -n 30
 }
 
 # The golden tiny model through every procedure, image type and error (the script's own results,
@@ -96,13 +101,11 @@ if [ -n "$models" ] && [ -f "$models/sdg-default.safetensors" ]; then
   run_scm demo test-default-model.scm "" -u SDG_VOCAB -u SDG_NATIVE_SIZE SDG_MODELS_DIR="$models"
   rc_demo=$?
   relay_tap "$work/tap-demo.txt"
-  check_default_run default $rc_default
-  check_default_run demo $rc_demo
+  check_session default $rc_default "default model's (default)"
+  check_session demo $rc_demo "default model's (demo)"
   if [ $fail = 1 ]; then
-    for tag in default demo; do
-      echo "# GIMP's stderr (default model, $tag):"
-      sed 's/^/#   /' "$work/stderr-$tag" | tail -n 30
-    done
+    stderr_tail default "default model, default"
+    stderr_tail demo "default model, demo"
   fi
 else
   echo "# no default model in '$models': its checks are skipped"
@@ -114,32 +117,22 @@ fi
 run_scm memguard test-memguard.scm "$model" SDG_MEMORY_LIMIT=21M
 rc_mem=$?
 relay_tap "$work/tap-memguard.txt"
-emit $(yes_if grep -q '^# script finished' "$work/tap-memguard.txt") \
-  "the memory guard's Script-Fu test ran to its end"
-emit $(yes_if [ $rc_mem = 0 ]) "gimp-console with SDG_MEMORY_LIMIT exits with 0 (got $rc_mem)"
+check_session memguard $rc_mem "memory guard's (SDG_MEMORY_LIMIT=21M)"
 emit $(yes_if grep -Eq "Not enough memory: this 64x64 run needs [0-9.]+.MB \(model [0-9.]+.MB \+ working memory [0-9.]+.MB\) but only 21\.0.MB is available \(SDG_MEMORY_LIMIT\); lower the size\." "$work/stderr-memguard") \
   "a run over the memory limit is refused: need, what is available, what to lower"
 emit $(yes_if grep -Eq "this run of 2 pictures of 64x64 needs .*; lower the size or the batch count\." "$work/stderr-memguard") \
   "a batch over the memory limit is told to lower the batch count too"
-if [ $fail = 1 ]; then
-  echo "# GIMP's stderr (memory limit):"
-  sed 's/^/#   /' "$work/stderr-memguard" | tail -n 30
-fi
+[ $fail = 1 ] && stderr_tail memguard "memory limit"
 
 # Precision: a session of its own on the portable kernel sets (SDG_KERNELS=c-bf16), so the kernels
 # each precision runs with are known on any CPU (exact "c", fast "c-bf16").
 run_scm precision test-precision.scm "$model" SDG_KERNELS=c-bf16
 rc_prec=$?
 relay_tap "$work/tap-precision.txt"
-emit $(yes_if grep -q '^# script finished' "$work/tap-precision.txt") \
-  "the precision Script-Fu test ran to its end"
-emit $(yes_if [ $rc_prec = 0 ]) "gimp-console with SDG_KERNELS=c-bf16 exits with 0 (got $rc_prec)"
+check_session precision $rc_prec "precision (SDG_KERNELS=c-bf16)"
 emit $(yes_if grep -q "Unknown precision 'bogus' (one of: default, exact, fast)" "$work/stderr-precision") \
   "an unknown precision names the known ones"
-if [ $fail = 1 ]; then
-  echo "# GIMP's stderr (precision):"
-  sed 's/^/#   /' "$work/stderr-precision" | tail -n 30
-fi
+[ $fail = 1 ] && stderr_tail precision precision
 
 finished=0
 grep -q '^# script finished' "$tap" 2>/dev/null && finished=1
