@@ -32,6 +32,14 @@ static const char *const precision_names[SDG_PRECISION_COUNT] = {
     [SDG_PRECISION_FAST] = "fast",
 };
 
+static const char *const family_names[SDG_FAMILY_COUNT] = {
+    [SDG_FAMILY_SD1] = "SD 1.x", [SDG_FAMILY_SD2] = "SD 2.x", [SDG_FAMILY_SDXL] = "SDXL",
+};
+
+static const char *const prediction_names[SDG_PREDICTION_COUNT] = {
+    [SDG_PREDICTION_AUTO] = "auto", [SDG_PREDICTION_EPS] = "eps", [SDG_PREDICTION_V] = "v",
+};
+
 static int name_index(const char *const *names, int n, const char *name)
 {
     for (int i = 0; name && i < n; i++)
@@ -79,6 +87,24 @@ bool sdg_precision_from_name(const char *name, sdg_precision *out)
     return i >= 0;
 }
 
+const char *sdg_family_name(sdg_family f)
+{
+    return (unsigned)f < SDG_FAMILY_COUNT ? family_names[f] : "unknown";
+}
+
+const char *sdg_prediction_name(sdg_prediction p)
+{
+    return (unsigned)p < SDG_PREDICTION_COUNT ? prediction_names[p] : "unknown";
+}
+
+bool sdg_prediction_from_name(const char *name, sdg_prediction *out)
+{
+    int i = name_index(prediction_names, SDG_PREDICTION_COUNT, name);
+    if (i >= 0 && out)
+        *out = (sdg_prediction)i;
+    return i >= 0;
+}
+
 const char *sdg_kernels_name(sdg_precision p)
 {
     return sdg_gemm_kernels_label(sdg__precision_is_fast(p));
@@ -88,6 +114,8 @@ const char *sdg_kernels_name(sdg_precision p)
 // Images
 
 #define SDG_MAX_SIDE 4096
+// SDXL's size conditioning: sizes the model may be told about (trained up to 4096 or so).
+#define SDG_MAX_SIZE_COND 16384
 
 sdg_image *sdg_image_new(int width, int height, int channels)
 {
@@ -128,36 +156,21 @@ void sdg_model_free(sdg_model *m)
 {
     if (!m)
         return;
-    clip_free(m->clip);
+    for (int i = 0; i < FAMILY_MAX_ENCODERS; i++)
+        clip_free(m->te[i]);
     unet_free(m->unet);
     vae_free(m->vae);
     sdg_tokenizer_free(m->tok);
     sdg_wb_free(m->wb);
     st_close(m->file);
     g_free(m->path);
+    g_free(m->base);
     free(m);
 }
 
-// Names the family of a checkpoint this engine does not run, from its keys, so the error can
-// say what the file is rather than listing a missing tensor.
-static const char *unsupported_family(const st_file *f)
-{
-    if (st_find(f, "conditioner.embedders.1.model.ln_final.weight"))
-        return "SDXL";
-    if (st_find(f, "cond_stage_model.model.ln_final.weight") ||
-        st_find(f, "conditioner.embedders.0.model.ln_final.weight"))
-        return "SD 2.x";
-    if (st_find(f, "decoder.layers.0.weight") || st_find(f, "decoder.1.weight"))
-        return "a TAESD autoencoder";
-    return NULL;
-}
-
-static const char *const unet_prefix = "model.diffusion_model.";
-static const char *const clip_prefix = "cond_stage_model.transformer.text_model.";
-static const char *const vae_prefix = "first_stage_model.";
-
-// Binds the three networks to m->file; shapes_only checks and counts without converting;
-// slab_bytes > 0 puts the converted copies in one block of that size (sdg_wb_reserve).
+// Binds the networks to m->file under the layout's prefixes; shapes_only checks and counts
+// without converting; slab_bytes > 0 puts the converted copies in one block of that size
+// (sdg_wb_reserve).
 static sdg_status bind_networks(sdg_model *m, bool shapes_only, size_t slab_bytes, sdg_error *err)
 {
     m->wb = sdg_wb_new(m->file, err);
@@ -169,17 +182,26 @@ static sdg_status bind_networks(sdg_model *m, bool shapes_only, size_t slab_byte
     sdg_status st = sdg_wb_reserve(m->wb, slab_bytes, err);
     if (st != SDG_OK)
         return st;
-    m->clip_prefix = clip_prefix;
-    m->clip = clip_load(m->wb, clip_prefix);
+    const family_hparams *hp = &m->hparams;
+    for (int i = 0; i < m->spec->n_encoders; i++) {
+        const char *prefix = m->layout->te[i];
+        bool open_clip = sdg_wb_find(m->wb, "%stoken_embedding.weight", prefix) != NULL;
+        m->te[i] = clip_load(m->wb, prefix, open_clip ? hp->openclip_heads : hp->clip_heads);
+        if ((st = sdg_wb_status(m->wb, err)) != SDG_OK)
+            return st;
+    }
+    int heads = hp->unet_heads, head_dim = hp->unet_head_dim;
+    if (!heads && !head_dim) {
+        heads = m->spec->unet_heads;
+        head_dim = m->spec->unet_head_dim;
+    }
+    m->unet = unet_load(m->wb, m->layout->unet, heads, head_dim);
     if ((st = sdg_wb_status(m->wb, err)) != SDG_OK)
         return st;
-    m->unet = unet_load(m->wb, unet_prefix);
+    m->vae = vae_load(m->wb, m->layout->vae);
     if ((st = sdg_wb_status(m->wb, err)) != SDG_OK)
         return st;
-    m->vae = vae_load(m->wb, vae_prefix);
-    if ((st = sdg_wb_status(m->wb, err)) != SDG_OK)
-        return st;
-    if (!m->clip || !m->unet || !m->vae)
+    if (!m->te[0] || !m->unet || !m->vae)
         return sdg__fail(err, SDG_ERR_NOMEM, "out of memory loading %s", m->path);
     m->copy_bytes = sdg_wb_owned_bytes(m->wb);
     m->mapped_bytes = sdg_wb_mapped_bytes(m->wb);
@@ -188,11 +210,13 @@ static sdg_status bind_networks(sdg_model *m, bool shapes_only, size_t slab_byte
 
 static void unbind_networks(sdg_model *m)
 {
-    clip_free(m->clip);
+    for (int i = 0; i < FAMILY_MAX_ENCODERS; i++) {
+        clip_free(m->te[i]);
+        m->te[i] = NULL;
+    }
     unet_free(m->unet);
     vae_free(m->vae);
     sdg_wb_free(m->wb);
-    m->clip = NULL;
     m->unet = NULL;
     m->vae = NULL;
     m->wb = NULL;
@@ -217,15 +241,184 @@ static sdg_status check_load_memory(sdg_model *m, size_t *slab_bytes, sdg_error 
     st = sdg__mem_available(&avail, &source, err);
     if (st != SDG_OK || source == SDG_MEM_UNKNOWN || need <= avail)
         return st;
-    char base[256], need_s[32], avail_s[32];
-    char *b = g_path_get_basename(m->path);
-    snprintf(base, sizeof base, "%s", b);
-    g_free(b);
+    char need_s[32], avail_s[32];
     sdg__mem_format(need, need_s, sizeof need_s);
     sdg__mem_format(avail, avail_s, sizeof avail_s);
     return sdg__fail(err, SDG_ERR_NOMEM, "loading %s needs %s (its weights, packed for the matrix products) but only %s "
-                     "is available%s; close other programs or use a smaller model", base, need_s,
+                     "is available%s; close other programs or use a smaller model", m->base, need_s,
                      avail_s, sdg__mem_source_phrase(source));
+}
+
+// Which family and layout the file is, or a sentence saying why it is none the engine runs.
+static sdg_status identify(sdg_model *m, sdg_error *err)
+{
+    const char *foreign = family_unsupported(m->file);
+    if (foreign)
+        return sdg__fail(err, SDG_ERR_UNSUPPORTED, "%s: this is %s, which the engine does not "
+                         "run (it runs SD 1.x, SD 2.x and SDXL)", m->base, foreign);
+    m->layout = family_detect(m->file);
+    if (!m->layout)
+        return sdg__fail(err, SDG_ERR_SHAPE, "%s: not a Stable Diffusion checkpoint: no text "
+                         "encoder of a known layout (for SD 1.x, tensor '%s' is missing)", m->base,
+                         "cond_stage_model.transformer.text_model.embeddings.token_embedding.weight");
+    m->spec = family_get(m->layout->family);
+    char unet_key[256];
+    snprintf(unet_key, sizeof unet_key, "%sinput_blocks.0.0.weight", m->layout->unet);
+    if (!st_find(m->file, unet_key))
+        return sdg__fail(err, SDG_ERR_SHAPE, "%s: the text encoder is %s's, but there is no UNet "
+                         "(tensor '%s' is missing)", m->base, sdg_family_name(m->spec->id),
+                         unet_key);
+    return family_read_hparams(m->file, &m->hparams, err);
+}
+
+// Every size the networks take from a shape must be the size the pipeline gives them: the
+// networks trust their config, so a file that disagrees would read or write past the
+// pipeline's buffers (found by fuzzing mutated headers, tests/fuzz/). Also: the parts of one
+// family, not of two.
+static sdg_status check_networks(sdg_model *m, sdg_error *err)
+{
+    const family_spec *spec = m->spec;
+    const unet_config *uc = unet_get_config(m->unet);
+    const vae_config *vc = vae_get_config(m->vae);
+    const char *fam = sdg_family_name(spec->id);
+    int ctx_width = 0;
+    for (int i = 0; i < spec->n_encoders; i++) {
+        const clip_config *cc = clip_get_config(m->te[i]);
+        ctx_width += cc->width;
+        if (cc->n_pos != SDG_TOKENIZER_CTX)
+            return sdg__fail(err, SDG_ERR_SHAPE, "%s: the text encoder %s has %d positions, but "
+                             "prompts are encoded in windows of %d tokens", m->base,
+                             m->layout->te[i], cc->n_pos, SDG_TOKENIZER_CTX);
+        if (cc->n_layers <= spec->enc[i].from_end)
+            return sdg__fail(err, SDG_ERR_SHAPE, "%s: the text encoder %s has %d layers; %s "
+                             "takes the output of layer %d from the end", m->base,
+                             m->layout->te[i], cc->n_layers, fam, spec->enc[i].from_end + 1);
+        if (spec->enc[i].pooled && cc->proj_dim == 0)
+            return sdg__fail(err, SDG_ERR_SHAPE, "%s: tensor '%stext_projection' is missing or "
+                             "not [%d, n]", m->base, m->layout->te[i], cc->width);
+    }
+    if (uc->context_dim != ctx_width)
+        return sdg__fail(err, SDG_ERR_SHAPE, "%s: the UNet expects a %d-wide text context but "
+                         "the %s text encoder%s %d wide: the file mixes the parts of two "
+                         "families", m->base, uc->context_dim, fam,
+                         spec->n_encoders > 1 ? "s are together" : " is", ctx_width);
+    if (spec->size_cond) {
+        int pooled = clip_get_config(m->te[spec->n_encoders - 1])->proj_dim;
+        int want = pooled + 6 * FAMILY_SIZE_EMB_DIM;
+        if (uc->adm_in == 0)
+            return sdg__fail(err, SDG_ERR_SHAPE, "%s: the text encoders are SDXL's but the UNet "
+                             "has no label_emb (it is an SD 1.x/2.x UNet): the file mixes the "
+                             "parts of two families", m->base);
+        if (uc->adm_in != want)
+            return sdg__fail(err, SDG_ERR_SHAPE, "%s: the UNet's label_emb takes a %d-wide "
+                             "vector, but the pooled text embedding (%d) and the six size "
+                             "embeddings (%d each) make %d", m->base, uc->adm_in, pooled,
+                             FAMILY_SIZE_EMB_DIM, want);
+    } else if (uc->adm_in != 0) {
+        return sdg__fail(err, SDG_ERR_SHAPE, "%s: the UNet has a label_emb (an SDXL UNet) but "
+                         "the text encoder is %s's: the file mixes the parts of two families",
+                         m->base, fam);
+    }
+    if (vc->in_ch != 3 || vc->out_ch != 3)
+        return sdg__fail(err, SDG_ERR_SHAPE, "%s: the autoencoder maps %d-channel images to "
+                         "%d-channel images; pictures have 3 (RGB)", m->base, vc->in_ch,
+                         vc->out_ch);
+    if (vc->z_ch != SDG_LATENT_CHANNELS)
+        return sdg__fail(err, SDG_ERR_SHAPE, "%s: the autoencoder has %d latent channels; %s "
+                         "latents have %d", m->base, vc->z_ch, fam, SDG_LATENT_CHANNELS);
+    if (uc->out_ch != vc->z_ch || (uc->in_ch != vc->z_ch && uc->in_ch != 2 * vc->z_ch + 1))
+        return sdg__fail(err, SDG_ERR_SHAPE, "%s: UNet channels %d->%d do not fit the "
+                         "autoencoder's %d latent channels", m->base, uc->in_ch, uc->out_ch,
+                         vc->z_ch);
+    return SDG_OK;
+}
+
+// A1111's test for SD 2.x files that do not say (modules/sd_models_config.py
+// is_using_v_parameterization_for_sd2): x = 0.5 everywhere [1,4,8,8], context 0.5 [1,2,dim],
+// t = 999; a v model's mean(out - x) is below -1, an eps model's is not.
+static sdg_status probe_v_prediction(sdg_model *m, bool *is_v, sdg_error *err)
+{
+    const unet_config *uc = unet_get_config(m->unet);
+    enum { H = 8, W = 8, N_CTX = 2 };
+    size_t n_x = (size_t)uc->in_ch * H * W, n_out = (size_t)uc->out_ch * H * W;
+    size_t n_ctx = (size_t)N_CTX * uc->context_dim;
+    float *x = malloc(n_x * sizeof *x), *out = malloc(n_out * sizeof *out);
+    float *ctx = malloc(n_ctx * sizeof *ctx);
+    float t = 999.0f;
+    sdg_status st = SDG_OK;
+    if (!x || !out || !ctx) {
+        st = sdg__fail(err, SDG_ERR_NOMEM, "out of memory testing %s", m->base);
+        goto done;
+    }
+    for (size_t i = 0; i < n_x; i++)
+        x[i] = 0.5f;
+    for (size_t i = 0; i < n_ctx; i++)
+        ctx[i] = 0.5f;
+    long n_cpu = sysconf(_SC_NPROCESSORS_ONLN);
+    sdg_exec ex;
+    sdg__exec_init(&ex, n_cpu > 0 ? (int)(n_cpu < 256 ? n_cpu : 256) : 1);
+    unet_cond cond = { ctx, N_CTX, NULL };   // SD 2.x: no vector y
+    ex.dry = true;
+    unet_forward(&ex, m->unet, x, 1, H, W, &t, &cond, out);
+    ex.dry = false;
+    st = sdg__exec_reserve(&ex, ex.arena.peak, err);
+    if (st == SDG_OK) {
+        ex.arena.used = 0;
+        unet_forward(&ex, m->unet, x, 1, H, W, &t, &cond, out);
+        double mean = 0.0;
+        for (size_t i = 0; i < n_out; i++)
+            mean += (double)out[i] - 0.5;
+        *is_v = mean / (double)n_out < -1.0;
+    }
+    sdg__exec_free(&ex);
+done:
+    free(x);
+    free(out);
+    free(ctx);
+    return st;
+}
+
+// What the UNet predicts: the option, else what the file states, else (SD 2.x) the test
+// evaluation, else the family's. An option that contradicts the file is followed, and the
+// source says so.
+static sdg_status choose_prediction(sdg_model *m, sdg_prediction option, sdg_error *err)
+{
+    sdg_prediction stated;
+    const char *source;
+    sdg_status st = family_file_prediction(m->file, m->path, &stated, &source, m->source_buf,
+                                           sizeof m->source_buf, err);
+    if (st != SDG_OK)
+        return st;
+    if (option != SDG_PREDICTION_AUTO) {
+        // The option wins (a mislabelled file can be run as what it is), and says what it
+        // overrode: the CLI and the plug-in show this sentence.
+        m->prediction = option;
+        m->prediction_source = "option";
+        if (stated != SDG_PREDICTION_AUTO && stated != option) {
+            char said[200];
+            snprintf(said, sizeof said, "%s", source);
+            snprintf(m->source_buf, sizeof m->source_buf, "option, overriding %s, which says %s",
+                     said, sdg_prediction_name(stated));
+            m->prediction_source = m->source_buf;
+        }
+        return SDG_OK;
+    }
+    if (stated != SDG_PREDICTION_AUTO) {
+        m->prediction = stated;
+        m->prediction_source = source;
+        return SDG_OK;
+    }
+    if (m->spec->id == SDG_FAMILY_SD2 && !m->header_only) {
+        bool is_v = false;
+        if ((st = probe_v_prediction(m, &is_v, err)) != SDG_OK)
+            return st;
+        m->prediction = is_v ? SDG_PREDICTION_V : SDG_PREDICTION_EPS;
+        m->prediction_source = "test evaluation";
+        return SDG_OK;
+    }
+    m->prediction = m->spec->prediction;
+    m->prediction_source = "family default";
+    return SDG_OK;
 }
 
 sdg_model *sdg_model_load(const char *path, const sdg_model_params *params, sdg_error *err)
@@ -236,6 +429,10 @@ sdg_model *sdg_model_load(const char *path, const sdg_model_params *params, sdg_
         params = &defaults;
     if (!path || !*path) {
         sdg__fail(err, SDG_ERR_INVALID_ARG, "no model file given");
+        return NULL;
+    }
+    if ((unsigned)params->prediction >= SDG_PREDICTION_COUNT) {
+        sdg__fail(err, SDG_ERR_INVALID_ARG, "unknown prediction type %d", (int)params->prediction);
         return NULL;
     }
     if (g_file_test(path, G_FILE_TEST_IS_DIR)) {
@@ -249,62 +446,18 @@ sdg_model *sdg_model_load(const char *path, const sdg_model_params *params, sdg_
         return NULL;
     }
     m->path = g_strdup(path);
+    m->base = g_path_get_basename(path);
     m->file = st_open(path, err);
-    if (!m->file)
+    if (!m->file || identify(m, err) != SDG_OK)
         goto fail;
-
-    char *base = g_path_get_basename(path);
-    if (!st_find(m->file, "model.diffusion_model.input_blocks.0.0.weight")) {
-        const char *family = unsupported_family(m->file);
-        if (family)
-            sdg__fail(err, SDG_ERR_UNSUPPORTED, "%s: this is %s, which the engine does not run "
-                      "yet (Stable Diffusion 1.x only)", base, family);
-        else
-            sdg__fail(err, SDG_ERR_SHAPE, "%s: not a Stable Diffusion 1.x checkpoint (tensor "
-                      "'model.diffusion_model.input_blocks.0.0.weight' is missing)", base);
-        g_free(base);
-        goto fail;
-    }
-    g_free(base);
 
     m->header_only = params->header_only;
     size_t slab_bytes = 0;
     if (!m->header_only && check_load_memory(m, &slab_bytes, err) != SDG_OK)
         goto fail;
-    if (bind_networks(m, m->header_only, slab_bytes, err) != SDG_OK)
+    if (bind_networks(m, m->header_only, slab_bytes, err) != SDG_OK ||
+        check_networks(m, err) != SDG_OK)
         goto fail;
-
-    const clip_config *cc = clip_get_config(m->clip);
-    const unet_config *uc = unet_get_config(m->unet);
-    const vae_config *vc = vae_get_config(m->vae);
-    if (uc->context_dim != cc->width) {
-        sdg__fail(err, SDG_ERR_SHAPE, "%s: the UNet expects a %d-wide text context but the text "
-                  "encoder is %d wide", path, uc->context_dim, cc->width);
-        goto fail;
-    }
-    // Every size the networks take from a shape must be the size the pipeline gives them: the
-    // networks trust their config, so a file that disagrees would read or write past the
-    // pipeline's buffers (found by fuzzing mutated headers, tests/fuzz/).
-    if (cc->n_pos != SDG_TOKENIZER_CTX) {
-        sdg__fail(err, SDG_ERR_SHAPE, "%s: the text encoder has %d positions, but prompts are "
-                  "encoded in windows of %d tokens", path, cc->n_pos, SDG_TOKENIZER_CTX);
-        goto fail;
-    }
-    if (vc->in_ch != 3 || vc->out_ch != 3) {
-        sdg__fail(err, SDG_ERR_SHAPE, "%s: the autoencoder maps %d-channel images to %d-channel "
-                  "images; pictures have 3 (RGB)", path, vc->in_ch, vc->out_ch);
-        goto fail;
-    }
-    if (vc->z_ch != SDG_LATENT_CHANNELS) {
-        sdg__fail(err, SDG_ERR_SHAPE, "%s: the autoencoder has %d latent channels; Stable "
-                  "Diffusion 1.x latents have %d", path, vc->z_ch, SDG_LATENT_CHANNELS);
-        goto fail;
-    }
-    if (uc->out_ch != vc->z_ch || (uc->in_ch != vc->z_ch && uc->in_ch != 2 * vc->z_ch + 1)) {
-        sdg__fail(err, SDG_ERR_SHAPE, "%s: UNet channels %d->%d do not fit the autoencoder's %d "
-                  "latent channels", path, uc->in_ch, uc->out_ch, vc->z_ch);
-        goto fail;
-    }
 
     char *vocab = sdg_tokenizer_find(params->vocab_path, path,
                                      params->models_dir ? params->models_dir : SDG_MODELS_DIR, err);
@@ -314,28 +467,43 @@ sdg_model *sdg_model_load(const char *path, const sdg_model_params *params, sdg_
     g_free(vocab);
     if (!m->tok)
         goto fail;
-    if (sdg_tokenizer_vocab_size(m->tok) > cc->vocab) {
-        sdg__fail(err, SDG_ERR_SHAPE, "%s: the vocabulary has %d tokens but the text encoder "
-                  "only %d", path, sdg_tokenizer_vocab_size(m->tok), cc->vocab);
-        goto fail;
+    for (int i = 0; i < m->spec->n_encoders; i++) {
+        const clip_config *cc = clip_get_config(m->te[i]);
+        if (sdg_tokenizer_vocab_size(m->tok) > cc->vocab) {
+            sdg__fail(err, SDG_ERR_SHAPE, "%s: the vocabulary has %d tokens but the text encoder "
+                      "%s only %d", path, sdg_tokenizer_vocab_size(m->tok), m->layout->te[i],
+                      cc->vocab);
+            goto fail;
+        }
+        m->pad_id[i] = m->spec->enc[i].pad_zero ? 0 : sdg_tokenizer_eos(m->tok);
     }
-    m->pad_id = sdg_tokenizer_eos(m->tok);
     // Every check above looks at names and shapes only; now the data: converted, scanned for
     // NaN and infinite values, in one pass over the file.
     if (sdg_wb_read(m->wb, err) != SDG_OK)
         goto fail;
+    if (choose_prediction(m, params->prediction, err) != SDG_OK)
+        goto fail;
 
     sched_init_sd(&m->sched);
-    m->prediction = SDG_PREDICT_EPS;   // every SD 1.x checkpoint
+    bool ztsnr = family_file_ztsnr(m->file);
+    if (ztsnr)
+        sched_rescale_zero_snr(&m->sched);
+    const unet_config *uc = unet_get_config(m->unet);
+    const clip_config *cc = clip_get_config(m->te[0]);
     m->info = (sdg_model_info){
         .unet_in_channels = uc->in_ch,
         .unet_model_channels = uc->model_ch,
         .context_dim = uc->context_dim,
         .text_width = cc->width,
         .text_layers = cc->n_layers,
-        .vae_scale = vc->downscale,
-        .native_size = 512,
-        .scale_factor = 0.18215f,
+        .vae_scale = vae_get_config(m->vae)->downscale,
+        .native_size = m->prediction == SDG_PREDICTION_V ? m->spec->native_size_v
+                                                          : m->spec->native_size,
+        .scale_factor = m->spec->scale_factor,
+        .family = m->spec->id,
+        .prediction = m->prediction,
+        .prediction_source = m->prediction_source,
+        .zero_terminal_snr = ztsnr,
     };
     // Our own small default model records what its shapes cannot tell in the file's metadata:
     // the size it was trained at and its latent scale.
@@ -377,7 +545,7 @@ int sdg_model_tokenize(const sdg_model *model, const char *text, int32_t ids[77]
 {
     if (!model || !ids)
         return -1;
-    return sdg_tokenizer_tokenize77(model->tok, text ? text : "", model->pad_id, ids, NULL);
+    return sdg_tokenizer_tokenize77(model->tok, text ? text : "", model->pad_id[0], ids, NULL);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -474,9 +642,27 @@ static sdg_status check_params(const sdg_ctx *ctx, const sdg_gen_params *p, sdg_
     if (p->batch_count < 1 || p->batch_count > 256)
         return sdg__fail(err, SDG_ERR_INVALID_ARG, "the batch count must be between 1 and 256 "
                          "(got %d)", p->batch_count);
-    if (p->clip_skip < 1 || p->clip_skip > info->text_layers)
+    // Clip skip k takes the hidden state k - 1 layers before the family's own: at most down to
+    // the first layer of the shallowest encoder.
+    const sdg_model *m = ctx->model;
+    int max_skip = 1 << 30;
+    for (int e = 0; e < m->spec->n_encoders; e++) {
+        int layers = clip_get_config(m->te[e])->n_layers - m->spec->enc[e].from_end;
+        max_skip = layers < max_skip ? layers : max_skip;
+    }
+    if (p->clip_skip < 1 || p->clip_skip > max_skip)
         return sdg__fail(err, SDG_ERR_INVALID_ARG, "clip skip must be between 1 and %d (got %d)",
-                         info->text_layers, p->clip_skip);
+                         max_skip, p->clip_skip);
+    if (p->original_width < 0 || p->original_height < 0 || p->target_width < 0 ||
+        p->target_height < 0 || p->crop_left < 0 || p->crop_top < 0 ||
+        p->original_width > SDG_MAX_SIZE_COND || p->original_height > SDG_MAX_SIZE_COND ||
+        p->target_width > SDG_MAX_SIZE_COND || p->target_height > SDG_MAX_SIZE_COND ||
+        p->crop_left > SDG_MAX_SIZE_COND || p->crop_top > SDG_MAX_SIZE_COND)
+        return sdg__fail(err, SDG_ERR_INVALID_ARG, "the SDXL size conditioning must be sizes and "
+                         "crop offsets between 0 and %d pixels (0: the picture's size); got "
+                         "original %dx%d, crop %d,%d, target %dx%d", SDG_MAX_SIZE_COND,
+                         p->original_width, p->original_height, p->crop_left, p->crop_top,
+                         p->target_width, p->target_height);
     if (p->mask && !p->init_image)
         return sdg__fail(err, SDG_ERR_INVALID_ARG, "a mask needs an init image to inpaint");
     int w = p->width, h = p->height;

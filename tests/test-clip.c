@@ -27,9 +27,10 @@ static char *tmpdir;   // removed at the end of main
 typedef struct run_args {
     const clip_model *m;
     const int32_t *ids;
-    int n, clip_skip;
-    bool embed_only;
+    int n, layer;           // hidden state after `layer` layers
+    bool final_norm, embed_only;
     float *out;
+    float *pooled;          // open_clip's pooled projection, or NULL
 } run_args;
 
 static void run_once(sdg_exec *ex, const void *args)
@@ -38,7 +39,8 @@ static void run_once(sdg_exec *ex, const void *args)
     if (a->embed_only)
         clip_embed(ex, a->m, a->ids, a->n, a->out);
     else
-        clip_forward(ex, a->m, a->ids, a->n, a->clip_skip, a->out);
+        clip_forward(ex, a->m, a->ids, a->n, &(clip_output){a->layer, a->final_norm}, a->out,
+                     a->pooled);
 }
 
 // Dry run, then the real run in exactly the measured memory (golden_run_measured).
@@ -50,25 +52,33 @@ static size_t run_measured(const run_args *a, int n_threads)
     return golden_run_measured(run_once, a, &none, n_threads);
 }
 
+static float pooled_dummy[1];   // a dry run's pooled: present, never written
+
 typedef struct loaded {
     st_file *f;
     sdg_weights *wb;
     clip_model *m;
 } loaded;
 
-static loaded load_golden(void)
+// The text encoder under prefix in a golden model file, with n_heads (0: width / 64).
+static loaded load_encoder(const char *file, const char *prefix, int n_heads)
 {
     loaded l;
-    l.f = golden_open("golden/tiny-sd1.safetensors");
+    l.f = golden_open(file);
     sdg_error err;
     l.wb = sdg_wb_new(l.f, &err);
     g_assert_nonnull(l.wb);
-    l.m = clip_load(l.wb, PREFIX);
+    l.m = clip_load(l.wb, prefix, n_heads);
     if (!l.m) {
         sdg_wb_status(l.wb, &err);
         g_error("clip_load: %s", err.message);
     }
     return l;
+}
+
+static loaded load_golden(void)
+{
+    return load_encoder("golden/tiny-sd1.safetensors", PREFIX, 0);
 }
 
 static void unload(loaded *l)
@@ -97,14 +107,14 @@ static void test_config(void)
 // Runs one golden case with 1 and 2 threads and checks the 1-thread run against the golden with
 // tolerance tol (the 2-thread run must give the same bits).
 static void golden_case(const loaded *l, const st_file *ref, const int32_t *ids, int n,
-                        int clip_skip, bool embed_only, const char *name, double tol)
+                        int layer, bool final_norm, bool embed_only, const char *name, double tol)
 {
     size_t count;
     float *want = golden_f32(ref, name, &count);
     const clip_config *c = clip_get_config(l->m);
     g_assert_cmpuint(count, ==, (size_t)n * c->n_pos * c->width);
     float *got1 = g_new0(float, count), *got2 = g_new0(float, count);
-    run_args a = {l->m, ids, n, clip_skip, embed_only, got1};
+    run_args a = {l->m, ids, n, layer, final_norm, embed_only, got1, NULL};
     size_t peak = run_measured(&a, 1);
     a.out = got2;
     g_assert_cmpuint(run_measured(&a, 2), ==, peak);
@@ -125,14 +135,14 @@ static void test_golden(void)
     g_assert_cmpuint(n_ids, ==, 3 * 77);
     // Tolerances: about 5x the worst error measured (golden.h). The embeddings are a lookup and
     // one add, exact in float: measured 0.
-    golden_case(&l, ref, ids, 3, 1, true, "te.embeddings", 0.0);
-    golden_case(&l, ref, ids, 3, 1, false, "te.last_hidden_state", 3e-6);   // measured 4.6e-7
-    golden_case(&l, ref, ids, 3, 2, false, "te.penultimate_ln", 3e-6);      // measured 5.2e-7
+    golden_case(&l, ref, ids, 3, 2, true, true, "te.embeddings", 0.0);
+    golden_case(&l, ref, ids, 3, 2, true, false, "te.last_hidden_state", 3e-6);   // measured 4.6e-7
+    golden_case(&l, ref, ids, 3, 1, true, false, "te.penultimate_ln", 3e-6);      // measured 5.2e-7
     // A batch of one gives the same as the first row of the batch of three.
     size_t count;
     float *want = golden_f32(ref, "te.last_hidden_state", &count);
     float *got = g_new(float, 77 * 64);
-    run_args a = {l.m, ids + 77, 1, 1, false, got};
+    run_args a = {l.m, ids + 77, 1, 2, true, false, got, NULL};
     run_measured(&a, 2);
     golden_check("te.last_hidden_state[1]", got, want + 77 * 64, 77 * 64,
                  3e-6);   // measured 5.5e-7
@@ -141,6 +151,79 @@ static void test_golden(void)
     g_free(ids);
     st_close(ref);
     unload(&l);
+}
+
+// Checks the pooled projection of ids [n,77] against the golden `name` [n, proj_dim] (1 and 2
+// threads, same bits).
+static void pooled_case(const loaded *l, const st_file *ref, const int32_t *ids, int n,
+                        const char *name, double tol)
+{
+    const clip_config *c = clip_get_config(l->m);
+    size_t count;
+    float *want = golden_f32(ref, name, &count);
+    g_assert_cmpuint(count, ==, (size_t)n * c->proj_dim);
+    float *out = g_new(float, (size_t)n * 77 * c->width);
+    float *got1 = g_new0(float, count), *got2 = g_new0(float, count);
+    run_args a = {l->m, ids, n, c->n_layers - 1, false, false, out, got1};
+    run_args none = a;
+    none.ids = NULL;
+    none.out = NULL;
+    none.pooled = pooled_dummy;
+    golden_run_measured(run_once, &a, &none, 1);
+    a.pooled = got2;
+    golden_run_measured(run_once, &a, &none, 2);
+    golden_check(name, got1, want, count, tol);
+    g_assert_cmpmem(got1, count * sizeof *got1, got2, count * sizeof *got2);
+    g_free(want);
+    g_free(out);
+    g_free(got1);
+    g_free(got2);
+}
+
+// SD 2.x: open_clip's text tower (packed in_proj, exact GELU), 3 heads of 16 as the file's
+// open_clip_config says; SD2 takes ln_final(penultimate).
+static void test_golden_sd2(void)
+{
+    loaded l = load_encoder("golden/tiny-sd2.safetensors", "cond_stage_model.model.", 3);
+    const clip_config *c = clip_get_config(l.m);
+    g_assert_true(c->open_clip);
+    g_assert_cmpint(c->width, ==, 48);
+    g_assert_cmpint(c->n_layers, ==, 4);
+    g_assert_cmpint(c->mlp, ==, 192);
+    g_assert_cmpint(c->proj_dim, ==, 32);
+    st_file *ref = golden_open("golden/tiny-sd2-reference.safetensors");
+    int32_t *ids = golden_i32(ref, "tok.ids", NULL);
+    golden_case(&l, ref, ids, 3, 4, true, true, "te.embeddings", 0.0);
+    golden_case(&l, ref, ids, 3, 3, false, false, "te.penultimate", 4e-6);   // measured 6.7e-7
+    golden_case(&l, ref, ids, 3, 3, true, false, "te.context", 4e-6);        // measured 7.2e-7
+    golden_case(&l, ref, ids, 3, 4, true, false, "te.last_ln", 4e-6);        // measured 7.0e-7
+    g_free(ids);
+    st_close(ref);
+    unload(&l);
+}
+
+// SDXL: CLIP-L's hidden_states[3] of 4 without the final norm (2 heads of 16), and bigG's
+// penultimate layer without ln_final plus its pooled projection (3 heads of 16).
+static void test_golden_sdxl(void)
+{
+    st_file *ref = golden_open("golden/tiny-sdxl-reference.safetensors");
+    loaded l = load_encoder("golden/tiny-sdxl.safetensors",
+                            "conditioner.embedders.0.transformer.text_model.", 2);
+    g_assert_false(clip_get_config(l.m)->open_clip);
+    int32_t *ids = golden_i32(ref, "tok.ids_clip_l", NULL);
+    golden_case(&l, ref, ids, 2, 3, false, false, "te0.hidden", 2e-6);   // measured 3.7e-7
+    g_free(ids);
+    unload(&l);
+
+    l = load_encoder("golden/tiny-sdxl.safetensors", "conditioner.embedders.1.model.", 3);
+    g_assert_cmpint(clip_get_config(l.m)->proj_dim, ==, 40);
+    ids = golden_i32(ref, "tok.ids_bigg", NULL);
+    golden_case(&l, ref, ids, 2, 3, false, false, "te1.penultimate", 3e-6);   // measured 5.4e-7
+    golden_case(&l, ref, ids, 2, 4, true, false, "te1.last_ln", 3e-6);        // measured 5.2e-7
+    pooled_case(&l, ref, ids, 2, "te1.pooled", 3e-6);                         // measured 5.4e-7
+    g_free(ids);
+    unload(&l);
+    st_close(ref);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -244,7 +327,7 @@ static void expect_load(const char *path, sdg_status status, const char *needle,
         g_error("st_open %s: %s", path, err.message);
     sdg_weights *wb = sdg_wb_new(f, &err);
     g_assert_nonnull(wb);
-    clip_model *m = clip_load(wb, PREFIX);
+    clip_model *m = clip_load(wb, PREFIX, 0);
     sdg_status st = sdg_wb_status(wb, &err);
     if (!needle) {
         if (!m)
@@ -256,7 +339,7 @@ static void expect_load(const char *path, sdg_status status, const char *needle,
         for (int i = 0; i < SYN_POS; i++)
             ids[i] = (i * 5) % SYN_VOCAB;
         float *out = g_new(float, SYN_POS * cfg->width);
-        run_args a = {m, ids, 1, 1, false, out};
+        run_args a = {m, ids, 1, cfg->n_layers, true, false, out, NULL};
         run_measured(&a, 1);
         for (int i = 0; i < cfg->n_pos * cfg->width; i++)
             g_assert_true(isfinite(out[i]));
@@ -317,6 +400,8 @@ int main(int argc, char **argv)
     tmpdir = golden_tmpdir("test-clip");
     g_test_add_func("/clip/config", test_config);
     g_test_add_func("/clip/golden", test_golden);
+    g_test_add_func("/clip/golden-sd2", test_golden_sd2);
+    g_test_add_func("/clip/golden-sdxl", test_golden_sdxl);
     g_test_add_func("/clip/bad-weights", test_bad_weights);
     int rc = g_test_run();
     golden_tmpdir_remove(tmpdir);

@@ -446,8 +446,8 @@ static void test_denoiser(void)
     for (size_t i = 0; i < G_N_ELEMENTS(sigmas); i++) {
         double s = sigmas[i], x = x0 + s * eps;
         double v = (eps - s * x0) / sqrt(s * s + 1.0);
-        sdg_scalings e = denoiser_scalings(SDG_PREDICT_EPS, sigmas[i]);
-        sdg_scalings w = denoiser_scalings(SDG_PREDICT_V, sigmas[i]);
+        sdg_scalings e = denoiser_scalings(SDG_PREDICTION_EPS, sigmas[i]);
+        sdg_scalings w = denoiser_scalings(SDG_PREDICTION_V, sigmas[i]);
         g_assert_cmpfloat_with_epsilon(e.c_in, 1.0 / sqrt(s * s + 1.0), 1e-7 * e.c_in);
         g_assert_cmpfloat(w.c_in, ==, e.c_in);
         double de = e.c_skip * x + e.c_out * eps, dv = w.c_skip * x + w.c_out * v;

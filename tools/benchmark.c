@@ -295,6 +295,7 @@ static void bench_shape_hook(int m, int n, int k, bool dry, void *data)
 
 #define UNET_PREFIX "model.diffusion_model."
 #define CLIP_PREFIX "cond_stage_model.transformer.text_model."
+#define SD1_HEADS 8   // v1-inference.yaml num_heads
 #define VAE_PREFIX "first_stage_model."
 
 typedef struct bench_model {
@@ -317,11 +318,13 @@ typedef struct bench_job {
 static void bench_run(sdg_exec *ex, const bench_job *j)
 {
     if (strcmp(j->net, "unet") == 0)
-        unet_forward(ex, j->model->unet, j->x, 2, j->h, j->w, j->t, j->ctx, 77, j->out);
+        unet_forward(ex, j->model->unet, j->x, 2, j->h, j->w, j->t,
+                     &(unet_cond){j->ctx, 77, NULL}, j->out);
     else if (strcmp(j->net, "vae-decoder") == 0)
         vae_decode(ex, j->model->vae, j->x, 1, j->h, j->w, j->out);
     else
-        clip_forward(ex, j->model->clip, j->ids, 2, 1, j->out);
+        clip_forward(ex, j->model->clip, j->ids, 2,
+                     &(clip_output){clip_get_config(j->model->clip)->n_layers, true}, j->out, NULL);
 }
 
 static bench_job bench_job_new(const char *net, const bench_model *model, int h, int w)
@@ -643,8 +646,8 @@ int main(int argc, char **argv)
     // As sd.c binds them: every shape checked before any data is read, then one pass over the
     // file that converts and packs the weights.
     sdg_wb_defer(model.wb);
-    model.clip = clip_load(model.wb, CLIP_PREFIX);
-    model.unet = model.clip ? unet_load(model.wb, UNET_PREFIX) : NULL;
+    model.clip = clip_load(model.wb, CLIP_PREFIX, 0);
+    model.unet = model.clip ? unet_load(model.wb, UNET_PREFIX, SD1_HEADS, 0) : NULL;
     model.vae = model.unet ? vae_load(model.wb, VAE_PREFIX) : NULL;
     if (!model.vae || sdg_wb_read(model.wb, &err) != SDG_OK) {
         sdg_wb_status(model.wb, &err);

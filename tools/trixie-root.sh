@@ -42,7 +42,7 @@ fi
 
 MIRROR=${TRIXIE_MIRROR:-http://deb.debian.org/debian}
 PACKAGES=(libgimp-3.0-dev gimp meson ninja-build gcc pkg-config libc6-dev
-          libopenblas-dev libglib2.0-dev libgegl-dev libbabl-dev
+          libopenblas-dev libglib2.0-dev libjson-glib-dev libgegl-dev libbabl-dev
           xvfb xauth xdotool valgrind ca-certificates)
 
 PROJECT=$(cd "$(dirname "$0")/.." && pwd)

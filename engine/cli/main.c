@@ -442,9 +442,14 @@ static bool cli_save_or_rescue(sdg_image *img, const char *name, guint64 seed)
 // ---------------------------------------------------------------------------------------------
 // Options
 
+// SDXL's size conditioning (the engine's bound).
+#define CLI_MAX_SIZE_COND 16384
+
 typedef struct cli_opts {
     char *model, *vocab, *prompt, *negative, *sampler, *schedule, *seed, *precision;
     char *init_image, *mask, *noise_in, *latent_out, *output;
+    char *prediction, *original_size, *crop, *target_size;   // model and SDXL options
+    sdg_prediction pred;
     int width, height, steps, batch_count, clip_skip, threads;
     double cfg_scale, strength;
     gboolean quiet, verbose, version, no_inpaint_blend;
@@ -558,8 +563,10 @@ static int cli_parse(int *argc, char ***argv, cli_opts *o)
 
     const GOptionEntry entries[] = {
         {"model", 'm', 0, G_OPTION_ARG_FILENAME, &o->model,
-         "Checkpoint (.safetensors, SD 1.x); default: " CLI_DEFAULT_MODEL " in the models folder",
-         "FILE"},
+         "Checkpoint (.safetensors: SD 1.x, SD 2.x or SDXL); default: " CLI_DEFAULT_MODEL
+         " in the models folder", "FILE"},
+        {"prediction", 0, 0, G_OPTION_ARG_STRING, &o->prediction,
+         "What the model predicts: auto (from the file), eps or v (auto)", "NAME"},
         {"vocab", 0, 0, G_OPTION_ARG_FILENAME, &o->vocab,
          "CLIP vocabulary (bpe_simple_vocab_16e6.txt[.gz]); default: next to the model, then "
          "in the models folder", "FILE"},
@@ -583,6 +590,12 @@ static int cli_parse(int *argc, char ***argv, cli_opts *o)
          "Pictures to make, with seeds seed, seed+1, ... (1)", "N"},
         {"clip-skip", 0, 0, G_OPTION_ARG_INT, &o->clip_skip,
          "Text-encoder layer: 1 = last, 2 = penultimate (1)", "N"},
+        {"original-size", 0, 0, G_OPTION_ARG_STRING, &o->original_size,
+         "SDXL size conditioning: the original image size (the picture's size)", "WxH"},
+        {"crop", 0, 0, G_OPTION_ARG_STRING, &o->crop,
+         "SDXL size conditioning: the crop's top-left corner (0,0)", "LEFT,TOP"},
+        {"target-size", 0, 0, G_OPTION_ARG_STRING, &o->target_size,
+         "SDXL size conditioning: the target size (the picture's size)", "WxH"},
         {"init-image", 'i', 0, G_OPTION_ARG_FILENAME, &o->init_image,
          "Start from this picture (image-to-image)", "FILE"},
         {"mask", 0, 0, G_OPTION_ARG_FILENAME, &o->mask,
@@ -607,12 +620,13 @@ static int cli_parse(int *argc, char ***argv, cli_opts *o)
          "FILE"},
         {"quiet", 'q', 0, G_OPTION_ARG_NONE, &o->quiet, "Print only errors", NULL},
         {"verbose", 'v', 0, G_OPTION_ARG_NONE, &o->verbose,
-         "Also print the CPU kernels and threads used", NULL},
+         "Also print how the model was recognised, the CPU kernels and threads used", NULL},
         {"version", 0, 0, G_OPTION_ARG_NONE, &o->version, "Print the version and exit", NULL},
         {NULL, 0, 0, 0, NULL, NULL, NULL},
     };
 
-    GOptionContext *oc = g_option_context_new("- make pictures with Stable Diffusion 1.x");
+    GOptionContext *oc = g_option_context_new("- make pictures with Stable Diffusion (1.x, 2.x, "
+                                              "SDXL)");
     g_option_context_add_main_entries(oc, entries, NULL);
     g_option_context_set_description(oc, cli_description);
     GError *gerr = NULL;
@@ -631,9 +645,38 @@ static int cli_parse(int *argc, char ***argv, cli_opts *o)
     return -1;
 }
 
+// "A<sep>B" with both parts integers from min to max into *a, *b.
+static bool cli_parse_pair(const char *s, char sep, int min, int *a, int *b)
+{
+    char *end = NULL;
+    gint64 x = g_ascii_strtoll(s, &end, 10);
+    if (end == s || *end != sep)
+        return false;
+    const char *s2 = end + 1;
+    gint64 y = g_ascii_strtoll(s2, &end, 10);
+    if (end == s2 || *end || x < min || y < min || x > CLI_MAX_SIZE_COND || y > CLI_MAX_SIZE_COND)
+        return false;
+    *a = (int)x;
+    *b = (int)y;
+    return true;
+}
+
 // Range and consistency checks that need no file. Returns -1 when all is well, else the code.
 static int cli_validate(cli_opts *o, sdg_gen_params *gp)
 {
+    if (o->prediction && !sdg_prediction_from_name(o->prediction, &o->pred))
+        return cli_usage_error("unknown prediction '%s' (one of: auto, eps, v)", o->prediction);
+    if (o->original_size && !cli_parse_pair(o->original_size, 'x', 1, &gp->original_width,
+                                            &gp->original_height))
+        return cli_usage_error("--original-size must be WxH with sizes from 1 to %d (got '%s')",
+                               CLI_MAX_SIZE_COND, o->original_size);
+    if (o->target_size && !cli_parse_pair(o->target_size, 'x', 1, &gp->target_width,
+                                          &gp->target_height))
+        return cli_usage_error("--target-size must be WxH with sizes from 1 to %d (got '%s')",
+                               CLI_MAX_SIZE_COND, o->target_size);
+    if (o->crop && !cli_parse_pair(o->crop, ',', 0, &gp->crop_left, &gp->crop_top))
+        return cli_usage_error("--crop must be LEFT,TOP with offsets from 0 to %d (got '%s')",
+                               CLI_MAX_SIZE_COND, o->crop);
     bool has_size = o->width > 0 || o->height > 0;
     if (o->init_image && has_size && (o->width <= 0 || o->height <= 0))
         return cli_usage_error("give both -W and -H to scale the init image, or neither");
@@ -916,6 +959,7 @@ static int cli_main(const cli_opts *o, sdg_gen_params *gp)
         mp.models_dir = env_dir;
     if (!mp.models_dir)
         mp.models_dir = SDG_MODELS_DIR;
+    mp.prediction = o->pred;
     if (o->vocab) {
         if (!g_file_test(o->vocab, G_FILE_TEST_EXISTS)) {
             cli_error("vocabulary '%s' does not exist", o->vocab);
@@ -943,10 +987,15 @@ static int cli_main(const cli_opts *o, sdg_gen_params *gp)
     }
     if (cli_cancelled)
         goto cancelled;
-    cli_info("loaded in %.1f s", (double)(g_get_monotonic_time() - t_load) / 1e6);
-
     sdg_model_info info;
     sdg_model_get_info(r.model, &info);
+    cli_info("loaded %s model (%s prediction) in %.1f s", sdg_family_name(info.family),
+             sdg_prediction_name(info.prediction),
+             (double)(g_get_monotonic_time() - t_load) / 1e6);
+    if (o->verbose)
+        cli_info("prediction from %s%s; native size %d, latent scale %g", info.prediction_source,
+                 info.zero_terminal_snr ? "; zero-terminal-SNR schedule" : "", info.native_size,
+                 (double)info.scale_factor);
     if (gp->width == 0)
         gp->width = info.native_size;
     if (gp->height == 0)
@@ -1046,7 +1095,8 @@ int main(int argc, char **argv)
     }
 
     char **strs[] = {&o.model, &o.vocab, &o.prompt, &o.negative, &o.sampler, &o.schedule,
-                     &o.precision, &o.seed, &o.init_image, &o.mask, &o.noise_in, &o.latent_out, &o.output};
+                     &o.precision, &o.seed, &o.init_image, &o.mask, &o.noise_in, &o.latent_out, &o.output,
+                     &o.prediction, &o.original_size, &o.crop, &o.target_size};
     for (size_t i = 0; i < G_N_ELEMENTS(strs); i++)
         g_free(*strs[i]);
     return code;

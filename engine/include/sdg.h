@@ -112,6 +112,30 @@ SDG_API bool sdg_sampler_from_name(const char *name, sdg_sampler *out);
 SDG_API const char *sdg_schedule_name(sdg_schedule s);
 SDG_API bool sdg_schedule_from_name(const char *name, sdg_schedule *out);
 
+// Model families the engine runs (README, "Supported models"): how a checkpoint's text encoders,
+// UNet and latent scale fit together.
+typedef enum sdg_family {
+    SDG_FAMILY_SD1 = 0,        // SD 1.x: CLIP ViT-L/14, 512x512, latent scale 0.18215
+    SDG_FAMILY_SD2 = 1,        // SD 2.x: open_clip ViT-H/14 (penultimate layer), 512 or 768
+    SDG_FAMILY_SDXL = 2,       // SDXL: CLIP ViT-L/14 + open_clip bigG/14, size conditioning,
+                               // 1024x1024, latent scale 0.13025
+    SDG_FAMILY_COUNT
+} sdg_family;
+
+// What the UNet predicts. AUTO (model parameters only): found from the file (see
+// sdg_model_params.prediction).
+typedef enum sdg_prediction {
+    SDG_PREDICTION_AUTO = 0,
+    SDG_PREDICTION_EPS = 1,    // the noise (SD 1.x, SD 2.x base, SD-Turbo, SDXL)
+    SDG_PREDICTION_V = 2,      // v = sqrt(a) eps - sqrt(1-a) x0 (SD 2.x 768-v, SDXL v-pred models)
+    SDG_PREDICTION_COUNT
+} sdg_prediction;
+
+// "SD 1.x", "SD 2.x", "SDXL"; "auto", "eps", "v".
+SDG_API const char *sdg_family_name(sdg_family f);
+SDG_API const char *sdg_prediction_name(sdg_prediction p);
+SDG_API bool sdg_prediction_from_name(const char *name, sdg_prediction *out);
+
 // ---------------------------------------------------------------------------------------------
 // Images: interleaved float samples, row-major, top row first. RGB images are in [0,1] (sRGB
 // encoded, as PNG files hold them); masks have one channel, 1 = regenerate, 0 = keep.
@@ -141,12 +165,19 @@ typedef struct sdg_model_params {
                               // vocabulary but no weights: milliseconds and no memory for the
                               // weights, for sizing runs with sdg_ctx_estimate before loading a
                               // multi-GB checkpoint; sdg_generate refuses such a model
+    sdg_prediction prediction; // AUTO (default): from the file, in this order: a `v_pred` key;
+                              // __metadata__ "modelspec.prediction_type" or "parameterization";
+                              // a sidecar <stem>.yaml's `parameterization:` (A1111); for SD 2.x a
+                              // test evaluation of the UNet (A1111's); else eps. EPS or V
+                              // override the file (sdg_model_info.prediction_source then says
+                              // what the file said, when it differs)
 } sdg_model_params;
 
 SDG_API sdg_model_params sdg_model_default_params(void);
 
-// Loads a single-file .safetensors checkpoint (SD 1.x layout, 4- or 9-channel UNet). The
-// architecture is read from the tensor shapes. Returns NULL on failure and fills err. F16/BF16
+// Loads a single-file .safetensors checkpoint of a supported family (sdg_family; CompVis/SGM
+// layouts, 4- or 9-channel UNet). The family and architecture are read from the tensor names
+// and shapes; files of other families (SD3, Flux, ...) are refused naming what they are. Returns NULL on failure and fills err. F16/BF16
 // weights are converted to float32 copies; before converting, the loader checks that the copies
 // fit in the memory available (see sdg_ctx_estimate) and refuses with SDG_ERR_NOMEM otherwise.
 SDG_API sdg_model *sdg_model_load(const char *path, const sdg_model_params *params, sdg_error *err);
@@ -162,6 +193,14 @@ typedef struct sdg_model_info {
     int native_size;          // the size the model was trained at (512 for SD1.x; a file may
                               // say otherwise in its metadata "sdg.native_size")
     float scale_factor;       // latent scale (0.18215 for SD1.x; metadata "sdg.scale_factor")
+    sdg_family family;
+    sdg_prediction prediction;      // EPS or V, never AUTO
+    const char *prediction_source;  // how it was found: "option", "key v_pred", "metadata
+                                    // modelspec.prediction_type", "metadata parameterization",
+                                    // "sidecar <file>.yaml", "test evaluation", "family default",
+                                    // or "option, overriding <source>, which says v" when the
+                                    // option contradicts the file; valid while the model lives
+    bool zero_terminal_snr;   // the schedule is rescaled to zero terminal SNR (a `ztsnr` key)
 } sdg_model_info;
 
 SDG_API void sdg_model_get_info(const sdg_model *model, sdg_model_info *info);
@@ -219,6 +258,12 @@ typedef struct sdg_gen_params {
     uint64_t extra_bytes;          // memory the caller will still allocate for this run besides
                                    // the engine's (e.g. its own copies of the pictures); counted
                                    // in the estimate's working memory and by the memory guard
+    // SDXL's size conditioning (ignored by other families), in pixels: the original image size,
+    // the crop's top-left corner and the target size the model is told about. 0 (the default)
+    // for a size = the picture's size, as A1111 and ComfyUI do; crop 0,0.
+    int original_width, original_height;
+    int crop_left, crop_top;
+    int target_width, target_height;
 } sdg_gen_params;
 
 SDG_API sdg_gen_params sdg_gen_default_params(void);

@@ -12,8 +12,8 @@
  * count, so a dry run measures the exact peak and results are the same bits for any thread
  * count (given ops.c's guarantee).
  *
- * Not here: the noise schedule, CFG, the inpainting input concatenation, SDXL's label embedding,
- * or any file parsing (weights.h binds the tensors).
+ * Not here: the noise schedule, CFG, the inpainting input concatenation, building SDXL's vector
+ * y (the pipeline does), or any file parsing (weights.h binds the tensors).
  *
  * ref: CompVis/stable-diffusion@21f890f ldm/modules/diffusionmodules/openaimodel.py (UNetModel,
  *      ResBlock, Downsample, Upsample), ldm/modules/attention.py (SpatialTransformer,
@@ -37,8 +37,6 @@
 #define UNET_GN_EPS 1e-5f         // ResBlocks and the final norm
 #define UNET_ST_GN_EPS 1e-6f      // SpatialTransformer.norm (attention.py Normalize)
 #define UNET_LN_EPS 1e-5f         // nn.LayerNorm default
-#define UNET_SD1_HEADS 8          // v1-inference.yaml num_heads
-#define UNET_SD2_HEAD_DIM 64      // v2-inference.yaml num_head_channels
 // Scratch budgets (floats): one head's attention scores for a chunk of queries, and the
 // feed-forward's widest intermediate for a chunk of tokens. 2M floats = 8 MB, which keeps the
 // GEMMs large (>= 200 rows at SD1's widest level).
@@ -102,6 +100,8 @@ struct unet_model {
     unet_config cfg;
     sdg_weight temb1_w; const float *temb1_b;    // [temb,model_ch]  time_embed.0
     sdg_weight temb2_w; const float *temb2_b;    // [temb,temb]      time_embed.2
+    sdg_weight label1_w; const float *label1_b;  // [temb,adm_in]    label_emb.0.0 (SDXL)
+    sdg_weight label2_w; const float *label2_b;  // [temb,temb]      label_emb.0.2
     int n_in, n_out;
     unet_block in[UNET_MAX_BLOCKS];         // input_blocks
     unet_block mid;                         // middle_block
@@ -205,9 +205,10 @@ static bool unet_load_st(sdg_weights *wb, const char *base, int ch, unet_st *st,
     }
     st->ch = ch;
     st->inner = inner;
-    // SD1 fixes the head count, SD2 the head width; the shapes cannot tell which.
-    st->n_heads = st->linear ? inner / UNET_SD2_HEAD_DIM : UNET_SD1_HEADS;
-    if (st->n_heads < 1 || inner % st->n_heads != 0) {
+    // SD1 fixes the head count, SD2 and SDXL the head width; the shapes cannot tell which.
+    st->n_heads = cfg->head_dim > 0 ? inner / cfg->head_dim : cfg->n_heads;
+    if (st->n_heads < 1 || inner % st->n_heads != 0 ||
+        (cfg->head_dim > 0 && inner % cfg->head_dim != 0)) {
         sdg_wb_set_error(wb, SDG_ERR_UNSUPPORTED, "%sproj_in.weight: %d channels cannot be split "
                          "into attention heads", base, inner);
         return false;
@@ -226,7 +227,6 @@ static bool unet_load_st(sdg_weights *wb, const char *base, int ch, unet_st *st,
         cfg->context_dim = ctx_dim;
         cfg->transformer_depth = depth;
         cfg->linear_proj = st->linear;
-        cfg->n_heads = st->linear ? 0 : UNET_SD1_HEADS;
     } else if (ctx_dim != cfg->context_dim) {
         sdg_wb_set_error(wb, SDG_ERR_SHAPE, "%stransformer_blocks.0.attn2.to_k.weight: context "
                          "width %d differs from %d elsewhere", base, ctx_dim, cfg->context_dim);
@@ -497,19 +497,15 @@ static bool unet_load_blocks(sdg_weights *wb, const char *P, unet_model *m)
     return unet_ok(wb);
 }
 
-unet_model *unet_load(sdg_weights *wb, const char *prefix)
+unet_model *unet_load(sdg_weights *wb, const char *prefix, int n_heads, int head_dim)
 {
     const char *P = prefix ? prefix : "";
+    SDG_ASSERT((n_heads > 0) != (head_dim > 0));
     if (!unet_ok(wb))
         return NULL;
     if (strlen(P) > UNET_PREFIX_MAX) {
         sdg_wb_set_error(wb, SDG_ERR_INVALID_ARG, "UNet tensor prefix too long (%zu bytes)",
                          strlen(P));
-        return NULL;
-    }
-    if (sdg_wb_find(wb, "%slabel_emb.0.0.weight", P)) {
-        sdg_wb_set_error(wb, SDG_ERR_UNSUPPORTED, "%slabel_emb.0.0.weight: class-conditioned "
-                         "UNets (SDXL) are not supported", P);
         return NULL;
     }
     const st_tensor *cin = sdg_wb_find(wb, "%sinput_blocks.0.0.weight", P);
@@ -533,6 +529,13 @@ unet_model *unet_load(sdg_weights *wb, const char *prefix)
                          co ? "expected a [out_ch, model_ch, 3, 3] convolution" : "missing");
         return NULL;
     }
+    const st_tensor *le = sdg_wb_find(wb, "%slabel_emb.0.0.weight", P);
+    int adm_in = le ? unet_dim(le, 2, 1) : 0;
+    if (le && (adm_in < 0 || unet_dim(le, 2, 0) != temb)) {
+        sdg_wb_set_error(wb, SDG_ERR_SHAPE, "%slabel_emb.0.0.weight: expected a [%d, adm_in] "
+                         "matrix", P, temb);
+        return NULL;
+    }
     if (model_ch % 2 != 0) {
         sdg_wb_set_error(wb, SDG_ERR_UNSUPPORTED, "%sinput_blocks.0.0.weight: odd model "
                          "channels (%d)", P, model_ch);
@@ -548,10 +551,21 @@ unet_model *unet_load(sdg_weights *wb, const char *prefix)
     cfg->out_ch = out_ch;
     cfg->model_ch = model_ch;
     cfg->time_embed_dim = temb;
+    cfg->adm_in = adm_in;
+    cfg->n_heads = n_heads;
+    cfg->head_dim = head_dim;
     m->temb1_w = SDG_WLIN(wb, temb, model_ch, "%stime_embed.0.weight", P);
     m->temb1_b = SDG_WB1(wb, temb, "%stime_embed.0.bias", P);
     m->temb2_w = SDG_WLIN(wb, temb, temb, "%stime_embed.2.weight", P);
     m->temb2_b = SDG_WB1(wb, temb, "%stime_embed.2.bias", P);
+    if (adm_in > 0) {
+        // PyTorch (sgm openaimodel.py, num_classes "sequential"): label_emb = Sequential(
+        //   Sequential(Linear(adm_in, temb), SiLU(), Linear(temb, temb)))
+        m->label1_w = SDG_WLIN(wb, temb, adm_in, "%slabel_emb.0.0.weight", P);
+        m->label1_b = SDG_WB1(wb, temb, "%slabel_emb.0.0.bias", P);
+        m->label2_w = SDG_WLIN(wb, temb, temb, "%slabel_emb.0.2.weight", P);
+        m->label2_b = SDG_WB1(wb, temb, "%slabel_emb.0.2.bias", P);
+    }
     if (!unet_load_blocks(wb, P, m) || !unet_ok(wb)) {
         unet_free(m);
         return NULL;
@@ -627,28 +641,6 @@ static float *unet_settle(sdg_exec *ex, size_t mark, float *p, size_t nf)
     if (!ex->dry && dst != p)
         memmove(dst, p, nf * sizeof *dst);
     return dst;
-}
-
-// Sinusoidal timestep embedding, float32 like the reference.
-// PyTorch (ldm util.py timestep_embedding):
-//   freqs = exp(-log(max_period) * arange(0, half, dtype=float32) / half)
-//   args = t[:, None].float() * freqs[None]; emb = cat([cos(args), sin(args)], dim=-1)
-static void unet_timestep_embedding(const sdg_exec *ex, const float *t, int n, int dim, float *y)
-{
-    if (ex->dry)
-        return;
-    int half = dim / 2;
-    float neg_log = (float)-log(10000.0);
-    for (int b = 0; b < n; b++) {
-        for (int k = 0; k < half; k++) {
-            float freq = expf(neg_log * (float)k / (float)half);
-            float arg = t[b] * freq;
-            y[(size_t)b * dim + k] = (float)cos((double)arg);
-            y[(size_t)b * dim + half + k] = (float)sin((double)arg);
-        }
-        if (dim % 2)
-            y[(size_t)b * dim + dim - 1] = 0.0f;
-    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -942,10 +934,12 @@ static void unet_debug(const sdg_exec *ex, unet_debug_fn fn, void *user, const c
 }
 
 void unet_forward_debug(sdg_exec *ex, const unet_model *m, const float *x, int n, int h, int w,
-                        const float *t, const float *context, int n_ctx, float *out,
-                        unet_debug_fn fn, void *user)
+                        const float *t, const unet_cond *cond, float *out, unet_debug_fn fn,
+                        void *user)
 {
-    SDG_ASSERT(ex && m && n >= 1 && h >= 1 && w >= 1 && n_ctx >= 1);
+    SDG_ASSERT(ex && m && cond && n >= 1 && h >= 1 && w >= 1 && cond->n_ctx >= 1);
+    const float *context = cond->context, *y = cond->y;
+    int n_ctx = cond->n_ctx;
     if (ex->dry) {
         // A dry run reads no data, so callers may size the arena before they have any; the
         // ops still want non-NULL pointers.
@@ -953,9 +947,10 @@ void unet_forward_debug(sdg_exec *ex, const unet_model *m, const float *x, int n
         x = x ? x : dummy;
         t = t ? t : dummy;
         context = context ? context : dummy;
+        y = y ? y : dummy;
         out = out ? out : dummy;
     }
-    SDG_ASSERT(x && t && context && out);
+    SDG_ASSERT(x && t && context && out && (y || m->cfg.adm_in == 0));
     const unet_config *cfg = &m->cfg;
     size_t mark0 = sdg__mark(ex);
 
@@ -965,10 +960,18 @@ void unet_forward_debug(sdg_exec *ex, const unet_model *m, const float *x, int n
     float *t_emb = sdg__alloc_f32(ex, (size_t)n * cfg->model_ch);
     float *e1 = sdg__alloc_f32(ex, (size_t)n * temb);
     float *emb = sdg__alloc_f32(ex, (size_t)n * temb);
-    unet_timestep_embedding(ex, t, n, cfg->model_ch, t_emb);
+    sdg_op_timestep_embedding(ex, t, n, cfg->model_ch, t_emb);
     sdg_op_linear(ex, t_emb, (size_t)n, cfg->model_ch, m->temb1_w, m->temb1_b, temb, e1);
     sdg_op_silu(ex, e1, (size_t)n * temb, e1);
     sdg_op_linear(ex, e1, (size_t)n, temb, m->temb2_w, m->temb2_b, temb, emb);
+    if (cfg->adm_in > 0) {
+        // PyTorch (sgm openaimodel.py UNetModel.forward): emb = emb + label_emb(y)
+        float *e2 = sdg__alloc_f32(ex, (size_t)n * temb);
+        sdg_op_linear(ex, y, (size_t)n, cfg->adm_in, m->label1_w, m->label1_b, temb, e1);
+        sdg_op_silu(ex, e1, (size_t)n * temb, e1);
+        sdg_op_linear(ex, e1, (size_t)n, temb, m->label2_w, m->label2_b, temb, e2);
+        sdg_op_add(ex, emb, e2, (size_t)n * temb, emb);
+    }
     unet_debug(ex, fn, user, "emb", -1, &(unet_act){emb, temb, 1, 1}, n);
     sdg_op_silu(ex, emb, (size_t)n * temb, emb);
 
@@ -1017,7 +1020,7 @@ void unet_forward_debug(sdg_exec *ex, const unet_model *m, const float *x, int n
 }
 
 void unet_forward(sdg_exec *ex, const unet_model *m, const float *x, int n, int h, int w,
-                  const float *t, const float *context, int n_ctx, float *out)
+                  const float *t, const unet_cond *cond, float *out)
 {
-    unet_forward_debug(ex, m, x, n, h, w, t, context, n_ctx, out, NULL, NULL);
+    unet_forward_debug(ex, m, x, n, h, w, t, cond, out, NULL, NULL);
 }

@@ -34,6 +34,7 @@
 #include <string.h>
 
 #include "../memory.h"
+#include "../tensor/ops.h"
 #include "../tokenizer/prompt.h"
 
 // Windows of 75 tokens a prompt may use (A1111 has no limit; 8 = 600 tokens is plenty).
@@ -54,11 +55,14 @@ typedef struct job {
     size_t n_lat;             // c*h*w
     bool cfg;                 // two UNet batch items [uncond, cond]
     int nb;                   // 1 or 2
-    int n_ctx, ctx_dim;       // context tokens (77 per window) and width
+    int n_ctx, ctx_dim;       // context tokens (77 per window) and width (all encoders)
+    int y_dim;                // width of the vector y (SDXL), else 0
     bool img2img, inpaint, model9;
+    bool zero_uncond;         // SDXL with no negative prompt: the unconditional text is zeros
 
-    sdg_prompt cond, uncond;  // token ids and emphasis weights
-    sdg_prompt empty;         // "" (pads the shorter prompt to the longer one's windows)
+    // Per text encoder (their paddings differ): token ids and emphasis weights; "" pads the
+    // shorter prompt to the longer one's windows.
+    sdg_prompt cond[FAMILY_MAX_ENCODERS], uncond[FAMILY_MAX_ENCODERS], empty[FAMILY_MAX_ENCODERS];
 
     int n_steps;              // steps of the full schedule
     int start;                // first step run (img2img)
@@ -67,6 +71,7 @@ typedef struct job {
 
     // arena buffers
     float *context;           // [nb, n_ctx, ctx_dim]
+    float *y;                 // [nb, y_dim] (SDXL)
     float *unet_in, *unet_t, *eps;
     float *x, *noise, *step_noise;
     float *moments;           // [2c, h, w] posterior of the init image
@@ -90,45 +95,102 @@ typedef struct job {
 // ---------------------------------------------------------------------------------------------
 // Text
 
-// Encodes the windows of one prompt into ctx_out [n_windows*77, d], applying emphasis; windows
-// past the prompt's own (the other prompt is longer) hold the empty prompt's encoding.
-static void encode_prompt(job *j, const sdg_prompt *pr, const sdg_prompt *empty, int n_windows,
-                          float *ctx_out)
+// Encodes the windows of one prompt with text encoder `e` into columns [col, col + width) of
+// ctx_out [n_windows*77, j->ctx_dim], applying emphasis; windows past the prompt's own (the other
+// prompt is longer) hold the empty prompt's encoding. pooled (the encoder's pooled projection of
+// the first window, as A1111 takes it) when not NULL.
+static void encode_prompt(job *j, int e, const sdg_prompt *pr, const sdg_prompt *empty,
+                          int n_windows, float *ctx_out, int col, float *pooled)
 {
     sdg_exec *ex = j->ex;
-    int d = j->ctx_dim;
+    const clip_model *te = j->m->te[e];
+    const clip_config *cc = clip_get_config(te);
+    const family_encoder *fe = &j->m->spec->enc[e];
+    int d = cc->width;
     size_t mark = sdg__mark(ex);
     int32_t *ids = (int32_t *)sdg__alloc_f32(ex, (size_t)n_windows * 77);
+    float *z = sdg__alloc_f32(ex, (size_t)n_windows * 77 * d);
+    float *pw = pooled ? sdg__alloc_f32(ex, (size_t)n_windows * cc->proj_dim) : NULL;
     if (!ex->dry)
         for (int wi = 0; wi < n_windows; wi++) {
             const int32_t *src = wi < pr->n_windows ? pr->ids + (size_t)wi * 77 : empty->ids;
             memcpy(ids + (size_t)wi * 77, src, 77 * sizeof(int32_t));
         }
-    clip_forward(ex, j->m->clip, ids, n_windows, j->p->clip_skip, ctx_out);
-    sdg__release(ex, mark);
-    if (ex->dry)
-        return;
-    for (int wi = 0; wi < pr->n_windows && wi < n_windows; wi++) {
-        const float *wt = pr->weights + (size_t)wi * 77;
-        bool plain = true;
-        for (int t = 0; t < 77; t++)
-            plain = plain && wt[t] == 1.0f;
-        if (plain)
-            continue;
-        float *z = ctx_out + (size_t)wi * 77 * d;
-        double before = 0, after = 0;
-        for (size_t i = 0; i < (size_t)77 * d; i++)
-            before += z[i];
-        for (int t = 0; t < 77; t++)
-            for (int k = 0; k < d; k++)
-                z[(size_t)t * d + k] *= wt[t];
-        for (size_t i = 0; i < (size_t)77 * d; i++)
-            after += z[i];
-        if (after != 0.0) {
-            float r = (float)(before / after);
+    // The family's hidden state; A1111's clip skip k takes the one k - 1 layers before it.
+    int layer = cc->n_layers - fe->from_end - (j->p->clip_skip - 1);
+    clip_output o = { layer < 1 ? 1 : layer, fe->final_norm };
+    clip_forward(ex, te, ids, n_windows, &o, z, pw);
+    if (!ex->dry) {
+        for (int wi = 0; wi < pr->n_windows && wi < n_windows; wi++) {
+            const float *wt = pr->weights + (size_t)wi * 77;
+            bool plain = true;
+            for (int t = 0; t < 77; t++)
+                plain = plain && wt[t] == 1.0f;
+            if (plain)
+                continue;
+            float *zw = z + (size_t)wi * 77 * d;
+            double before = 0, after = 0;
             for (size_t i = 0; i < (size_t)77 * d; i++)
-                z[i] *= r;
+                before += zw[i];
+            for (int t = 0; t < 77; t++)
+                for (int k = 0; k < d; k++)
+                    zw[(size_t)t * d + k] *= wt[t];
+            for (size_t i = 0; i < (size_t)77 * d; i++)
+                after += zw[i];
+            if (after != 0.0) {
+                float r = (float)(before / after);
+                for (size_t i = 0; i < (size_t)77 * d; i++)
+                    zw[i] *= r;
+            }
         }
+        for (size_t r = 0; r < (size_t)n_windows * 77; r++)
+            memcpy(ctx_out + r * j->ctx_dim + col, z + r * d, (size_t)d * sizeof *z);
+        if (pooled)
+            memcpy(pooled, pw, (size_t)cc->proj_dim * sizeof *pooled);
+    }
+    sdg__release(ex, mark);
+}
+
+// One batch item's conditioning: context [n_ctx, ctx_dim] from every text encoder, and for SDXL
+// y [y_dim] = [pooled text embedding, the six size embeddings]. zero: the text parts are zeros
+// (SDXL's unconditional side without a negative prompt; the size embeddings stay).
+// PyTorch (sgm GeneralConditioner with FrozenCLIPEmbedder, FrozenOpenCLIPEmbedder2 and three
+// ConcatTimestepEmbedderND): crossattn = cat(clip_l, bigG, dim=2);
+//   vector = cat(pooled, emb(original_size), emb(crop_coords_top_left), emb(target_size), dim=1)
+static void encode_conditioning(job *j, sdg_prompt *const *prompts, bool zero, float *ctx,
+                                float *y)
+{
+    sdg_exec *ex = j->ex;
+    const family_spec *spec = j->m->spec;
+    int windows = j->n_ctx / 77, col = 0;
+    float *pooled = y;   // the pooled embedding is y's first part
+    for (int e = 0; e < spec->n_encoders; e++) {
+        const clip_config *cc = clip_get_config(j->m->te[e]);
+        if (zero) {
+            if (!ex->dry)
+                for (size_t r = 0; r < (size_t)j->n_ctx; r++)
+                    memset(ctx + r * j->ctx_dim + col, 0, (size_t)cc->width * sizeof *ctx);
+        } else {
+            encode_prompt(j, e, prompts[e], &j->empty[e], windows, ctx, col,
+                          spec->enc[e].pooled ? pooled : NULL);
+        }
+        if (spec->enc[e].pooled) {
+            if (zero && !ex->dry)
+                memset(pooled, 0, (size_t)cc->proj_dim * sizeof *pooled);
+            pooled += cc->proj_dim;
+        }
+        col += cc->width;
+    }
+    if (spec->size_cond) {
+        const sdg_gen_params *p = j->p;
+        float sizes[6] = {
+            (float)(p->original_height ? p->original_height : j->H),
+            (float)(p->original_width ? p->original_width : j->W),
+            (float)p->crop_top, (float)p->crop_left,
+            (float)(p->target_height ? p->target_height : j->H),
+            (float)(p->target_width ? p->target_width : j->W),
+        };
+        sdg_op_timestep_embedding(ex, sizes, 6, FAMILY_SIZE_EMB_DIM, pooled);
     }
 }
 
@@ -171,8 +233,8 @@ static sdg_status denoise(void *user, const float *x, float sigma, float t, floa
         }
         j->unet_t[b] = t;
     }
-    unet_forward(j->ex, j->m->unet, j->unet_in, j->nb, j->h, j->w, j->unet_t, j->context,
-                 j->n_ctx, j->eps);
+    unet_cond cond = { j->context, j->n_ctx, j->y };
+    unet_forward(j->ex, j->m->unet, j->unet_in, j->nb, j->h, j->w, j->unet_t, &cond, j->eps);
     const float *eu = j->eps, *ec = j->cfg ? j->eps + j->n_lat : j->eps;
     float s = j->p->cfg_scale;
     // Guidance on the prediction (eps or v alike, as A1111, ComfyUI and diffusers do), then the
@@ -395,22 +457,28 @@ static sdg_status plan(job *j, const sdg_gen_params *p, sdg_error *err)
     j->cfg = p->cfg_scale != 1.0f;
     j->nb = j->cfg ? 2 : 1;
     j->ctx_dim = uc->context_dim;
+    j->y_dim = uc->adm_in;
     j->ddim = p->sampler == SDG_SAMPLER_DDIM;
+    // A1111 (sd_models_xl.py): an empty negative prompt is zeros for SDXL, as sgm's demo does
+    // (force_uc_zero_embeddings=["txt"]).
+    j->zero_uncond = m->spec->size_cond && (!p->negative_prompt || !*p->negative_prompt);
 
-    sdg_status st = sdg_prompt_parse(m->tok, "", m->pad_id, 1, &j->empty, err);
-    if (st != SDG_OK)
-        return st;
-    st = sdg_prompt_parse(m->tok, p->prompt ? p->prompt : "", m->pad_id, MAX_WINDOWS,
-                                     &j->cond, err);
-    if (st != SDG_OK)
-        return st;
-    st = sdg_prompt_parse(m->tok, p->negative_prompt ? p->negative_prompt : "", m->pad_id,
-                          MAX_WINDOWS, &j->uncond, err);
-    if (st != SDG_OK)
-        return st;
-    int windows = j->cond.n_windows;
-    if (j->cfg && j->uncond.n_windows > windows)
-        windows = j->uncond.n_windows;
+    int windows = 1;
+    for (int e = 0; e < m->spec->n_encoders; e++) {
+        sdg_status st = sdg_prompt_parse(m->tok, "", m->pad_id[e], 1, &j->empty[e], err);
+        if (st == SDG_OK)
+            st = sdg_prompt_parse(m->tok, p->prompt ? p->prompt : "", m->pad_id[e], MAX_WINDOWS,
+                                  &j->cond[e], err);
+        if (st == SDG_OK)
+            st = sdg_prompt_parse(m->tok, p->negative_prompt ? p->negative_prompt : "",
+                                  m->pad_id[e], MAX_WINDOWS, &j->uncond[e], err);
+        if (st != SDG_OK)
+            return st;
+        if (j->cond[e].n_windows > windows)
+            windows = j->cond[e].n_windows;
+        if (j->cfg && !j->zero_uncond && j->uncond[e].n_windows > windows)
+            windows = j->uncond[e].n_windows;
+    }
     j->n_ctx = 77 * windows;
 
     j->sigmas = malloc((size_t)(p->steps + 2) * sizeof(float));
@@ -472,6 +540,7 @@ static sdg_status run(job *j, sdg_result *res, sdg_error *err)
     ex->arena.peak = 0;
 
     j->context = sdg__alloc_f32(ex, (size_t)j->nb * j->n_ctx * j->ctx_dim);
+    j->y = j->y_dim ? sdg__alloc_f32(ex, (size_t)j->nb * j->y_dim) : NULL;
     j->unet_in = sdg__alloc_f32(ex, (size_t)j->nb * j->in_ch * hw);
     j->unet_t = sdg__alloc_f32(ex, (size_t)j->nb);
     j->eps = sdg__alloc_f32(ex, (size_t)j->nb * j->n_lat);
@@ -500,15 +569,18 @@ static sdg_status run(job *j, sdg_result *res, sdg_error *err)
         j->blend = sdg__alloc_f32(ex, HW);
 
     // Text: [uncond, cond] (cond only without guidance).
-    int windows = j->n_ctx / 77;
     size_t per = (size_t)j->n_ctx * j->ctx_dim;
+    sdg_prompt *uncond[FAMILY_MAX_ENCODERS] = { &j->uncond[0], &j->uncond[1] };
+    sdg_prompt *cond[FAMILY_MAX_ENCODERS] = { &j->cond[0], &j->cond[1] };
     if (j->cfg)
-        encode_prompt(j, &j->uncond, &j->empty, windows, j->context);
-    encode_prompt(j, &j->cond, &j->empty, windows, j->context + (j->cfg ? per : 0));
-    // The text encoder's weights are not read again in this run: out of the resident memory
+        encode_conditioning(j, uncond, j->zero_uncond, j->context, j->y);
+    encode_conditioning(j, cond, false, j->context + (j->cfg ? per : 0),
+                        j->y ? j->y + (j->cfg ? j->y_dim : 0) : NULL);
+    // The text encoders' weights are not read again in this run: out of the resident memory
     // while the UNet and the VAE run (they come back from the page cache for the next prompt).
     if (!ex->dry)
-        sdg_wb_drop_pages(j->m->wb, j->m->clip_prefix);
+        for (int e = 0; e < j->m->spec->n_encoders; e++)
+            sdg_wb_drop_pages(j->m->wb, j->m->layout->te[e]);
 
     // Images: posteriors (once), masks.
     if (need_init)
@@ -533,8 +605,8 @@ static sdg_status run(job *j, sdg_result *res, sdg_error *err)
         j->seed = p->seed + (uint64_t)pic;
         if (ex->dry) {
             // One of each network in measuring mode sizes the arena.
-            unet_forward(ex, j->m->unet, j->unet_in, j->nb, j->h, j->w, j->unet_t, j->context,
-                         j->n_ctx, j->eps);
+            unet_cond c = { j->context, j->n_ctx, j->y };
+            unet_forward(ex, j->m->unet, j->unet_in, j->nb, j->h, j->w, j->unet_t, &c, j->eps);
             decode(j, j->x);
             break;
         }
@@ -586,9 +658,11 @@ static sdg_status run(job *j, sdg_result *res, sdg_error *err)
 
 static void job_clear(job *j)
 {
-    sdg_prompt_clear(&j->cond);
-    sdg_prompt_clear(&j->uncond);
-    sdg_prompt_clear(&j->empty);
+    for (int e = 0; e < FAMILY_MAX_ENCODERS; e++) {
+        sdg_prompt_clear(&j->cond[e]);
+        sdg_prompt_clear(&j->uncond[e]);
+        sdg_prompt_clear(&j->empty[e]);
+    }
     free(j->sigmas);
     free(j->ts);
 }

@@ -13,6 +13,7 @@
 #include "../loader/safetensors.h"
 #include "../loader/weights.h"
 #include "../model/clip.h"
+#include "../model/family.h"
 #include "../model/unet.h"
 #include "../model/vae.h"
 #include "../sampler/sampler.h"
@@ -20,17 +21,22 @@
 
 struct sdg_model {
     char *path;
+    char *base;                // the file's name, for messages
     st_file *file;             // the mapping F32 weights point into
+    const family_layout *layout;   // tensor-name prefixes (the text encoders': sdg_wb_drop_pages)
+    const family_spec *spec;   // the family: encoders, scale, sizes
+    family_hparams hparams;    // what the file's metadata says beyond the shapes
     sdg_weights *wb;           // converted copies of F16/BF16 weights
     sdg_tokenizer *tok;
-    clip_model *clip;
-    const char *clip_prefix;   // the text encoder's tensor names (sdg_wb_drop_pages)
+    clip_model *te[FAMILY_MAX_ENCODERS];   // spec->n_encoders text encoders
+    int32_t pad_id[FAMILY_MAX_ENCODERS];   // per encoder: <|endoftext|> or 0 (open_clip)
     unet_model *unet;
     vae_model *vae;
     sdg_noise_schedule sched;
-    sdg_prediction_type prediction;   // what the UNet predicts (SD 1.x: eps)
+    sdg_prediction prediction;   // what the UNet predicts: EPS or V
+    const char *prediction_source;   // how that was found (sdg_model_info)
+    char source_buf[300];      // holds it when it names a sidecar file
     sdg_model_info info;
-    int32_t pad_id;            // SD1: <|endoftext|>
     bool header_only;          // no weights bound (sdg_model_params.header_only): estimates only
     uint64_t copy_bytes;       // float32 copies of F16/BF16 weights (held, or with header_only
                                // what loading would make)

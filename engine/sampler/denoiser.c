@@ -11,11 +11,11 @@
 
 #include "sampler.h"
 
-sdg_scalings denoiser_scalings(sdg_prediction_type pred, float sigma)
+sdg_scalings denoiser_scalings(sdg_prediction pred, float sigma)
 {
     float s2 = sigma * sigma + 1.0f;   // sigma^2 + sigma_data^2, sigma_data = 1
     float c_in = 1.0f / sqrtf(s2);
-    if (pred == SDG_PREDICT_V)
+    if (pred == SDG_PREDICTION_V)
         return (sdg_scalings){1.0f / s2, -sigma * c_in, c_in};
     return (sdg_scalings){1.0f, -sigma, c_in};
 }

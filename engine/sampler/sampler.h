@@ -30,16 +30,12 @@
 // denoised = c_skip x + c_out out, the network's input being c_in x (k-diffusion's get_scalings,
 // CompVisDenoiser for eps and CompVisVDenoiser for v, sigma_data = 1).
 
-typedef enum sdg_prediction_type {
-    SDG_PREDICT_EPS = 0,   // the noise (SD 1.x, SD 2.x base, SDXL)
-    SDG_PREDICT_V,         // v = sqrt(a) eps - sqrt(1-a) x0 (SD 2.x 768-v)
-} sdg_prediction_type;
-
 typedef struct sdg_scalings {
     float c_skip, c_out, c_in;
 } sdg_scalings;
 
-sdg_scalings denoiser_scalings(sdg_prediction_type pred, float sigma);
+// pred is SDG_PREDICTION_EPS or SDG_PREDICTION_V (sdg.h).
+sdg_scalings denoiser_scalings(sdg_prediction pred, float sigma);
 
 // ---------------------------------------------------------------------------------------------
 // Noise schedule
@@ -54,6 +50,13 @@ typedef struct sdg_noise_schedule {
 } sdg_noise_schedule;
 
 void sched_init_sd(sdg_noise_schedule *s);
+
+// Rescales the schedule to zero terminal SNR (Lin et al. 2023, "Common Diffusion Noise Schedules
+// and Sample Steps are Flawed", Algorithm 1) the way ComfyUI does for models trained with it
+// (rescale_zero_terminal_snr_sigmas): sqrt(ac) shifted so its last value is 0 and scaled so its
+// first is unchanged, squared; the last ac is then set to 4.8973451890853435e-08 (sigma ~4500)
+// so that sigmas stay finite. Recomputes sigmas and log_sigmas.
+void sched_rescale_zero_snr(sdg_noise_schedule *s);
 
 // k-diffusion DiscreteSchedule.sigma_to_t: linear interpolation in log-sigma between the two
 // neighbouring integer timesteps (not rounded); clamps to [0, 999].

@@ -44,6 +44,28 @@ void sched_init_sd(sdg_noise_schedule *s)
     }
 }
 
+void sched_rescale_zero_snr(sdg_noise_schedule *s)
+{
+    // ComfyUI (comfy/model_sampling.py rescale_zero_terminal_snr_sigmas), from the sigmas:
+    //   ac = 1 / (sigmas^2 + 1); r = sqrt(ac); r -= r[-1]; r *= r[0] / (r[0] - r[-1]) (old values);
+    //   ac = r^2; ac[-1] = 4.8973451890853435e-08
+    const int n = SCHED_T;
+    double r[SCHED_T];
+    for (int i = 0; i < n; i++)
+        r[i] = sqrt(1.0 / ((double)s->sigmas[i] * s->sigmas[i] + 1.0));
+    double r0 = r[0], rt = r[n - 1];
+    for (int i = 0; i < n; i++) {
+        double v = (r[i] - rt) * (r0 / (r0 - rt));
+        s->alphas_cumprod[i] = (float)(v * v);
+    }
+    s->alphas_cumprod[n - 1] = 4.8973451890853435e-08f;
+    for (int i = 0; i < n; i++) {
+        float ac = s->alphas_cumprod[i];
+        s->sigmas[i] = sqrtf((1.0f - ac) / ac);
+        s->log_sigmas[i] = logf(s->sigmas[i]);
+    }
+}
+
 float sched_sigma_to_t(const sdg_noise_schedule *s, float sigma)
 {
     float ls = logf(sigma);

@@ -349,6 +349,27 @@ void sdg_op_layer_norm(sdg_exec *ex, const float *x, size_t rows, int c, const f
 // ---------------------------------------------------------------------------------------------
 // Element-wise
 
+// PyTorch (ldm util.py timestep_embedding):
+//   freqs = exp(-log(max_period) * arange(0, half, dtype=float32) / half)
+//   args = t[:, None].float() * freqs[None]; emb = cat([cos(args), sin(args)], dim=-1)
+void sdg_op_timestep_embedding(const sdg_exec *ex, const float *t, int n, int dim, float *y)
+{
+    if (ex->dry)
+        return;
+    int half = dim / 2;
+    float neg_log = (float)-log(10000.0);
+    for (int b = 0; b < n; b++) {
+        for (int k = 0; k < half; k++) {
+            float freq = expf(neg_log * (float)k / (float)half);
+            float arg = t[b] * freq;
+            y[(size_t)b * dim + k] = (float)cos((double)arg);
+            y[(size_t)b * dim + half + k] = (float)sin((double)arg);
+        }
+        if (dim % 2)
+            y[(size_t)b * dim + dim - 1] = 0.0f;
+    }
+}
+
 void sdg_op_silu(sdg_exec *ex, const float *x, size_t n, float *y)
 {
     SDG_ASSERT(ex && (n == 0 || (x && y)));

@@ -80,6 +80,11 @@ void sdg_op_add_channel(sdg_exec *ex, float *x, int n, int c, size_t hw, const f
 // GEGLU: x[rows, 2d] = (a, gate) halves in that order; y[rows,d] = a * gelu(gate).
 void sdg_op_geglu(sdg_exec *ex, const float *x, size_t rows, int d, float *y);
 
+// Sinusoidal embedding of the n scalars t (timesteps, SDXL's sizes): y[n, dim] =
+// [cos(t f_k), sin(t f_k)], f_k = exp(-ln(10000) k / (dim/2)), k < dim/2, in float32 like the
+// reference (ldm/sgm util.py timestep_embedding); an odd dim's last column is 0.
+void sdg_op_timestep_embedding(const sdg_exec *ex, const float *t, int n, int dim, float *y);
+
 // Nearest-neighbour x2: y[n,c,2h,2w].
 void sdg_op_upsample2x(sdg_exec *ex, const float *x, int n, int c, int h, int w, float *y);
 

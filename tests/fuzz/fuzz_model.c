@@ -212,6 +212,7 @@ typedef struct net_args {
     int32_t *ids;                     // [77]
     float *ctx;                       // [77, context_dim]
     float *x, *t, *eps;               // [in_ch, h, w], [1], [out_ch, h, w]
+    float *y;                         // [adm_in] (SDXL) or NULL
     float *image, *moments;           // [3, H, W], [2 * out_ch, h, w]
 } net_args;
 
@@ -219,8 +220,12 @@ static void run_nets(sdg_exec *ex, const net_args *a)
 {
     const sdg_model *m = a->m;
     int ds = m->info.vae_scale;
-    clip_forward(ex, m->clip, a->ids, 1, 1, a->ctx);
-    unet_forward(ex, m->unet, a->x, 1, a->h, a->w, a->t, a->ctx, SDG_TOKENIZER_CTX, a->eps);
+    // The first encoder writes the first columns' worth (all of them but for SDXL's two).
+    const clip_model *te = m->te[0];
+    clip_forward(ex, te, a->ids, 1, &(clip_output){clip_get_config(te)->n_layers, true}, a->ctx,
+                 NULL);
+    unet_forward(ex, m->unet, a->x, 1, a->h, a->w, a->t,
+                 &(unet_cond){a->ctx, SDG_TOKENIZER_CTX, a->y}, a->eps);
     vae_decode(ex, m->vae, a->eps, 1, a->h, a->w, a->image);
     vae_encode(ex, m->vae, a->image, 1, a->h * ds, a->w * ds, a->moments);
 }
@@ -236,7 +241,7 @@ static float *alloc_filled(size_t n, float v)
 
 static void run_loaded(const sdg_model *m, uint8_t knobs)
 {
-    const clip_config *cc = clip_get_config(m->clip);
+    const clip_config *cc = clip_get_config(m->te[0]);
     const unet_config *uc = unet_get_config(m->unet);
     int ds = m->info.vae_scale;
     net_args a = { .m = m, .h = 1 + (knobs & 3), .w = 1 + (knobs >> 2 & 3) };
@@ -247,7 +252,7 @@ static void run_loaded(const sdg_model *m, uint8_t knobs)
     CHECK(a.ids);
     int vocab = sdg_tokenizer_vocab_size(m->tok);
     for (int i = 0; i < SDG_TOKENIZER_CTX; i++)
-        a.ids[i] = i == 0 ? sdg_tokenizer_bos(m->tok) : i < 5 ? (i * 37) % vocab : m->pad_id;
+        a.ids[i] = i == 0 ? sdg_tokenizer_bos(m->tok) : i < 5 ? (i * 37) % vocab : m->pad_id[0];
     a.ctx = alloc_filled((size_t)SDG_TOKENIZER_CTX * uc->context_dim, 0.0f);
     a.x = alloc_filled((size_t)uc->in_ch * hw, 1.0f);
     a.t = alloc_filled(1, 0.0f);
@@ -255,7 +260,8 @@ static void run_loaded(const sdg_model *m, uint8_t knobs)
     a.eps = alloc_filled((size_t)uc->out_ch * hw, 0.0f);
     a.image = alloc_filled(3 * HW, 0.0f);
     a.moments = alloc_filled(2 * (size_t)uc->out_ch * hw, 0.0f);
-    CHECK(cc->width == uc->context_dim);
+    a.y = uc->adm_in ? alloc_filled((size_t)uc->adm_in, 0.0f) : NULL;
+    CHECK(cc->width <= uc->context_dim);
 
     sdg_exec ex;
     sdg__exec_init(&ex, 1);
@@ -267,7 +273,7 @@ static void run_loaded(const sdg_model *m, uint8_t knobs)
     if (sdg__exec_reserve(&ex, ex.arena.peak, &err) == SDG_OK)
         run_nets(&ex, &a);
     sdg__exec_free(&ex);
-    free(a.ids), free(a.ctx), free(a.x), free(a.t), free(a.eps), free(a.image), free(a.moments);
+    free(a.ids), free(a.ctx), free(a.x), free(a.t), free(a.eps), free(a.image), free(a.moments), free(a.y);
 
     // The whole pipeline once: one step with guidance, and inpainting for a 9-channel UNet.
     sdg_ctx *ctx = sdg_ctx_new(m, 1, &err);
