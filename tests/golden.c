@@ -236,3 +236,67 @@ void golden_write_f16_copy(const char *relpath, const char *path, const char *na
     g_free(ts);
     st_close(c.src);
 }
+
+// ---------------------------------------------------------------------------------------------
+// Files made of parts of golden models (golden_write_mixed)
+
+typedef struct golden_mixed_src {
+    const st_file *f;
+    const st_tensor *t;   // NULL: an extra scalar
+} golden_mixed_src;
+
+static void golden_mixed_fill(void *user, int index, float *dst, int64_t n)
+{
+    const golden_mixed_src *src = (const golden_mixed_src *)user + index;
+    if (!src->t) {
+        for (int64_t i = 0; i < n; i++)
+            dst[i] = 1.0f;
+        return;
+    }
+    sdg_error err;
+    g_assert_cmpint(src->t->n_elements, ==, n);
+    g_assert_cmpint(st_read_f32(src->f, src->t, dst, &err), ==, SDG_OK);
+}
+
+void golden_write_mixed(const char *path, const char *const *srcs, int n_srcs,
+                        golden_rename_fn rename, void *user, const char *const *extras,
+                        const char *metadata_json)
+{
+    st_file **files = g_new0(st_file *, n_srcs);
+    GArray *ts = g_array_new(FALSE, TRUE, sizeof(st_write_tensor));
+    GArray *from = g_array_new(FALSE, TRUE, sizeof(golden_mixed_src));
+    GPtrArray *names = g_ptr_array_new_with_free_func(g_free);
+    for (int s = 0; s < n_srcs; s++) {
+        files[s] = golden_open(srcs[s]);
+        for (int i = 0; i < st_count(files[s]); i++) {
+            const st_tensor *t = st_at(files[s], i);
+            char *name = rename ? rename(s, t->name, user) : g_strdup(t->name);
+            if (!name)
+                continue;
+            g_ptr_array_add(names, name);
+            st_write_tensor w = { .name = name, .n_dims = t->n_dims };
+            w.dtype = t->dtype == ST_F16 || t->dtype == ST_I64 || t->dtype == ST_I32 ? t->dtype
+                                                                                      : ST_F32;
+            memcpy(w.shape, t->shape, sizeof w.shape);
+            g_array_append_val(ts, w);
+            golden_mixed_src m = { files[s], t };
+            g_array_append_val(from, m);
+        }
+    }
+    for (int i = 0; extras && extras[i]; i++) {
+        st_write_tensor w = { .name = extras[i], .dtype = ST_F32, .n_dims = 0 };
+        g_array_append_val(ts, w);
+        golden_mixed_src m = { NULL, NULL };
+        g_array_append_val(from, m);
+    }
+    sdg_error err;
+    if (st_write_streamed(path, (st_write_tensor *)(void *)ts->data, (int)ts->len, metadata_json,
+                          golden_mixed_fill, from->data, &err) != SDG_OK)
+        g_error("%s", err.message);
+    g_array_free(ts, TRUE);
+    g_array_free(from, TRUE);
+    g_ptr_array_free(names, TRUE);
+    for (int s = 0; s < n_srcs; s++)
+        st_close(files[s]);
+    g_free(files);
+}

@@ -63,4 +63,14 @@ void golden_remove_tree(const char *path);
 // becomes NaN. Fails the test on error.
 void golden_write_f16_copy(const char *relpath, const char *path, const char *nan_in);
 
+// Writes path from parts of the reference model files srcs[0..n_srcs): tensor `name` of srcs[s]
+// goes in as rename(s, name, user) (a g_malloc'd name; NULL leaves it out; a NULL rename keeps
+// every name), in its own dtype (F16, I32, I64 kept, others as F32); then one scalar F32 tensor
+// of value 1 per name in extras (NULL-terminated; may be NULL); metadata_json (or NULL) is the
+// new __metadata__. For loader tests: mixed families, marker keys, metadata.
+typedef char *(*golden_rename_fn)(int src, const char *name, void *user);
+void golden_write_mixed(const char *path, const char *const *srcs, int n_srcs,
+                        golden_rename_fn rename, void *user, const char *const *extras,
+                        const char *metadata_json);
+
 #endif

@@ -721,6 +721,251 @@ static void test_bad_models(void)
     g_free(dir);
 }
 
+// ---------------------------------------------------------------------------------------------
+// Families: what a file is, what it predicts, files that are none of ours
+
+// The metadata JSON of tiny-sd2's configs (the head counts its shapes cannot tell) plus extra
+// "key": "value" pairs (NULL-terminated list of key, value).
+static char *sd2_metadata(const char *const *pairs)
+{
+    st_file *f = golden_open(SD2);
+    GString *json = g_string_new("{");
+    static const char *const keep[] = { "unet_config", "open_clip_config" };
+    for (size_t i = 0; i < G_N_ELEMENTS(keep); i++) {
+        char *v = g_strescape(st_metadata(f, keep[i]), NULL);
+        g_string_append_printf(json, "%s\"%s\": \"%s\"", i ? ", " : "", keep[i], v);
+        g_free(v);
+    }
+    for (int i = 0; pairs && pairs[i]; i += 2)
+        g_string_append_printf(json, ", \"%s\": \"%s\"", pairs[i], pairs[i + 1]);
+    g_string_append_c(json, '}');
+    st_close(f);
+    return g_string_free(json, FALSE);
+}
+
+// Loads a copy of tiny-sd2 with the given metadata pairs and extra marker keys (and a sidecar
+// yaml when not NULL); returns the model (NULL on failure, err filled).
+static sdg_model *load_sd2_variant(const char *dir, const char *const *pairs,
+                                   const char *const *extras, const char *yaml,
+                                   sdg_prediction option, sdg_error *err)
+{
+    char *path = g_build_filename(dir, "variant.safetensors", NULL);
+    char *yaml_path = g_build_filename(dir, "variant.yaml", NULL);
+    char *meta = sd2_metadata(pairs);
+    const char *srcs[] = { SD2 };
+    golden_write_mixed(path, srcs, 1, NULL, NULL, extras, meta);
+    g_unlink(yaml_path);
+    if (yaml)
+        g_assert_true(g_file_set_contents(yaml_path, yaml, -1, NULL));
+    sdg_model_params mp = sdg_model_default_params();
+    mp.vocab_path = vocab_path;
+    mp.prediction = option;
+    sdg_model *m = sdg_model_load(path, &mp, err);
+    g_unlink(path);
+    g_unlink(yaml_path);
+    g_free(meta);
+    g_free(path);
+    g_free(yaml_path);
+    return m;
+}
+
+static void expect_prediction(sdg_model *m, const sdg_error *err, sdg_prediction want,
+                              const char *source)
+{
+    if (!m)
+        g_error("%s", err->message);
+    sdg_model_info info;
+    sdg_model_get_info(m, &info);
+    printf("# %s: %s\n", sdg_prediction_name(info.prediction), info.prediction_source);
+    g_assert_cmpint(info.prediction, ==, want);
+    if (!strstr(info.prediction_source, source))
+        g_error("prediction source '%s' lacks '%s'", info.prediction_source, source);
+    sdg_model_free(m);
+}
+
+static void test_prediction_sources(void)
+{
+    char *dir = g_dir_make_tmp("sdg-pred-XXXXXX", NULL);
+    sdg_error err;
+    // Each way a file can say it, in the order they are looked at.
+    const char *v_pred[] = { "v_pred", NULL };
+    const char *spec_eps[] = { "modelspec.prediction_type", "epsilon", NULL };
+    const char *param_v[] = { "parameterization", "v", NULL };
+    expect_prediction(load_sd2_variant(dir, spec_eps, v_pred, NULL, SDG_PREDICTION_AUTO, &err),
+                      &err, SDG_PREDICTION_V, "key v_pred");
+    expect_prediction(load_sd2_variant(dir, spec_eps, NULL, NULL, SDG_PREDICTION_AUTO, &err), &err,
+                      SDG_PREDICTION_EPS, "metadata modelspec.prediction_type");
+    expect_prediction(load_sd2_variant(dir, param_v, NULL, NULL, SDG_PREDICTION_AUTO, &err), &err,
+                      SDG_PREDICTION_V, "metadata parameterization");
+    expect_prediction(load_sd2_variant(dir, NULL, NULL,
+                                       "model:\n  params:\n    parameterization: \"v\"\n",
+                                       SDG_PREDICTION_AUTO, &err),
+                      &err, SDG_PREDICTION_V, "sidecar variant.yaml");
+    // A yaml without the line is ldm's default, eps.
+    expect_prediction(load_sd2_variant(dir, NULL, NULL, "model:\n  params:\n", SDG_PREDICTION_AUTO,
+                                       &err), &err, SDG_PREDICTION_EPS, "sidecar variant.yaml");
+    // Nothing said: A1111's test evaluation decides (either answer; it is a heuristic for real
+    // weights), the same way every time.
+    sdg_model *m = load_sd2_variant(dir, NULL, NULL, NULL, SDG_PREDICTION_AUTO, &err);
+    g_assert_nonnull(m);
+    sdg_model_info info;
+    sdg_model_get_info(m, &info);
+    sdg_prediction first = info.prediction;
+    sdg_model_free(m);
+    expect_prediction(load_sd2_variant(dir, NULL, NULL, NULL, SDG_PREDICTION_AUTO, &err), &err,
+                      first, "test evaluation");
+    // The option wins, and says what it overrode.
+    expect_prediction(load_sd2_variant(dir, param_v, NULL, NULL, SDG_PREDICTION_EPS, &err), &err,
+                      SDG_PREDICTION_EPS, "option, overriding metadata parameterization");
+    expect_prediction(load_sd2_variant(dir, NULL, v_pred, NULL, SDG_PREDICTION_V, &err), &err,
+                      SDG_PREDICTION_V, "option");
+    // Statements that are neither.
+    const char *bad[] = { "parameterization", "x0", NULL };
+    g_assert_null(load_sd2_variant(dir, bad, NULL, NULL, SDG_PREDICTION_AUTO, &err));
+    printf("# %s\n", err.message);
+    g_assert_cmpint(err.status, ==, SDG_ERR_FORMAT);
+    g_assert_nonnull(strstr(err.message, "x0"));
+    g_assert_null(load_sd2_variant(dir, NULL, NULL, "parameterization: x0\n", SDG_PREDICTION_AUTO,
+                                   &err));
+    g_assert_cmpint(err.status, ==, SDG_ERR_FORMAT);
+    g_assert_nonnull(strstr(err.message, "variant.yaml"));
+    // A ztsnr key: the schedule is rescaled to zero terminal SNR, and a run stays finite.
+    const char *ztsnr[] = { "v_pred", "ztsnr", NULL };
+    m = load_sd2_variant(dir, NULL, ztsnr, NULL, SDG_PREDICTION_AUTO, &err);
+    g_assert_nonnull(m);
+    sdg_model_get_info(m, &info);
+    g_assert_true(info.zero_terminal_snr);
+    g_assert_cmpint(info.prediction, ==, SDG_PREDICTION_V);
+    sdg_ctx *ctx = sdg_ctx_new(m, 2, &err);
+    sdg_gen_params gp = sdg_gen_default_params();
+    gp.prompt = "a lighthouse";
+    gp.width = gp.height = 64;
+    gp.steps = 3;
+    sdg_result *res = NULL;
+    g_assert_cmpint(sdg_generate(ctx, &gp, &res, &err), ==, SDG_OK);
+    for (size_t i = 0; i < (size_t)4 * 8 * 8; i++)
+        g_assert_true(isfinite(res->latents[i]));
+    sdg_result_free(res);
+    sdg_ctx_free(ctx);
+    sdg_model_free(m);
+    g_rmdir(dir);
+    g_free(dir);
+}
+
+// Renames for test_family_errors' mixed files (user: which mix).
+static char *mix_rename(int src, const char *name, void *user)
+{
+    const char *mix = user;
+    if (strcmp(mix, "two-families") == 0) {
+        // the first file's text encoders and VAE, the second's UNet
+        bool unet = g_str_has_prefix(name, "model.diffusion_model.");
+        return (src == 0) != unet ? g_strdup(name) : NULL;
+    }
+    if (strcmp(mix, "refiner") == 0) {
+        // bigG alone under embedders.0 and a label_emb: SDXL's refiner layout
+        if (g_str_has_prefix(name, "conditioner.embedders.0."))
+            return NULL;
+        if (g_str_has_prefix(name, "conditioner.embedders.1."))
+            return g_strconcat("conditioner.embedders.0.", name + 24, NULL);
+        return g_strdup(name);
+    }
+    if (strcmp(mix, "no-unet") == 0)
+        return g_str_has_prefix(name, "model.diffusion_model.") ? NULL : g_strdup(name);
+    return g_strdup(name);
+}
+
+static void expect_refused(const char *dir, const char *const *srcs, int n, const char *mix,
+                           const char *const *extras, const char *meta, sdg_status status,
+                           const char *needle)
+{
+    char *path = g_build_filename(dir, "mixed.safetensors", NULL);
+    golden_write_mixed(path, srcs, n, mix_rename, (void *)mix, extras, meta);
+    sdg_error err;
+    sdg_model *m = load(path, &err);
+    g_assert_null(m);
+    printf("# %s: %s\n", mix, err.message);
+    g_assert_cmpint(err.status, ==, status);
+    g_assert_nonnull(strstr(err.message, "mixed.safetensors"));
+    if (!strstr(err.message, needle))
+        g_error("message '%s' lacks '%s'", err.message, needle);
+    g_unlink(path);
+    g_free(path);
+}
+
+static void test_family_errors(void)
+{
+    char *dir = g_dir_make_tmp("sdg-family-XXXXXX", NULL);
+    const char *xl_sd1[] = { SDXL, TINY }, *sd1_xl[] = { TINY, SDXL }, *xl[] = { SDXL };
+    char *xl_meta = NULL;
+    {
+        st_file *f = golden_open(SDXL);
+        GString *json = g_string_new("{");
+        static const char *const keep[] = { "unet_config", "open_clip_config", "clip_l_config" };
+        for (size_t i = 0; i < G_N_ELEMENTS(keep); i++) {
+            char *v = g_strescape(st_metadata(f, keep[i]), NULL);
+            g_string_append_printf(json, "%s\"%s\": \"%s\"", i ? ", " : "", keep[i], v);
+            g_free(v);
+        }
+        g_string_append_c(json, '}');
+        xl_meta = g_string_free(json, FALSE);
+        st_close(f);
+    }
+    // Parts of two families in one file.
+    expect_refused(dir, xl_sd1, 2, "two-families", NULL, xl_meta, SDG_ERR_SHAPE,
+                   "mixes the parts of two families");
+    expect_refused(dir, sd1_xl, 2, "two-families", NULL, xl_meta, SDG_ERR_SHAPE,
+                   "mixes the parts of two families");
+    // Families the engine does not run are named.
+    expect_refused(dir, xl, 1, "refiner", NULL, xl_meta, SDG_ERR_UNSUPPORTED, "SDXL refiner");
+    const char *flux[] = { "double_blocks.0.img_attn.qkv.weight", NULL };
+    expect_refused(dir, xl, 1, "flux", flux, NULL, SDG_ERR_UNSUPPORTED, "Flux");
+    const char *sd3[] = { "model.diffusion_model.joint_blocks.0.context_block.attn.qkv.weight",
+                          NULL };
+    expect_refused(dir, xl, 1, "sd3", sd3, NULL, SDG_ERR_UNSUPPORTED, "SD 3");
+    // A text encoder without a UNet; a config that is not JSON.
+    expect_refused(dir, xl, 1, "no-unet", NULL, xl_meta, SDG_ERR_SHAPE, "no UNet");
+    expect_refused(dir, xl, 1, "bad-config", NULL, "{\"unet_config\": \"{num_head_channels\"}",
+                   SDG_ERR_FORMAT, "unet_config");
+    g_free(xl_meta);
+    g_rmdir(dir);
+    g_free(dir);
+}
+
+static void test_sdxl_size_conditioning(void)
+{
+    sdg_error err;
+    sdg_model *m = load_with(SDXL, SDG_PREDICTION_AUTO, &err);
+    g_assert_nonnull(m);
+    sdg_ctx *ctx = sdg_ctx_new(m, 2, &err);
+    sdg_gen_params gp = sdg_gen_default_params();
+    gp.prompt = "a crane";
+    gp.width = gp.height = 64;
+    gp.steps = 2;
+    gp.seed = 3;
+    sdg_result *a = NULL, *b = NULL, *c = NULL;
+    g_assert_cmpint(sdg_generate(ctx, &gp, &a, &err), ==, SDG_OK);
+    // 0 means the picture's size: the same run when given explicitly.
+    gp.original_width = gp.original_height = gp.target_width = gp.target_height = 64;
+    g_assert_cmpint(sdg_generate(ctx, &gp, &b, &err), ==, SDG_OK);
+    g_assert_cmpmem(a->latents, 4 * 8 * 8 * sizeof(float), b->latents, 4 * 8 * 8 * sizeof(float));
+    // Another original size changes the picture.
+    gp.original_width = 1024;
+    g_assert_cmpint(sdg_generate(ctx, &gp, &c, &err), ==, SDG_OK);
+    g_assert_true(memcmp(a->latents, c->latents, 4 * 8 * 8 * sizeof(float)) != 0);
+    // Negative sizes or crops are refused with a sentence.
+    gp.crop_top = -8;
+    sdg_result *d = NULL;
+    g_assert_cmpint(sdg_generate(ctx, &gp, &d, &err), ==, SDG_ERR_INVALID_ARG);
+    printf("# %s\n", err.message);
+    g_assert_nonnull(strstr(err.message, "size conditioning"));
+    g_assert_null(d);
+    sdg_result_free(a);
+    sdg_result_free(b);
+    sdg_result_free(c);
+    sdg_ctx_free(ctx);
+    sdg_model_free(m);
+}
+
 static void test_info_and_tokenize(void)
 {
     sdg_model_info info;
@@ -846,6 +1091,9 @@ int main(int argc, char **argv)
     g_test_add_func("/api/inpaint-9ch", test_inpaint_9ch);
     g_test_add_func("/api/bad-requests", test_bad_requests);
     g_test_add_func("/api/bad-models", test_bad_models);
+    g_test_add_func("/api/prediction-sources", test_prediction_sources);
+    g_test_add_func("/api/family-errors", test_family_errors);
+    g_test_add_func("/api/sdxl-size-conditioning", test_sdxl_size_conditioning);
     int rc = g_test_run();
     sdg_model_free(model);
     st_close(ref);
