@@ -163,6 +163,7 @@ void sdg_model_free(sdg_model *m)
     sdg_tokenizer_free(m->tok);
     sdg_wb_free(m->wb);
     st_close(m->file);
+    diffusers_info_clear(&m->dinfo);
     g_free(m->path);
     g_free(m->base);
     free(m);
@@ -186,7 +187,12 @@ static sdg_status bind_networks(sdg_model *m, bool shapes_only, size_t slab_byte
     for (int i = 0; i < m->spec->n_encoders; i++) {
         const char *prefix = m->layout->te[i];
         bool open_clip = sdg_wb_find(m->wb, "%stoken_embedding.weight", prefix) != NULL;
-        m->te[i] = clip_load(m->wb, prefix, open_clip ? hp->openclip_heads : hp->clip_heads);
+        // diffusers' configs name the activation (transformers' layout for every encoder).
+        clip_act act = !m->diffusers ? CLIP_ACT_LAYOUT
+                       : m->dinfo.gelu[i] ? CLIP_ACT_GELU : CLIP_ACT_QUICK_GELU;
+        int heads = m->diffusers ? m->dinfo.heads[i]
+                    : open_clip ? hp->openclip_heads : hp->clip_heads;
+        m->te[i] = clip_load(m->wb, prefix, heads, act);
         if ((st = sdg_wb_status(m->wb, err)) != SDG_OK)
             return st;
     }
@@ -252,6 +258,16 @@ static sdg_status check_load_memory(sdg_model *m, size_t *slab_bytes, sdg_error 
 // Which family and layout the file is, or a sentence saying why it is none the engine runs.
 static sdg_status identify(sdg_model *m, sdg_error *err)
 {
+    if (m->diffusers) {
+        // diffusers_open found the family in model_index.json and renamed every tensor.
+        m->layout = family_diffusers_layout(m->dinfo.family);
+        m->spec = family_get(m->layout->family);
+        m->enc = family_encoders(m->layout, m->spec);
+        memset(&m->hparams, 0, sizeof m->hparams);
+        m->hparams.unet_heads = m->dinfo.unet_heads;
+        m->hparams.unet_head_dim = m->dinfo.unet_head_dim;
+        return SDG_OK;
+    }
     const char *foreign = family_unsupported(m->file);
     if (foreign)
         return sdg__fail(err, SDG_ERR_UNSUPPORTED, "%s: this is %s, which the engine does not "
@@ -262,6 +278,7 @@ static sdg_status identify(sdg_model *m, sdg_error *err)
                          "encoder of a known layout (for SD 1.x, tensor '%s' is missing)", m->base,
                          "cond_stage_model.transformer.text_model.embeddings.token_embedding.weight");
     m->spec = family_get(m->layout->family);
+    m->enc = family_encoders(m->layout, m->spec);
     char unet_key[256];
     snprintf(unet_key, sizeof unet_key, "%sinput_blocks.0.0.weight", m->layout->unet);
     if (!st_find(m->file, unet_key))
@@ -289,13 +306,14 @@ static sdg_status check_networks(sdg_model *m, sdg_error *err)
             return sdg__fail(err, SDG_ERR_SHAPE, "%s: the text encoder %s has %d positions, but "
                              "prompts are encoded in windows of %d tokens", m->base,
                              m->layout->te[i], cc->n_pos, SDG_TOKENIZER_CTX);
-        if (cc->n_layers <= spec->enc[i].from_end)
+        if (cc->n_layers <= m->enc[i].from_end)
             return sdg__fail(err, SDG_ERR_SHAPE, "%s: the text encoder %s has %d layers; %s "
                              "takes the output of layer %d from the end", m->base,
-                             m->layout->te[i], cc->n_layers, fam, spec->enc[i].from_end + 1);
-        if (spec->enc[i].pooled && cc->proj_dim == 0)
-            return sdg__fail(err, SDG_ERR_SHAPE, "%s: tensor '%stext_projection' is missing or "
-                             "not [%d, n]", m->base, m->layout->te[i], cc->width);
+                             m->layout->te[i], cc->n_layers, fam, m->enc[i].from_end + 1);
+        if (m->enc[i].pooled && cc->proj_dim == 0)
+            return sdg__fail(err, SDG_ERR_SHAPE, "%s: the text encoder %s has no projection "
+                             "(text_projection) of its %d-wide output", m->base,
+                             m->layout->te[i], cc->width);
     }
     if (uc->context_dim != ctx_width)
         return sdg__fail(err, SDG_ERR_SHAPE, "%s: the UNet expects a %d-wide text context but "
@@ -383,10 +401,12 @@ done:
 // source says so.
 static sdg_status choose_prediction(sdg_model *m, sdg_prediction option, sdg_error *err)
 {
-    sdg_prediction stated;
-    const char *source;
-    sdg_status st = family_file_prediction(m->file, m->path, &stated, &source, m->source_buf,
-                                           sizeof m->source_buf, err);
+    sdg_prediction stated = m->dinfo.prediction;
+    const char *source = "scheduler/scheduler_config.json prediction_type";
+    sdg_status st = SDG_OK;
+    if (!m->diffusers)
+        st = family_file_prediction(m->file, m->path, &stated, &source, m->source_buf,
+                                    sizeof m->source_buf, err);
     if (st != SDG_OK)
         return st;
     if (option != SDG_PREDICTION_AUTO) {
@@ -435,9 +455,11 @@ sdg_model *sdg_model_load(const char *path, const sdg_model_params *params, sdg_
         sdg__fail(err, SDG_ERR_INVALID_ARG, "unknown prediction type %d", (int)params->prediction);
         return NULL;
     }
-    if (g_file_test(path, G_FILE_TEST_IS_DIR)) {
-        sdg__fail(err, SDG_ERR_UNSUPPORTED, "%s is a folder: diffusers folders are not supported "
-                  "yet; use a single-file .safetensors checkpoint", path);
+    bool folder = g_file_test(path, G_FILE_TEST_IS_DIR);
+    if (folder && !diffusers_is_folder(path)) {
+        sdg__fail(err, SDG_ERR_UNSUPPORTED, "%s is a folder but not a diffusers pipeline (it has "
+                  "no model_index.json); give a .safetensors checkpoint or a diffusers folder",
+                  path);
         return NULL;
     }
     sdg_model *m = calloc(1, sizeof *m);
@@ -447,7 +469,8 @@ sdg_model *sdg_model_load(const char *path, const sdg_model_params *params, sdg_
     }
     m->path = g_strdup(path);
     m->base = g_path_get_basename(path);
-    m->file = st_open(path, err);
+    m->diffusers = folder;
+    m->file = folder ? diffusers_open(path, &m->dinfo, err) : st_open(path, err);
     if (!m->file || identify(m, err) != SDG_OK)
         goto fail;
 
@@ -459,7 +482,11 @@ sdg_model *sdg_model_load(const char *path, const sdg_model_params *params, sdg_
         check_networks(m, err) != SDG_OK)
         goto fail;
 
-    char *vocab = sdg_tokenizer_find(params->vocab_path, path,
+    // A diffusers folder brings its own (tokenizer/vocab.json + merges.txt).
+    const char *vocab_path = params->vocab_path;
+    if (!vocab_path && m->diffusers)
+        vocab_path = m->dinfo.tokenizer;
+    char *vocab = sdg_tokenizer_find(vocab_path, path,
                                      params->models_dir ? params->models_dir : SDG_MODELS_DIR, err);
     if (!vocab)
         goto fail;
@@ -475,7 +502,7 @@ sdg_model *sdg_model_load(const char *path, const sdg_model_params *params, sdg_
                       cc->vocab);
             goto fail;
         }
-        m->pad_id[i] = m->spec->enc[i].pad_zero ? 0 : sdg_tokenizer_eos(m->tok);
+        m->pad_id[i] = m->enc[i].pad_zero ? 0 : sdg_tokenizer_eos(m->tok);
     }
     // Every check above looks at names and shapes only; now the data: converted, scanned for
     // NaN and infinite values, in one pass over the file.
@@ -485,7 +512,7 @@ sdg_model *sdg_model_load(const char *path, const sdg_model_params *params, sdg_
         goto fail;
 
     sched_init_sd(&m->sched);
-    bool ztsnr = family_file_ztsnr(m->file);
+    bool ztsnr = m->diffusers ? m->dinfo.ztsnr : family_file_ztsnr(m->file);
     if (ztsnr)
         sched_rescale_zero_snr(&m->sched);
     const unet_config *uc = unet_get_config(m->unet);
@@ -533,6 +560,26 @@ sdg_model *sdg_model_load(const char *path, const sdg_model_params *params, sdg_
 fail:
     sdg_model_free(m);
     return NULL;
+}
+
+sdg_status sdg_checkpoint_family(const char *path, sdg_family *out, sdg_error *err)
+{
+    sdg__error_clear(err);
+    if (!path || !*path || !out)
+        return sdg__fail(err, SDG_ERR_INVALID_ARG, "sdg_checkpoint_family needs a file and a "
+                         "family to fill");
+    sdg_model *m = calloc(1, sizeof *m);
+    if (!m)
+        return sdg__fail(err, SDG_ERR_NOMEM, "out of memory reading %s", path);
+    m->path = g_strdup(path);
+    m->base = g_path_get_basename(path);
+    m->diffusers = g_file_test(path, G_FILE_TEST_IS_DIR) && diffusers_is_folder(path);
+    m->file = m->diffusers ? diffusers_open(path, &m->dinfo, err) : st_open(path, err);
+    sdg_status st = m->file ? identify(m, err) : (err ? err->status : SDG_ERR_IO);
+    if (st == SDG_OK)
+        *out = m->spec->id;
+    sdg_model_free(m);
+    return st;
 }
 
 void sdg_model_get_info(const sdg_model *model, sdg_model_info *info)
@@ -647,7 +694,7 @@ static sdg_status check_params(const sdg_ctx *ctx, const sdg_gen_params *p, sdg_
     const sdg_model *m = ctx->model;
     int max_skip = 1 << 30;
     for (int e = 0; e < m->spec->n_encoders; e++) {
-        int layers = clip_get_config(m->te[e])->n_layers - m->spec->enc[e].from_end;
+        int layers = clip_get_config(m->te[e])->n_layers - m->enc[e].from_end;
         max_skip = layers < max_skip ? layers : max_skip;
     }
     if (p->clip_skip < 1 || p->clip_skip > max_skip)

@@ -179,6 +179,12 @@ sdgp_core_check_params (sdgp_mode          mode,
       g_string_free (names, TRUE);
       return FALSE;
     }
+  if (! sdg_prediction_from_name (p->prediction, NULL))
+    {
+      g_set_error (error, SDGP_ERROR, SDGP_ERROR_INVALID,
+                   "Unknown prediction '%s' (one of: auto, eps, v).", p->prediction);
+      return FALSE;
+    }
   if (! sdg_precision_from_name (p->precision, NULL))
     {
       GString *names = g_string_new (NULL);
@@ -266,10 +272,11 @@ core_layer_name (const sdgp_params *p,
 }
 
 static char *
-core_parasite_text (sdgp_mode          mode,
-                    const sdgp_params *p,
-                    const char        *model,
-                    guint64            seed,
+core_parasite_text (sdgp_mode             mode,
+                    const sdgp_params    *p,
+                    const char           *model,
+                    const sdg_model_info *info,
+                    guint64               seed,
                     int gw, int gh, sdgp_rect r)
 {
   GKeyFile     *kf = g_key_file_new ();
@@ -283,6 +290,10 @@ core_parasite_text (sdgp_mode          mode,
   g_key_file_set_string (kf, g, "prompt", p->prompt);
   g_key_file_set_string (kf, g, "negative_prompt", p->negative_prompt);
   g_key_file_set_string (kf, g, "model", model);
+  // What the model was run as: its family and what its UNet predicts (found from the file or
+  // set in the dialog), e.g. "SDXL", "v".
+  g_key_file_set_string (kf, g, "family", sdg_family_name (info->family));
+  g_key_file_set_string (kf, g, "prediction", sdg_prediction_name (info->prediction));
   g_key_file_set_string (kf, g, "sampler", p->sampler);
   g_key_file_set_integer (kf, g, "steps", p->steps);
   g_key_file_set_double (kf, g, "cfg_scale", p->cfg_scale);
@@ -314,6 +325,7 @@ typedef struct core_run {
   const sdgp_params *p;
   sdgp_host_info     info;
   int                native;         // the model's native side (or $SDG_NATIVE_SIZE)
+  sdg_model_info     model_info;     // the model loaded for the run
   sdgp_rect          r;              // the region, image coordinates
   int                gw, gh;         // generation size
 
@@ -577,8 +589,8 @@ core_insert (core_run   *c,
   for (int i = 0; i < c->n_outs && ok; i++)
     {
       char *name = core_layer_name (c->p, seed + (guint64) i);
-      char *text = core_parasite_text (c->mode, c->p, model, seed + (guint64) i, c->gw, c->gh,
-                                       c->r);
+      char *text = core_parasite_text (c->mode, c->p, model, &c->model_info, seed + (guint64) i,
+                                       c->gw, c->gh, c->r);
 
       layers[done] = sdgp_host_insert_layer (image, drawable, name, c->outs[i], c->r.x, c->r.y,
                                              c->r.width, c->r.height, SDGP_PARASITE_NAME, text,
@@ -615,13 +627,15 @@ core_estimate (core_run            *c,
 {
   const sdg_model *model;
   sdg_model_info   info;
+  sdg_prediction   prediction = SDG_PREDICTION_AUTO;
   sdg_gen_params   gp = sdg_gen_default_params ();
   sdg_ctx         *ctx;
   sdg_status       st;
   float            dummy = 0.0f;
   sdg_image        init = { 0, 0, 3, &dummy }, mask = { 0, 0, 1, &dummy };
 
-  model = sdgp_worker_estimate_model (model_path, vocab, models_dir, error);
+  sdg_prediction_from_name (c->p->prediction, &prediction);   // checked by sdgp_core_check_params
+  model = sdgp_worker_estimate_model (model_path, vocab, models_dir, prediction, error);
   if (! model)
     return FALSE;
   sdg_model_get_info (model, &info);
@@ -682,6 +696,7 @@ sdgp_core_run (sdgp_mode            mode,
   sdgp_feedback  host_fb = { host_fb_progress, NULL, NULL, NULL };
   core_run       c;
   sdg_model_info info;
+  sdg_prediction prediction = SDG_PREDICTION_AUTO;
   sdg_gen_params gp = sdg_gen_default_params ();
   sdg_result    *res = NULL;
   char          *model = NULL, *models_dir = NULL;
@@ -722,9 +737,12 @@ sdgp_core_run (sdgp_mode            mode,
       }
   }
 
-  if (! sdgp_worker_load (model, vocab && *vocab ? vocab : NULL, models_dir, fb, &info, error))
+  sdg_prediction_from_name (p->prediction, &prediction);   // checked by sdgp_core_check_params
+  if (! sdgp_worker_load (model, vocab && *vocab ? vocab : NULL, models_dir, prediction, fb,
+                          &info, error))
     goto out;
   c.native = core_native_size (&info);
+  c.model_info = info;
   if (! core_prepare (&c, image, drawable, error))
     goto out;
 

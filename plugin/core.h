@@ -26,7 +26,8 @@ typedef enum sdgp_error_code {
 GQuark sdgp_error_quark (void);
 
 // The persistent layer parasite holding a result's generation parameters: a GKeyFile text,
-// group [gimp-diffusion], keys mode, prompt, negative_prompt, model, sampler, steps, cfg_scale,
+// group [gimp-diffusion], keys mode, prompt, negative_prompt, model, family (sdg_family_name),
+// prediction (what the model ran as: eps or v), sampler, steps, cfg_scale,
 // seed, precision (the setting: default, exact, fast), kernels (the matrix kernels it ran with,
 // sdg_kernels_name), strength, color_match, width, height (the generated size), x, y,
 // region_width, region_height.

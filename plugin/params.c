@@ -18,6 +18,7 @@ sdgp_params_init (sdgp_params *p,
   g_strlcpy (p->sampler, "euler_a", sizeof p->sampler);
   // The engine's choice (sdg_precision SDG_PRECISION_DEFAULT, today `fast`).
   g_strlcpy (p->precision, "default", sizeof p->precision);
+  g_strlcpy (p->prediction, "auto", sizeof p->prediction);
   p->steps = 20;
   p->cfg_scale = 7.0;
   p->seed = -1;

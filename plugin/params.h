@@ -4,7 +4,8 @@
  * feedback a run reports its progress through.
  *
  * Fixed-size and pointer-free on purpose: gimp_set_data()/gimp_get_data() store it as bytes.
- * Fields that are not procedure arguments (models_dir, random_seed, color_match, precision) are
+ * Fields that are not procedure arguments (models_dir, random_seed, color_match, precision,
+ * prediction) are
  * the dialog's own settings: GIMP 2 remembers them with the rest of the struct, GIMP 3 declares
  * them as auxiliary arguments (gimp3/main.c).
  * Not here: anything of libgimp, GTK or the engine.
@@ -39,6 +40,8 @@ typedef struct sdgp_params {
     gint batch_count;
     gdouble strength;           // image-to-image and inpaint
     gboolean color_match;       // inpaint: match colours to the surroundings
+    gchar prediction[8];        // engine prediction name: "auto" (the file says), "eps" or "v".
+                                // A dialog setting like precision (calls run "auto")
 } sdgp_params;
 
 // How a run reports while it goes on: to the dialog (ui is the dialog's own pointer), or to

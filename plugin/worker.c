@@ -21,6 +21,7 @@
 typedef struct worker {
   // Inputs, read-only while the thread runs. model_path NULL = generate with the loaded model.
   const char     *model_path, *vocab_path, *models_dir;
+  sdg_prediction  prediction;
   sdg_gen_params  gp;
   int             n_threads;   // 0 = every processor
 
@@ -52,12 +53,13 @@ static sdg_model *shell_model;
 static char      *shell_key;
 
 static char *
-model_key (const char *model_path,
-           const char *vocab_path,
-           const char *models_dir)
+model_key (const char     *model_path,
+           const char     *vocab_path,
+           const char     *models_dir,
+           sdg_prediction  prediction)
 {
   return g_strjoin ("\n", model_path, vocab_path ? vocab_path : "", models_dir ? models_dir : "",
-                    NULL);
+                    sdg_prediction_name (prediction), NULL);
 }
 
 static bool
@@ -100,7 +102,8 @@ worker_load_model (worker *w)
 
   mp.vocab_path = w->vocab_path;
   mp.models_dir = w->models_dir;
-  key = model_key (w->model_path, w->vocab_path, w->models_dir);
+  mp.prediction = w->prediction;
+  key = model_key (w->model_path, w->vocab_path, w->models_dir, w->prediction);
   if (cached_model && g_strcmp0 (key, cached_key) == 0)
     {
       g_free (key);
@@ -271,6 +274,7 @@ gboolean
 sdgp_worker_load (const char          *model_path,
                   const char          *vocab_path,
                   const char          *models_dir,
+                  sdg_prediction       prediction,
                   const sdgp_feedback *fb,
                   sdg_model_info      *info,
                   GError             **error)
@@ -281,6 +285,7 @@ sdgp_worker_load (const char          *model_path,
   w.model_path = model_path;
   w.vocab_path = vocab_path;
   w.models_dir = models_dir;
+  w.prediction = prediction;
   if (! worker_run (&w, fb, error))
     return FALSE;
   sdg_model_get_info (cached_model, info);
@@ -308,14 +313,15 @@ sdgp_worker_generate (const sdg_gen_params *gp,
 }
 
 const sdg_model *
-sdgp_worker_estimate_model (const char *model_path,
-                            const char *vocab_path,
-                            const char *models_dir,
-                            GError    **error)
+sdgp_worker_estimate_model (const char     *model_path,
+                            const char     *vocab_path,
+                            const char     *models_dir,
+                            sdg_prediction  prediction,
+                            GError        **error)
 {
   sdg_model_params mp = sdg_model_default_params ();
   sdg_error        err = { 0 };
-  char            *key = model_key (model_path, vocab_path, models_dir);
+  char            *key = model_key (model_path, vocab_path, models_dir, prediction);
 
   if (cached_model && g_strcmp0 (key, cached_key) == 0)
     {
@@ -332,6 +338,7 @@ sdgp_worker_estimate_model (const char *model_path,
   shell_key = NULL;
   mp.vocab_path = vocab_path;
   mp.models_dir = models_dir;
+  mp.prediction = prediction;
   mp.header_only = TRUE;
   shell_model = sdg_model_load (model_path, &mp, &err);
   if (! shell_model)

@@ -14,13 +14,15 @@
 #include "sdg.h"
 #include "params.h"
 
-// Loads model_path (with vocab_path / models_dir, either may be NULL) on the worker thread,
-// or keeps the model already loaded from the same files, and fills info. Blocks the caller
+// Loads model_path (with vocab_path / models_dir, either may be NULL, and the prediction
+// setting) on the worker thread, or keeps the model already loaded from the same files and
+// setting, and fills info. Blocks the caller
 // while the main context turns; fb (optional) is polled for Cancel. FALSE and error
 // (SDGP_ERROR_MODEL, or G_IO_ERROR_CANCELLED) on failure.
 gboolean    sdgp_worker_load (const char          *model_path,
                               const char          *vocab_path,
                               const char          *models_dir,
+                              sdg_prediction       prediction,
                               const sdgp_feedback *fb,
                               sdg_model_info      *info,
                               GError             **error);
@@ -38,10 +40,11 @@ sdg_result *sdgp_worker_generate (const sdg_gen_params *gp,
 // a run goes on: the loaded model when it came from the same files, else the file's header only
 // (sdg_model_params.header_only: no weights), kept for the next call. NULL and error
 // (SDGP_ERROR_MODEL) when the file cannot be read. Valid until the next call or shutdown.
-const sdg_model *sdgp_worker_estimate_model (const char *model_path,
-                                             const char *vocab_path,
-                                             const char *models_dir,
-                                             GError    **error);
+const sdg_model *sdgp_worker_estimate_model (const char     *model_path,
+                                             const char     *vocab_path,
+                                             const char     *models_dir,
+                                             sdg_prediction  prediction,
+                                             GError        **error);
 
 // Frees the model kept loaded between runs (the dialog may generate several times) and the
 // header-only one.

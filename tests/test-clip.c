@@ -68,7 +68,7 @@ static loaded load_encoder(const char *file, const char *prefix, int n_heads)
     sdg_error err;
     l.wb = sdg_wb_new(l.f, &err);
     g_assert_nonnull(l.wb);
-    l.m = clip_load(l.wb, prefix, n_heads);
+    l.m = clip_load(l.wb, prefix, n_heads, CLIP_ACT_LAYOUT);
     if (!l.m) {
         sdg_wb_status(l.wb, &err);
         g_error("clip_load: %s", err.message);
@@ -327,7 +327,7 @@ static void expect_load(const char *path, sdg_status status, const char *needle,
         g_error("st_open %s: %s", path, err.message);
     sdg_weights *wb = sdg_wb_new(f, &err);
     g_assert_nonnull(wb);
-    clip_model *m = clip_load(wb, PREFIX, 0);
+    clip_model *m = clip_load(wb, PREFIX, 0, CLIP_ACT_LAYOUT);
     sdg_status st = sdg_wb_status(wb, &err);
     if (!needle) {
         if (!m)

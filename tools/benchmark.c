@@ -646,7 +646,7 @@ int main(int argc, char **argv)
     // As sd.c binds them: every shape checked before any data is read, then one pass over the
     // file that converts and packs the weights.
     sdg_wb_defer(model.wb);
-    model.clip = clip_load(model.wb, CLIP_PREFIX, 0);
+    model.clip = clip_load(model.wb, CLIP_PREFIX, 0, CLIP_ACT_LAYOUT);
     model.unet = model.clip ? unet_load(model.wb, UNET_PREFIX, SD1_HEADS, 0) : NULL;
     model.vae = model.unet ? vae_load(model.wb, VAE_PREFIX) : NULL;
     if (!model.vae || sdg_wb_read(model.wb, &err) != SDG_OK) {

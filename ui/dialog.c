@@ -7,7 +7,7 @@
  * checkpoint in the models folder) with its folder, strength (image-to-image and inpaint), seed,
  * batch count, "Match colours" (inpaint), the Size row (the size the picture is generated at and
  * the memory the run needs, from the plug-in's estimate function; bold when the machine cannot
- * give that much), and under "Advanced" the sampler, steps, CFG and precision.
+ * give that much), and under "Advanced" the sampler, steps, CFG, precision and prediction.
  * Right: a preview of the picture in progress, a progress bar with step count and time left, and
  * a Cancel button of our own (GIMP's status-bar cancel kills the plug-in outright).
  *
@@ -93,6 +93,13 @@ static const gchar *const precision_labels[] = {
   [SDG_PRECISION_FAST] = "Fast",
 };
 
+// The prediction combo's labels, indexed by sdg_prediction.
+static const gchar *const prediction_labels[] = {
+  [SDG_PREDICTION_AUTO] = "Auto (what the file says)",
+  [SDG_PREDICTION_EPS] = "Noise (eps)",
+  [SDG_PREDICTION_V] = "Velocity (v)",
+};
+
 static const gchar *const mode_titles[SDGP_MODE_COUNT] = {
   [SDGP_TEXT_TO_IMAGE] = "Diffusion: Text to Image",
   [SDGP_IMAGE_TO_IMAGE] = "Diffusion: Image to Image",
@@ -135,6 +142,7 @@ typedef struct dialog {
   GtkAdjustment *steps_adj;
   GtkAdjustment *cfg_adj;
   GtkWidget *precision_combo;
+  GtkWidget *prediction_combo;
   GtkSizeGroup *label_group;    // lines up the labels of the main and the Advanced tables
 
   GtkWidget *preview_image;
@@ -513,8 +521,15 @@ models_refresh (dialog      *d,
         {
           gchar *lower = g_ascii_strdown (name, -1);
 
-          if (g_str_has_suffix (lower, ".safetensors") && strcmp (lower, DEFAULT_MODEL_FILE) != 0)
+          gchar *sub = g_build_filename (d->models_dir, name, NULL);
+          gchar *index = g_build_filename (sub, "model_index.json", NULL);
+
+          // Checkpoints, and diffusers folders (a subfolder with a model_index.json).
+          if ((g_str_has_suffix (lower, ".safetensors") && strcmp (lower, DEFAULT_MODEL_FILE) != 0) ||
+              g_file_test (index, G_FILE_TEST_IS_REGULAR))
             g_ptr_array_add (names, g_strdup (name));
+          g_free (index);
+          g_free (sub);
           g_free (lower);
         }
       g_dir_close (dir);
@@ -525,12 +540,23 @@ models_refresh (dialog      *d,
     {
       const gchar *name = g_ptr_array_index (names, i);
       gchar       *path = g_build_filename (d->models_dir, name, NULL);
-      gchar       *label = g_filename_display_name (name);
+      gchar       *stem = g_filename_display_name (name);
+      gchar       *label;
+      sdg_family   family;
 
-      // Drop the extension: every entry is a .safetensors file.
-      label[strlen (label) - strlen (".safetensors")] = '\0';
+      // Drop the extension of a .safetensors file (a diffusers folder has none) and add the
+      // family, read from the file's header (milliseconds): "juggernautXL (SDXL)".
+      size_t len = strlen (stem), ext = strlen (".safetensors");
+
+      if (len > ext && g_ascii_strcasecmp (stem + len - ext, ".safetensors") == 0)
+        stem[len - ext] = '\0';
+      if (sdg_checkpoint_family (path, &family, NULL) == SDG_OK)
+        label = g_strdup_printf ("%s (%s)", stem, sdg_family_name (family));
+      else
+        label = g_strdup_printf ("%s (not supported)", stem);
       model_store_append (d, label, path);
       g_free (label);
+      g_free (stem);
       g_free (path);
     }
   g_ptr_array_unref (names);
@@ -881,7 +907,7 @@ dialog_build (dialog *d)
   // Advanced: sampler, steps, CFG, precision.
   d->expander = gtk_expander_new_with_mnemonic ("_Advanced");
   gtk_box_pack_start (GTK_BOX (left), d->expander, FALSE, FALSE, 0);
-  adv_table = form_new (4);
+  adv_table = form_new (5);
   // No indent, so the Advanced rows line up with the ones above.
 #if GTK_CHECK_VERSION (3, 0, 0)
   gtk_widget_set_margin_top (adv_table, 6);
@@ -934,6 +960,26 @@ dialog_build (dialog *d)
     g_free (tip);
   }
   label = form_attach_aligned (adv_table, 3, "Prec_ision:", d->precision_combo);
+  gtk_size_group_add_widget (d->label_group, label);
+
+  d->prediction_combo = g_object_new (GIMP_TYPE_INT_COMBO_BOX, NULL);
+  for (gint i = 0; i < SDG_PREDICTION_COUNT; i++)
+    gimp_int_combo_box_append (GIMP_INT_COMBO_BOX (d->prediction_combo),
+                               GIMP_INT_STORE_VALUE, i,
+                               GIMP_INT_STORE_LABEL, prediction_labels[i], -1);
+  {
+    sdg_prediction pr;
+
+    if (! sdg_prediction_from_name (p->prediction, &pr))
+      pr = SDG_PREDICTION_AUTO;
+    gimp_int_combo_box_set_active (GIMP_INT_COMBO_BOX (d->prediction_combo), (gint) pr);
+  }
+  gimp_help_set_help_data (d->prediction_combo,
+                           "What the model's UNet predicts. Auto reads it from the file (a "
+                           "v_pred key, its metadata, a .yaml beside it) or, for SD 2.x, tries "
+                           "the model once; set it when a v-prediction model draws grey noise. "
+                           "The layer's parasite records what the model ran as.", NULL);
+  label = form_attach_aligned (adv_table, 4, "Pre_diction:", d->prediction_combo);
   gtk_size_group_add_widget (d->label_group, label);
   gtk_widget_show_all (gtk_bin_get_child (GTK_BIN (d->expander)));
 
@@ -1011,6 +1057,10 @@ dialog_read (dialog      *d,
       prec < 0 || prec >= SDG_PRECISION_COUNT)
     prec = SDG_PRECISION_DEFAULT;
   copy_utf8 (p->precision, sizeof p->precision, sdg_precision_name ((sdg_precision) prec));
+  if (! gimp_int_combo_box_get_active (GIMP_INT_COMBO_BOX (d->prediction_combo), &prec) ||
+      prec < 0 || prec >= SDG_PREDICTION_COUNT)
+    prec = SDG_PREDICTION_AUTO;
+  copy_utf8 (p->prediction, sizeof p->prediction, sdg_prediction_name ((sdg_prediction) prec));
 
   p->steps = (gint) gtk_adjustment_get_value (GTK_ADJUSTMENT (d->steps_adj));
   p->cfg_scale = gtk_adjustment_get_value (GTK_ADJUSTMENT (d->cfg_adj));

@@ -563,8 +563,8 @@ static int cli_parse(int *argc, char ***argv, cli_opts *o)
 
     const GOptionEntry entries[] = {
         {"model", 'm', 0, G_OPTION_ARG_FILENAME, &o->model,
-         "Checkpoint (.safetensors: SD 1.x, SD 2.x or SDXL); default: " CLI_DEFAULT_MODEL
-         " in the models folder", "FILE"},
+         "Checkpoint (.safetensors: SD 1.x, SD 2.x or SDXL) or diffusers folder; default: "
+         CLI_DEFAULT_MODEL " in the models folder", "FILE"},
         {"prediction", 0, 0, G_OPTION_ARG_STRING, &o->prediction,
          "What the model predicts: auto (from the file), eps or v (auto)", "NAME"},
         {"vocab", 0, 0, G_OPTION_ARG_FILENAME, &o->vocab,

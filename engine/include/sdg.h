@@ -205,6 +205,12 @@ typedef struct sdg_model_info {
 
 SDG_API void sdg_model_get_info(const sdg_model *model, sdg_model_info *info);
 
+// The family of a checkpoint from its header alone (no weights, no vocabulary: milliseconds, for
+// listing models). SDG_ERR_UNSUPPORTED with a sentence naming the family for files of families
+// the engine does not run (SD 3, Flux, ...); SDG_ERR_IO, SDG_ERR_FORMAT or SDG_ERR_SHAPE for files
+// that cannot be read or are no checkpoint of a known layout.
+SDG_API sdg_status sdg_checkpoint_family(const char *path, sdg_family *out, sdg_error *err);
+
 // Tokenizes one prompt into ids[0..76] with the SD1 convention (BOS, 75 tokens, EOS, padding
 // with EOS). Returns the number of BPE tokens before truncation, or -1 (invalid UTF-8).
 SDG_API int sdg_model_tokenize(const sdg_model *model, const char *text, int32_t ids[77]);

@@ -49,7 +49,15 @@ struct st_file {
     int *sorted;              // owned, tensor indices sorted by name (for st_find)
     char **meta;              // owned, key0, value0, key1, value1, ...
     int n_meta;
+    st_file **parts;          // owned, st_compose's files (then fd is -1 and map NULL; each
+    int n_parts;              // tensor's `part` says where its bytes are)
 };
+
+// The file holding t's bytes: f itself, or the part of a composed view.
+static const st_file *st_home(const st_file *f, const st_tensor *t)
+{
+    return f->n_parts ? f->parts[t->part] : f;
+}
 
 // ---------------------------------------------------------------------------------------------
 // dtypes
@@ -616,6 +624,9 @@ void st_close(st_file *f)
     for (int i = 0; i < 2 * f->n_meta; i++)
         free(f->meta[i]);
     free(f->meta);
+    for (int i = 0; i < f->n_parts; i++)
+        st_close(f->parts[i]);
+    free(f->parts);
     free(f->path);
     free(f);
 }
@@ -949,6 +960,74 @@ fail:
     return NULL;
 }
 
+st_file *st_compose(const char *path, st_file **parts, int n_parts, st_rename_fn rename,
+                    void *user, sdg_error *err)
+{
+    st_file *f = calloc(1, sizeof *f);
+    if (!f || !(f->path = strdup(path ? path : "(composed)"))) {
+        free(f);
+        for (int i = 0; i < n_parts; i++)
+            st_close(parts[i]);
+        sdg__fail(err, SDG_ERR_NOMEM, "out of memory");
+        return NULL;
+    }
+    f->fd = -1;
+    f->parts = malloc((size_t)(n_parts > 0 ? n_parts : 1) * sizeof *f->parts);
+    if (!f->parts) {
+        for (int i = 0; i < n_parts; i++)
+            st_close(parts[i]);
+        st_close(f);
+        sdg__fail(err, SDG_ERR_NOMEM, "out of memory");
+        return NULL;
+    }
+    for (int i = 0; i < n_parts; i++)
+        f->parts[f->n_parts++] = parts[i];
+    int total = 0;
+    for (int i = 0; i < n_parts; i++)
+        total += parts[i]->n;
+    f->tensors = calloc((size_t)(total > 0 ? total : 1), sizeof *f->tensors);
+    f->sorted = malloc((size_t)(total > 0 ? total : 1) * sizeof *f->sorted);
+    if (!f->tensors || !f->sorted) {
+        st_close(f);
+        sdg__fail(err, SDG_ERR_NOMEM, "out of memory");
+        return NULL;
+    }
+    for (int p = 0; p < n_parts; p++)
+        for (int i = 0; i < parts[p]->n; i++) {
+            const st_tensor *src = &parts[p]->tensors[i];
+            st_tensor t = *src;
+            int n_dims = t.n_dims;
+            char *name = rename(p, src->name, src->n_dims, t.shape, &n_dims, user);
+            if (!name)
+                continue;
+            int64_t count = 1;
+            for (int d = 0; d < n_dims; d++)
+                count *= t.shape[d];
+            SDG_ASSERT(n_dims >= 0 && n_dims <= ST_MAX_DIMS && count == src->n_elements);
+            t.n_dims = n_dims;
+            t.name = name;
+            t.part = p;
+            f->sorted[f->n] = f->n;
+            f->tensors[f->n++] = t;
+        }
+    g_mutex_lock(&st_sort_lock);
+    st_cmp_file = f;
+    qsort(f->sorted, (size_t)f->n, sizeof *f->sorted, st_cmp_name);
+    st_cmp_file = NULL;
+    g_mutex_unlock(&st_sort_lock);
+    for (int i = 1; i < f->n; i++) {
+        const st_tensor *a = &f->tensors[f->sorted[i - 1]], *b = &f->tensors[f->sorted[i]];
+        if (strcmp(a->name, b->name) == 0) {
+            sdg__fail(err, SDG_ERR_FORMAT, "%s: '%s' in %s and '%s' in %s name the same tensor",
+                      f->path, a->name, f->parts[a->part]->path, b->name,
+                      f->parts[b->part]->path);
+            st_close(f);
+            return NULL;
+        }
+    }
+    return f;
+}
+
 const char *st_path(const st_file *f) { return f->path; }
 int st_count(const st_file *f) { return f->n; }
 
@@ -984,16 +1063,25 @@ const char *st_metadata(const st_file *f, const char *key)
 
 const void *st_data(const st_file *f, const st_tensor *t)
 {
+    f = st_home(f, t);
     return f->map ? f->data + t->offset : NULL;
 }
 
 bool st_data_aligned(const st_file *f, const st_tensor *t, size_t align)
 {
+    f = st_home(f, t);
     return (f->data_start + t->offset) % align == 0; // the mapping starts on a page
 }
 
 sdg_status st_check_mapped(const st_file *f, sdg_error *err)
 {
+    for (int i = 0; i < f->n_parts; i++) {
+        sdg_status st = st_check_mapped(f->parts[i], err);
+        if (st != SDG_OK)
+            return st;
+    }
+    if (f->n_parts)
+        return SDG_OK;
     if (!f->map)
         return sdg__fail(err, SDG_ERR_IO, "%s: cannot map the file into memory: %s", f->path,
                          strerror(f->map_errno));
@@ -1042,6 +1130,7 @@ int64_t st_count_nonfinite(const void *x, size_t n, st_dtype dt)
 static sdg_status st_read_part(const st_file *f, const st_tensor *t, uint64_t off, void *buf,
                                size_t n, sdg_error *err)
 {
+    f = st_home(f, t);
     ssize_t got = st_pread_all(f->fd, buf, n, f->data_start + t->offset + off);
     if (got == (ssize_t)n)
         return SDG_OK;

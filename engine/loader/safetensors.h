@@ -43,6 +43,7 @@ typedef struct st_tensor {
     int64_t n_elements;
     uint64_t offset;          // bytes, from the start of the data section
     uint64_t size;            // bytes
+    int part;                 // st_compose: the file of the parts it lives in (else 0)
 } st_tensor;
 
 typedef struct st_file st_file;
@@ -50,6 +51,17 @@ typedef struct st_file st_file;
 // Opens and indexes path. Returns NULL and fills err (naming the file and the tensor) on failure.
 st_file *st_open(const char *path, sdg_error *err);
 void st_close(st_file *f);
+
+// A view of several opened files as one (a diffusers folder: unet/, vae/, text_encoder/ ...):
+// every tensor of parts[i] for which rename(i, name, shape, user) returns a new name (malloc'd;
+// NULL leaves the tensor out) appears under that name, read from its own file. rename may
+// change the shape in place to another of the same element count (a [C,C] matrix seen as a
+// [C,C,1,1] kernel). The view takes the parts (closed with it, also on failure); path names it
+// in messages. Two tensors renamed alike are an SDG_ERR_FORMAT. No metadata.
+typedef char *(*st_rename_fn)(int part, const char *name, int n_dims, int64_t *shape,
+                              int *new_n_dims, void *user);
+st_file *st_compose(const char *path, st_file **parts, int n_parts, st_rename_fn rename,
+                    void *user, sdg_error *err);
 
 const char *st_path(const st_file *f);
 int st_count(const st_file *f);

@@ -420,6 +420,8 @@ sdg_weight sdg_wb_get_weight(sdg_weights *wb, int panel, int n_dims, const int64
 static int wb_cmp_offset(const void *a, const void *b)
 {
     const st_tensor *x = *(const st_tensor *const *)a, *y = *(const st_tensor *const *)b;
+    if (x->part != y->part)   // a composed view (st_compose): file by file
+        return x->part < y->part ? -1 : 1;
     return x->offset < y->offset ? -1 : x->offset > y->offset;
 }
 

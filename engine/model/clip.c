@@ -87,7 +87,8 @@ static bool clip_shape2(sdg_weights *wb, const char *prefix, const char *name, i
     return true;
 }
 
-static bool clip_read_config(sdg_weights *wb, const char *prefix, int n_heads, clip_config *c)
+static bool clip_read_config(sdg_weights *wb, const char *prefix, int n_heads, clip_act act,
+                             clip_config *c)
 {
     c->open_clip = sdg_wb_find(wb, "%s%s", prefix, clip_openclip_names.tok_emb) != NULL;
     const clip_names *nm = c->open_clip ? &clip_openclip_names : &clip_hf_names;
@@ -133,20 +134,24 @@ static bool clip_read_config(sdg_weights *wb, const char *prefix, int n_heads, c
     c->mlp = (int)mlp;
     c->n_layers = n_layers;
     c->n_heads = n_heads;
+    c->gelu = act == CLIP_ACT_LAYOUT ? c->open_clip : act == CLIP_ACT_GELU;
     c->proj_dim = 0;
-    const st_tensor *proj = c->open_clip ? sdg_wb_find(wb, "%stext_projection", prefix) : NULL;
-    if (proj && proj->n_dims == 2 && proj->shape[0] == width && proj->shape[1] >= 1 &&
-        proj->shape[1] <= (1 << 16))
-        c->proj_dim = (int)proj->shape[1];
+    c->proj_transposed = !c->open_clip;
+    const st_tensor *proj = sdg_wb_find(wb, c->open_clip ? "%stext_projection"
+                                                         : "%stext_projection.weight", prefix);
+    int in_axis = c->proj_transposed ? 1 : 0;
+    if (proj && proj->n_dims == 2 && proj->shape[in_axis] == width &&
+        proj->shape[1 - in_axis] >= 1 && proj->shape[1 - in_axis] <= (1 << 16))
+        c->proj_dim = (int)proj->shape[1 - in_axis];
     return true;
 }
 
-clip_model *clip_load(sdg_weights *wb, const char *prefix, int n_heads)
+clip_model *clip_load(sdg_weights *wb, const char *prefix, int n_heads, clip_act act)
 {
     if (sdg_wb_status(wb, NULL) != SDG_OK)
         return NULL;
     clip_config c;
-    if (!clip_read_config(wb, prefix, n_heads, &c))
+    if (!clip_read_config(wb, prefix, n_heads, act, &c))
         return NULL;
     clip_model *m = calloc(1, sizeof *m);
     clip_layer *layers = calloc((size_t)c.n_layers, sizeof *layers);
@@ -195,7 +200,9 @@ clip_model *clip_load(sdg_weights *wb, const char *prefix, int n_heads)
     }
     m->lnf_w = SDG_WB1(wb, W, "%s%s.weight", p, nm->lnf);
     m->lnf_b = SDG_WB1(wb, W, "%s%s.bias", p, nm->lnf);
-    if (c.proj_dim > 0)
+    if (c.proj_dim > 0 && c.proj_transposed)
+        m->proj = SDG_WPLAIN(wb, c.proj_dim, W, "%stext_projection.weight", p);
+    else if (c.proj_dim > 0)
         m->proj = SDG_WPLAIN(wb, W, c.proj_dim, "%stext_projection", p);
     if (sdg_wb_status(wb, NULL) != SDG_OK) {
         clip_free(m);
@@ -278,7 +285,7 @@ static void clip_layer_forward(sdg_exec *ex, const clip_config *c, const clip_la
 
     sdg_op_layer_norm(ex, x, rows, W, l->ln2_w, l->ln2_b, CLIP_LN_EPS, t);
     sdg_op_linear(ex, t, rows, W, l->fc1_w, l->fc1_b, c->mlp, h);
-    if (c->open_clip)
+    if (c->gelu)
         sdg_op_gelu(ex, h, rows * c->mlp, h);
     else
         sdg_op_quick_gelu(ex, h, rows * c->mlp, h);
@@ -334,9 +341,22 @@ void clip_forward(sdg_exec *ex, const clip_model *m, const int32_t *ids, int n,
                        (size_t)c->width * sizeof *e);
             }
         sdg_op_layer_norm(ex, e, (size_t)n, c->width, m->lnf_w, m->lnf_b, CLIP_LN_EPS, e);
-        // x @ W with W [width, proj] row-major (not transposed): rows of W weighted by e.
-        float *wrow = sdg__alloc_f32(ex, (size_t)c->proj_dim);
-        if (!ex->dry) {
+        // open_clip: x @ W with W [width, proj] row-major, rows of W weighted by e;
+        // transformers: x W^T with W [proj, width], a dot product per row of W.
+        float *wrow = sdg__alloc_f32(ex, (size_t)(c->proj_dim > c->width ? c->proj_dim
+                                                                          : c->width));
+        if (!ex->dry && c->proj_transposed) {
+            for (int j = 0; j < c->proj_dim; j++) {
+                sdg_weight_row(m->proj, (size_t)j, c->width, wrow);
+                for (int b = 0; b < n; b++) {
+                    const float *eb = e + (size_t)b * c->width;
+                    float s = 0.0f;
+                    for (int k = 0; k < c->width; k++)
+                        s += eb[k] * wrow[k];
+                    pooled[(size_t)b * c->proj_dim + j] = s;
+                }
+            }
+        } else if (!ex->dry) {
             memset(pooled, 0, (size_t)n * c->proj_dim * sizeof *pooled);
             for (int k = 0; k < c->width; k++) {
                 sdg_weight_row(m->proj, (size_t)k, c->proj_dim, wrow);

@@ -23,9 +23,16 @@
 
 typedef struct clip_config {
     int vocab, n_pos, width, n_layers, n_heads, mlp;
-    int proj_dim;          // columns of open_clip's text_projection (0: none, or HF layout)
-    bool open_clip;        // open_clip layout (packed in_proj, exact GELU)
+    int proj_dim;          // width of the pooled projection (0: the file has none)
+    bool open_clip;        // open_clip layout (packed in_proj)
+    bool gelu;             // exact (erf) GELU in the MLPs, else quick_gelu
+    bool proj_transposed;  // the projection is transformers' text_projection.weight [proj,
+                           // width] (x W^T), else open_clip's text_projection [width, proj]
 } clip_config;
+
+// The MLPs' activation: the layout's (transformers: quick_gelu, open_clip: exact GELU), or as a
+// config says (transformers' hidden_act, e.g. diffusers' SD 2.x and SDXL bigG encoders: "gelu").
+typedef enum clip_act { CLIP_ACT_LAYOUT = 0, CLIP_ACT_QUICK_GELU, CLIP_ACT_GELU } clip_act;
 
 // Which hidden state clip_forward returns: the residual stream after `layer` layers (1..n_layers;
 // SD1: all of them, SD2/SDXL: the penultimate), with the final LayerNorm or without (SDXL).
@@ -40,13 +47,13 @@ typedef struct clip_model clip_model;
 // or "cond_stage_model.model.") and reads the architecture from their shapes; n_heads 0 means
 // width / 64. Errors are recorded in wb (sticky, naming the tensor) and NULL is returned. The
 // model borrows the weights: wb (and its file) must outlive it.
-clip_model *clip_load(sdg_weights *wb, const char *prefix, int n_heads);
+clip_model *clip_load(sdg_weights *wb, const char *prefix, int n_heads, clip_act act);
 void clip_free(clip_model *m);
 const clip_config *clip_get_config(const clip_model *m);
 
 // ids [n, n_pos] -> out [n, n_pos, width], the hidden state o names. pooled (or NULL; needs
-// proj_dim > 0) [n, proj_dim]: open_clip's pooled embedding, ln_final(output of the last layer)
-// at the end-of-text token (the largest id) @ text_projection, whatever o says. Ids outside the
+// proj_dim > 0) [n, proj_dim]: the pooled embedding, final norm(output of the last layer) at
+// the end-of-text token (the largest id) through the projection, whatever o says. Ids outside the
 // vocabulary are an SDG_ASSERT (the caller validates). Scratch comes from ex's arena (released
 // before returning); the allocation sequence depends only on n and on whether pooled is given,
 // so a dry run measures the peak exactly. In a dry run ids and out may be NULL; pooled must be

@@ -43,19 +43,47 @@ static const family_spec family_specs[SDG_FAMILY_COUNT] = {
 static const family_layout family_layouts[] = {
     { SDG_FAMILY_SDXL, "SGM", "conditioner.embedders.1.model.token_embedding.weight",
       "model.diffusion_model.", "first_stage_model.",
-      { "conditioner.embedders.0.transformer.text_model.", "conditioner.embedders.1.model." } },
+      { "conditioner.embedders.0.transformer.text_model.", "conditioner.embedders.1.model." },
+      NULL },
     { SDG_FAMILY_SD2, "CompVis", "cond_stage_model.model.token_embedding.weight",
-      "model.diffusion_model.", "first_stage_model.", { "cond_stage_model.model." } },
+      "model.diffusion_model.", "first_stage_model.", { "cond_stage_model.model." }, NULL },
     // generative-models' sd_2_1.yaml (SD-Turbo's files)
     { SDG_FAMILY_SD2, "SGM", "conditioner.embedders.0.model.token_embedding.weight",
-      "model.diffusion_model.", "first_stage_model.", { "conditioner.embedders.0.model." } },
+      "model.diffusion_model.", "first_stage_model.", { "conditioner.embedders.0.model." },
+      NULL },
     { SDG_FAMILY_SD1, "CompVis", "cond_stage_model.transformer.text_model.embeddings.token_embedding.weight",
       "model.diffusion_model.", "first_stage_model.",
-      { "cond_stage_model.transformer.text_model." } },
+      { "cond_stage_model.transformer.text_model." }, NULL },
     // files saved with transformers before CLIPTextModel gained its text_model level
     { SDG_FAMILY_SD1, "CompVis (old transformers)", "cond_stage_model.transformer.embeddings.token_embedding.weight",
-      "model.diffusion_model.", "first_stage_model.", { "cond_stage_model.transformer." } },
+      "model.diffusion_model.", "first_stage_model.", { "cond_stage_model.transformer." },
+      NULL },
 };
+
+// diffusers' SD 2.x text encoder is open_clip's tower converted to transformers' layout with the
+// last layer dropped (23 of 24): its last hidden state after the final norm is SD2's context.
+static const family_encoder family_sd2_diffusers_enc[] = {
+    { .from_end = 0, .final_norm = true, .pad_zero = true },
+};
+
+// diffusers folders, in diffusers_open's naming; SDXL's text_encoder_2 is transformers'
+// CLIPTextModelWithProjection (its projection is text_projection.weight, x W^T).
+static const family_layout family_diffusers_layouts[SDG_FAMILY_COUNT] = {
+    [SDG_FAMILY_SD1] = { SDG_FAMILY_SD1, "diffusers", NULL, "model.diffusion_model.",
+                         "first_stage_model.", { "text_encoder.text_model." }, NULL },
+    [SDG_FAMILY_SD2] = { SDG_FAMILY_SD2, "diffusers", NULL, "model.diffusion_model.",
+                         "first_stage_model.", { "text_encoder.text_model." },
+                         family_sd2_diffusers_enc },
+    [SDG_FAMILY_SDXL] = { SDG_FAMILY_SDXL, "diffusers", NULL, "model.diffusion_model.",
+                          "first_stage_model.",
+                          { "text_encoder.text_model.", "text_encoder_2.text_model." }, NULL },
+};
+
+const family_layout *family_diffusers_layout(sdg_family f)
+{
+    SDG_ASSERT((unsigned)f < SDG_FAMILY_COUNT);
+    return &family_diffusers_layouts[f];
+}
 
 const family_spec *family_get(sdg_family f)
 {

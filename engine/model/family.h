@@ -47,16 +47,29 @@ typedef struct family_spec {
 
 typedef struct family_layout {
     sdg_family family;
-    const char *name;                      // "CompVis", "SGM", ...
-    const char *marker;                    // a key that identifies the layout
+    const char *name;                      // "CompVis", "SGM", "diffusers"
+    const char *marker;                    // a key that identifies the layout (NULL: diffusers
+                                           // folders, whose family model_index.json gives)
     const char *unet, *vae;                // tensor-name prefixes of the networks
     const char *te[FAMILY_MAX_ENCODERS];   // of the text encoders, in the family's order
+    const family_encoder *enc;             // the encoders' outputs when the layout's encoders
+                                           // differ from the family's (NULL: the family's)
 } family_layout;
 
 const family_spec *family_get(sdg_family f);
 
 // The layout of a single-file checkpoint (from its text encoders' keys), or NULL.
 const family_layout *family_detect(const st_file *f);
+
+// The layout of a diffusers folder of family f, seen through diffusers_open's naming.
+const family_layout *family_diffusers_layout(sdg_family f);
+
+// What the UNet gets from each text encoder of layout l (of family spec).
+static inline const family_encoder *family_encoders(const family_layout *l,
+                                                    const family_spec *spec)
+{
+    return l->enc ? l->enc : spec->enc;
+}
 
 // The name of a family the engine does not run when the file's keys show one ("SD 3", "Flux",
 // "Stable Cascade", "Kolors", "PixArt", "a TAESD autoencoder"), else NULL.

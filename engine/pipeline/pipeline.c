@@ -105,7 +105,7 @@ static void encode_prompt(job *j, int e, const sdg_prompt *pr, const sdg_prompt 
     sdg_exec *ex = j->ex;
     const clip_model *te = j->m->te[e];
     const clip_config *cc = clip_get_config(te);
-    const family_encoder *fe = &j->m->spec->enc[e];
+    const family_encoder *fe = &j->m->enc[e];
     int d = cc->width;
     size_t mark = sdg__mark(ex);
     int32_t *ids = (int32_t *)sdg__alloc_f32(ex, (size_t)n_windows * 77);
@@ -172,9 +172,9 @@ static void encode_conditioning(job *j, sdg_prompt *const *prompts, bool zero, f
                     memset(ctx + r * j->ctx_dim + col, 0, (size_t)cc->width * sizeof *ctx);
         } else {
             encode_prompt(j, e, prompts[e], &j->empty[e], windows, ctx, col,
-                          spec->enc[e].pooled ? pooled : NULL);
+                          j->m->enc[e].pooled ? pooled : NULL);
         }
-        if (spec->enc[e].pooled) {
+        if (j->m->enc[e].pooled) {
             if (zero && !ex->dry)
                 memset(pooled, 0, (size_t)cc->proj_dim * sizeof *pooled);
             pooled += cc->proj_dim;

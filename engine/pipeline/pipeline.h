@@ -10,6 +10,7 @@
 #include <stdatomic.h>
 
 #include "../common.h"
+#include "../loader/diffusers.h"
 #include "../loader/safetensors.h"
 #include "../loader/weights.h"
 #include "../model/clip.h"
@@ -25,6 +26,9 @@ struct sdg_model {
     st_file *file;             // the mapping F32 weights point into
     const family_layout *layout;   // tensor-name prefixes (the text encoders': sdg_wb_drop_pages)
     const family_spec *spec;   // the family: encoders, scale, sizes
+    const family_encoder *enc; // what the UNet gets from each text encoder (family_encoders)
+    bool diffusers;            // a diffusers folder (file is diffusers_open's view of it)
+    diffusers_info dinfo;      // what its configs say
     family_hparams hparams;    // what the file's metadata says beyond the shapes
     sdg_weights *wb;           // converted copies of F16/BF16 weights
     sdg_tokenizer *tok;

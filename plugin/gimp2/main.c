@@ -155,6 +155,7 @@ params_from_pdb (sdgp_mode        mode,
   // its result depends on its arguments alone (as in GIMP 3, where it is an auxiliary argument).
   p->models_dir[0] = '\0';
   g_strlcpy (p->precision, "default", sizeof p->precision);
+  g_strlcpy (p->prediction, "auto", sizeof p->prediction);
   return TRUE;
 }
 
@@ -176,6 +177,7 @@ params_load (sdgp_mode    mode,
       p->models_dir[sizeof p->models_dir - 1] = '\0';
       p->sampler[sizeof p->sampler - 1] = '\0';
       p->precision[sizeof p->precision - 1] = '\0';
+      p->prediction[sizeof p->prediction - 1] = '\0';
     }
 }
 

@@ -181,6 +181,10 @@ sdgp_create_procedure (GimpPlugIn  *plug_in,
                                           "choice, exact), exact (float32) or fast (bfloat16 "
                                           "products where the CPU has AVX512-BF16)",
                                           d.precision, G_PARAM_READWRITE);
+  gimp_procedure_add_string_aux_argument (procedure, "prediction", "Pre_diction",
+                                          "What the model predicts: auto (what the file says), "
+                                          "eps or v",
+                                          d.prediction, G_PARAM_READWRITE);
   return procedure;
 }
 
@@ -229,7 +233,7 @@ params_from_config (sdgp_mode            mode,
                     GError             **error)
 {
   gchar   *prompt = NULL, *negative = NULL, *model = NULL, *sampler = NULL, *models_dir = NULL;
-  gchar   *precision = NULL;
+  gchar   *precision = NULL, *prediction = NULL;
   gboolean ok;
 
   sdgp_params_init (p, mode);
@@ -238,7 +242,8 @@ params_from_config (sdgp_mode            mode,
                 "sampler", &sampler, "steps", &p->steps, "cfg-scale", &p->cfg_scale,
                 "seed", &p->seed, "batch-count", &p->batch_count,
                 "models-dir", &models_dir, "random-seed", &p->random_seed,
-                "color-match", &p->color_match, "precision", &precision, NULL);
+                "color-match", &p->color_match, "precision", &precision,
+                "prediction", &prediction, NULL);
   if (mode != SDGP_TEXT_TO_IMAGE)
     g_object_get (config, "strength", &p->strength, NULL);
   ok = copy_string (p->prompt, sizeof p->prompt, prompt, "prompt", error) &&
@@ -247,13 +252,15 @@ params_from_config (sdgp_mode            mode,
        copy_string (p->model, sizeof p->model, model, "model path", error) &&
        copy_string (p->sampler, sizeof p->sampler, sampler, "sampler name", error) &&
        copy_string (p->models_dir, sizeof p->models_dir, models_dir, "models folder", error) &&
-       copy_string (p->precision, sizeof p->precision, precision, "precision name", error);
+       copy_string (p->precision, sizeof p->precision, precision, "precision name", error) &&
+       copy_string (p->prediction, sizeof p->prediction, prediction, "prediction name", error);
   g_free (prompt);
   g_free (negative);
   g_free (model);
   g_free (sampler);
   g_free (models_dir);
   g_free (precision);
+  g_free (prediction);
   return ok;
 }
 
@@ -268,7 +275,7 @@ params_to_config (sdgp_mode            mode,
                 "sampler", p->sampler, "steps", p->steps, "cfg-scale", p->cfg_scale,
                 "seed", p->seed, "batch-count", p->batch_count, "models-dir", p->models_dir,
                 "random-seed", p->random_seed, "color-match", p->color_match,
-                "precision", p->precision, NULL);
+                "precision", p->precision, "prediction", p->prediction, NULL);
   if (mode != SDGP_TEXT_TO_IMAGE)
     g_object_set (config, "strength", p->strength, NULL);
 }
@@ -360,13 +367,15 @@ run (GimpProcedure        *procedure,
       p.models_dir[0] = '\0';
       p.random_seed = p.seed < 0;
       g_strlcpy (p.precision, "default", sizeof p.precision);
+      g_strlcpy (p.prediction, "auto", sizeof p.prediction);
       if (! sdgp_core_check_params (t.mode, &p, &error))
         status = GIMP_PDB_CALLING_ERROR;
       else if (! sdgp_core_run_params (&t, &p, &error))
         status = GIMP_PDB_EXECUTION_ERROR;
       else
         {
-          g_object_set (config, "random-seed", p.random_seed, "precision", p.precision, NULL);
+          g_object_set (config, "random-seed", p.random_seed, "precision", p.precision,
+                        "prediction", p.prediction, NULL);
           save_last_values (config);
         }
       break;

@@ -134,6 +134,9 @@
                      (string-contains text "cfg_scale=7")
                      (string-contains text (string-append "seed=" (number->string seed)))
                      ; A call runs the engine's default precision (its kernels: any set).
+                     ; What the model ran as (the test models are SD 1.x, eps).
+                     (string-contains text "\nfamily=SD 1.x\n")
+                     (string-contains text "\nprediction=eps\n")
                      (string-contains text "\nprecision=default\n")
                      (string-contains text "\nkernels=")
                      (string-contains text "width=")
