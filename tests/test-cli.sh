@@ -402,7 +402,7 @@ fi
 : >"$TMP/empty.safetensors"
 expect "empty model file" 1 "empty\\.safetensors: the file is empty \\(0 bytes\\)" \
     "${M[@]}" -m "$TMP/empty.safetensors" -W 64 -H 64 -o "$TMP/x.png"
-expect "model path that is a folder" 1 "is a folder: diffusers folders are not supported" \
+expect "model path that is a folder" 1 "is a folder but not a diffusers pipeline" \
     "${M[@]}" -m "$TMP/outdir" -W 64 -H 64 -o "$TMP/x.png"
 size=$(wc -c <"$MODEL")
 head -c $((size - 1)) "$MODEL" >"$TMP/cut.safetensors"

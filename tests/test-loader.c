@@ -913,7 +913,7 @@ static void test_special_paths(void)
     // A device, a folder (sdg_model_load keeps its diffusers-folder sentence), an empty file.
     expect_open_fail("/dev/null", SDG_ERR_IO, "is a device, not a safetensors file");
     expect_load_fail("/dev/null", SDG_ERR_IO, "is a device");
-    expect_load_fail(tmpdir, SDG_ERR_UNSUPPORTED, "is a folder: diffusers folders are not");
+    expect_load_fail(tmpdir, SDG_ERR_UNSUPPORTED, "is a folder but not a diffusers pipeline");
     char *empty = tmp_path("empty.safetensors");
     g_assert_true(g_file_set_contents(empty, "", 0, NULL));
     expect_load_fail(empty, SDG_ERR_FORMAT, "the file is empty (0 bytes)");
