@@ -8,6 +8,7 @@
 #include <math.h>
 #include <stdio.h>
 #include <string.h>
+#include <unistd.h>
 
 const char *golden_reference_dir(void)
 {
@@ -300,3 +301,63 @@ void golden_write_mixed(const char *path, const char *const *srcs, int n_srcs,
         st_close(files[s]);
     g_free(files);
 }
+
+// ---------------------------------------------------------------------------------------------
+// Sparse files of the manifests
+
+void golden_write_sparse(const char *manifest, const char *path, golden_name_fn rename,
+                         void *user)
+{
+    char *mpath = g_path_is_absolute(manifest) ? g_strdup(manifest) : golden_path(manifest);
+    char *text = NULL;
+    g_assert_true(g_file_get_contents(mpath, &text, NULL, NULL));
+    GString *json = g_string_new("{");
+    uint64_t off = 0;
+    char **lines = g_strsplit(text, "\n", -1);
+    for (char **l = lines; *l; l++) {
+        char **f = g_strsplit(*l, "\t", -1);
+        if (g_strv_length(f) == 3) {
+            uint64_t count = 1;
+            char **dims = g_strsplit(f[2], ",", -1);
+            for (char **d = dims; *d && **d; d++)
+                count *= g_ascii_strtoull(*d, NULL, 10);
+            uint64_t es = strcmp(f[1], "I64") == 0 ? 8 : 4;
+            char *name = rename ? rename(f[0], user) : g_strdup(f[0]);
+            if (!name) {
+                g_strfreev(dims);
+                g_strfreev(f);
+                continue;
+            }
+            g_string_append_printf(json, "%s\"%s\":{\"dtype\":\"%s\",\"shape\":[%s],"
+                                   "\"data_offsets\":[%" G_GUINT64_FORMAT ",%" G_GUINT64_FORMAT
+                                   "]}", json->len > 1 ? "," : "", name, f[1], f[2], off,
+                                   off + es * count);
+            g_free(name);
+            off += es * count;
+            g_strfreev(dims);
+        }
+        g_strfreev(f);
+    }
+    g_string_append(json, "}");
+    while (json->len % 8)
+        g_string_append_c(json, ' ');
+    char *dir = g_path_get_dirname(path);
+    g_assert_cmpint(g_mkdir_with_parents(dir, 0755), ==, 0);
+    FILE *fp = fopen(path, "wb");
+    g_assert_nonnull(fp);
+    uint64_t hl = json->len;
+    unsigned char le[8];
+    for (int i = 0; i < 8; i++)
+        le[i] = (unsigned char)(hl >> (8 * i));
+    g_assert_cmpuint(fwrite(le, 1, 8, fp), ==, 8);
+    g_assert_cmpuint(fwrite(json->str, 1, json->len, fp), ==, json->len);
+    g_assert_cmpint(fflush(fp), ==, 0);
+    g_assert_cmpint(ftruncate(fileno(fp), (off_t)(8 + hl + off)), ==, 0);
+    fclose(fp);
+    g_free(dir);
+    g_strfreev(lines);
+    g_string_free(json, TRUE);
+    g_free(text);
+    g_free(mpath);
+}
+

@@ -73,4 +73,13 @@ void golden_write_mixed(const char *path, const char *const *srcs, int n_srcs,
                         golden_rename_fn rename, void *user, const char *const *extras,
                         const char *metadata_json);
 
+// Writes a header-only safetensors file at path (its folder made if needed) with the tensors of
+// the manifest (a path under the reference folder, or an absolute one; name TAB dtype TAB
+// shape lines), the data section a hole of the right
+// size (no disk used): names and shapes for loaders and dry runs, data never to be read.
+// rename (or NULL) gives each tensor's name (a g_malloc'd string; NULL leaves it out).
+typedef char *(*golden_name_fn)(const char *name, void *user);
+void golden_write_sparse(const char *manifest, const char *path, golden_name_fn rename,
+                         void *user);
+
 #endif

@@ -47,13 +47,13 @@ static void replay_noise(void *user, int which, float *out, size_t n)
 }
 
 // [1,3,H,W] raw decoder output -> interleaved [0,1] the way the engine presents pictures.
-static float *golden_picture(const char *name, int *w, int *h)
+static float *golden_picture(const st_file *rf, const char *name, int *w, int *h)
 {
-    const st_tensor *t = st_find(ref, name);
+    const st_tensor *t = st_find(rf, name);
     g_assert_nonnull(t);
     *h = (int)t->shape[2];
     *w = (int)t->shape[3];
-    float *planar = golden_f32(ref, name, NULL);
+    float *planar = golden_f32(rf, name, NULL);
     size_t hw = (size_t)*w * *h;
     float *out = g_new(float, 3 * hw);
     for (size_t i = 0; i < hw; i++)
@@ -140,7 +140,7 @@ static void check_run(gconstpointer data)
     char *img_name = g_strdup_printf("%s.image", rc->run);
     if (st_find(ref, img_name)) {
         int w, h;
-        float *pic = golden_picture(img_name, &w, &h);
+        float *pic = golden_picture(ref, img_name, &w, &h);
         g_assert_cmpint(res->images[0]->width, ==, w);
         g_assert_cmpint(res->images[0]->height, ==, h);
         char *what2 = g_strdup_printf("%s picture", rc->run);
@@ -171,6 +171,7 @@ typedef struct family_case {
     sdg_prediction want;        // what the model must end up with
     sdg_sampler sampler;
     double latent_tol, picture_tol;
+    sdg_schedule schedule;      // k-diffusion's runs: karras; sgm's: simple
 } family_case;
 
 static sdg_model *load_with(const char *relpath, sdg_prediction pred, sdg_error *err)
@@ -205,7 +206,7 @@ static void check_family_run(gconstpointer data)
     gp.prompt = prompt;
     gp.width = gp.height = 128;
     gp.sampler = fc->sampler;
-    gp.schedule = SDG_SCHEDULE_KARRAS;
+    gp.schedule = fc->schedule;
     gp.steps = fc->sampler == SDG_SAMPLER_DDIM ? 5 : 4;   // ddim5: S = 5
     gp.cfg_scale = 7.0f;
     gp.precision = SDG_PRECISION_EXACT;
@@ -235,23 +236,12 @@ static void check_family_run(gconstpointer data)
     golden_check(what, res->latents, x + n - nl, nl, fc->latent_tol);
     char *img_name = g_strdup_printf("%s.image", fc->run);
     int w, h;
-    const st_tensor *t = st_find(rf, img_name);
-    g_assert_nonnull(t);
-    h = (int)t->shape[2];
-    w = (int)t->shape[3];
-    float *planar = golden_f32(rf, img_name, NULL);
+    float *pic = golden_picture(rf, img_name, &w, &h);
     size_t hw = (size_t)w * h;
-    float *pic = g_new(float, 3 * hw);
-    for (size_t i = 0; i < hw; i++)
-        for (int c = 0; c < 3; c++) {
-            float v = (planar[c * hw + i] + 1.0f) * 0.5f;
-            pic[i * 3 + c] = v < 0.0f ? 0.0f : v > 1.0f ? 1.0f : v;
-        }
     char *what2 = g_strdup_printf("%s picture", fc->run);
     golden_check(what2, res->images[0]->data, pic, 3 * hw, fc->picture_tol);
     g_free(what2);
     g_free(pic);
-    g_free(planar);
     g_free(img_name);
     g_free(what);
     g_free(x);
@@ -275,21 +265,27 @@ static void check_family_run(gconstpointer data)
 static const family_case family_runs[] = {
     // tiny-sd2's metadata says parameterization "v"; the same weights run as eps by option.
     { "k.euler.karras", SD2, SD2_REF, SDG_PREDICTION_AUTO, SDG_FAMILY_SD2, SDG_PREDICTION_V,
-      SDG_SAMPLER_EULER, 3e-5, 7e-5 },       // measured 5.1e-6 / 1.3e-5
+      SDG_SAMPLER_EULER, 3e-5, 7e-5, SDG_SCHEDULE_KARRAS },       // measured 5.1e-6 / 1.3e-5
     { "k.dpmpp_2m.karras", SD2, SD2_REF, SDG_PREDICTION_AUTO, SDG_FAMILY_SD2, SDG_PREDICTION_V,
-      SDG_SAMPLER_DPMPP_2M, 4e-5, 7e-5 },    // measured 7.0e-6 / 1.3e-5
+      SDG_SAMPLER_DPMPP_2M, 4e-5, 7e-5, SDG_SCHEDULE_KARRAS },    // measured 7.0e-6 / 1.3e-5
     { "eps.k.euler.karras", SD2, SD2_REF, SDG_PREDICTION_EPS, SDG_FAMILY_SD2, SDG_PREDICTION_EPS,
-      SDG_SAMPLER_EULER, 1.5e-5, 1.5e-5 },   // measured 2.5e-6 / 2.9e-6
+      SDG_SAMPLER_EULER, 1.5e-5, 1.5e-5, SDG_SCHEDULE_KARRAS },   // measured 2.5e-6 / 2.9e-6
     { "eps.k.dpmpp_2m.karras", SD2, SD2_REF, SDG_PREDICTION_EPS, SDG_FAMILY_SD2,
-      SDG_PREDICTION_EPS, SDG_SAMPLER_DPMPP_2M, 1.5e-5, 1.5e-5 },   // measured 2.3e-6 / 2.3e-6
+      SDG_PREDICTION_EPS, SDG_SAMPLER_DPMPP_2M, 1.5e-5, 1.5e-5, SDG_SCHEDULE_KARRAS },   // measured 2.3e-6 / 2.3e-6
     { "ddim5", SD2, SD2_REF, SDG_PREDICTION_AUTO, SDG_FAMILY_SD2, SDG_PREDICTION_V,
-      SDG_SAMPLER_DDIM, 2e-5, 4e-5 },        // measured 3.8e-6 / 7.7e-6
+      SDG_SAMPLER_DDIM, 2e-5, 4e-5, SDG_SCHEDULE_KARRAS },        // measured 3.8e-6 / 7.7e-6
     // Both encoders, the pooled embedding, the size conditioning, zeros for the unconditional
     // side (empty negative prompt), label_emb, the 0.13025 scale.
     { "k.euler.karras", SDXL, SDXL_REF, SDG_PREDICTION_AUTO, SDG_FAMILY_SDXL, SDG_PREDICTION_EPS,
-      SDG_SAMPLER_EULER, 1.5e-5, 2e-5 },     // measured 2.8e-6 / 3.2e-6
+      SDG_SAMPLER_EULER, 1.5e-5, 2e-5, SDG_SCHEDULE_KARRAS },     // measured 2.8e-6 / 3.2e-6
     { "k.dpmpp_2m.karras", SDXL, SDXL_REF, SDG_PREDICTION_AUTO, SDG_FAMILY_SDXL,
-      SDG_PREDICTION_EPS, SDG_SAMPLER_DPMPP_2M, 1.5e-5, 1.5e-5 },   // measured 2.3e-6 / 2.4e-6
+      SDG_PREDICTION_EPS, SDG_SAMPLER_DPMPP_2M, 1.5e-5, 1.5e-5, SDG_SCHEDULE_KARRAS },   // measured 2.3e-6 / 2.4e-6
+    // sgm's own samplers: LegacyDDPMDiscretization (the `simple` schedule), integer timesteps,
+    // start noise * sqrt(1 + sigma_0^2).
+    { "sgm.euler", SDXL, SDXL_REF, SDG_PREDICTION_AUTO, SDG_FAMILY_SDXL, SDG_PREDICTION_EPS,
+      SDG_SAMPLER_EULER, 1.5e-5, 1.5e-5, SDG_SCHEDULE_SIMPLE },     // measured 2.9e-6 / 2.6e-6
+    { "sgm.dpmpp_2m", SDXL, SDXL_REF, SDG_PREDICTION_AUTO, SDG_FAMILY_SDXL, SDG_PREDICTION_EPS,
+      SDG_SAMPLER_DPMPP_2M, 1.5e-5, 1.5e-5, SDG_SCHEDULE_SIMPLE },  // measured 2.7e-6 / 2.5e-6
 };
 
 // ---------------------------------------------------------------------------------------------
@@ -952,6 +948,20 @@ static void test_sdxl_size_conditioning(void)
     gp.original_width = 1024;
     g_assert_cmpint(sdg_generate(ctx, &gp, &c, &err), ==, SDG_OK);
     g_assert_true(memcmp(a->latents, c->latents, 4 * 8 * 8 * sizeof(float)) != 0);
+    // A Turbo-style run: 1 step, no guidance (one UNet pass, the cond side only).
+    {
+        sdg_gen_params t = sdg_gen_default_params();
+        t.prompt = "a crane";
+        t.width = t.height = 64;
+        t.steps = 1;
+        t.cfg_scale = 1.0f;
+        t.sampler = SDG_SAMPLER_EULER_A;
+        sdg_result *r = NULL;
+        g_assert_cmpint(sdg_generate(ctx, &t, &r, &err), ==, SDG_OK);
+        for (size_t i = 0; i < (size_t)4 * 8 * 8; i++)
+            g_assert_true(isfinite(r->latents[i]));
+        sdg_result_free(r);
+    }
     // Negative sizes or crops are refused with a sentence.
     gp.crop_top = -8;
     sdg_result *d = NULL;
@@ -964,6 +974,59 @@ static void test_sdxl_size_conditioning(void)
     sdg_result_free(c);
     sdg_ctx_free(ctx);
     sdg_model_free(m);
+}
+
+// SDXL inpainting checkpoints (a 9-channel UNet) are planned like SD1 inpainting models: the
+// full-size layout with input_blocks.0.0.weight [320, 9, 3, 3], header only, sized for an
+// inpainting run at the native size.
+static void test_sdxl_inpaint_layout(void)
+{
+    char *dir = g_dir_make_tmp("sdg-xl9-XXXXXX", NULL);
+    char *src = golden_path("manifests/sdxl-base.tsv");
+    char *text = NULL;
+    g_assert_true(g_file_get_contents(src, &text, NULL, NULL));
+    const char *from = "model.diffusion_model.input_blocks.0.0.weight\tF32\t320,4,3,3";
+    char *at = strstr(text, from);
+    g_assert_nonnull(at);
+    at[strlen(from) - 5] = '9';
+    char *manifest = g_build_filename(dir, "sdxl-inpaint.tsv", NULL);
+    char *model = g_build_filename(dir, "sdxl-inpaint.safetensors", NULL);
+    g_assert_true(g_file_set_contents(manifest, text, -1, NULL));
+    golden_write_sparse(manifest, model, NULL, NULL);
+    sdg_model_params mp = sdg_model_default_params();
+    mp.vocab_path = vocab_path;
+    mp.header_only = true;
+    sdg_error err;
+    sdg_model *m = sdg_model_load(model, &mp, &err);
+    if (!m)
+        g_error("%s", err.message);
+    sdg_model_info info;
+    sdg_model_get_info(m, &info);
+    g_assert_cmpint(info.family, ==, SDG_FAMILY_SDXL);
+    g_assert_cmpint(info.unet_in_channels, ==, 9);
+    g_assert_cmpint(info.native_size, ==, 1024);
+    sdg_ctx *ctx = sdg_ctx_new(m, 2, &err);
+    sdg_image *img = sdg_image_new(1024, 1024, 3), *mask = sdg_image_new(1024, 1024, 1);
+    sdg_gen_params gp = sdg_gen_default_params();
+    gp.prompt = "a cat";
+    gp.init_image = img;
+    gp.mask = mask;
+    sdg_memory_estimate e;
+    sdg_status st = sdg_ctx_estimate(ctx, &gp, &e, &err);
+    g_assert_true(st == SDG_OK || st == SDG_ERR_NOMEM);
+    printf("# SDXL inpainting 1024x1024: weights %.2f GB + working %.2f GB\n",
+           (double)e.weights_bytes / 1e9, (double)e.working_bytes / 1e9);
+    g_assert_cmpuint(e.weights_bytes, >, 5000000000u);
+    sdg_image_free(img);
+    sdg_image_free(mask);
+    sdg_ctx_free(ctx);
+    sdg_model_free(m);
+    golden_remove_tree(dir);
+    g_free(dir);
+    g_free(manifest);
+    g_free(model);
+    g_free(text);
+    g_free(src);
 }
 
 static void test_info_and_tokenize(void)
@@ -1094,6 +1157,7 @@ int main(int argc, char **argv)
     g_test_add_func("/api/prediction-sources", test_prediction_sources);
     g_test_add_func("/api/family-errors", test_family_errors);
     g_test_add_func("/api/sdxl-size-conditioning", test_sdxl_size_conditioning);
+    g_test_add_func("/api/sdxl-inpaint-layout", test_sdxl_inpaint_layout);
     int rc = g_test_run();
     sdg_model_free(model);
     st_close(ref);

@@ -116,6 +116,21 @@ static void write_text(const char *dir, const char *sub, const char *file, const
     g_free(d);
 }
 
+// model_index.json of a pipeline class with the standard components (text_encoder_2 and
+// tokenizer_2 when with_te2).
+static void write_model_index(const char *dir, const char *cls, bool with_te2)
+{
+    char *text = g_strdup_printf(
+        "{\"_class_name\": \"%s\", \"unet\": [\"diffusers\", \"UNet2DConditionModel\"], "
+        "\"vae\": [\"diffusers\", \"AutoencoderKL\"], \"text_encoder\": [\"transformers\", "
+        "\"CLIPTextModel\"], \"tokenizer\": [\"transformers\", \"CLIPTokenizer\"], "
+        "\"scheduler\": [\"diffusers\", \"EulerDiscreteScheduler\"]%s}", cls,
+        with_te2 ? ", \"text_encoder_2\": [\"transformers\", \"CLIPTextModelWithProjection\"], "
+                   "\"tokenizer_2\": [\"transformers\", \"CLIPTokenizer\"]" : "");
+    write_text(dir, ".", "model_index.json", text);
+    g_free(text);
+}
+
 // ---------------------------------------------------------------------------------------------
 // CompVis -> diffusers names (the other direction of the engine's table, written separately)
 
@@ -145,9 +160,9 @@ static char *unet_to_diffusers(const char *n, int nrb)
     for (size_t k = 0; k < G_N_ELEMENTS(top); k++)
         if (g_str_has_prefix(n, top[k][0]))
             return g_strconcat(top[k][1], n + strlen(top[k][0]), NULL);
-    int b, m, off;
+    int b, m, off = -1;
     char *res, *out;
-    if (sscanf(n, "input_blocks.%d.%d.%n", &b, &m, &off) == 2) {
+    if (sscanf(n, "input_blocks.%d.%d.%n", &b, &m, &off) == 2 && off > 0) {
         int i = (b - 1) / (nrb + 1), j = (b - 1) % (nrb + 1);
         if (j == nrb)
             return g_strdup_printf("down_blocks.%d.downsamplers.0.conv.%s", i, n + off + 3);
@@ -158,7 +173,8 @@ static char *unet_to_diffusers(const char *n, int nrb)
         g_free(res);
         return out;
     }
-    if (sscanf(n, "output_blocks.%d.%d.%n", &b, &m, &off) == 2) {
+    off = -1;
+    if (sscanf(n, "output_blocks.%d.%d.%n", &b, &m, &off) == 2 && off > 0) {
         int i = b / (nrb + 1), j = b % (nrb + 1);
         if (m == 0) {
             res = res_name(n + off);
@@ -170,7 +186,8 @@ static char *unet_to_diffusers(const char *n, int nrb)
             return g_strdup_printf("up_blocks.%d.upsamplers.0.%s", i, n + off);
         return g_strdup_printf("up_blocks.%d.attentions.%d.%s", i, j, n + off);
     }
-    if (sscanf(n, "middle_block.%d.%n", &m, &off) == 1) {
+    off = -1;
+    if (sscanf(n, "middle_block.%d.%n", &m, &off) == 1 && off > 0) {
         if (m == 1)
             return g_strdup_printf("mid_block.attentions.0.%s", n + off);
         res = res_name(n + off);
@@ -186,26 +203,28 @@ static char *unet_to_diffusers(const char *n, int nrb)
 static char *vae_to_diffusers(const char *n, int levels, bool old_names, bool *attn)
 {
     *attn = false;
-    int i, j, off;
+    int i = 0, j = 0, off;
     char side[16];
+    // sscanf counts conversions, not literals: a pattern matched only when %n was reached.
+#define VAE_MATCH(fmt, ...) (off = -1, sscanf(n, fmt, __VA_ARGS__), off > 0)
     GString *s = g_string_new(NULL);
     const char *rest = n;
-    if (sscanf(n, "%15[a-z].down.%d.block.%d.%n", side, &i, &j, &off) == 3) {
+    if (VAE_MATCH("%15[a-z].down.%d.block.%d.%n", side, &i, &j, &off)) {
         g_string_printf(s, "%s.down_blocks.%d.resnets.%d.", side, i, j);
         rest = n + off;
-    } else if (sscanf(n, "%15[a-z].up.%d.block.%d.%n", side, &i, &j, &off) == 3) {
+    } else if (VAE_MATCH("%15[a-z].up.%d.block.%d.%n", side, &i, &j, &off)) {
         g_string_printf(s, "%s.up_blocks.%d.resnets.%d.", side, levels - 1 - i, j);
         rest = n + off;
-    } else if (sscanf(n, "%15[a-z].down.%d.downsample.%n", side, &i, &off) == 2) {
+    } else if (VAE_MATCH("%15[a-z].down.%d.downsample.%n", side, &i, &off)) {
         g_string_printf(s, "%s.down_blocks.%d.downsamplers.0.%s", side, i, n + off);
         return g_string_free(s, FALSE);
-    } else if (sscanf(n, "%15[a-z].up.%d.upsample.%n", side, &i, &off) == 2) {
+    } else if (VAE_MATCH("%15[a-z].up.%d.upsample.%n", side, &i, &off)) {
         g_string_printf(s, "%s.up_blocks.%d.upsamplers.0.%s", side, levels - 1 - i, n + off);
         return g_string_free(s, FALSE);
-    } else if (sscanf(n, "%15[a-z].mid.block_%d.%n", side, &j, &off) == 2) {
+    } else if (VAE_MATCH("%15[a-z].mid.block_%d.%n", side, &j, &off)) {
         g_string_printf(s, "%s.mid_block.resnets.%d.", side, j - 1);
         rest = n + off;
-    } else if (sscanf(n, "%15[a-z].mid.attn_1.%n", side, &off) == 1) {
+    } else if (VAE_MATCH("%15[a-z].mid.attn_1.%n", side, &off)) {
         static const char *const a[][3] = {
             { "norm.", "group_norm.", "group_norm." }, { "q.", "to_q.", "query." },
             { "k.", "to_k.", "key." }, { "v.", "to_v.", "value." },
@@ -218,13 +237,14 @@ static char *vae_to_diffusers(const char *n, int levels, bool old_names, bool *a
                                 n + off + strlen(a[k][0]));
                 return g_string_free(s, FALSE);
             }
-    } else if (sscanf(n, "%15[a-z].norm_out.%n", side, &off) == 1) {
+    } else if (VAE_MATCH("%15[a-z].norm_out.%n", side, &off)) {
         g_string_printf(s, "%s.conv_norm_out.%s", side, n + off);
         return g_string_free(s, FALSE);
     } else {
         g_string_assign(s, n);   // conv_in, conv_out, quant_conv, post_quant_conv
         return g_string_free(s, FALSE);
     }
+#undef VAE_MATCH
     if (g_str_has_prefix(rest, "nin_shortcut."))
         g_string_append_printf(s, "conv_shortcut.%s", rest + strlen("nin_shortcut."));
     else
@@ -258,7 +278,8 @@ static void openclip_to_hf(conv_file *cf, const st_file *f, const char *prefix, 
                 conv_add(cf, g_strdup(names[k][1]), f, t, OP_COPY, 0, 0);
         if (strcmp(n, "text_projection") == 0)
             conv_add(cf, g_strdup("text_projection.weight"), f, t, OP_TRANSPOSE, 0, 0);
-        if (sscanf(n, "transformer.resblocks.%d.%n", &L, &off) != 1 || L >= n_layers)
+        off = -1;
+        if (sscanf(n, "transformer.resblocks.%d.%n", &L, &off) != 1 || off < 0 || L >= n_layers)
             continue;
         const char *r = n + off;
         for (size_t k = 0; k < G_N_ELEMENTS(layer); k++)
@@ -339,35 +360,19 @@ static void write_folder(const char *model, const char *dir, sdg_family fam, boo
                    "{\"hidden_act\": \"quick_gelu\", \"num_attention_heads\": 2, \"hidden_size\": 32}");
         write_text(dir, "unet", "config.json",
                    "{\"block_out_channels\": [32, 64, 64], \"attention_head_dim\": [1, 2, 2]}");
-        write_text(dir, ".", "model_index.json",
-                   "{\"_class_name\": \"StableDiffusionXLPipeline\", \"unet\": [\"diffusers\", "
-                   "\"UNet2DConditionModel\"], \"vae\": [\"diffusers\", \"AutoencoderKL\"], "
-                   "\"text_encoder\": [\"transformers\", \"CLIPTextModel\"], \"text_encoder_2\": "
-                   "[\"transformers\", \"CLIPTextModelWithProjection\"], \"tokenizer\": "
-                   "[\"transformers\", \"CLIPTokenizer\"], \"tokenizer_2\": [\"transformers\", "
-                   "\"CLIPTokenizer\"], \"scheduler\": [\"diffusers\", \"EulerDiscreteScheduler\"]}");
+        write_model_index(dir, "StableDiffusionXLPipeline", true);
     } else if (fam == SDG_FAMILY_SD2) {
         write_text(dir, "text_encoder", "config.json",
                    "{\"hidden_act\": \"gelu\", \"num_attention_heads\": 3, \"hidden_size\": 48}");
         write_text(dir, "unet", "config.json",
                    "{\"block_out_channels\": [32, 64, 64], \"attention_head_dim\": [2, 4, 4]}");
-        write_text(dir, ".", "model_index.json",
-                   "{\"_class_name\": \"StableDiffusionPipeline\", \"unet\": [\"diffusers\", "
-                   "\"UNet2DConditionModel\"], \"vae\": [\"diffusers\", \"AutoencoderKL\"], "
-                   "\"text_encoder\": [\"transformers\", \"CLIPTextModel\"], \"tokenizer\": "
-                   "[\"transformers\", \"CLIPTokenizer\"], \"scheduler\": [\"diffusers\", "
-                   "\"DDIMScheduler\"]}");
+        write_model_index(dir, "StableDiffusionPipeline", false);
     } else {
         write_text(dir, "text_encoder", "config.json",
                    "{\"hidden_act\": \"quick_gelu\", \"num_attention_heads\": 1, \"hidden_size\": 64}");
         write_text(dir, "unet", "config.json",
                    "{\"block_out_channels\": [32, 64], \"attention_head_dim\": 8}");
-        write_text(dir, ".", "model_index.json",
-                   "{\"_class_name\": \"StableDiffusionPipeline\", \"unet\": [\"diffusers\", "
-                   "\"UNet2DConditionModel\"], \"vae\": [\"diffusers\", \"AutoencoderKL\"], "
-                   "\"text_encoder\": [\"transformers\", \"CLIPTextModel\"], \"tokenizer\": "
-                   "[\"transformers\", \"CLIPTokenizer\"], \"scheduler\": [\"diffusers\", "
-                   "\"PNDMScheduler\"]}");
+        write_model_index(dir, "StableDiffusionPipeline", false);
     }
     write_text(dir, "tokenizer", "vocab.json", "{}");
     write_text(dir, "scheduler", "scheduler_config.json",
@@ -382,61 +387,10 @@ static void write_folder(const char *model, const char *dir, sdg_family fam, boo
 // ---------------------------------------------------------------------------------------------
 // The SD 1.5 layout from the manifests
 
-// A header-only (sparse) safetensors file with the manifest's tensors; rename (or NULL) maps
-// each name (g_strdup'd result).
-static void write_sparse(const char *manifest, const char *path, char *(*rename)(const char *))
-{
-    char *mpath = golden_path(manifest);
-    char *text = NULL;
-    g_assert_true(g_file_get_contents(mpath, &text, NULL, NULL));
-    GString *json = g_string_new("{");
-    uint64_t off = 0;
-    char **lines = g_strsplit(text, "\n", -1);
-    for (char **l = lines; *l; l++) {
-        char **f = g_strsplit(*l, "\t", -1);
-        if (g_strv_length(f) == 3) {
-            uint64_t count = 1;
-            char **dims = g_strsplit(f[2], ",", -1);
-            for (char **d = dims; *d && **d; d++)
-                count *= g_ascii_strtoull(*d, NULL, 10);
-            uint64_t es = strcmp(f[1], "I64") == 0 ? 8 : 4;
-            char *name = rename ? rename(f[0]) : g_strdup(f[0]);
-            g_string_append_printf(json, "%s\"%s\":{\"dtype\":\"%s\",\"shape\":[%s],"
-                                   "\"data_offsets\":[%" G_GUINT64_FORMAT ",%" G_GUINT64_FORMAT
-                                   "]}", json->len > 1 ? "," : "", name, f[1], f[2], off,
-                                   off + es * count);
-            g_free(name);
-            off += es * count;
-            g_strfreev(dims);
-        }
-        g_strfreev(f);
-    }
-    g_string_append(json, "}");
-    while (json->len % 8)
-        g_string_append_c(json, ' ');
-    char *dir = g_path_get_dirname(path);
-    g_assert_cmpint(g_mkdir_with_parents(dir, 0755), ==, 0);
-    FILE *fp = fopen(path, "wb");
-    g_assert_nonnull(fp);
-    uint64_t hl = json->len;
-    unsigned char le[8];
-    for (int i = 0; i < 8; i++)
-        le[i] = (unsigned char)(hl >> (8 * i));
-    g_assert_cmpuint(fwrite(le, 1, 8, fp), ==, 8);
-    g_assert_cmpuint(fwrite(json->str, 1, json->len, fp), ==, json->len);
-    g_assert_cmpint(fflush(fp), ==, 0);
-    g_assert_cmpint(ftruncate(fileno(fp), (off_t)(8 + hl + off)), ==, 0);
-    fclose(fp);
-    g_free(dir);
-    g_strfreev(lines);
-    g_string_free(json, TRUE);
-    g_free(text);
-    g_free(mpath);
-}
-
 // diffusers' older VAE attention names (query, key, value, proj_attn).
-static char *old_vae_name(const char *n)
+static char *old_vae_name(const char *n, void *user)
 {
+    (void)user;
     static const char *const r[][2] = {
         { ".to_q.", ".query." }, { ".to_k.", ".key." }, { ".to_v.", ".value." },
         { ".to_out.0.", ".proj_attn." },
@@ -452,13 +406,14 @@ static char *old_vae_name(const char *n)
 static void write_sd15_folder(const char *dir, bool old_vae)
 {
     char *p = g_build_filename(dir, "unet", "diffusion_pytorch_model.safetensors", NULL);
-    write_sparse("manifests/sd15-diffusers-unet.tsv", p, NULL);
+    golden_write_sparse("manifests/sd15-diffusers-unet.tsv", p, NULL, NULL);
     g_free(p);
     p = g_build_filename(dir, "vae", "diffusion_pytorch_model.safetensors", NULL);
-    write_sparse("manifests/sd15-diffusers-vae.tsv", p, old_vae ? old_vae_name : NULL);
+    golden_write_sparse("manifests/sd15-diffusers-vae.tsv", p, old_vae ? old_vae_name : NULL,
+                        NULL);
     g_free(p);
     p = g_build_filename(dir, "text_encoder", "model.safetensors", NULL);
-    write_sparse("manifests/sd15-diffusers-text_encoder.tsv", p, NULL);
+    golden_write_sparse("manifests/sd15-diffusers-text_encoder.tsv", p, NULL, NULL);
     g_free(p);
     write_text(dir, "text_encoder", "config.json",
                "{\"hidden_act\": \"quick_gelu\", \"num_attention_heads\": 12, \"hidden_size\": 768}");
@@ -466,12 +421,7 @@ static void write_sd15_folder(const char *dir, bool old_vae)
                "{\"block_out_channels\": [320, 640, 1280, 1280], \"attention_head_dim\": 8}");
     write_text(dir, "tokenizer", "vocab.json", "{}");
     write_text(dir, "scheduler", "scheduler_config.json", "{\"prediction_type\": \"epsilon\"}");
-    write_text(dir, ".", "model_index.json",
-               "{\"_class_name\": \"StableDiffusionPipeline\", \"unet\": [\"diffusers\", "
-               "\"UNet2DConditionModel\"], \"vae\": [\"diffusers\", \"AutoencoderKL\"], "
-               "\"text_encoder\": [\"transformers\", \"CLIPTextModel\"], \"tokenizer\": "
-               "[\"transformers\", \"CLIPTokenizer\"], \"scheduler\": [\"diffusers\", "
-               "\"PNDMScheduler\"]}");
+    write_model_index(dir, "StableDiffusionPipeline", false);
 }
 
 // Every UNet, VAE and text-encoder tensor of sd15.tsv is in the view under its own name (the
@@ -655,12 +605,7 @@ static void test_bad_folders(void)
     write_text(dir, ".", "model_index.json", "{\"_class_name\": ");
     expect_refused(dir, SDG_ERR_FORMAT, "model_index.json");
     // Says SDXL, but there is no second text encoder.
-    write_text(dir, ".", "model_index.json",
-               "{\"_class_name\": \"StableDiffusionXLPipeline\", \"unet\": [\"diffusers\", "
-               "\"UNet2DConditionModel\"], \"vae\": [\"diffusers\", \"AutoencoderKL\"], "
-               "\"text_encoder\": [\"transformers\", \"CLIPTextModel\"], \"tokenizer\": "
-               "[\"transformers\", \"CLIPTokenizer\"], \"scheduler\": [\"diffusers\", "
-               "\"EulerDiscreteScheduler\"]}");
+    write_model_index(dir, "StableDiffusionXLPipeline", false);   // no text_encoder_2
     expect_refused(dir, SDG_ERR_FORMAT, "text_encoder_2");
     // A listed component that is not there.
     write_sd15_folder(dir, false);

@@ -157,6 +157,32 @@ static void test_golden(void)
     unload(&l);
 }
 
+// The SD 2.x (ch_mult 1,2,2,2) and SDXL (num_res_blocks 2) autoencoders of the other goldens.
+static void test_golden_families(void)
+{
+    static const struct {
+        const char *model, *ref;
+        int mult1, nrb;
+        double tol;
+    } cases[] = {
+        // measured (best kernels / portable C) 2.5e-6 / 2.6e-6 and 2.7e-6 / 2.9e-6
+        { "golden/tiny-sd2.safetensors", "golden/tiny-sd2-reference.safetensors", 2, 1, 1.5e-5 },
+        { "golden/tiny-sdxl.safetensors", "golden/tiny-sdxl-reference.safetensors", 1, 2, 1.5e-5 },
+    };
+    for (size_t i = 0; i < G_N_ELEMENTS(cases); i++) {
+        char *path = golden_path(cases[i].model);
+        loaded l = load_path(path);
+        const vae_config *c = vae_get_config(l.m);
+        g_assert_cmpint(c->ch_mult[1], ==, cases[i].mult1);
+        g_assert_cmpint(c->num_res_blocks, ==, cases[i].nrb);
+        st_file *ref = golden_open(cases[i].ref);
+        golden_case(l.m, ref, true, 1, "vae.dec.z", "vae.dec.image", cases[i].tol);
+        st_close(ref);
+        unload(&l);
+        g_free(path);
+    }
+}
+
 // Tiny budgets: one-row upsampling bands and one-query attention chunks, then a few rows.
 static void test_chunked(void)
 {
@@ -373,6 +399,7 @@ int main(int argc, char **argv)
     tmpdir = golden_tmpdir("test-vae");
     g_test_add_func("/vae/config", test_config);
     g_test_add_func("/vae/golden", test_golden);
+    g_test_add_func("/vae/golden-families", test_golden_families);
     g_test_add_func("/vae/chunked", test_chunked);
     g_test_add_func("/vae/bad-weights", test_bad_weights);
     g_test_add_func("/vae/attn-2d", test_attn_2d);

@@ -83,6 +83,9 @@ typedef enum sdg_sampler {
 typedef enum sdg_schedule {
     SDG_SCHEDULE_DEFAULT = 0,  // k-diffusion CompVisDenoiser.get_sigmas (DDIM: its own timesteps)
     SDG_SCHEDULE_KARRAS = 1,   // Karras et al. 2022, rho 7
+    SDG_SCHEDULE_SIMPLE = 2,   // ComfyUI's "simple" = sgm's LegacyDDPMDiscretization: steps
+                               // table timesteps evenly spaced down from 999 (integer t), and
+                               // the start latent noise * sqrt(1 + sigma_0^2) as both do
     SDG_SCHEDULE_COUNT
 } sdg_schedule;
 
@@ -106,7 +109,7 @@ SDG_API bool sdg_precision_from_name(const char *name, sdg_precision *out);
 SDG_API const char *sdg_kernels_name(sdg_precision p);
 
 // Names used by the CLI and the GIMP procedures: "euler", "euler_a", "heun", "dpmpp_2m", "lms",
-// "ddim"; "default", "karras". *_from_name returns false for an unknown name.
+// "ddim"; "default", "karras", "simple". *_from_name returns false for an unknown name.
 SDG_API const char *sdg_sampler_name(sdg_sampler s);
 SDG_API bool sdg_sampler_from_name(const char *name, sdg_sampler *out);
 SDG_API const char *sdg_schedule_name(sdg_schedule s);

@@ -505,9 +505,11 @@ static void start_latent(job *j)
 {
     const float *sg = j->sigmas;
     if (!j->init_lat || (j->ddim && j->start == 0) || (j->inpaint && j->model9)) {
-        // From pure noise (k-diffusion scales by sigma_max; DDIM starts from unscaled x_T).
+        // From pure noise (k-diffusion scales by sigma_max; DDIM starts from unscaled x_T, and
+        // so do sgm and ComfyUI, whose schedule `simple` is).
         float s0 = sg[0];
-        float k = j->ddim ? sqrtf(1.0f + s0 * s0) : s0;
+        bool unscaled = j->ddim || j->p->schedule == SDG_SCHEDULE_SIMPLE;
+        float k = unscaled ? sqrtf(1.0f + s0 * s0) : s0;
         for (size_t i = 0; i < j->n_lat; i++)
             j->x[i] = j->noise[i] * k;
         return;

@@ -73,6 +73,9 @@ float sched_t_to_sigma(const sdg_noise_schedule *s, float t);
 // (KARRAS), then 0 appended; ts[i] = sched_sigma_to_t(sigmas[i]). Both are computed in the
 // reference's own precisions and match k-diffusion's float32 values bit for bit.
 //
+// SIMPLE (ComfyUI simple_scheduler, sgm LegacyDDPMDiscretization): sigmas[i] = the table's
+// sigma at index 999 - int(i * 1000 / steps) (in double), ts[i] = that index, then 0.
+//
 // DDIM (the schedule kind is ignored): CompVis make_ddim_timesteps("uniform"): c = 1000/steps
 // (integer division), timesteps k*c + 1 for k*c < 1000 - 1, visited from the largest down, so
 // steps=6 gives 7 steps [997, 831, ..., 1] (the quirk: n can be steps+1). When integer division

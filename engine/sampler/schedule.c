@@ -135,6 +135,20 @@ int sched_build(const sdg_noise_schedule *s, sdg_sampler sampler, sdg_schedule k
         return n;
     }
 
+    if (kind == SDG_SCHEDULE_SIMPLE) {
+        // ComfyUI simple_scheduler: ss = len(sigmas) / steps;
+        //   sigs = [sigmas[-(1 + int(x * ss))] for x in range(steps)] + [0]
+        // = sgm's LegacyDDPMDiscretization (t = 999, 749, 499, 249 for 4 steps); the UNet gets
+        // the table index, an integer.
+        double ss = (double)SCHED_T / (double)steps;
+        for (int i = 0; i < steps; i++) {
+            int idx = SCHED_T - 1 - (int)((double)i * ss);
+            sigmas[i] = s->sigmas[idx];
+            ts[i] = (float)idx;
+        }
+        sigmas[steps] = 0.0f;
+        return steps;
+    }
     if (kind == SDG_SCHEDULE_KARRAS) {
         // Karras et al. 2022 eq. (5), k-diffusion get_sigmas_karras, in the reference's precisions:
         // sigma_min/max are Python floats, so the 1/rho roots and their difference are double;
