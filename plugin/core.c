@@ -48,7 +48,8 @@ sdgp_mode_procedure (sdgp_mode mode)
 static const sdgp_mode_texts mode_texts[SDGP_MODE_COUNT] = {
   { "_Text to Image...", "diffusion-text-to-image",
     "Paint a new layer from a text prompt with Stable Diffusion",
-    "Generates pictures from the prompt with a Stable Diffusion 1.x checkpoint on the CPU and "
+    "Generates pictures from the prompt with a Stable Diffusion checkpoint (SD 1.x, SD 2.x, SDXL) "
+    "on the CPU and "
     "adds each as a new layer above the active layer, covering the selection bounds, or the "
     "whole image when nothing is selected. The picture is generated at about the model's native "
     "size and scaled to the region. Each layer is named from the prompt and seed and carries "
@@ -116,7 +117,8 @@ sdgp_core_model_path (const sdgp_params *p,
     {
       g_set_error (error, SDGP_ERROR, SDGP_ERROR_MODEL,
                    "No model given and the default model '%s' is not installed in %s. "
-                   "Choose a Stable Diffusion 1.x checkpoint (.safetensors) as the model.",
+                   "Choose a Stable Diffusion checkpoint (.safetensors: SD 1.x, SD 2.x or SDXL) "
+                   "as the model.",
                    SDGP_DEFAULT_MODEL, dir);
       g_free (path);
       path = NULL;

@@ -196,7 +196,7 @@ run_gimp() {
   fi
 }
 
-echo "1..$(( 2 * ${#modes[@]} + 2 ))"
+echo "1..$(( 3 * ${#modes[@]} + 2 ))"
 log="$outdir/test-dialog-$tag.log"
 run_gimp "$log" -- -b "$setup" "${warmups[@]}" -b "$dialogs"
 
@@ -235,6 +235,21 @@ for m in "${modes[@]}"; do
     echo "ok $n - $m dialog offers Precision: Default | Exact | Fast, with its tooltip"
   else
     echo "not ok $n - $m dialog: no Precision row with Default | Exact | Fast and its tooltip in $txt"
+    sed 's/^/# /' "$txt" 2>/dev/null
+    failed=1
+  fi
+done
+# The model list names each checkpoint's family (read from its header), and Advanced offers
+# the prediction, on Auto (what procedure calls run and remember).
+for m in "${modes[@]}"; do
+  n=$((n + 1))
+  txt="$outdir/dialog-$tag-$m.txt"
+  if grep -q '^combo: Default model | .* (SD 1\.x)' "$txt" 2>/dev/null &&
+     grep -qx 'combo: Auto (what the file says) | Noise (eps) | Velocity (v) (active: Auto (what the file says))' "$txt" 2>/dev/null &&
+     grep -qx 'label: Prediction:' "$txt" 2>/dev/null; then
+    echo "ok $n - $m dialog lists models with their family and offers Prediction: Auto | eps | v"
+  else
+    echo "not ok $n - $m dialog: no model listed with its family, or no Prediction row, in $txt"
     sed 's/^/# /' "$txt" 2>/dev/null
     failed=1
   fi

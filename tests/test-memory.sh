@@ -47,9 +47,12 @@ bytes() {
     }'
 }
 
-# One case: MANIFEST LABEL FAMILY SIZE GB_NEEDED (family as the CLI names it at load).
+# One case: MANIFEST LABEL FAMILY SIZE GB_NEEDED [SDG_ARGS...] (family as the CLI names it at
+# load; a MANIFEST not in MANIFESTS_DIR is a path).
 run_case() {
     local manifest=$MANIFESTS/$1 label=$2 family=$3 size=$4 need_gb=$5
+    shift 5
+    [ -f "$manifest" ] || manifest=$1
     local ck=$TMP/model.safetensors
     if [ ! -f "$manifest" ]; then
         n=$((n + 1)); echo "ok $n - $label # SKIP no manifest $manifest"; return
@@ -80,7 +83,7 @@ run_case() {
     t0=$(now)
     /usr/bin/time -f %M -o "$TMP/rss" "$SDG" -m "$ck" --vocab "$VOCAB" \
         -p "a lighthouse at dusk" -W "$size" -H "$size" --steps 1 --cfg-scale 7 -t 2 --seed 1 \
-        -o "$TMP/out.png" >"$TMP/out" 2>"$TMP/err"
+        "$@" -o "$TMP/out.png" >"$TMP/out" 2>"$TMP/err"
     rc=$?
     t1=$(now)
     rm -f "$ck"
@@ -124,6 +127,14 @@ run_case sd15.tsv "SD 1.5" "SD 1.x" 256 3
 run_case sd21.tsv "SD 2.1" "SD 2.x" 64 3
 run_case sd21-sgm-layout.tsv "SD 2.1 (SGM layout)" "SD 2.x" 64 3
 run_case sdxl-base.tsv "SDXL" "SDXL" 64 8
+# SDXL inpainting (a 9-channel UNet): the SDXL run's picture as the image and as the mask.
+if [ -s "$TMP/out.png" ]; then
+    cp "$TMP/out.png" "$TMP/init.png"
+    sed 's/^\(model\.diffusion_model\.input_blocks\.0\.0\.weight\tF32\t320\),4,/\1,9,/' \
+        "$MANIFESTS/sdxl-base.tsv" >"$TMP/sdxl-inpaint.tsv"
+    run_case "$TMP/sdxl-inpaint.tsv" "SDXL inpainting" "SDXL" 64 8 -i "$TMP/init.png" \
+        --mask "$TMP/init.png"
+fi
 
 echo "1..$n"
 [ "$failed" -eq 0 ]

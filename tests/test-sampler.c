@@ -386,8 +386,17 @@ static void test_all_step_counts(void)
                     g_assert_cmpfloat(sigmas[n], ==, 0.0f);
                     g_assert_cmpfloat(fabsf(sigmas[0] - s.sigmas[999]), <=, 1e-6f * s.sigmas[999]);
                     g_assert_cmpfloat(fabsf(ts[0] - 999.0f), <=, 1e-3f);
-                    if (n > 1)
+                    if (sc == SDG_SCHEDULE_SIMPLE) {
+                        // ComfyUI's simple: table entries at integer timesteps 999 - int(i *
+                        // 1000 / steps), e.g. 999, 749, 499, 249 for 4 steps.
+                        for (int i = 0; i < n; i++) {
+                            int idx = 999 - (int)((double)i * (1000.0 / steps));
+                            g_assert_cmpfloat(ts[i], ==, (float)idx);
+                            g_assert_cmpfloat(sigmas[i], ==, s.sigmas[idx]);
+                        }
+                    } else if (n > 1) {
                         g_assert_cmpfloat(fabsf(sigmas[n - 1] - s.sigmas[0]), <=, 1e-6f);
+                    }
                 }
                 for (int i = 0; i < n; i++) {
                     g_assert_true(isfinite(sigmas[i]) && sigmas[i] > sigmas[i + 1]);

@@ -825,8 +825,8 @@ dialog_build (dialog *d)
   if (g_file_test (d->models_dir, G_FILE_TEST_IS_DIR))
     gtk_file_chooser_set_filename (GTK_FILE_CHOOSER (d->folder_button), d->models_dir);
   gimp_help_set_help_data (d->folder_button,
-                           "The folder whose .safetensors checkpoints (Stable Diffusion 1.x) "
-                           "are listed under Model", NULL);
+                           "The folder whose .safetensors checkpoints and diffusers folders "
+                           "(SD 1.x, SD 2.x, SDXL) are listed under Model", NULL);
   label = form_attach_aligned (table, row++, "Models _folder:", d->folder_button);
   gtk_size_group_add_widget (d->label_group, label);
 

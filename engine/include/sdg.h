@@ -1,5 +1,5 @@
 /*
- * sdg.h - the GIMP Diffusion engine: Stable Diffusion 1.x on the CPU, in C, on OpenBLAS.
+ * sdg.h - the GIMP Diffusion engine: Stable Diffusion (1.x, 2.x, SDXL) on the CPU, in C.
  *
  * This is the engine's one public header. It exposes opaque handles and plain structs; it pulls in
  * no GLib, GEGL or OpenBLAS types. Everything else under engine/ is private.
@@ -214,8 +214,9 @@ SDG_API void sdg_model_get_info(const sdg_model *model, sdg_model_info *info);
 // that cannot be read or are no checkpoint of a known layout.
 SDG_API sdg_status sdg_checkpoint_family(const char *path, sdg_family *out, sdg_error *err);
 
-// Tokenizes one prompt into ids[0..76] with the SD1 convention (BOS, 75 tokens, EOS, padding
-// with EOS). Returns the number of BPE tokens before truncation, or -1 (invalid UTF-8).
+// Tokenizes one prompt into ids[0..76] as the model's first text encoder reads it (BOS, 75
+// tokens, EOS, then padding: EOS for CLIP ViT-L/14 (SD 1.x, SDXL), 0 for open_clip (SD 2.x)).
+// Returns the number of BPE tokens before truncation, or -1 (invalid UTF-8).
 SDG_API int sdg_model_tokenize(const sdg_model *model, const char *text, int32_t ids[77]);
 
 // ---------------------------------------------------------------------------------------------

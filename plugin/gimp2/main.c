@@ -51,8 +51,9 @@ static const GimpParamDef args[] = {
                                    "go above it)" },
   { GIMP_PDB_STRING, "prompt", "What to paint (UTF-8; emphasis: (words:1.3), (words), [words])" },
   { GIMP_PDB_STRING, "negative-prompt", "What to avoid (may be empty)" },
-  { GIMP_PDB_STRING, "model", "Checkpoint file (.safetensors, Stable Diffusion 1.x); empty = "
-                              "the default model sdg-default.safetensors in the models folder" },
+  { GIMP_PDB_STRING, "model", "Checkpoint file (.safetensors: SD 1.x, SD 2.x or SDXL) or "
+                              "diffusers folder; empty = the default model "
+                              "sdg-default.safetensors in the models folder" },
   { GIMP_PDB_STRING, "sampler", "Sampler: euler, euler_a, heun, dpmpp_2m, lms or ddim" },
   { GIMP_PDB_INT32, "steps", "Sampling steps (1 to 1000)" },
   { GIMP_PDB_FLOAT, "cfg-scale", "Classifier-free guidance scale (0 to 100; 1 = no guidance)" },

@@ -137,9 +137,9 @@ sdgp_create_procedure (GimpPlugIn  *plug_in,
                                       "What to avoid (may be empty)",
                                       d.negative_prompt, G_PARAM_READWRITE);
   gimp_procedure_add_string_argument (procedure, "model", "_Model",
-                                      "Checkpoint file (.safetensors, Stable Diffusion 1.x); "
-                                      "empty = the default model sdg-default.safetensors in the "
-                                      "models folder",
+                                      "Checkpoint file (.safetensors: SD 1.x, SD 2.x or SDXL) or "
+                                      "diffusers folder; empty = the default model "
+                                      "sdg-default.safetensors in the models folder",
                                       d.model, G_PARAM_READWRITE);
   // A plain string, not a GimpChoice: GIMP 3.0 quietly replaces an unknown choice with the
   // default, where a script naming a sampler that does not exist must get an error (as in 2.10).
