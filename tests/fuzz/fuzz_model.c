@@ -3,8 +3,9 @@
  * architecture the engine infers from tensor shapes must never make a network read or write past
  * the buffers the pipeline gives it.
  *
- * The file is always the golden tiny SD1 model's (shared/reference/golden/tiny-sd1.safetensors)
- * with a mutated header. The first input byte picks how:
+ * The file is one of the golden tiny models' (shared/reference/golden/tiny-sd1, tiny-sd2 or
+ * tiny-sdxl .safetensors: SD 1.x, open_clip SD 2.x, two-encoder SDXL; the first input byte's
+ * top bits pick which) with a mutated header. The first input byte's low bit picks how:
  *   even: the rest of the input is the header's JSON, over the tiny model's real data section
  *         (raw mutation: syntax, offsets, dtypes, negative and huge numbers);
  *   odd:  the rest is a list of 4-byte edits of the tiny model's tensor table (set, grow or shrink a
@@ -33,30 +34,66 @@
 #define MAX_DATA ((uint64_t)64 << 20)
 #define MAX_DIM ((int64_t)1 << 40)
 
-static const uint8_t *tiny_data;      // the tiny model's data section (inside tiny_file)
+// The base models, and the one the current input mutates.
+typedef struct fuzz_base {
+    const uint8_t *data;              // its data section (kept for the whole run)
+    size_t data_size;
+    const st_file *index;
+    char *metadata;                   // its configs as a "__metadata__" member, or ""
+} fuzz_base;
+
+static fuzz_base bases[3];
+static const uint8_t *tiny_data;      // the current base's data section
 static size_t tiny_data_size;
 static const st_file *tiny;           // its index
+static const char *tiny_meta;
 static char *vocab_path;
+
+// The configs the SD2/SDXL goldens carry (their heads are not in the shapes), as JSON.
+static char *base_metadata(const st_file *f)
+{
+    static const char *const keys[] = { "unet_config", "open_clip_config", "clip_l_config",
+                                        "parameterization" };
+    GString *s = g_string_new(NULL);
+    for (size_t i = 0; i < G_N_ELEMENTS(keys); i++) {
+        const char *v = st_metadata(f, keys[i]);
+        if (!v)
+            continue;
+        char *e = g_strescape(v, NULL);
+        g_string_append_printf(s, "%s\"%s\":\"%s\"", s->len ? "," : "", keys[i], e);
+        g_free(e);
+    }
+    if (s->len) {
+        g_string_prepend(s, "\"__metadata__\":{");
+        g_string_append_c(s, '}');
+    }
+    return g_string_free(s, FALSE);
+}
 
 int LLVMFuzzerInitialize(int *argc, char ***argv)
 {
     (void)argc, (void)argv;
-    char *path = g_build_filename(fuzz_reference_dir(), "golden", "tiny-sd1.safetensors", NULL);
-    sdg_error err;
-    st_file *f = st_open(path, &err);
-    if (!f) {
-        fprintf(stderr, "fuzz_model: %s\n", err.message);
-        abort();
+    static const char *const files[3] = { "tiny-sd1.safetensors", "tiny-sd2.safetensors",
+                                          "tiny-sdxl.safetensors" };
+    for (int b = 0; b < 3; b++) {
+        char *path = g_build_filename(fuzz_reference_dir(), "golden", files[b], NULL);
+        sdg_error err;
+        st_file *f = st_open(path, &err);
+        if (!f) {
+            fprintf(stderr, "fuzz_model: %s\n", err.message);
+            abort();
+        }
+        size_t size;
+        uint8_t *bytes = fuzz_read_file(path, &size);
+        uint64_t n = 0;
+        for (int i = 7; i >= 0; i--)
+            n = (n << 8) | bytes[i];
+        bases[b].data = bytes + 8 + n;
+        bases[b].data_size = size - 8 - (size_t)n;
+        bases[b].index = f;
+        bases[b].metadata = base_metadata(f);
+        g_free(path);
     }
-    size_t size;
-    uint8_t *bytes = fuzz_read_file(path, &size);
-    uint64_t n = 0;
-    for (int i = 7; i >= 0; i--)
-        n = (n << 8) | bytes[i];
-    tiny_data = bytes + 8 + n;        // kept for the whole run
-    tiny_data_size = size - 8 - (size_t)n;
-    tiny = f;
-    g_free(path);
     vocab_path = g_build_filename(fuzz_models_dir(), "vocab.json", NULL);
     return 0;
 }
@@ -153,6 +190,7 @@ static bool write_structured(const uint8_t *edits, size_t n_edits, char path[64]
         apply_edit(ts, n, edits + k);
 
     GString *hdr = g_string_new("{");
+    bool first = true;
     uint64_t total = 0;
     bool written = false;
     for (int i = 0; i < n; i++) {
@@ -163,14 +201,17 @@ static bool write_structured(const uint8_t *edits, size_t n_edits, char path[64]
         if (ne == UINT64_MAX || total + ne * st_dtype_size(t->dtype) > MAX_DATA)
             goto done;
         uint64_t bytes = ne * st_dtype_size(t->dtype);
-        g_string_append_printf(hdr, "%s\"%s\":{\"dtype\":\"%s\",\"shape\":[", hdr->len > 1 ? "," : "",
+        g_string_append_printf(hdr, "%s\"%s\":{\"dtype\":\"%s\",\"shape\":[", first ? "" : ",",
                                t->orig->name, st_dtype_name(t->dtype));
+        first = false;
         for (int d = 0; d < t->n_dims; d++)
             g_string_append_printf(hdr, "%s%lld", d ? "," : "", (long long)t->shape[d]);
         g_string_append_printf(hdr, "],\"data_offsets\":[%llu,%llu]}", (unsigned long long)total,
                                (unsigned long long)(total + bytes));
         total += bytes;
     }
+    if (*tiny_meta)   // "__metadata__":{...}: the base's configs
+        g_string_append_printf(hdr, "%s%s", first ? "" : ",", tiny_meta);
     g_string_append_c(hdr, '}');
     while (hdr->len % 8)
         g_string_append_c(hdr, ' ');   // keeps F32 data aligned, as real writers do
@@ -316,6 +357,11 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     if (size < 1)
         return 0;
     char path[64];
+    const fuzz_base *base = &bases[(data[0] >> 5) % 3];
+    tiny = base->index;
+    tiny_data = base->data;
+    tiny_data_size = base->data_size;
+    tiny_meta = base->metadata;
     if (data[0] % 2 == 0) {
         static uint8_t header[RAW_HEADER_LEN];
         size_t n = size - 1 <= RAW_HEADER_LEN ? RAW_HEADER_LEN : size - 1;

@@ -87,6 +87,9 @@ def model_seeds():
     # Structured mode: 0 = set dim (v >> 4) to DIM_VALUES[v & 15] (fuzz_model.c).
     dims = [0, 1, 2, 3, 4, 5, 7, 8, 9, 16, 31, 32, 63, 64, 77, 78]
     put('fuzz_model', 'corpus', 'unchanged', b'\x01')
+    # The first byte's top bits pick the base model (0 tiny-sd1, 1 tiny-sd2, 2 tiny-sdxl).
+    put('fuzz_model', 'corpus', 'unchanged-sd2', b'\x21')
+    put('fuzz_model', 'corpus', 'unchanged-sdxl', b'\x41')
     put('fuzz_model', 'corpus', 'f16-unet-conv', b'\x01' +
         edit(4, 'model.diffusion_model.input_blocks.0.0.weight', 1))
     put('fuzz_model', 'corpus', 'nan-vae-conv', b'\x01' +
