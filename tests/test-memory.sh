@@ -51,8 +51,8 @@ bytes() {
 # load; a MANIFEST not in MANIFESTS_DIR is a path).
 run_case() {
     local manifest=$MANIFESTS/$1 label=$2 family=$3 size=$4 need_gb=$5
-    shift 5
     [ -f "$manifest" ] || manifest=$1
+    shift 5
     local ck=$TMP/model.safetensors
     if [ ! -f "$manifest" ]; then
         n=$((n + 1)); echo "ok $n - $label # SKIP no manifest $manifest"; return
