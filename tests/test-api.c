@@ -927,6 +927,36 @@ static void test_family_errors(void)
     g_free(dir);
 }
 
+// Token ids as each family's first encoder reads them: SD 2.x's open_clip pads with 0, SDXL's
+// CLIP-L with <|endoftext|> (its bigG's padding is 0 again: the whole-run goldens see it).
+static void test_family_tokens(void)
+{
+    static const struct {
+        const char *model, *ref, *ids;
+        int n;
+    } cases[] = {
+        { SD2, SD2_REF, "tok.ids", 3 },
+        { SDXL, SDXL_REF, "tok.ids_clip_l", 2 },
+    };
+    for (size_t c = 0; c < G_N_ELEMENTS(cases); c++) {
+        sdg_error err;
+        sdg_model *m = load_with(cases[c].model, SDG_PREDICTION_AUTO, &err);
+        g_assert_nonnull(m);
+        st_file *rf = golden_open(cases[c].ref);
+        int32_t *want = golden_i32(rf, cases[c].ids, NULL);
+        for (int i = 0; i < cases[c].n; i++) {
+            char *prompt = golden_prompt(rf, i);
+            int32_t ids[77];
+            g_assert_cmpint(sdg_model_tokenize(m, prompt, ids), >=, 0);
+            g_assert_cmpmem(ids, sizeof ids, want + 77 * i, sizeof ids);
+            g_free(prompt);
+        }
+        g_free(want);
+        st_close(rf);
+        sdg_model_free(m);
+    }
+}
+
 static void test_sdxl_size_conditioning(void)
 {
     sdg_error err;
@@ -1156,6 +1186,7 @@ int main(int argc, char **argv)
     g_test_add_func("/api/bad-models", test_bad_models);
     g_test_add_func("/api/prediction-sources", test_prediction_sources);
     g_test_add_func("/api/family-errors", test_family_errors);
+    g_test_add_func("/api/family-tokens", test_family_tokens);
     g_test_add_func("/api/sdxl-size-conditioning", test_sdxl_size_conditioning);
     g_test_add_func("/api/sdxl-inpaint-layout", test_sdxl_inpaint_layout);
     int rc = g_test_run();
