@@ -595,6 +595,7 @@ static void test_bad_folders(void)
     // A folder without model_index.json is no pipeline.
     p = g_build_filename(dir, "model_index.json", NULL);
     g_unlink(p);
+    g_free(p);
     expect_refused(dir, SDG_ERR_UNSUPPORTED, "model_index.json");
     // Other pipelines are named.
     write_text(dir, ".", "model_index.json", "{\"_class_name\": \"FluxPipeline\"}");
