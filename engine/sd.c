@@ -41,6 +41,10 @@ static const char *const prediction_names[SDG_PREDICTION_COUNT] = {
     [SDG_PREDICTION_AUTO] = "auto", [SDG_PREDICTION_EPS] = "eps", [SDG_PREDICTION_V] = "v",
 };
 
+static const char *const decoder_names[SDG_DECODER_COUNT] = {
+    [SDG_DECODER_VAE] = "vae", [SDG_DECODER_TAESD] = "taesd",
+};
+
 static int name_index(const char *const *names, int n, const char *name)
 {
     for (int i = 0; name && i < n; i++)
@@ -106,6 +110,19 @@ bool sdg_prediction_from_name(const char *name, sdg_prediction *out)
     return i >= 0;
 }
 
+const char *sdg_decoder_name(sdg_decoder d)
+{
+    return (unsigned)d < SDG_DECODER_COUNT ? decoder_names[d] : "unknown";
+}
+
+bool sdg_decoder_from_name(const char *name, sdg_decoder *out)
+{
+    int i = name_index(decoder_names, SDG_DECODER_COUNT, name);
+    if (i >= 0 && out)
+        *out = (sdg_decoder)i;
+    return i >= 0;
+}
+
 const char *sdg_kernels_name(sdg_precision p)
 {
     return sdg_gemm_kernels_label(sdg__precision_is_fast(p));
@@ -161,6 +178,9 @@ void sdg_model_free(sdg_model *m)
         clip_free(m->te[i]);
     unet_free(m->unet);
     vae_free(m->vae);
+    taesd_free(m->taesd);
+    sdg_wb_free(m->taesd_wb);
+    st_close(m->taesd_file);
     sdg_tokenizer_free(m->tok);
     sdg_wb_free(m->wb);
     st_close(m->file);
@@ -442,6 +462,71 @@ static sdg_status choose_prediction(sdg_model *m, sdg_prediction option, sdg_err
     return SDG_OK;
 }
 
+// The family's TAESD decoder: the explicit path (a file, or a diffusers AutoencoderTiny folder),
+// else <stem>_decoder.safetensors or <stem>/diffusion_pytorch_model.safetensors (stem taesd, or
+// taesdxl for SDXL) beside the model, then in models_dir. NULL when none is there.
+static char *find_taesd(const sdg_model *m, const char *explicit_path, const char *models_dir)
+{
+    if (explicit_path)
+        return g_file_test(explicit_path, G_FILE_TEST_IS_DIR)
+                   ? g_build_filename(explicit_path, "diffusion_pytorch_model.safetensors", NULL)
+                   : g_strdup(explicit_path);
+    const char *stem = m->spec->id == SDG_FAMILY_SDXL ? "taesdxl" : "taesd";
+    char *beside = g_path_get_dirname(m->path);
+    const char *dirs[2] = { beside, models_dir };
+    char *found = NULL;
+    for (int d = 0; d < 2 && !found; d++) {
+        if (!dirs[d] || !*dirs[d])
+            continue;
+        char *file = g_strdup_printf("%s_decoder.safetensors", stem);
+        char *cands[2] = { g_build_filename(dirs[d], file, NULL),
+                           g_build_filename(dirs[d], stem, "diffusion_pytorch_model.safetensors",
+                                            NULL) };
+        for (int c = 0; c < 2; c++) {
+            if (!found && g_file_test(cands[c], G_FILE_TEST_IS_REGULAR))
+                found = g_strdup(cands[c]);
+            g_free(cands[c]);
+        }
+        g_free(file);
+    }
+    g_free(beside);
+    return found;
+}
+
+// Loads the TAESD decoder at path (keys of the released file, of diffusers' AutoencoderTiny
+// "decoder.layers.*", or "decoder.*").
+static sdg_status load_taesd(sdg_model *m, const char *path, sdg_error *err)
+{
+    m->taesd_file = st_open(path, err);
+    if (!m->taesd_file)
+        return err ? err->status : SDG_ERR_IO;
+    m->taesd_wb = sdg_wb_new(m->taesd_file, err);
+    if (!m->taesd_wb)
+        return SDG_ERR_NOMEM;
+    sdg_wb_set_shapes_only(m->taesd_wb, m->header_only);
+    static const char *const prefixes[] = { "", "decoder.layers.", "decoder." };
+    const char *prefix = NULL;
+    for (size_t i = 0; i < G_N_ELEMENTS(prefixes) && !prefix; i++)
+        if (sdg_wb_find(m->taesd_wb, "%s1.weight", prefixes[i]) &&
+            sdg_wb_find(m->taesd_wb, "%s3.conv.0.weight", prefixes[i]))
+            prefix = prefixes[i];
+    if (!prefix)
+        return sdg__fail(err, SDG_ERR_SHAPE, "%s: not a TAESD decoder (no tensors 1.weight, "
+                         "3.conv.0.weight, with or without a decoder. prefix)", path);
+    m->taesd = taesd_load(m->taesd_wb, prefix, NULL);
+    sdg_status st = sdg_wb_status(m->taesd_wb, err);
+    if (st == SDG_OK && !m->header_only)
+        st = sdg_wb_read(m->taesd_wb, err);
+    if (st != SDG_OK)
+        return st;
+    if (taesd_latent_channels(m->taesd) != SDG_LATENT_CHANNELS)
+        return sdg__fail(err, SDG_ERR_SHAPE, "%s: the TAESD decoder takes %d latent channels; "
+                         "%s latents have %d", path, taesd_latent_channels(m->taesd),
+                         sdg_family_name(m->spec->id), SDG_LATENT_CHANNELS);
+    m->copy_bytes += sdg_wb_owned_bytes(m->taesd_wb);
+    return SDG_OK;
+}
+
 sdg_model *sdg_model_load(const char *path, const sdg_model_params *params, sdg_error *err)
 {
     sdg__error_clear(err);
@@ -511,6 +596,14 @@ sdg_model *sdg_model_load(const char *path, const sdg_model_params *params, sdg_
         goto fail;
     if (choose_prediction(m, params->prediction, err) != SDG_OK)
         goto fail;
+    {
+        char *tpath = find_taesd(m, params->taesd_path,
+                                 params->models_dir ? params->models_dir : SDG_MODELS_DIR);
+        sdg_status st = tpath ? load_taesd(m, tpath, err) : SDG_OK;
+        g_free(tpath);
+        if (st != SDG_OK)
+            goto fail;
+    }
 
     sched_init_sd(&m->sched);
     bool ztsnr = m->diffusers ? m->dinfo.ztsnr : family_file_ztsnr(m->file);
@@ -532,6 +625,7 @@ sdg_model *sdg_model_load(const char *path, const sdg_model_params *params, sdg_
         .prediction = m->prediction,
         .prediction_source = m->prediction_source,
         .zero_terminal_snr = ztsnr,
+        .has_taesd = m->taesd != NULL,
     };
     // Our own small default model records what its shapes cannot tell in the file's metadata:
     // the size it was trained at and its latent scale.
@@ -682,6 +776,13 @@ static sdg_status check_params(const sdg_ctx *ctx, const sdg_gen_params *p, sdg_
         return sdg__fail(err, SDG_ERR_INVALID_ARG, "unknown schedule %d", (int)p->schedule);
     if ((unsigned)p->precision >= SDG_PRECISION_COUNT)
         return sdg__fail(err, SDG_ERR_INVALID_ARG, "unknown precision %d", (int)p->precision);
+    if ((unsigned)p->decoder >= SDG_DECODER_COUNT)
+        return sdg__fail(err, SDG_ERR_INVALID_ARG, "unknown decoder %d", (int)p->decoder);
+    if (p->decoder == SDG_DECODER_TAESD && !ctx->model->taesd)
+        return sdg__fail(err, SDG_ERR_INVALID_ARG, "the TAESD decoder was asked for but %s has "
+                         "none: put %s_decoder.safetensors beside the model or in the models "
+                         "folder, or give its path", ctx->model->base,
+                         ctx->model->spec->id == SDG_FAMILY_SDXL ? "taesdxl" : "taesd");
     if (p->steps < 1 || p->steps > 1000)
         return sdg__fail(err, SDG_ERR_INVALID_ARG, "steps must be between 1 and 1000 (got %d)",
                          p->steps);

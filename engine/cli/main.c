@@ -449,6 +449,7 @@ typedef struct cli_opts {
     char *model, *vocab, *prompt, *negative, *sampler, *schedule, *seed, *precision;
     char *init_image, *mask, *noise_in, *latent_out, *output;
     char *prediction, *original_size, *crop, *target_size;   // model and SDXL options
+    char *decoder, *taesd;
     sdg_prediction pred;
     int width, height, steps, batch_count, clip_skip, threads;
     double cfg_scale, strength;
@@ -567,6 +568,13 @@ static int cli_parse(int *argc, char ***argv, cli_opts *o)
          CLI_DEFAULT_MODEL " in the models folder", "FILE"},
         {"prediction", 0, 0, G_OPTION_ARG_STRING, &o->prediction,
          "What the model predicts: auto (from the file), eps or v (auto)", "NAME"},
+        {"decoder", 0, 0, G_OPTION_ARG_STRING, &o->decoder,
+         "What makes the picture from the latent: vae (the model's) or taesd (the tiny "
+         "autoencoder: seconds instead of minutes, a softer picture) (vae)", "NAME"},
+        {"taesd", 0, 0, G_OPTION_ARG_FILENAME, &o->taesd,
+         "TAESD decoder (taesd_decoder.safetensors, taesdxl_decoder.safetensors for SDXL, or a "
+         "diffusers AutoencoderTiny folder); default: beside the model, then in the models folder",
+         "FILE"},
         {"vocab", 0, 0, G_OPTION_ARG_FILENAME, &o->vocab,
          "CLIP vocabulary (bpe_simple_vocab_16e6.txt[.gz]); default: next to the model, then "
          "in the models folder", "FILE"},
@@ -666,6 +674,12 @@ static int cli_validate(cli_opts *o, sdg_gen_params *gp)
 {
     if (o->prediction && !sdg_prediction_from_name(o->prediction, &o->pred))
         return cli_usage_error("unknown prediction '%s' (one of: auto, eps, v)", o->prediction);
+    if (o->decoder && !sdg_decoder_from_name(o->decoder, &gp->decoder))
+        return cli_usage_error("unknown decoder '%s' (one of: vae, taesd)", o->decoder);
+    if (o->taesd && !g_file_test(o->taesd, G_FILE_TEST_EXISTS)) {
+        cli_error("TAESD decoder '%s' does not exist", o->taesd);
+        return CLI_EXIT_ERROR;
+    }
     if (o->original_size && !cli_parse_pair(o->original_size, 'x', 1, &gp->original_width,
                                             &gp->original_height))
         return cli_usage_error("--original-size must be WxH with sizes from 1 to %d (got '%s')",
@@ -960,6 +974,7 @@ static int cli_main(const cli_opts *o, sdg_gen_params *gp)
     if (!mp.models_dir)
         mp.models_dir = SDG_MODELS_DIR;
     mp.prediction = o->pred;
+    mp.taesd_path = o->taesd;
     if (o->vocab) {
         if (!g_file_test(o->vocab, G_FILE_TEST_EXISTS)) {
             cli_error("vocabulary '%s' does not exist", o->vocab);
@@ -993,9 +1008,9 @@ static int cli_main(const cli_opts *o, sdg_gen_params *gp)
              sdg_prediction_name(info.prediction),
              (double)(g_get_monotonic_time() - t_load) / 1e6);
     if (o->verbose)
-        cli_info("prediction from %s%s; native size %d, latent scale %g", info.prediction_source,
+        cli_info("prediction from %s%s; native size %d, latent scale %g; %s", info.prediction_source,
                  info.zero_terminal_snr ? "; zero-terminal-SNR schedule" : "", info.native_size,
-                 (double)info.scale_factor);
+                 (double)info.scale_factor, info.has_taesd ? "TAESD found" : "no TAESD");
     if (gp->width == 0)
         gp->width = info.native_size;
     if (gp->height == 0)
@@ -1096,7 +1111,8 @@ int main(int argc, char **argv)
 
     char **strs[] = {&o.model, &o.vocab, &o.prompt, &o.negative, &o.sampler, &o.schedule,
                      &o.precision, &o.seed, &o.init_image, &o.mask, &o.noise_in, &o.latent_out, &o.output,
-                     &o.prediction, &o.original_size, &o.crop, &o.target_size};
+                     &o.prediction, &o.original_size, &o.crop, &o.target_size, &o.decoder,
+                     &o.taesd};
     for (size_t i = 0; i < G_N_ELEMENTS(strs); i++)
         g_free(*strs[i]);
     return code;

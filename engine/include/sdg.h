@@ -134,6 +134,18 @@ typedef enum sdg_prediction {
     SDG_PREDICTION_COUNT
 } sdg_prediction;
 
+// What turns the final latent into the picture: the model's own VAE, or TAESD (madebyollin's tiny
+// autoencoder: a few percent of the VAE's time, a softer picture; see sdg_model_params.taesd_path).
+typedef enum sdg_decoder {
+    SDG_DECODER_VAE = 0,
+    SDG_DECODER_TAESD = 1,
+    SDG_DECODER_COUNT
+} sdg_decoder;
+
+// "vae", "taesd".
+SDG_API const char *sdg_decoder_name(sdg_decoder d);
+SDG_API bool sdg_decoder_from_name(const char *name, sdg_decoder *out);
+
 // "SD 1.x", "SD 2.x", "SDXL"; "auto", "eps", "v".
 SDG_API const char *sdg_family_name(sdg_family f);
 SDG_API const char *sdg_prediction_name(sdg_prediction p);
@@ -174,6 +186,12 @@ typedef struct sdg_model_params {
                               // test evaluation of the UNet (A1111's); else eps. EPS or V
                               // override the file (sdg_model_info.prediction_source then says
                               // what the file said, when it differs)
+    const char *taesd_path;   // TAESD decoder for SDG_DECODER_TAESD: a released
+                              // taesd_decoder.safetensors / taesdxl_decoder.safetensors (or a
+                              // file with decoder.* keys, or a diffusers AutoencoderTiny folder);
+                              // NULL = the family's (taesd_decoder for SD 1.x/2.x, taesdxl_decoder
+                              // for SDXL; a file, or a folder taesd/ taesdxl/) next to the model,
+                              // then in models_dir; none found is no error until a run asks for it
 } sdg_model_params;
 
 SDG_API sdg_model_params sdg_model_default_params(void);
@@ -204,6 +222,7 @@ typedef struct sdg_model_info {
                                     // or "option, overriding <source>, which says v" when the
                                     // option contradicts the file; valid while the model lives
     bool zero_terminal_snr;   // the schedule is rescaled to zero terminal SNR (a `ztsnr` key)
+    bool has_taesd;           // a TAESD decoder was found (SDG_DECODER_TAESD can run)
 } sdg_model_info;
 
 SDG_API void sdg_model_get_info(const sdg_model *model, sdg_model_info *info);
@@ -268,6 +287,7 @@ typedef struct sdg_gen_params {
     uint64_t extra_bytes;          // memory the caller will still allocate for this run besides
                                    // the engine's (e.g. its own copies of the pictures); counted
                                    // in the estimate's working memory and by the memory guard
+    sdg_decoder decoder;           // the VAE (default) or TAESD (sdg_model_info.has_taesd)
     // SDXL's size conditioning (ignored by other families), in pixels: the original image size,
     // the crop's top-left corner and the target size the model is told about. 0 (the default)
     // for a size = the picture's size, as A1111 and ComfyUI do; crop 0,0.

@@ -406,10 +406,18 @@ static void latent_mask(job *j, const sdg_image *mask, bool unet_channel, float 
         }
 }
 
-// Decodes x (a diffusion latent) into j->image.
+// Decodes x (a diffusion latent) into j->image ([-1, 1] planar).
 static void decode(job *j, const float *lat)
 {
     sdg_exec *ex = j->ex;
+    if (j->p->decoder == SDG_DECODER_TAESD) {
+        // TAESD takes the diffusion latent as is and gives [0, 1].
+        taesd_decode(ex, j->m->taesd, lat, 1, j->h, j->w, j->image);
+        if (!ex->dry)
+            for (size_t i = 0; i < (size_t)3 * j->W * j->H; i++)
+                j->image[i] = 2.0f * j->image[i] - 1.0f;
+        return;
+    }
     size_t mark = sdg__mark(ex);
     float *z = sdg__alloc_f32(ex, j->n_lat);
     if (!ex->dry)

@@ -15,6 +15,7 @@
 #include "../loader/weights.h"
 #include "../model/clip.h"
 #include "../model/family.h"
+#include "../model/taesd.h"
 #include "../model/unet.h"
 #include "../model/vae.h"
 #include "../sampler/sampler.h"
@@ -36,6 +37,9 @@ struct sdg_model {
     int32_t pad_id[FAMILY_MAX_ENCODERS];   // per encoder: <|endoftext|> or 0 (open_clip)
     unet_model *unet;
     vae_model *vae;
+    st_file *taesd_file;       // the TAESD decoder (NULL when none was found)
+    sdg_weights *taesd_wb;
+    taesd_model *taesd;
     sdg_noise_schedule sched;
     sdg_prediction prediction;   // what the UNet predicts: EPS or V
     const char *prediction_source;   // how that was found (sdg_model_info)
