@@ -303,6 +303,7 @@ core_parasite_text (sdgp_mode             mode,
   // The setting, and what it ran as on this CPU: a kernel set ending in -bf16 made bfloat16
   // products; any other, float32 ones.
   g_key_file_set_string (kf, g, "precision", sdg_precision_name (precision));
+  g_key_file_set_string (kf, g, "decoder", p->fast_decode ? "taesd" : "vae");
   g_key_file_set_string (kf, g, "kernels", sdg_kernels_name (precision));
   if (mode != SDGP_TEXT_TO_IMAGE)
     g_key_file_set_double (kf, g, "strength", p->strength);
@@ -654,6 +655,7 @@ core_estimate (core_run            *c,
   gp.steps = c->p->steps;
   gp.cfg_scale = (float) c->p->cfg_scale;
   sdg_precision_from_name (c->p->precision, &gp.precision);
+  gp.decoder = c->p->fast_decode ? SDG_DECODER_TAESD : SDG_DECODER_VAE;
   gp.batch_count = c->p->batch_count;
   gp.strength = c->mode == SDGP_TEXT_TO_IMAGE ? 1.0f : (float) c->p->strength;
   gp.init_image = c->mode != SDGP_TEXT_TO_IMAGE ? &init : NULL;
@@ -759,6 +761,7 @@ sdgp_core_run (sdgp_mode            mode,
   gp.steps = p->steps;
   gp.cfg_scale = (float) p->cfg_scale;
   sdg_precision_from_name (p->precision, &gp.precision);
+  gp.decoder = p->fast_decode ? SDG_DECODER_TAESD : SDG_DECODER_VAE;
   gp.seed = seed;
   gp.batch_count = p->batch_count;
   gp.strength = mode == SDGP_TEXT_TO_IMAGE ? 1.0f : (float) p->strength;

@@ -28,7 +28,7 @@ GQuark sdgp_error_quark (void);
 // The persistent layer parasite holding a result's generation parameters: a GKeyFile text,
 // group [gimp-diffusion], keys mode, prompt, negative_prompt, model, family (sdg_family_name),
 // prediction (what the model ran as: eps or v), sampler, steps, cfg_scale,
-// seed, precision (the setting: default, exact, fast), kernels (the matrix kernels it ran with,
+// seed, precision (the setting: default, exact, fast), decoder (vae or taesd), kernels (the matrix kernels it ran with,
 // sdg_kernels_name), strength, color_match, width, height (the generated size), x, y,
 // region_width, region_height.
 #define SDGP_PARASITE_NAME "gimp-diffusion-parameters"

@@ -5,7 +5,7 @@
  *
  * Fixed-size and pointer-free on purpose: gimp_set_data()/gimp_get_data() store it as bytes.
  * Fields that are not procedure arguments (models_dir, random_seed, color_match, precision,
- * prediction) are
+ * prediction, fast_decode) are
  * the dialog's own settings: GIMP 2 remembers them with the rest of the struct, GIMP 3 declares
  * them as auxiliary arguments (gimp3/main.c).
  * Not here: anything of libgimp, GTK or the engine.
@@ -42,6 +42,8 @@ typedef struct sdgp_params {
     gboolean color_match;       // inpaint: match colours to the surroundings
     gchar prediction[8];        // engine prediction name: "auto" (the file says), "eps" or "v".
                                 // A dialog setting like precision (calls run "auto")
+    gboolean fast_decode;       // decode with TAESD instead of the model's VAE. A dialog setting
+                                // like precision (calls decode with the VAE)
 } sdgp_params;
 
 // How a run reports while it goes on: to the dialog (ui is the dialog's own pointer), or to

@@ -246,10 +246,11 @@ for m in "${modes[@]}"; do
   txt="$outdir/dialog-$tag-$m.txt"
   if grep -q '^combo: Default model | .* (SD 1\.x)' "$txt" 2>/dev/null &&
      grep -qx 'combo: Auto (what the file says) | Noise (eps) | Velocity (v) (active: Auto (what the file says))' "$txt" 2>/dev/null &&
-     grep -qx 'label: Prediction:' "$txt" 2>/dev/null; then
-    echo "ok $n - $m dialog lists models with their family and offers Prediction: Auto | eps | v"
+     grep -qx 'label: Prediction:' "$txt" 2>/dev/null &&
+     grep -qx 'label: Fast decode (TAESD)' "$txt" 2>/dev/null; then
+    echo "ok $n - $m dialog lists models with their family, offers Prediction: Auto | eps | v and Fast decode"
   else
-    echo "not ok $n - $m dialog: no model listed with its family, or no Prediction row, in $txt"
+    echo "not ok $n - $m dialog: no model listed with its family, or no Prediction row or Fast decode, in $txt"
     sed 's/^/# /' "$txt" 2>/dev/null
     failed=1
   fi

@@ -157,6 +157,7 @@ params_from_pdb (sdgp_mode        mode,
   p->models_dir[0] = '\0';
   g_strlcpy (p->precision, "default", sizeof p->precision);
   g_strlcpy (p->prediction, "auto", sizeof p->prediction);
+  p->fast_decode = FALSE;
   return TRUE;
 }
 

@@ -181,6 +181,10 @@ sdgp_create_procedure (GimpPlugIn  *plug_in,
                                           "choice, exact), exact (float32) or fast (bfloat16 "
                                           "products where the CPU has AVX512-BF16)",
                                           d.precision, G_PARAM_READWRITE);
+  gimp_procedure_add_boolean_aux_argument (procedure, "fast-decode", "Fast deco_de",
+                                           "Make the picture with TAESD, the tiny autoencoder, "
+                                           "instead of the model's VAE", d.fast_decode,
+                                           G_PARAM_READWRITE);
   gimp_procedure_add_string_aux_argument (procedure, "prediction", "Pre_diction",
                                           "What the model predicts: auto (what the file says), "
                                           "eps or v",
@@ -243,7 +247,7 @@ params_from_config (sdgp_mode            mode,
                 "seed", &p->seed, "batch-count", &p->batch_count,
                 "models-dir", &models_dir, "random-seed", &p->random_seed,
                 "color-match", &p->color_match, "precision", &precision,
-                "prediction", &prediction, NULL);
+                "prediction", &prediction, "fast-decode", &p->fast_decode, NULL);
   if (mode != SDGP_TEXT_TO_IMAGE)
     g_object_get (config, "strength", &p->strength, NULL);
   ok = copy_string (p->prompt, sizeof p->prompt, prompt, "prompt", error) &&
@@ -275,7 +279,8 @@ params_to_config (sdgp_mode            mode,
                 "sampler", p->sampler, "steps", p->steps, "cfg-scale", p->cfg_scale,
                 "seed", p->seed, "batch-count", p->batch_count, "models-dir", p->models_dir,
                 "random-seed", p->random_seed, "color-match", p->color_match,
-                "precision", p->precision, "prediction", p->prediction, NULL);
+                "precision", p->precision, "prediction", p->prediction,
+                "fast-decode", p->fast_decode, NULL);
   if (mode != SDGP_TEXT_TO_IMAGE)
     g_object_set (config, "strength", p->strength, NULL);
 }
@@ -368,6 +373,7 @@ run (GimpProcedure        *procedure,
       p.random_seed = p.seed < 0;
       g_strlcpy (p.precision, "default", sizeof p.precision);
       g_strlcpy (p.prediction, "auto", sizeof p.prediction);
+      p.fast_decode = FALSE;
       if (! sdgp_core_check_params (t.mode, &p, &error))
         status = GIMP_PDB_CALLING_ERROR;
       else if (! sdgp_core_run_params (&t, &p, &error))
@@ -375,7 +381,7 @@ run (GimpProcedure        *procedure,
       else
         {
           g_object_set (config, "random-seed", p.random_seed, "precision", p.precision,
-                        "prediction", p.prediction, NULL);
+                        "prediction", p.prediction, "fast-decode", p.fast_decode, NULL);
           save_last_values (config);
         }
       break;

@@ -137,6 +137,8 @@
                      ; What the model ran as (the test models are SD 1.x, eps).
                      (string-contains text "\nfamily=SD 1.x\n")
                      (string-contains text "\nprediction=eps\n")
+                     ; A call decodes with the model's VAE (fast decode is the dialog's setting).
+                     (string-contains text "\ndecoder=vae\n")
                      (string-contains text "\nprecision=default\n")
                      (string-contains text "\nkernels=")
                      (string-contains text "width=")
