@@ -1068,6 +1068,21 @@ static void taesd_run(sdg_exec *ex, const void *args)
     taesd_decode(ex, ((const sdg_model *)a[2])->taesd, a[0], 1, 8, 8, (float *)a[1]);
 }
 
+// Records the size of the last preview and that its values are pictures ([0, 1]).
+static bool preview_size(int step, int total, const sdg_image *preview, void *user)
+{
+    (void)step;
+    (void)total;
+    int *wh = user;
+    if (preview) {
+        wh[0] = preview->width;
+        wh[1] = preview->height;
+        for (int i = 0; i < preview->width * preview->height * 3; i++)
+            g_assert_true(preview->data[i] >= 0.0f && preview->data[i] <= 1.0f);
+    }
+    return true;
+}
+
 static void test_taesd_decoder(void)
 {
     sdg_error err;
@@ -1089,7 +1104,14 @@ static void test_taesd_decoder(void)
     gp.decoder = SDG_DECODER_TAESD;
     gp.precision = SDG_PRECISION_EXACT;   // as golden_run_measured runs it
     sdg_result *res = NULL;
+    int wh[2] = { 0, 0 };
+    gp.progress = preview_size;
+    gp.progress_data = wh;
+    gp.preview = true;
     g_assert_cmpint(sdg_generate(ctx, &gp, &res, &err), ==, SDG_OK);
+    // With a TAESD decoder the preview is its full-size picture, not the 8x8 latent projection.
+    g_assert_cmpint(wh[0], ==, 64);
+    g_assert_cmpint(wh[1], ==, 64);
     float *planar = g_new(float, 3 * 64 * 64);
     const void *args[3] = { res->latents, planar, m };
     golden_run_measured(taesd_run, args, NULL, 2);

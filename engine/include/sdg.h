@@ -252,7 +252,8 @@ SDG_API void sdg_ctx_free(sdg_ctx *ctx);
 SDG_API void sdg_ctx_cancel(sdg_ctx *ctx);
 
 // Called after every sampling step (step = 1..total) and once with step 0 before the first.
-// preview, when the caller asked for one, is a small RGB picture of the current estimate (a
+// preview, when the caller asked for one, is an RGB picture of the current estimate: TAESD's
+// (full size) when the model has a TAESD decoder (sdg_model_info.has_taesd), else a small one (a
 // linear projection of the latent, 1 pixel per latent pixel) valid only during the call.
 // Return false to cancel the run.
 typedef bool (*sdg_progress_fn)(int step, int total, const sdg_image *preview, void *user_data);

@@ -83,7 +83,8 @@ typedef struct job {
     float *blend;             // [H*W] feathered composite mask
     float *scratch;           // sampler work memory
     float *image;             // [3, H, W] decoded picture, [-1, 1]
-    float *preview;           // [h*w*3]
+    float *preview;           // [h*w*3], or [H*W*3] with a TAESD preview
+    bool preview_taesd;       // previews are TAESD's pictures (the model has one)
 
     // the picture being made
     int picture;
@@ -272,6 +273,25 @@ static void latent_preview(const job *j, const float *lat, float *rgb)
         }
 }
 
+// The preview as TAESD's picture of the current estimate (a diffusion latent), full size,
+// interleaved [0, 1], into j->preview; its scratch comes from the arena (the dry run calls it
+// too, with lat NULL).
+static void taesd_preview(job *j, const float *lat)
+{
+    sdg_exec *ex = j->ex;
+    size_t mark = sdg__mark(ex);
+    size_t HW = (size_t)j->W * j->H;
+    float *planar = sdg__alloc_f32(ex, 3 * HW);
+    taesd_decode(ex, j->m->taesd, lat, 1, j->h, j->w, planar);
+    if (!ex->dry)
+        for (size_t i = 0; i < HW; i++)
+            for (int k = 0; k < 3; k++) {
+                float v = planar[k * HW + i];
+                j->preview[i * 3 + k] = v < 0.0f ? 0.0f : v > 1.0f ? 1.0f : v;
+            }
+    sdg__release(ex, mark);
+}
+
 static sdg_status report(job *j, const float *denoised)
 {
     const sdg_gen_params *p = j->p;
@@ -281,7 +301,12 @@ static sdg_status report(job *j, const float *denoised)
         return SDG_OK;
     sdg_image preview = { .width = j->w, .height = j->h, .channels = 3, .data = j->preview };
     const sdg_image *pv = NULL;
-    if (p->preview && denoised) {
+    if (p->preview && denoised && j->preview_taesd) {
+        taesd_preview(j, denoised);
+        preview.width = j->W;
+        preview.height = j->H;
+        pv = &preview;
+    } else if (p->preview && denoised) {
         latent_preview(j, denoised, j->preview);
         pv = &preview;
     }
@@ -559,7 +584,9 @@ static sdg_status run(job *j, sdg_result *res, sdg_error *err)
     j->step_noise = sdg__alloc_f32(ex, j->n_lat);
     j->scratch = sdg__alloc_f32(ex, sampler_scratch_floats(p->sampler, j->n_lat));
     j->image = sdg__alloc_f32(ex, 3 * HW);
-    j->preview = sdg__alloc_f32(ex, 3 * hw);
+    // With a TAESD decoder the preview is its picture (full size), else the latent projection.
+    j->preview_taesd = p->preview && j->m->taesd;
+    j->preview = sdg__alloc_f32(ex, 3 * (j->preview_taesd ? HW : hw));
     // The init image's latent (img2img, the known-region blend), and for 9-ch models the latent
     // of the masked image (everything masked without a mask: nothing of the image is given).
     bool blend_known = j->inpaint && (!j->model9 || p->inpaint_blend);
@@ -617,6 +644,8 @@ static sdg_status run(job *j, sdg_result *res, sdg_error *err)
             // One of each network in measuring mode sizes the arena.
             unet_cond c = { j->context, j->n_ctx, j->y };
             unet_forward(ex, j->m->unet, j->unet_in, j->nb, j->h, j->w, j->unet_t, &c, j->eps);
+            if (j->preview_taesd)
+                taesd_preview(j, NULL);
             decode(j, j->x);
             break;
         }
