@@ -25,7 +25,7 @@ static const char *const sampler_names[SDG_SAMPLER_COUNT] = {
 };
 static const char *const schedule_names[SDG_SCHEDULE_COUNT] = {
     [SDG_SCHEDULE_DEFAULT] = "default", [SDG_SCHEDULE_KARRAS] = "karras",
-    [SDG_SCHEDULE_SIMPLE] = "simple",
+    [SDG_SCHEDULE_SIMPLE] = "simple", [SDG_SCHEDULE_EXPONENTIAL] = "exponential",
 };
 
 static const char *const precision_names[SDG_PRECISION_COUNT] = {

@@ -201,13 +201,21 @@ static void check_family_run(gconstpointer data)
     st_file *rf = golden_open(fc->ref);
     sdg_ctx *ctx = sdg_ctx_new(m, 2, &err);
     g_assert_nonnull(ctx);
-    char *prompt = golden_prompt(rf, 0);
+    // The few-step golden has one prompt (its "prompt" metadata), the others a list.
+    char *prompt = st_metadata(rf, "prompts") ? golden_prompt(rf, 0)
+                                              : g_strdup(st_metadata(rf, "prompt"));
     sdg_gen_params gp = sdg_gen_default_params();
     gp.prompt = prompt;
     gp.width = gp.height = 128;
     gp.sampler = fc->sampler;
     gp.schedule = fc->schedule;
-    gp.steps = fc->sampler == SDG_SAMPLER_DDIM ? 5 : 4;   // ddim5: S = 5
+    // The trajectory's length: x holds the start of every step and the final latent (DDIM: x_T
+    // and after each of its S steps).
+    char *x_name = g_strdup_printf("%s.x", fc->run);
+    const st_tensor *xt = st_find(rf, x_name);
+    g_assert_nonnull(xt);
+    gp.steps = (int)xt->shape[0] - 1;
+    g_free(x_name);
     gp.cfg_scale = 7.0f;
     gp.precision = SDG_PRECISION_EXACT;
     if (fc->family == SDG_FAMILY_SDXL) {
@@ -220,7 +228,7 @@ static void check_family_run(gconstpointer data)
         gp.target_width = 1216;
     }
     noise_src src = { 0 };
-    float *noise = golden_f32(rf, "sample.noise", NULL);
+    float *noise = golden_f32(rf, st_find(rf, "sample.noise") ? "sample.noise" : "k.noise", NULL);
     src.initial = noise;
     ctx->test_noise = replay_noise;
     ctx->test_noise_data = &src;
@@ -258,6 +266,7 @@ static void check_family_run(gconstpointer data)
 #define SD2_REF "golden/tiny-sd2-reference.safetensors"
 #define SDXL "golden/tiny-sdxl.safetensors"
 #define SDXL_REF "golden/tiny-sdxl-reference.safetensors"
+#define FEWSTEP_REF "golden/tiny-sd1-fewstep-reference.safetensors"
 
 // Tolerances: about 5x the worst error measured with the best kernels and with the portable C
 // ones (latent / picture in the comments). The golden README's float64 re-runs of these
@@ -284,6 +293,11 @@ static const family_case family_runs[] = {
     // start noise * sqrt(1 + sigma_0^2).
     { "sgm.euler", SDXL, SDXL_REF, SDG_PREDICTION_AUTO, SDG_FAMILY_SDXL, SDG_PREDICTION_EPS,
       SDG_SAMPLER_EULER, 1.5e-5, 1.5e-5, SDG_SCHEDULE_SIMPLE },     // measured 2.9e-6 / 2.6e-6
+    // k-diffusion's exponential schedule on tiny-sd1 (6 steps, CFG 7).
+    { "k.euler.exponential", TINY, FEWSTEP_REF, SDG_PREDICTION_AUTO, SDG_FAMILY_SD1,
+      SDG_PREDICTION_EPS, SDG_SAMPLER_EULER, 3e-5, 4e-5, SDG_SCHEDULE_EXPONENTIAL },   // 4.8e-6 / 7.6e-6
+    { "k.dpmpp_2m.exponential", TINY, FEWSTEP_REF, SDG_PREDICTION_AUTO, SDG_FAMILY_SD1,
+      SDG_PREDICTION_EPS, SDG_SAMPLER_DPMPP_2M, 2e-5, 4e-5, SDG_SCHEDULE_EXPONENTIAL },  // 3.9e-6 / 6.3e-6
     { "sgm.dpmpp_2m", SDXL, SDXL_REF, SDG_PREDICTION_AUTO, SDG_FAMILY_SDXL, SDG_PREDICTION_EPS,
       SDG_SAMPLER_DPMPP_2M, 1.5e-5, 1.5e-5, SDG_SCHEDULE_SIMPLE },  // measured 2.7e-6 / 2.5e-6
 };
@@ -1257,7 +1271,7 @@ int main(int argc, char **argv)
     for (size_t i = 0; i < G_N_ELEMENTS(family_runs); i++) {
         const family_case *fc = &family_runs[i];
         char *name = g_strdup_printf("/api/golden/%s/%s", fc->family == SDG_FAMILY_SDXL ? "sdxl"
-                                     : "sd2", fc->run);
+                                     : fc->family == SDG_FAMILY_SD2 ? "sd2" : "sd1", fc->run);
         g_test_add_data_func(name, fc, check_family_run);
         g_free(name);
     }

@@ -241,6 +241,27 @@ static void run_k_golden(gconstpointer data)
     st_close(f);
 }
 
+// k-diffusion's exponential schedule (the few-step golden's k.*.exponential runs, 6 steps): the
+// sigmas and the fractional timesteps the UNet gets (whole runs: test-api).
+static void test_exponential_schedule(void)
+{
+    sdg_noise_schedule s;
+    sched_init_sd(&s);
+    st_file *f = golden_open("golden/tiny-sd1-fewstep-reference.safetensors");
+    float sigmas[8], ts[8];
+    g_assert_cmpint(sched_build(&s, SDG_SAMPLER_EULER, SDG_SCHEDULE_EXPONENTIAL, 6, sigmas, ts),
+                    ==, 6);
+    size_t n;
+    float *ref = golden_f32(f, "k.euler.exponential.sigmas", &n);
+    g_assert_cmpuint(n, ==, 7);
+    golden_check("exponential sigmas", sigmas, ref, 7, SCHED_TOL);
+    float *ref_t = golden_f32(f, "k.euler.exponential.unet_t", &n);
+    golden_check("exponential unet_t", ts, ref_t, 6, SCHED_TOL);
+    g_free(ref);
+    g_free(ref_t);
+    st_close(f);
+}
+
 // ---------------------------------------------------------------------------------------------
 // DDIM
 
@@ -701,6 +722,7 @@ int main(int argc, char **argv)
     g_test_add_func("/sampler/cancel", test_cancel);
     g_test_add_func("/sampler/lms-order", test_lms_order);
     g_test_add_func("/sampler/golden/schedule", test_schedule_tables);
+    g_test_add_func("/sampler/golden/exponential", test_exponential_schedule);
     for (int si = 0; si < (int)G_N_ELEMENTS(K_SAMPLERS); si++) {
         for (int ki = 0; ki < 2; ki++) {
             char *path = g_strdup_printf("/sampler/golden/k/%s/%s", K_SAMPLERS[si], K_SCHEDULES[ki]);

@@ -86,6 +86,8 @@ typedef enum sdg_schedule {
     SDG_SCHEDULE_SIMPLE = 2,   // ComfyUI's "simple" = sgm's LegacyDDPMDiscretization: steps
                                // table timesteps evenly spaced down from 999 (integer t), and
                                // the start latent noise * sqrt(1 + sigma_0^2) as both do
+    SDG_SCHEDULE_EXPONENTIAL = 3,  // k-diffusion get_sigmas_exponential: sigmas evenly spaced
+                               // in log between the table's largest and smallest
     SDG_SCHEDULE_COUNT
 } sdg_schedule;
 
@@ -109,7 +111,8 @@ SDG_API bool sdg_precision_from_name(const char *name, sdg_precision *out);
 SDG_API const char *sdg_kernels_name(sdg_precision p);
 
 // Names used by the CLI and the GIMP procedures: "euler", "euler_a", "heun", "dpmpp_2m", "lms",
-// "ddim"; "default", "karras", "simple". *_from_name returns false for an unknown name.
+// "ddim"; "default", "karras", "simple", "exponential". *_from_name returns false for an
+// unknown name.
 SDG_API const char *sdg_sampler_name(sdg_sampler s);
 SDG_API bool sdg_sampler_from_name(const char *name, sdg_sampler *out);
 SDG_API const char *sdg_schedule_name(sdg_schedule s);

@@ -73,6 +73,9 @@ float sched_t_to_sigma(const sdg_noise_schedule *s, float t);
 // (KARRAS), then 0 appended; ts[i] = sched_sigma_to_t(sigmas[i]). Both are computed in the
 // reference's own precisions and match k-diffusion's float32 values bit for bit.
 //
+// EXPONENTIAL (k-diffusion get_sigmas_exponential): exp(linspace(log sigmas[999], log sigmas[0],
+// steps)) in float32, then 0; ts as for KARRAS.
+//
 // SIMPLE (ComfyUI simple_scheduler, sgm LegacyDDPMDiscretization): sigmas[i] = the table's
 // sigma at index 999 - int(i * 1000 / steps) (in double), ts[i] = that index, then 0.
 //

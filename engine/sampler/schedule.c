@@ -149,7 +149,15 @@ int sched_build(const sdg_noise_schedule *s, sdg_sampler sampler, sdg_schedule k
         sigmas[steps] = 0.0f;
         return steps;
     }
-    if (kind == SDG_SCHEDULE_KARRAS) {
+    if (kind == SDG_SCHEDULE_EXPONENTIAL) {
+        // k-diffusion get_sigmas_exponential: torch.linspace(math.log(sigma_max),
+        // math.log(sigma_min), n).exp(): the logs in double, rounded to float32 for the float32
+        // linspace, then exp in float32.
+        float lmax = (float)log((double)s->sigmas[SCHED_T - 1]);
+        float lmin = (float)log((double)s->sigmas[0]);
+        for (int i = 0; i < steps; i++)
+            sigmas[i] = expf(linspace_f32(lmax, lmin, steps, i));
+    } else if (kind == SDG_SCHEDULE_KARRAS) {
         // Karras et al. 2022 eq. (5), k-diffusion get_sigmas_karras, in the reference's precisions:
         // sigma_min/max are Python floats, so the 1/rho roots and their difference are double;
         // the ramp is a float32 tensor, so the lerp and the power are float32. Computing it all in
