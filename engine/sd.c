@@ -527,20 +527,11 @@ static sdg_status load_taesd(sdg_model *m, const char *path, sdg_error *err)
     return SDG_OK;
 }
 
-sdg_model *sdg_model_load(const char *path, const sdg_model_params *params, sdg_error *err)
+// A model with its file (or diffusers folder) opened and its family and layout identified,
+// nothing bound yet; NULL with err's sentence otherwise. The start of sdg_model_load, and all
+// that sdg_checkpoint_family needs.
+static sdg_model *open_model(const char *path, sdg_error *err)
 {
-    sdg__error_clear(err);
-    sdg_model_params defaults = sdg_model_default_params();
-    if (!params)
-        params = &defaults;
-    if (!path || !*path) {
-        sdg__fail(err, SDG_ERR_INVALID_ARG, "no model file given");
-        return NULL;
-    }
-    if ((unsigned)params->prediction >= SDG_PREDICTION_COUNT) {
-        sdg__fail(err, SDG_ERR_INVALID_ARG, "unknown prediction type %d", (int)params->prediction);
-        return NULL;
-    }
     bool folder = g_file_test(path, G_FILE_TEST_IS_DIR);
     if (folder && !diffusers_is_folder(path)) {
         sdg__fail(err, SDG_ERR_UNSUPPORTED, "%s is a folder but not a diffusers pipeline (it has "
@@ -557,8 +548,30 @@ sdg_model *sdg_model_load(const char *path, const sdg_model_params *params, sdg_
     m->base = g_path_get_basename(path);
     m->diffusers = folder;
     m->file = folder ? diffusers_open(path, &m->dinfo, err) : st_open(path, err);
-    if (!m->file || identify(m, err) != SDG_OK)
-        goto fail;
+    if (!m->file || identify(m, err) != SDG_OK) {
+        sdg_model_free(m);
+        return NULL;
+    }
+    return m;
+}
+
+sdg_model *sdg_model_load(const char *path, const sdg_model_params *params, sdg_error *err)
+{
+    sdg__error_clear(err);
+    sdg_model_params defaults = sdg_model_default_params();
+    if (!params)
+        params = &defaults;
+    if (!path || !*path) {
+        sdg__fail(err, SDG_ERR_INVALID_ARG, "no model file given");
+        return NULL;
+    }
+    if ((unsigned)params->prediction >= SDG_PREDICTION_COUNT) {
+        sdg__fail(err, SDG_ERR_INVALID_ARG, "unknown prediction type %d", (int)params->prediction);
+        return NULL;
+    }
+    sdg_model *m = open_model(path, err);
+    if (!m)
+        return NULL;
 
     m->header_only = params->header_only;
     size_t slab_bytes = 0;
@@ -663,18 +676,15 @@ sdg_status sdg_checkpoint_family(const char *path, sdg_family *out, sdg_error *e
     if (!path || !*path || !out)
         return sdg__fail(err, SDG_ERR_INVALID_ARG, "sdg_checkpoint_family needs a file and a "
                          "family to fill");
-    sdg_model *m = calloc(1, sizeof *m);
+    // Its own error record: the status is wanted even when the caller passes no sdg_error.
+    sdg_error local;
+    sdg_error *e = err ? err : &local;
+    sdg_model *m = open_model(path, e);
     if (!m)
-        return sdg__fail(err, SDG_ERR_NOMEM, "out of memory reading %s", path);
-    m->path = g_strdup(path);
-    m->base = g_path_get_basename(path);
-    m->diffusers = g_file_test(path, G_FILE_TEST_IS_DIR) && diffusers_is_folder(path);
-    m->file = m->diffusers ? diffusers_open(path, &m->dinfo, err) : st_open(path, err);
-    sdg_status st = m->file ? identify(m, err) : (err ? err->status : SDG_ERR_IO);
-    if (st == SDG_OK)
-        *out = m->spec->id;
+        return e->status;
+    *out = m->spec->id;
     sdg_model_free(m);
-    return st;
+    return SDG_OK;
 }
 
 void sdg_model_get_info(const sdg_model *model, sdg_model_info *info)

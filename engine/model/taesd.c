@@ -187,12 +187,6 @@ int taesd_latent_channels(const taesd_model *m)
     return m->has_dec ? m->dec.in_ch : m->has_enc ? m->enc.out_ch : 0;
 }
 
-int taesd_scale(const taesd_model *m)
-{
-    (void)m;
-    return 8;   // three x2 stages in both halves
-}
-
 bool taesd_has_decoder(const taesd_model *m)
 {
     return m->has_dec;

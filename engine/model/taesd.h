@@ -26,9 +26,8 @@ typedef struct taesd_model taesd_model;
 taesd_model *taesd_load(sdg_weights *wb, const char *dec_prefix, const char *enc_prefix);
 void taesd_free(taesd_model *m);
 
-// Latent channels (4 for SD and SDXL) and pixels per latent pixel (8), 0 for a missing half.
+// Latent channels (4 for SD and SDXL; pictures have 8x8 pixels per latent pixel).
 int taesd_latent_channels(const taesd_model *m);
-int taesd_scale(const taesd_model *m);
 bool taesd_has_decoder(const taesd_model *m);
 bool taesd_has_encoder(const taesd_model *m);
 
