@@ -7,11 +7,13 @@
 #include "memory.h"
 #include "tensor/gemm.h"
 #include "pipeline/pipeline.h"
+#include "lora/lora.h"
 
 #include <glib.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <glib/gstdio.h>
 #include <string.h>
 #include <unistd.h>
 
@@ -190,6 +192,34 @@ void sdg_model_free(sdg_model *m)
     free(m);
 }
 
+// Binds m's text encoders and UNet to wb: the model's own binder, or a LoRA overlay of it
+// (which must see the same calls, so that it shares every tensor it does not patch).
+static sdg_status bind_conditioning(const sdg_model *m, sdg_weights *wb, clip_model **te,
+                                    unet_model **unet, sdg_error *err)
+{
+    sdg_status st;
+    const family_hparams *hp = &m->hparams;
+    for (int i = 0; i < m->spec->n_encoders; i++) {
+        const char *prefix = m->layout->te[i];
+        bool open_clip = sdg_wb_find(wb, "%stoken_embedding.weight", prefix) != NULL;
+        // diffusers' configs name the activation (transformers' layout for every encoder).
+        clip_act act = !m->diffusers ? CLIP_ACT_LAYOUT
+                       : m->dinfo.gelu[i] ? CLIP_ACT_GELU : CLIP_ACT_QUICK_GELU;
+        int heads = m->diffusers ? m->dinfo.heads[i]
+                    : open_clip ? hp->openclip_heads : hp->clip_heads;
+        te[i] = clip_load(wb, prefix, heads, act);
+        if ((st = sdg_wb_status(wb, err)) != SDG_OK)
+            return st;
+    }
+    int heads = hp->unet_heads, head_dim = hp->unet_head_dim;
+    if (!heads && !head_dim) {
+        heads = m->spec->unet_heads;
+        head_dim = m->spec->unet_head_dim;
+    }
+    *unet = unet_load(wb, m->layout->unet, heads, head_dim);
+    return sdg_wb_status(wb, err);
+}
+
 // Binds the networks to m->file under the layout's prefixes; shapes_only checks and counts
 // without converting; slab_bytes > 0 puts the converted copies in one block of that size
 // (sdg_wb_reserve).
@@ -204,26 +234,7 @@ static sdg_status bind_networks(sdg_model *m, bool shapes_only, size_t slab_byte
     sdg_status st = sdg_wb_reserve(m->wb, slab_bytes, err);
     if (st != SDG_OK)
         return st;
-    const family_hparams *hp = &m->hparams;
-    for (int i = 0; i < m->spec->n_encoders; i++) {
-        const char *prefix = m->layout->te[i];
-        bool open_clip = sdg_wb_find(m->wb, "%stoken_embedding.weight", prefix) != NULL;
-        // diffusers' configs name the activation (transformers' layout for every encoder).
-        clip_act act = !m->diffusers ? CLIP_ACT_LAYOUT
-                       : m->dinfo.gelu[i] ? CLIP_ACT_GELU : CLIP_ACT_QUICK_GELU;
-        int heads = m->diffusers ? m->dinfo.heads[i]
-                    : open_clip ? hp->openclip_heads : hp->clip_heads;
-        m->te[i] = clip_load(m->wb, prefix, heads, act);
-        if ((st = sdg_wb_status(m->wb, err)) != SDG_OK)
-            return st;
-    }
-    int heads = hp->unet_heads, head_dim = hp->unet_head_dim;
-    if (!heads && !head_dim) {
-        heads = m->spec->unet_heads;
-        head_dim = m->spec->unet_head_dim;
-    }
-    m->unet = unet_load(m->wb, m->layout->unet, heads, head_dim);
-    if ((st = sdg_wb_status(m->wb, err)) != SDG_OK)
+    if ((st = bind_conditioning(m, m->wb, m->te, &m->unet, err)) != SDG_OK)
         return st;
     m->vae = vae_load(m->wb, m->layout->vae);
     if ((st = sdg_wb_status(m->wb, err)) != SDG_OK)
@@ -728,10 +739,24 @@ sdg_ctx *sdg_ctx_new(const sdg_model *model, int n_threads, sdg_error *err)
     return ctx;
 }
 
+static void lora_nets_free(sdg_lora_nets *n)
+{
+    if (!n)
+        return;
+    for (int i = 0; i < FAMILY_MAX_ENCODERS; i++)
+        clip_free(n->te[i]);
+    unet_free(n->unet);
+    sdg_wb_free(n->wb);
+    g_free(n->key);
+    g_free(n->notes);
+    g_free(n);
+}
+
 void sdg_ctx_free(sdg_ctx *ctx)
 {
     if (!ctx)
         return;
+    lora_nets_free(ctx->lora);
     sdg__exec_free(&ctx->ex);
     free(ctx);
 }
@@ -848,6 +873,120 @@ static sdg_status check_params(const sdg_ctx *ctx, const sdg_gen_params *p, sdg_
     return SDG_OK;
 }
 
+// ---------------------------------------------------------------------------------------------
+// LoRAs of a request
+
+// A request's LoRA list, resolved: params' own, then the prompt's tags found by name.
+typedef struct lora_request {
+    GArray *loras;        // sdg_lora
+    GPtrArray *paths;     // the found files' paths (owned)
+    char *prompt;         // the prompt without its tags (owned)
+    char *key;            // what identifies the list (lora_nets.key)
+} lora_request;
+
+static void lora_request_clear(lora_request *r)
+{
+    if (r->loras)
+        g_array_free(r->loras, TRUE);
+    if (r->paths)
+        g_ptr_array_free(r->paths, TRUE);
+    g_free(r->prompt);
+    g_free(r->key);
+    memset(r, 0, sizeof *r);
+}
+
+static sdg_status lora_request_make(const sdg_ctx *ctx, const sdg_gen_params *p, lora_request *r,
+                                    sdg_error *err)
+{
+    memset(r, 0, sizeof *r);
+    r->loras = g_array_new(FALSE, FALSE, sizeof(sdg_lora));
+    r->paths = g_ptr_array_new_with_free_func(g_free);
+    if (p->n_loras < 0 || p->n_loras > 64 || (p->n_loras && !p->loras))
+        return sdg__fail(err, SDG_ERR_INVALID_ARG, "n_loras must be between 0 and 64, with loras "
+                         "set (got %d)", p->n_loras);
+    g_array_append_vals(r->loras, p->loras, (guint)p->n_loras);
+    GPtrArray *names = g_ptr_array_new_with_free_func(g_free);
+    GArray *weights = g_array_new(FALSE, FALSE, sizeof(float));
+    sdg_status st = lora_prompt_tags(p->prompt, &r->prompt, names, weights, err);
+    if (st == SDG_OK && names->len) {
+        char *model_dir = g_path_get_dirname(ctx->model->path);
+        char *parent = g_path_get_dirname(model_dir);
+        char *dirs[4] = {
+            g_strdup(p->lora_dir), g_build_filename(parent, "loras", NULL),
+            g_build_filename(parent, "Lora", NULL), g_build_filename(model_dir, "loras", NULL),
+        };
+        for (guint i = 0; i < names->len && st == SDG_OK; i++) {
+            char *path = NULL;
+            st = lora_find(names->pdata[i], (const char *const *)dirs, 4, &path, err);
+            if (st == SDG_OK) {
+                g_ptr_array_add(r->paths, path);
+                sdg_lora l = { path, g_array_index(weights, float, i) };
+                g_array_append_val(r->loras, l);
+            }
+        }
+        for (int i = 0; i < 4; i++)
+            g_free(dirs[i]);
+        g_free(parent);
+        g_free(model_dir);
+    }
+    g_ptr_array_free(names, TRUE);
+    g_array_free(weights, TRUE);
+    if (st != SDG_OK)
+        return st;
+    // The key: a file changed on disk since (same path) is applied again.
+    GString *key = g_string_new(NULL);
+    for (guint i = 0; i < r->loras->len; i++) {
+        const sdg_lora *l = &g_array_index(r->loras, sdg_lora, i);
+        GStatBuf sb;
+        bool ok = l->path && g_stat(l->path, &sb) == 0;
+        g_string_append_printf(key, "%s\t%lld\t%lld\t%a\n", l->path ? l->path : "",
+                               ok ? (long long)sb.st_size : -1LL,
+                               ok ? (long long)sb.st_mtime : -1LL, (double)l->weight);
+    }
+    r->key = g_string_free(key, FALSE);
+    return SDG_OK;
+}
+
+// Binds the text encoders and UNet again on an overlay holding set's patched copies.
+static sdg_status lora_nets_build(const sdg_model *m, lora_set *set, sdg_lora_nets **out,
+                                  sdg_error *err)
+{
+    sdg_lora_nets *n = g_new0(sdg_lora_nets, 1);
+    sdg_status st;
+    n->wb = sdg_wb_new_overlay(m->wb, lora_set_patched(set), lora_set_patch, set, err);
+    if (!n->wb)
+        st = err ? err->status : SDG_ERR_NOMEM;
+    else if ((st = bind_conditioning(m, n->wb, n->te, &n->unet, err)) == SDG_OK)
+        st = sdg_wb_read(n->wb, err);
+    if (st != SDG_OK) {
+        lora_nets_free(n);
+        return st;
+    }
+    n->bytes = sdg_wb_owned_bytes(n->wb);
+    n->notes = g_strdup(lora_set_notes(set));
+    *out = n;
+    return SDG_OK;
+}
+
+// Plans the request's LoRAs when they differ from what ctx holds (*set, NULL when the ctx's
+// networks already are the request's), sizing ctx->lora_new_bytes for the memory guard.
+static sdg_status lora_request_plan(sdg_ctx *ctx, const lora_request *r, lora_set **set,
+                                    sdg_error *err)
+{
+    *set = NULL;
+    ctx->lora_new_bytes = 0;
+    bool same = ctx->lora ? strcmp(ctx->lora->key, r->key) == 0 : r->loras->len == 0;
+    if (same)
+        return SDG_OK;
+    if (r->loras->len == 0)
+        return SDG_OK;   // lora_request_apply drops the ctx's
+    sdg_status st = lora_set_plan(ctx->model, (const sdg_lora *)r->loras->data,
+                                  (int)r->loras->len, set, err);
+    if (st == SDG_OK)
+        ctx->lora_new_bytes = lora_set_patched_bytes(*set);
+    return st;
+}
+
 sdg_status sdg_generate(sdg_ctx *ctx, const sdg_gen_params *params, sdg_result **out,
                         sdg_error *err)
 {
@@ -864,7 +1003,30 @@ sdg_status sdg_generate(sdg_ctx *ctx, const sdg_gen_params *params, sdg_result *
     sdg_status st = check_params(ctx, params, err);
     if (st != SDG_OK)
         return st;
-    return sdg__pipeline_generate(ctx, params, out, err);
+    lora_request r;
+    lora_set *set = NULL;
+    st = lora_request_make(ctx, params, &r, err);
+    if (st == SDG_OK)
+        st = lora_request_plan(ctx, &r, &set, err);
+    sdg_gen_params q = *params;
+    q.prompt = r.prompt;
+    if (st == SDG_OK && (set || (ctx->lora && r.loras->len == 0))) {
+        // A new list: the old copies go first, then the guard sees the new ones as still to make.
+        lora_nets_free(ctx->lora);
+        ctx->lora = NULL;
+        sdg_memory_estimate e;
+        if (set && (st = sdg__pipeline_estimate(ctx, &q, &e, err)) == SDG_OK &&
+            (st = lora_nets_build(ctx->model, set, &ctx->lora, err)) == SDG_OK)
+            ctx->lora->key = g_strdup(r.key);
+        ctx->lora_new_bytes = 0;
+    }
+    lora_set_free(set);
+    if (st == SDG_OK)
+        st = sdg__pipeline_generate(ctx, &q, out, err);
+    if (st == SDG_OK && ctx->lora && ctx->lora->notes)
+        (*out)->notes = strdup(ctx->lora->notes);
+    lora_request_clear(&r);
+    return st;
 }
 
 sdg_status sdg_ctx_estimate(sdg_ctx *ctx, const sdg_gen_params *params, sdg_memory_estimate *out,
@@ -879,7 +1041,25 @@ sdg_status sdg_ctx_estimate(sdg_ctx *ctx, const sdg_gen_params *params, sdg_memo
     sdg_status st = check_params(ctx, params, err);
     if (st != SDG_OK)
         return st;
-    return sdg__pipeline_estimate(ctx, params, out, err);
+    lora_request r;
+    lora_set *set = NULL;
+    st = lora_request_make(ctx, params, &r, err);
+    // A header-only model cannot take LoRAs (no weights to patch): sized without them.
+    if (st == SDG_OK && !ctx->model->header_only)
+        st = lora_request_plan(ctx, &r, &set, err);
+    if (st == SDG_OK) {
+        sdg_gen_params q = *params;
+        q.prompt = r.prompt;
+        sdg_lora_nets *held = ctx->lora;
+        if (set || (held && r.loras->len == 0))
+            ctx->lora = NULL;   // sized as the request would run: without the ctx's old copies
+        st = sdg__pipeline_estimate(ctx, &q, out, err);
+        ctx->lora = held;
+    }
+    ctx->lora_new_bytes = 0;
+    lora_set_free(set);
+    lora_request_clear(&r);
+    return st;
 }
 
 void sdg_result_free(sdg_result *res)
@@ -890,6 +1070,7 @@ void sdg_result_free(sdg_result *res)
         sdg_image_free(res->images ? res->images[i] : NULL);
     free(res->images);
     free(res->latents);
+    free(res->notes);
     free(res);
 }
 

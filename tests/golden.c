@@ -361,3 +361,20 @@ void golden_write_sparse(const char *manifest, const char *path, golden_name_fn 
     g_free(mpath);
 }
 
+float *golden_picture(const st_file *rf, const char *name, int *w, int *h)
+{
+    const st_tensor *t = st_find(rf, name);
+    g_assert_nonnull(t);
+    *h = (int)t->shape[2];
+    *w = (int)t->shape[3];
+    float *planar = golden_f32(rf, name, NULL);
+    size_t hw = (size_t)*w * *h;
+    float *out = g_new(float, 3 * hw);
+    for (size_t i = 0; i < hw; i++)
+        for (int c = 0; c < 3; c++) {
+            float v = (planar[c * hw + i] + 1.0f) * 0.5f;
+            out[i * 3 + c] = v < 0.0f ? 0.0f : v > 1.0f ? 1.0f : v;
+        }
+    g_free(planar);
+    return out;
+}

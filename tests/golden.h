@@ -22,6 +22,10 @@ st_file *golden_open(const char *relpath);
 float *golden_f32(const st_file *f, const char *name, size_t *n);
 int32_t *golden_i32(const st_file *f, const char *name, size_t *n);
 
+// A reference picture [1,3,H,W] (raw decoder output in [-1,1]) as the engine presents pictures:
+// interleaved RGB in [0,1], clamped (g_free it).
+float *golden_picture(const st_file *rf, const char *name, int *w, int *h);
+
 // Prompt `index` of a reference file's "prompts" metadata (a JSON list); g_free it.
 char *golden_prompt(const st_file *f, int index);
 

@@ -46,25 +46,6 @@ static void replay_noise(void *user, int which, float *out, size_t n)
     memcpy(out, from, n * sizeof(float));
 }
 
-// [1,3,H,W] raw decoder output -> interleaved [0,1] the way the engine presents pictures.
-static float *golden_picture(const st_file *rf, const char *name, int *w, int *h)
-{
-    const st_tensor *t = st_find(rf, name);
-    g_assert_nonnull(t);
-    *h = (int)t->shape[2];
-    *w = (int)t->shape[3];
-    float *planar = golden_f32(rf, name, NULL);
-    size_t hw = (size_t)*w * *h;
-    float *out = g_new(float, 3 * hw);
-    for (size_t i = 0; i < hw; i++)
-        for (int c = 0; c < 3; c++) {
-            float v = (planar[c * hw + i] + 1.0f) * 0.5f;
-            out[i * 3 + c] = v < 0.0f ? 0.0f : v > 1.0f ? 1.0f : v;
-        }
-    g_free(planar);
-    return out;
-}
-
 typedef struct run_case {
     const char *run;        // golden prefix
     sdg_sampler sampler;

@@ -261,6 +261,18 @@ SDG_API void sdg_ctx_cancel(sdg_ctx *ctx);
 // Return false to cancel the run.
 typedef bool (*sdg_progress_fn)(int step, int total, const sdg_image *preview, void *user_data);
 
+// A LoRA to apply to a run: the adapters users download, in the forms kohya/A1111 (lora_unet_*,
+// lora_te_*, lora_te1_*/lora_te2_* for SDXL; LoRA, LoCon, DoRA), diffusers/PEFT (lora_A/lora_B
+// with their lora_adapter_metadata alphas, the older .lora.down naming) and LyCORIS (LoHa,
+// LoKr) write. It is merged into copies of the weights it touches, held by the ctx until a
+// request asks for a different list: the model is never changed, so other contexts sharing it
+// see none of it, and a request without LoRAs runs the model's own weights bit for bit.
+typedef struct sdg_lora {
+    const char *path;              // a .safetensors file
+    float weight;                  // the multiplier (A1111's), -10..10, on the UNet and the text
+                                   // encoders
+} sdg_lora;
+
 typedef struct sdg_gen_params {
     const char *prompt;            // UTF-8; may be empty. Emphasis: (words:1.3), (words), [words]
     const char *negative_prompt;   // UTF-8; NULL or "" = unconditional
@@ -298,6 +310,15 @@ typedef struct sdg_gen_params {
     int original_width, original_height;
     int crop_left, crop_top;
     int target_width, target_height;
+    // LoRAs: loras[0..n_loras-1], then every <lora:NAME> or <lora:NAME:WEIGHT> tag of the prompt
+    // (A1111's syntax; the tag is taken out of the text before tokenizing; weight 1 when left
+    // out). NAME is a file stem, looked up as NAME.safetensors in lora_dir, then in the folders
+    // `loras` and `Lora` beside the folder that holds the model (ComfyUI's and A1111's), then in
+    // `loras` inside it. A LoRA of another family, one whose shapes do not fit, an unknown name
+    // or a malformed tag is refused with a sentence, before anything runs.
+    const sdg_lora *loras;
+    int n_loras;
+    const char *lora_dir;          // NULL: the folders beside the model only
 } sdg_gen_params;
 
 SDG_API sdg_gen_params sdg_gen_default_params(void);
@@ -307,6 +328,8 @@ typedef struct sdg_result {
     sdg_image **images;            // owned, n_images RGB pictures
     int latent_channels, latent_height, latent_width;
     float *latents;                // owned, n_images*C*H*W, the final latents before decoding
+    char *notes;                   // owned, NULL or sentences for the user about what was
+                                   // applied only in part (LoRA modules that match no layer)
 } sdg_result;
 
 // Runs text-to-image (no init_image), image-to-image (init_image) or inpainting (init_image and

@@ -131,6 +131,62 @@ static char *diffusers_unet_name(const char *name, const diffusers_layout *lay)
     return NULL;
 }
 
+// The inverse for LoRA files, which name modules the diffusers way: a UNet module in the
+// CompVis naming (without prefix and parameter: "input_blocks.1.1.proj_in") -> its diffusers
+// path ("down_blocks.0.attentions.0.proj_in"), or NULL. nrb = res blocks per level.
+char *diffusers_unet_module(const char *ldm, int nrb)
+{
+    for (size_t k = 0; k < G_N_ELEMENTS(unet_top_names); k++) {
+        size_t len = strlen(unet_top_names[k][1]) - 1;   // without its '.'
+        if (strncmp(ldm, unet_top_names[k][1], len) == 0 && ldm[len] == '\0')
+            return g_strndup(unet_top_names[k][0], strlen(unet_top_names[k][0]) - 1);
+    }
+    const char *rest;
+    int n, sub;
+    // "<block>.<n>.<sub>.<rest>" -> n, sub, rest
+    const char *block = g_str_has_prefix(ldm, "input_blocks.") ? "input_blocks."
+                        : g_str_has_prefix(ldm, "output_blocks.") ? "output_blocks."
+                        : g_str_has_prefix(ldm, "middle_block.") ? "middle_block." : NULL;
+    if (!block || nrb < 1)
+        return NULL;
+    if (block[0] == 'm') {
+        n = 0;
+        rest = ldm + strlen(block);
+    } else if ((n = diffusers_index(ldm, block, &rest)) < 0) {
+        return NULL;
+    }
+    const char *r2;
+    if ((sub = diffusers_index(rest, "", &r2)) < 0)
+        return NULL;
+    const char *inner = NULL;   // the resnet submodule's diffusers name
+    for (size_t k = 0; k < G_N_ELEMENTS(unet_resnet_names); k++)
+        if (strcmp(r2, unet_resnet_names[k][1]) == 0)
+            inner = unet_resnet_names[k][0];
+    bool upsampler = strcmp(r2, "conv") == 0;
+    if (block[0] == 'm') {
+        if ((sub == 0 || sub == 2) && inner)
+            return g_strdup_printf("mid_block.resnets.%d.%s", sub / 2, inner);
+        return sub == 1 ? g_strdup_printf("mid_block.attentions.0.%s", r2) : NULL;
+    }
+    if (block[0] == 'i') {
+        if (n < 1)
+            return NULL;
+        int i = (n - 1) / (nrb + 1), j = (n - 1) % (nrb + 1);
+        if (j == nrb)
+            return sub == 0 && strcmp(r2, "op") == 0
+                       ? g_strdup_printf("down_blocks.%d.downsamplers.0.conv", i) : NULL;
+        if (sub == 0)
+            return inner ? g_strdup_printf("down_blocks.%d.resnets.%d.%s", i, j, inner) : NULL;
+        return sub == 1 ? g_strdup_printf("down_blocks.%d.attentions.%d.%s", i, j, r2) : NULL;
+    }
+    int i = n / (nrb + 1), j = n % (nrb + 1);
+    if (sub == 0)
+        return inner ? g_strdup_printf("up_blocks.%d.resnets.%d.%s", i, j, inner) : NULL;
+    if (upsampler && (sub == 1 || sub == 2))
+        return j == nrb ? g_strdup_printf("up_blocks.%d.upsamplers.0.conv", i) : NULL;
+    return sub == 1 ? g_strdup_printf("up_blocks.%d.attentions.%d.%s", i, j, r2) : NULL;
+}
+
 // A VAE tensor name -> the CompVis name (without prefix), or NULL. *attn: it is a mid-block
 // attention projection, a Linear that the CompVis VAE holds as a 1x1 convolution.
 static char *diffusers_vae_name(const char *name, const diffusers_layout *lay, bool *attn)

@@ -49,4 +49,9 @@ st_file *diffusers_open(const char *dir, diffusers_info *info, sdg_error *err);
 
 void diffusers_info_clear(diffusers_info *info);
 
+// A UNet module's diffusers path from its CompVis name, both without prefix or parameter
+// ("output_blocks.2.1.proj_in" -> "up_blocks.1.attentions.0.proj_in"; nrb: res blocks per
+// level), or NULL; g_free it. For LoRA files, which name modules the diffusers way.
+char *diffusers_unet_module(const char *ldm, int nrb);
+
 #endif // SDG_DIFFUSERS_H

@@ -141,7 +141,7 @@ float sdg__bf16_to_f32(uint16_t h)
     return st_bits_f32((uint32_t)h << 16);
 }
 
-static uint16_t st_f32_to_bf16(float f)
+uint16_t sdg__f32_to_bf16(float f)
 {
     uint32_t x = st_f32_bits(f);
     if ((x & 0x7fffffffu) > 0x7f800000u)
@@ -1297,7 +1297,7 @@ static bool st_write_from_f32(FILE *fp, st_dtype dt, const float *x, size_t n)
         switch (dt) {
         case ST_F16: for (size_t k = 0; k < m; k++) buf.u16[k] = sdg__f32_to_f16(s[k]);
             bytes = 2 * m; break;
-        case ST_BF16: for (size_t k = 0; k < m; k++) buf.u16[k] = st_f32_to_bf16(s[k]);
+        case ST_BF16: for (size_t k = 0; k < m; k++) buf.u16[k] = sdg__f32_to_bf16(s[k]);
             bytes = 2 * m; break;
         case ST_I32: for (size_t k = 0; k < m; k++) buf.i32[k] = (int32_t)lrintf(s[k]);
             bytes = 4 * m; break;

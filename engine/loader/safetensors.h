@@ -127,5 +127,6 @@ sdg_status st_write_streamed(const char *path, const st_write_tensor *tensors, i
 float sdg__f16_to_f32(uint16_t h);
 uint16_t sdg__f32_to_f16(float f);
 float sdg__bf16_to_f32(uint16_t h);
+uint16_t sdg__f32_to_bf16(float f);   // NaN stays a quiet NaN
 
 #endif // SDG_SAFETENSORS_H

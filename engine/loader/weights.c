@@ -20,10 +20,12 @@
 // Per tensor: not asked for; bound, data not read yet; read; counted only (shapes-only binders).
 // WB_IN_SLAB is a flag on top: its copy lives in the slab (not freed on its own).
 // WB_AS16 is another: it is held in its file's 16-bit storage type (sdg_wb_get_weight); and
-// WB_PANEL_A / WB_PANEL_B say it is packed into panels of that many rows.
+// WB_PANEL_A / WB_PANEL_B say it is packed into panels of that many rows; WB_BORROWED that an
+// overlay hands out its base's binding (not freed here); WB_PATCHED that an overlay patches it.
 enum {
     WB_UNBOUND, WB_PENDING, WB_READ, WB_COUNTED, WB_STATE = 3, WB_IN_SLAB = 4, WB_AS16 = 8,
-    WB_PANEL_A = 16, WB_PANEL_B = 32, WB_PANEL = WB_PANEL_A | WB_PANEL_B
+    WB_PANEL_A = 16, WB_PANEL_B = 32, WB_PANEL = WB_PANEL_A | WB_PANEL_B, WB_BORROWED = 64,
+    WB_PATCHED = 128
 };
 
 static int wb_panel_of(uint8_t state)
@@ -44,6 +46,8 @@ struct sdg_weights {
     size_t slab_cap, slab_used;
     sdg_status status;       // first error, sticky
     sdg_error err;
+    sdg_wb_patch_fn patch;   // an overlay's (sdg_wb_new_overlay), for WB_PATCHED tensors
+    void *patch_user;
 };
 
 sdg_weights *sdg_wb_new(const st_file *f, sdg_error *err)
@@ -72,6 +76,28 @@ sdg_weights *sdg_wb_new(const st_file *f, sdg_error *err)
     return wb;
 }
 
+sdg_weights *sdg_wb_new_overlay(const sdg_weights *base, const bool *patched, sdg_wb_patch_fn fn,
+                                void *user, sdg_error *err)
+{
+    SDG_ASSERT(base && patched && fn && !base->shapes_only);
+    sdg_weights *wb = sdg_wb_new(base->f, err);
+    if (!wb)
+        return NULL;
+    for (int i = 0; i < st_count(base->f); i++) {
+        if (patched[i]) {
+            wb->state[i] = WB_PATCHED;
+        } else if ((base->state[i] & WB_STATE) != WB_UNBOUND) {
+            wb->state[i] = (uint8_t)((base->state[i] & ~WB_IN_SLAB) | WB_BORROWED);
+            wb->copies[i] = base->copies[i];
+        }
+    }
+    wb->patch = fn;
+    wb->patch_user = user;
+    wb->mem_limit = 0;   // base checked the model's size; the copies here are a part of it
+    wb->defer = true;
+    return wb;
+}
+
 void sdg_wb_defer(sdg_weights *wb)
 {
     wb->defer = true;
@@ -82,7 +108,7 @@ void sdg_wb_free(sdg_weights *wb)
     if (!wb)
         return;
     for (int i = 0; i < st_count(wb->f); i++)
-        if (!(wb->state[i] & WB_IN_SLAB))
+        if (!(wb->state[i] & (WB_IN_SLAB | WB_BORROWED)))
             free(wb->copies[i]);
     free(wb->copies);
     free(wb->state);
@@ -248,6 +274,39 @@ static sdg_status wb_read_packed(const sdg_weights *wb, const st_tensor *t, int 
     return SDG_OK;
 }
 
+// An overlay's patched tensor: float32 row-major, patched, then in the copy's type and packing.
+static sdg_status wb_read_patched(const sdg_weights *wb, int idx, int64_t *bad, sdg_error *err)
+{
+    const st_tensor *t = st_at(wb->f, idx);
+    int64_t rows = t->n_dims ? t->shape[0] : 1, cols = rows ? t->n_elements / rows : 0;
+    size_t n = (size_t)(t->n_elements ? t->n_elements : 1);
+    float *w = malloc(n * sizeof *w);
+    if (!w)
+        return sdg__fail(err, SDG_ERR_NOMEM, "%s: out of memory patching tensor '%s'",
+                         st_path(wb->f), t->name);
+    sdg_status st = st_read_f32_count(wb->f, t, w, bad, err);
+    if (st == SDG_OK && !wb->patch(wb->patch_user, idx, w, rows, cols, err))
+        st = err->status != SDG_OK ? err->status : SDG_ERR_INVALID_ARG;
+    if (st != SDG_OK) {
+        free(w);
+        return st;
+    }
+    *bad = st_count_nonfinite(w, (size_t)t->n_elements, ST_F32);
+    bool as16 = wb->state[idx] & WB_AS16;
+    uint16_t *h = (uint16_t *)w;   // converted in place: element k only reads w[k] first
+    if (as16)
+        for (size_t k = 0; k < (size_t)t->n_elements; k++)
+            h[k] = t->dtype == ST_F16 ? sdg__f32_to_f16(w[k]) : sdg__f32_to_bf16(w[k]);
+    int panel = wb_panel_of(wb->state[idx]);
+    size_t es = as16 ? 2 : 4;
+    if (panel)
+        sdg__pack_panels(wb->copies[idx], w, es, cols, 0, rows, rows, cols, panel);
+    else
+        memcpy(wb->copies[idx], w, (size_t)t->n_elements * es);
+    free(w);
+    return SDG_OK;
+}
+
 // Reads (converts and packs, or scans in the mapping) bound tensor idx and counts its non-finite
 // values into *bad. Touches only what belongs to idx (its copy and state), so tensors may be read
 // on several threads at once; an I/O error is returned in *e, not recorded.
@@ -256,7 +315,9 @@ static sdg_status wb_read_tensor(sdg_weights *wb, int idx, int64_t *bad, sdg_err
     const st_tensor *t = st_at(wb->f, idx);
     sdg_status st;
     *bad = 0;
-    if (wb->state[idx] & WB_PANEL) {
+    if (wb->state[idx] & WB_PATCHED) {
+        st = wb_read_patched(wb, idx, bad, e);
+    } else if (wb->state[idx] & WB_PANEL) {
         st = wb_read_packed(wb, t, wb_panel_of(wb->state[idx]), wb->state[idx] & WB_AS16,
                             wb->copies[idx], bad, e);
     } else if (wb->copies[idx]) {
@@ -321,7 +382,9 @@ static sdg_weight wb_bind(sdg_weights *wb, int n_dims, const int64_t *shape, boo
     bool as16 = keep16 && (t->dtype == ST_F16 || t->dtype == ST_BF16);
     size_t es = as16 ? 2 : sizeof(float);
     sdg_dtype dt = !as16 ? SDG_DT_F32 : t->dtype == ST_F16 ? SDG_DT_F16 : SDG_DT_BF16;
-    bool in_place = panel == 0 && (t->dtype == ST_F32 || as16) && st_data_aligned(wb->f, t, es);
+    bool patched = wb->state[idx] & WB_PATCHED;
+    bool in_place = !patched && panel == 0 && (t->dtype == ST_F32 || as16) &&
+                    st_data_aligned(wb->f, t, es);
     uint8_t panel_flag = panel == SDG_PANEL_A ? WB_PANEL_A : panel == SDG_PANEL_B ? WB_PANEL_B : 0;
     SDG_ASSERT(panel == 0 || panel_flag);
     if ((wb->state[idx] & WB_STATE) != WB_UNBOUND) {
@@ -377,9 +440,10 @@ static sdg_weight wb_bind(sdg_weights *wb, int n_dims, const int64_t *shape, boo
                      path, name, (unsigned long long)bytes);
             return none;
         }
+        wb->state[idx] &= WB_PATCHED;
         if (in_slab) {
             wb->slab_used += step;
-            wb->state[idx] = WB_IN_SLAB;
+            wb->state[idx] |= WB_IN_SLAB;
         }
         wb->state[idx] |= (uint8_t)((as16 ? WB_AS16 : 0) | panel_flag);
         wb->copies[idx] = copy;

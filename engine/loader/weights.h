@@ -78,6 +78,19 @@ sdg_status sdg_wb_read(sdg_weights *wb, sdg_error *err);
 // beside the ones that run after it.
 void sdg_wb_drop_pages(const sdg_weights *wb, const char *prefix);
 
+// A binder that shares base's bindings except for the tensors patched[] marks (one flag per
+// tensor of base's file): those are bound as copies of their own (never in place), read as
+// float32 row-major [rows, cols] (rows = shape[0]), handed to fn to change (it may be called
+// on several threads at once, for different tensors; it returns false with err set to fail the
+// read), then stored in the type and packing the loader asks for, as base would hold them. For
+// LoRA: networks bound again on the overlay read the patched copies and share everything else,
+// and base is never written. base must outlive the overlay and stay unchanged (no rebinding);
+// the overlay defers reads (sdg_wb_read). sdg_wb_owned_bytes counts the patched copies only.
+typedef bool (*sdg_wb_patch_fn)(void *user, int tensor, float *data, int64_t rows, int64_t cols,
+                                sdg_error *err);
+sdg_weights *sdg_wb_new_overlay(const sdg_weights *base, const bool *patched, sdg_wb_patch_fn fn,
+                                void *user, sdg_error *err);
+
 // Looks a tensor up without binding it (for reading the architecture from shapes); NULL if absent.
 const st_tensor *sdg_wb_find(sdg_weights *wb, const char *fmt, ...) SDG_PRINTF(2, 3);
 

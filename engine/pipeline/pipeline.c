@@ -93,6 +93,17 @@ typedef struct job {
     sdg_status hook_status;
 } job;
 
+// The networks a run uses: the ctx's LoRA-patched ones when it has them, else the model's.
+static const clip_model *job_te(const job *j, int e)
+{
+    return j->ctx->lora ? j->ctx->lora->te[e] : j->m->te[e];
+}
+
+static const unet_model *job_unet(const job *j)
+{
+    return j->ctx->lora ? j->ctx->lora->unet : j->m->unet;
+}
+
 // ---------------------------------------------------------------------------------------------
 // Text
 
@@ -104,7 +115,7 @@ static void encode_prompt(job *j, int e, const sdg_prompt *pr, const sdg_prompt 
                           int n_windows, float *ctx_out, int col, float *pooled)
 {
     sdg_exec *ex = j->ex;
-    const clip_model *te = j->m->te[e];
+    const clip_model *te = job_te(j, e);
     const clip_config *cc = clip_get_config(te);
     const family_encoder *fe = &j->m->enc[e];
     int d = cc->width;
@@ -235,7 +246,7 @@ static sdg_status denoise(void *user, const float *x, float sigma, float t, floa
         j->unet_t[b] = t;
     }
     unet_cond cond = { j->context, j->n_ctx, j->y };
-    unet_forward(j->ex, j->m->unet, j->unet_in, j->nb, j->h, j->w, j->unet_t, &cond, j->eps);
+    unet_forward(j->ex, job_unet(j), j->unet_in, j->nb, j->h, j->w, j->unet_t, &cond, j->eps);
     const float *eu = j->eps, *ec = j->cfg ? j->eps + j->n_lat : j->eps;
     float s = j->p->cfg_scale;
     // Guidance on the prediction (eps or v alike, as A1111, ComfyUI and diffusers do), then the
@@ -643,7 +654,7 @@ static sdg_status run(job *j, sdg_result *res, sdg_error *err)
         if (ex->dry) {
             // One of each network in measuring mode sizes the arena.
             unet_cond c = { j->context, j->n_ctx, j->y };
-            unet_forward(ex, j->m->unet, j->unet_in, j->nb, j->h, j->w, j->unet_t, &c, j->eps);
+            unet_forward(ex, job_unet(j), j->unet_in, j->nb, j->h, j->w, j->unet_t, &c, j->eps);
             if (j->preview_taesd)
                 taesd_preview(j, NULL);
             decode(j, j->x);
@@ -752,7 +763,9 @@ static sdg_status measure(job *j, const sdg_gen_params *p, sdg_memory_estimate *
     uint64_t n = (uint64_t)p->batch_count;
     e->width = j->W;
     e->height = j->H;
-    e->weights_bytes = m->copy_bytes + m->mapped_bytes;
+    // LoRA copies: held when the ctx applied this request's list already, else still to make.
+    uint64_t lora_held = ctx->lora ? ctx->lora->bytes : 0;
+    e->weights_bytes = m->copy_bytes + m->mapped_bytes + lora_held + ctx->lora_new_bytes;
     e->arena_bytes = sdg__exec_reserve_size(ctx->ex.arena.peak);
     e->result_bytes = n * ((uint64_t)j->W * j->H * 3 + j->n_lat) * sizeof(float);
     e->extra_bytes = p->extra_bytes;
@@ -761,7 +774,7 @@ static sdg_status measure(job *j, const sdg_gen_params *p, sdg_memory_estimate *
     // Held already: float32 copies of a loaded model (anonymous memory, not in the available
     // figure) and an arena from an earlier run. Mapped F32 weights are page cache, which the
     // available figure counts as free, so every run needs them again.
-    uint64_t held_weights = m->header_only ? 0 : m->copy_bytes;
+    uint64_t held_weights = m->header_only ? 0 : m->copy_bytes + lora_held;
     uint64_t weights_needed = e->weights_bytes - held_weights;
     uint64_t cap = ctx->ex.arena.cap;
     uint64_t arena_needed = e->arena_bytes > cap ? e->arena_bytes - cap : 0;

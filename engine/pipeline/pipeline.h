@@ -58,8 +58,23 @@ typedef void (*sdg_noise_hook)(void *user, int which, float *out, size_t n);
 #define SDG_TEST_NOISE_INITIAL (-1)
 #define SDG_TEST_NOISE_VAE (-2)
 
+// A context's networks with LoRAs applied (lora/lora.h): the text encoders and the UNet bound
+// again on an overlay of the model's weights (weights.h sdg_wb_new_overlay) that holds patched
+// copies of the tensors the LoRAs touch and shares every other tensor. The model is never
+// written, so other contexts on it are not affected, and dropping this gives its weights back.
+typedef struct sdg_lora_nets {
+    char *key;                 // what was applied: path, size, mtime and weight of each file
+    sdg_weights *wb;           // the overlay
+    clip_model *te[FAMILY_MAX_ENCODERS];
+    unet_model *unet;
+    uint64_t bytes;            // the patched copies
+    char *notes;               // lora_set_notes, or NULL
+} sdg_lora_nets;
+
 struct sdg_ctx {
     const sdg_model *model;
+    sdg_lora_nets *lora;       // NULL: the model's own networks
+    uint64_t lora_new_bytes;   // memory guard: LoRA copies the current request still has to make
     int n_threads;
     sdg_exec ex;
     atomic_int cancel;
