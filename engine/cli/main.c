@@ -450,6 +450,8 @@ typedef struct cli_opts {
     char *init_image, *mask, *noise_in, *latent_out, *output;
     char *prediction, *original_size, *crop, *target_size;   // model and SDXL options
     char *decoder, *taesd;
+    char **lora, *lora_dir;   // --lora FILE[:WEIGHT] (repeated), --lora-dir
+    sdg_lora *loras;          // parsed from lora
     sdg_prediction pred;
     int width, height, steps, batch_count, clip_skip, threads;
     double cfg_scale, strength;
@@ -575,6 +577,12 @@ static int cli_parse(int *argc, char ***argv, cli_opts *o)
          "TAESD decoder (taesd_decoder.safetensors, taesdxl_decoder.safetensors for SDXL, or a "
          "diffusers AutoencoderTiny folder); default: beside the model, then in the models folder",
          "FILE"},
+        {"lora", 0, 0, G_OPTION_ARG_FILENAME_ARRAY, &o->lora,
+         "LoRA / LyCORIS file to apply, with its weight (-10 to 10; 1 when left out); may be "
+         "repeated. The prompt's <lora:NAME:WEIGHT> tags add more, found by name in --lora-dir "
+         "and in the loras (or Lora) folder beside the model's folder", "FILE[:WEIGHT]"},
+        {"lora-dir", 0, 0, G_OPTION_ARG_FILENAME, &o->lora_dir,
+         "Folder where the prompt's <lora:NAME> tags are looked up first", "DIR"},
         {"vocab", 0, 0, G_OPTION_ARG_FILENAME, &o->vocab,
          "CLIP vocabulary (bpe_simple_vocab_16e6.txt[.gz]); default: next to the model, then "
          "in the models folder", "FILE"},
@@ -680,6 +688,29 @@ static int cli_validate(cli_opts *o, sdg_gen_params *gp)
         cli_error("TAESD decoder '%s' does not exist", o->taesd);
         return CLI_EXIT_ERROR;
     }
+    int n_loras = o->lora ? (int)g_strv_length(o->lora) : 0;
+    o->loras = g_new0(sdg_lora, n_loras > 0 ? n_loras : 1);
+    for (int i = 0; i < n_loras; i++) {
+        // FILE:WEIGHT when what follows the last ':' is a number, else the whole is the file
+        char *arg = o->lora[i], *colon = strrchr(arg, ':'), *end = NULL;
+        double w = colon ? g_ascii_strtod(colon + 1, &end) : 1.0;
+        bool has_weight = colon && end != colon + 1 && *end == '\0';
+        if (has_weight)
+            *colon = '\0';
+        else
+            w = 1.0;
+        if (!isfinite(w) || fabs(w) > 10.0)
+            return cli_usage_error("the weight of --lora %s must be between -10 and 10 (got %g)",
+                                   arg, w);
+        if (!g_file_test(arg, G_FILE_TEST_IS_REGULAR)) {
+            cli_error("LoRA file '%s' does not exist", arg);
+            return CLI_EXIT_ERROR;
+        }
+        o->loras[i] = (sdg_lora){ arg, (float)w };
+    }
+    gp->loras = o->loras;
+    gp->n_loras = n_loras;
+    gp->lora_dir = o->lora_dir;
     if (o->original_size && !cli_parse_pair(o->original_size, 'x', 1, &gp->original_width,
                                             &gp->original_height))
         return cli_usage_error("--original-size must be WxH with sizes from 1 to %d (got '%s')",
@@ -1070,6 +1101,8 @@ static int cli_main(const cli_opts *o, sdg_gen_params *gp)
     }
     if (o->latent_out && cli_write_latents(o->latent_out, r.result) != -1)
         all_written = false;
+    if (r.result->notes)
+        fprintf(stderr, "sdg: warning: %s\n", r.result->notes);   // even with --quiet
     if (!all_written)
         goto out;
     cli_info("done in %.1f s (sampling and decoding %.1f s)",
@@ -1112,8 +1145,10 @@ int main(int argc, char **argv)
     char **strs[] = {&o.model, &o.vocab, &o.prompt, &o.negative, &o.sampler, &o.schedule,
                      &o.precision, &o.seed, &o.init_image, &o.mask, &o.noise_in, &o.latent_out, &o.output,
                      &o.prediction, &o.original_size, &o.crop, &o.target_size, &o.decoder,
-                     &o.taesd};
+                     &o.taesd, &o.lora_dir};
     for (size_t i = 0; i < G_N_ELEMENTS(strs); i++)
         g_free(*strs[i]);
+    g_strfreev(o.lora);
+    g_free(o.loras);
     return code;
 }
