@@ -23,10 +23,12 @@
 #define CTX SDG_TOKENIZER_CTX
 #define TINY "golden/tiny-sd1.safetensors"
 #define SDXL "golden/tiny-sdxl.safetensors"
+#define SD2 "golden/tiny-sd2.safetensors"
 #define VOCAB "vocab/bpe_simple_vocab_16e6.txt.gz"
 #define SD1_TOK "cond_stage_model.transformer.text_model.embeddings.token_embedding.weight"
 #define XL_TOK_L "conditioner.embedders.0.transformer.text_model.embeddings.token_embedding.weight"
 #define XL_TOK_G "conditioner.embedders.1.model.token_embedding.weight"
+#define SD2_TOK "cond_stage_model.model.token_embedding.weight"
 
 static char *vocab_path;
 static sdg_tokenizer *tok;
@@ -375,7 +377,8 @@ static float *token_rows(const char *table, const char *text, int n, int width)
 {
     GArray *ids = g_array_new(FALSE, FALSE, sizeof(int32_t));
     g_assert_cmpint(sdg_tokenizer_encode(tok, text, ids, NULL), ==, n);
-    st_file *f = golden_open(strstr(table, "conditioner") ? SDXL : TINY);
+    st_file *f = golden_open(strstr(table, "conditioner") ? SDXL
+                             : strstr(table, ".model.token") ? SD2 : TINY);
     size_t count;
     float *all = golden_f32(f, table, &count);
     g_assert_cmpuint(count, ==, (size_t)49408 * width);
@@ -619,6 +622,27 @@ static void test_sdxl_pair(void)
     golden_tmpdir_remove(dir);
 }
 
+// SD 2.x: open_clip's layout, padding 0 after EOS.
+static void test_sd2(void)
+{
+    char *dir = golden_tmpdir("emb-sd2");
+    float *fox = token_rows(SD2_TOK, "red fox", 2, 48);
+    g_free(write_emb(dir, "rfx.safetensors", "emb_params", 2, 48, fox, NULL, 0, NULL));
+    sdg_error err;
+    sdg_model *m = load(SD2, dir, &err);
+    g_assert_nonnull(m);
+    sdg_ctx *ctx = sdg_ctx_new(m, 2, &err);
+    expect_same(ctx, "a rfx in snow", "a red fox in snow", true);
+    char *a = words(74, "(rfx:1.3)"), *b = words(74, "BREAK (red fox:1.3)");
+    expect_same(ctx, a, b, true);
+    g_free(a);
+    g_free(b);
+    sdg_ctx_free(ctx);
+    sdg_model_free(m);
+    g_free(fox);
+    golden_tmpdir_remove(dir);
+}
+
 int main(int argc, char **argv)
 {
     g_test_init(&argc, &argv, NULL);
@@ -631,6 +655,7 @@ int main(int argc, char **argv)
     g_test_add_func("/embedding/parse", test_parse);
     g_test_add_func("/embedding/sd1-exact", test_sd1_exact);
     g_test_add_func("/embedding/default-folder", test_default_folder);
+    g_test_add_func("/embedding/sd2", test_sd2);
     g_test_add_func("/embedding/sdxl-pair", test_sdxl_pair);
     int rc = g_test_run();
     sdg_tokenizer_free(tok);

@@ -113,7 +113,8 @@ static void encode_prompt(job *j, int e, const sdg_prompt *pr, const sdg_prompt 
     int32_t *ids = (int32_t *)sdg__alloc_f32(ex, (size_t)n_windows * 77);
     float *z = sdg__alloc_f32(ex, (size_t)n_windows * 77 * d);
     float *pw = pooled ? sdg__alloc_f32(ex, (size_t)n_windows * cc->proj_dim) : NULL;
-    // Embedding vectors per position, when the prompt names an embedding.
+    // Embedding vectors per position, when the prompt names an embedding (pointers taken from
+    // the float arena: its blocks are 64-byte aligned).
     const float **rows = pr->rows ? (const float **)(void *)sdg__alloc_f32(
         ex, (size_t)n_windows * 77 * (sizeof *rows / sizeof(float))) : NULL;
     if (!ex->dry)
