@@ -189,6 +189,8 @@ void sdg_model_free(sdg_model *m)
     diffusers_info_clear(&m->dinfo);
     g_free(m->path);
     g_free(m->base);
+    g_free(m->embeddings_dir);
+    g_free(m->models_dir);
     free(m);
 }
 
@@ -585,6 +587,9 @@ sdg_model *sdg_model_load(const char *path, const sdg_model_params *params, sdg_
         return NULL;
 
     m->header_only = params->header_only;
+    m->embeddings_dir = params->embeddings_dir && *params->embeddings_dir
+                            ? g_strdup(params->embeddings_dir) : NULL;
+    m->models_dir = g_strdup(params->models_dir ? params->models_dir : SDG_MODELS_DIR);
     size_t slab_bytes = 0;
     if (!m->header_only && check_load_memory(m, &slab_bytes, err) != SDG_OK)
         goto fail;
@@ -734,6 +739,7 @@ sdg_ctx *sdg_ctx_new(const sdg_model *model, int n_threads, sdg_error *err)
     }
     ctx->model = model;
     ctx->n_threads = n_threads;
+    ctx->embeddings = embs_cache_new();
     sdg__exec_init(&ctx->ex, n_threads);
     atomic_init(&ctx->cancel, 0);
     return ctx;
@@ -758,6 +764,7 @@ void sdg_ctx_free(sdg_ctx *ctx)
         return;
     lora_nets_free(ctx->lora);
     sdg__exec_free(&ctx->ex);
+    embs_cache_free(ctx->embeddings);
     free(ctx);
 }
 

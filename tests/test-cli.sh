@@ -116,6 +116,8 @@ expect "missing model file is named" 1 "nope\\.safetensors" -m "$TMP/nope.safete
 expect "missing init image is named" 1 "ghost\\.png" -m "$TMP/nope.safetensors" -i "$TMP/ghost.png"
 expect "missing noise file is named" 1 "ghost\\.safetensors" --noise-in "$TMP/ghost.safetensors"
 expect "output folder missing" 1 "does not exist" -o "$TMP/no/such/dir/out.png"
+expect "missing embeddings folder is named" 1 "embeddings folder .*no-such-embeddings" \
+    --embeddings "$TMP/no-such-embeddings"
 mkdir -p "$TMP/empty-models"
 SDG_MODELS_DIR="$TMP/empty-models" expect "no default model asks for --model" 1 "--model" -p cat
 echo "not a model" >"$TMP/junk.safetensors"
@@ -285,6 +287,24 @@ else
 fi
 expect "--noise-in of the wrong shape" 1 "noise" \
     "${M[@]}" -W 128 -H 64 --steps 1 --noise-in "$TMP/noise.safetensors" -o "$TMP/x.png"
+
+# --embeddings: a name in the prompt uses its file; one of another width is refused, naming it.
+mkdir -p "$TMP/emb"
+printf 'emb_params\tF32\t2,64\n' >"$TMP/emb.tsv"
+printf 'emb_params\tF32\t1,768\n' >"$TMP/emb-wide.tsv"
+"$RANDCK" "$TMP/emb.tsv" "$TMP/emb/my-style.safetensors" --seed 4 >/dev/null 2>&1
+"$RANDCK" "$TMP/emb-wide.tsv" "$TMP/emb/easynegative.safetensors" --seed 5 >/dev/null 2>&1
+run "${M[@]}" -W 64 -H 64 --steps 1 -p "a (my-style:1.2) cat" --embeddings "$TMP/emb" \
+    -o "$TMP/emb.png" -q
+if [ "$rc" -eq 0 ] && [ -s "$TMP/emb.png" ]; then
+    ok "--embeddings: a prompt naming an embedding runs"
+else
+    fail "--embeddings: a prompt naming an embedding runs" "status $rc: $(err_tail)"
+fi
+expect "--embeddings: an embedding of another width is refused, naming the file and widths" 1 \
+    "easynegative\\.safetensors: the embedding's vectors are 768 wide but the model's text encoder is 64 wide" \
+    "${M[@]}" -W 64 -H 64 --steps 1 -p "a cat" -n "easynegative" --embeddings "$TMP/emb" \
+    -o "$TMP/x.png"
 
 # Ctrl-C: wait for the first progress line, interrupt, expect "cancelled" and status 130.
 $WRAP "$SDG" "${M[@]}" -W 256 -H 256 --steps 1000 -o "$TMP/long.png" >/dev/null 2>"$TMP/err" &

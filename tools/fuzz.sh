@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # tools/fuzz.sh - builds and runs the libFuzzer harnesses of tests/fuzz (see its README.md).
 #
-#   bash tools/fuzz.sh HARNESS MINUTES   a campaign: fuzz_safetensors, fuzz_model, fuzz_vocab or
-#                                        fuzz_prompt (or "all", one after the other) for MINUTES
+#   bash tools/fuzz.sh HARNESS MINUTES   a campaign: fuzz_safetensors, fuzz_model, fuzz_vocab,
+#                                        fuzz_prompt or fuzz_embedding (or "all", one after the
+#                                        other) for MINUTES
 #                                        each; new inputs collect in $FUZZ_WORK/corpus/HARNESS,
 #                                        findings in $FUZZ_WORK/findings/HARNESS
 #   bash tools/fuzz.sh ci SECONDS        what CI runs: replay every committed corpus input and
@@ -18,7 +19,7 @@ cd "$(dirname "$0")/.."
 
 FUZZ_BUILD=${FUZZ_BUILD:-build-fuzz}
 FUZZ_WORK=${FUZZ_WORK:-$FUZZ_BUILD/fuzz-work}
-HARNESSES=(fuzz_safetensors fuzz_model fuzz_vocab fuzz_prompt)
+HARNESSES=(fuzz_safetensors fuzz_model fuzz_vocab fuzz_prompt fuzz_embedding)
 # Per input: a generous time limit (the model harness runs three networks under ASan), and
 # libFuzzer's memory limit. UBSan and ASan findings abort; leaks are findings.
 FLAGS=(-timeout=30 -rss_limit_mb=2560 -max_len=262144 -print_final_stats=1)

@@ -449,7 +449,7 @@ typedef struct cli_opts {
     char *model, *vocab, *prompt, *negative, *sampler, *schedule, *seed, *precision;
     char *init_image, *mask, *noise_in, *latent_out, *output;
     char *prediction, *original_size, *crop, *target_size;   // model and SDXL options
-    char *decoder, *taesd;
+    char *decoder, *taesd, *embeddings;
     char **lora, *lora_dir;   // --lora FILE[:WEIGHT] (repeated), --lora-dir
     sdg_lora *loras;          // parsed from lora
     sdg_prediction pred;
@@ -549,7 +549,8 @@ static const char cli_description[] =
     "  sdg -p \"a red fox\" -n \"blurry\" --sampler dpmpp_2m --schedule karras --steps 25 --seed 42\n"
     "  sdg -p \"a red fox\" --batch-count 4 -o fox-%d.png\n"
     "  sdg -p \"watercolour\" -i photo.png --strength 0.6 -o painted.png\n"
-    "  sdg -m sd-v1-5-inpainting.safetensors -p \"a cat\" -i room.png --mask hole.png -o cat.png\n";
+    "  sdg -m sd-v1-5-inpainting.safetensors -p \"a cat\" -i room.png --mask hole.png -o cat.png\n"
+    "  sdg -p \"a (my-style:1.2) castle\" -n easynegative --embeddings ~/embeddings -o castle.png\n";
 
 // Parses argv into o. Returns -1 when parsing succeeded (go on), else the exit code.
 static int cli_parse(int *argc, char ***argv, cli_opts *o)
@@ -586,8 +587,11 @@ static int cli_parse(int *argc, char ***argv, cli_opts *o)
         {"vocab", 0, 0, G_OPTION_ARG_FILENAME, &o->vocab,
          "CLIP vocabulary (bpe_simple_vocab_16e6.txt[.gz]); default: next to the model, then "
          "in the models folder", "FILE"},
+        {"embeddings", 0, 0, G_OPTION_ARG_FILENAME, &o->embeddings,
+         "Folder of textual-inversion embeddings (NAME.safetensors, used where a prompt says "
+         "NAME); default: embeddings/ beside the model, then in the models folder", "DIR"},
         {"prompt", 'p', 0, G_OPTION_ARG_FILENAME, &o->prompt,
-         "What to draw (UTF-8; (word:1.3) emphasis)", "TEXT"},
+         "What to draw (UTF-8; (word:1.3) emphasis; embedding names)", "TEXT"},
         {"negative-prompt", 'n', 0, G_OPTION_ARG_FILENAME, &o->negative,
          "What to steer away from", "TEXT"},
         {"width", 'W', 0, G_OPTION_ARG_INT, &o->width,
@@ -686,6 +690,10 @@ static int cli_validate(cli_opts *o, sdg_gen_params *gp)
         return cli_usage_error("unknown decoder '%s' (one of: vae, taesd)", o->decoder);
     if (o->taesd && !g_file_test(o->taesd, G_FILE_TEST_EXISTS)) {
         cli_error("TAESD decoder '%s' does not exist", o->taesd);
+        return CLI_EXIT_ERROR;
+    }
+    if (o->embeddings && !g_file_test(o->embeddings, G_FILE_TEST_IS_DIR)) {
+        cli_error("embeddings folder '%s' does not exist", o->embeddings);
         return CLI_EXIT_ERROR;
     }
     int n_loras = o->lora ? (int)g_strv_length(o->lora) : 0;
@@ -1006,6 +1014,7 @@ static int cli_main(const cli_opts *o, sdg_gen_params *gp)
         mp.models_dir = SDG_MODELS_DIR;
     mp.prediction = o->pred;
     mp.taesd_path = o->taesd;
+    mp.embeddings_dir = o->embeddings;
     if (o->vocab) {
         if (!g_file_test(o->vocab, G_FILE_TEST_EXISTS)) {
             cli_error("vocabulary '%s' does not exist", o->vocab);
@@ -1145,7 +1154,7 @@ int main(int argc, char **argv)
     char **strs[] = {&o.model, &o.vocab, &o.prompt, &o.negative, &o.sampler, &o.schedule,
                      &o.precision, &o.seed, &o.init_image, &o.mask, &o.noise_in, &o.latent_out, &o.output,
                      &o.prediction, &o.original_size, &o.crop, &o.target_size, &o.decoder,
-                     &o.taesd, &o.lora_dir};
+                     &o.taesd, &o.lora_dir, &o.embeddings};
     for (size_t i = 0; i < G_N_ELEMENTS(strs); i++)
         g_free(*strs[i]);
     g_strfreev(o.lora);

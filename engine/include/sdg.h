@@ -195,6 +195,13 @@ typedef struct sdg_model_params {
                               // NULL = the family's (taesd_decoder for SD 1.x/2.x, taesdxl_decoder
                               // for SDXL; a file, or a folder taesd/ taesdxl/) next to the model,
                               // then in models_dir; none found is no error until a run asks for it
+    const char *embeddings_dir; // textual-inversion embeddings (README, "Embeddings"): a folder of
+                              // <name>.safetensors files, each used where a prompt says <name>;
+                              // NULL = embeddings/ beside the model file, then embeddings/ in
+                              // models_dir (absent folders are no error; an explicit one must
+                              // exist when a run starts). Copied: the string need not outlive
+                              // sdg_model_load. Files are read when a prompt first names them
+                              // and kept by the ctx (read again when they change on disk)
 } sdg_model_params;
 
 SDG_API sdg_model_params sdg_model_default_params(void);
@@ -274,8 +281,10 @@ typedef struct sdg_lora {
 } sdg_lora;
 
 typedef struct sdg_gen_params {
-    const char *prompt;            // UTF-8; may be empty. Emphasis: (words:1.3), (words), [words]
-    const char *negative_prompt;   // UTF-8; NULL or "" = unconditional
+    const char *prompt;            // UTF-8; may be empty. Emphasis: (words:1.3), (words), [words];
+                                   // a textual-inversion embedding's name (its file's stem, see
+                                   // sdg_model_params.embeddings_dir) stands for its vectors
+    const char *negative_prompt;   // UTF-8; NULL or "" = unconditional; embeddings as in prompt
     int width, height;             // multiples of 8, at most 4096 (ignored for img2img/inpaint:
                                    // the init image's size is used)
     sdg_sampler sampler;
@@ -333,7 +342,9 @@ typedef struct sdg_result {
 } sdg_result;
 
 // Runs text-to-image (no init_image), image-to-image (init_image) or inpainting (init_image and
-// mask). On success *out holds the result; on failure *out is NULL and err says why. Before
+// mask). On success *out holds the result; on failure *out is NULL and err says why (for an
+// embedding the prompt names that cannot be used: the file and why, e.g. SDG_ERR_SHAPE for
+// vectors of another width than the model's text encoder, SDG_ERR_UNSUPPORTED for a .pt). Before
 // allocating anything it makes the check of sdg_ctx_estimate: a run that does not fit is refused
 // with SDG_ERR_NOMEM and the estimate's sentence, and nothing is started.
 SDG_API sdg_status sdg_generate(sdg_ctx *ctx, const sdg_gen_params *params, sdg_result **out,

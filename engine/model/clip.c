@@ -229,19 +229,30 @@ const clip_config *clip_get_config(const clip_model *m)
 
 void clip_embed(sdg_exec *ex, const clip_model *m, const int32_t *ids, int n, float *out)
 {
+    clip_embed_rows(ex, m, ids, NULL, n, out);
+}
+
+void clip_embed_rows(sdg_exec *ex, const clip_model *m, const int32_t *ids,
+                     const float *const *rows, int n, float *out)
+{
     const clip_config *c = &m->cfg;
     SDG_ASSERT(n >= 1);
     if (ex->dry)
         return;
     // PyTorch: x = token_embedding(input_ids) + position_embedding(position_ids)
+    // A1111 (EmbeddingsWithFixes): token_embedding's rows replaced by the embedding's vectors
     const size_t W = (size_t)c->width;
     for (int b = 0; b < n; b++)
         for (int t = 0; t < c->n_pos; t++) {
-            int32_t id = ids[(size_t)b * c->n_pos + t];
+            size_t at = (size_t)b * c->n_pos + t;
+            int32_t id = ids[at];
             SDG_ASSERT(id >= 0 && id < c->vocab);
             const float *pe = m->pos_emb + (size_t)t * W;
-            float *o = out + ((size_t)b * c->n_pos + t) * W;
-            sdg_weight_row(m->tok_emb, (size_t)id, c->width, o);
+            float *o = out + at * W;
+            if (rows && rows[at])
+                memcpy(o, rows[at], W * sizeof *o);
+            else
+                sdg_weight_row(m->tok_emb, (size_t)id, c->width, o);
             for (size_t j = 0; j < W; j++)
                 o[j] += pe[j];
         }
@@ -307,6 +318,13 @@ static int clip_eot_position(const int32_t *ids, int n_pos)
 void clip_forward(sdg_exec *ex, const clip_model *m, const int32_t *ids, int n,
                   const clip_output *o, float *out, float *pooled)
 {
+    clip_forward_rows(ex, m, ids, NULL, n, o, out, pooled);
+}
+
+void clip_forward_rows(sdg_exec *ex, const clip_model *m, const int32_t *ids,
+                       const float *const *emb, int n, const clip_output *o, float *out,
+                       float *pooled)
+{
     const clip_config *c = &m->cfg;
     SDG_ASSERT(n >= 1 && o && o->layer >= 1 && o->layer <= c->n_layers);
     SDG_ASSERT(!pooled || c->proj_dim > 0);
@@ -318,7 +336,7 @@ void clip_forward(sdg_exec *ex, const clip_model *m, const int32_t *ids, int n,
     // x [n, T, W] is the residual stream; out holds it, so only the per-layer scratch is
     // taken from the arena. With a pooled output the layers past o->layer run on a copy.
     float *x = out;
-    clip_embed(ex, m, ids, n, x);
+    clip_embed_rows(ex, m, ids, emb, n, x);
     size_t mark = sdg__mark(ex);
     float *t = sdg__alloc_f32(ex, rw);
     float *qkv = sdg__alloc_f32(ex, 3 * rw);

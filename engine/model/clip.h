@@ -61,8 +61,18 @@ const clip_config *clip_get_config(const clip_model *m);
 void clip_forward(sdg_exec *ex, const clip_model *m, const int32_t *ids, int n,
                   const clip_output *o, float *out, float *pooled);
 
+// The same with textual-inversion vectors: emb (or NULL) [n, n_pos] gives, per position, a
+// [width] vector that replaces the token embedding there (NULL entries: the token's own), before
+// the position embedding is added (A1111's EmbeddingsWithFixes).
+void clip_forward_rows(sdg_exec *ex, const clip_model *m, const int32_t *ids,
+                       const float *const *emb, int n, const clip_output *o, float *out,
+                       float *pooled);
+
 // The input of layer 0: out [n, n_pos, width] = token_embedding[ids] + position_embedding
 // (exposed for tests and debugging).
 void clip_embed(sdg_exec *ex, const clip_model *m, const int32_t *ids, int n, float *out);
+// The same with replacement vectors (rows as clip_forward_rows' emb).
+void clip_embed_rows(sdg_exec *ex, const clip_model *m, const int32_t *ids,
+                     const float *const *rows, int n, float *out);
 
 #endif // SDG_CLIP_H

@@ -63,6 +63,7 @@ typedef struct job {
     // Per text encoder (their paddings differ): token ids and emphasis weights; "" pads the
     // shorter prompt to the longer one's windows.
     sdg_prompt cond[FAMILY_MAX_ENCODERS], uncond[FAMILY_MAX_ENCODERS], empty[FAMILY_MAX_ENCODERS];
+    embs_request embs;        // the textual-inversion embeddings the prompts may name
 
     int n_steps;              // steps of the full schedule
     int start;                // first step run (img2img)
@@ -123,15 +124,22 @@ static void encode_prompt(job *j, int e, const sdg_prompt *pr, const sdg_prompt 
     int32_t *ids = (int32_t *)sdg__alloc_f32(ex, (size_t)n_windows * 77);
     float *z = sdg__alloc_f32(ex, (size_t)n_windows * 77 * d);
     float *pw = pooled ? sdg__alloc_f32(ex, (size_t)n_windows * cc->proj_dim) : NULL;
+    // Embedding vectors per position, when the prompt names an embedding (pointers taken from
+    // the float arena: its blocks are 64-byte aligned).
+    const float **rows = pr->rows ? (const float **)(void *)sdg__alloc_f32(
+        ex, (size_t)n_windows * 77 * (sizeof *rows / sizeof(float))) : NULL;
     if (!ex->dry)
         for (int wi = 0; wi < n_windows; wi++) {
             const int32_t *src = wi < pr->n_windows ? pr->ids + (size_t)wi * 77 : empty->ids;
             memcpy(ids + (size_t)wi * 77, src, 77 * sizeof(int32_t));
+            for (int t = 0; rows && t < 77; t++)
+                rows[(size_t)wi * 77 + t] = wi < pr->n_windows ? pr->rows[(size_t)wi * 77 + t]
+                                                               : NULL;
         }
     // The family's hidden state; A1111's clip skip k takes the one k - 1 layers before it.
     int layer = cc->n_layers - fe->from_end - (j->p->clip_skip - 1);
     clip_output o = { layer < 1 ? 1 : layer, fe->final_norm };
-    clip_forward(ex, te, ids, n_windows, &o, z, pw);
+    clip_forward_rows(ex, te, ids, (const float *const *)rows, n_windows, &o, z, pw);
     if (!ex->dry) {
         for (int wi = 0; wi < pr->n_windows && wi < n_windows; wi++) {
             const float *wt = pr->weights + (size_t)wi * 77;
@@ -482,6 +490,32 @@ static void encode(job *j, const sdg_image *img, const sdg_image *mask, float *m
 // ---------------------------------------------------------------------------------------------
 // The job
 
+// The embeddings the prompts may name: the model's explicit folder (which must exist), else
+// embeddings/ beside the model file, then embeddings/ in the models folder (either may be absent).
+static sdg_status plan_embeddings(job *j, sdg_error *err)
+{
+    const sdg_model *m = j->m;
+    char *beside_dir = g_path_get_dirname(m->path);
+    char *beside = g_build_filename(beside_dir, "embeddings", NULL);
+    char *in_models = m->models_dir ? g_build_filename(m->models_dir, "embeddings", NULL) : NULL;
+    const char *dirs[2] = { beside, in_models && strcmp(in_models, beside) ? in_models : NULL };
+    bool required[2] = { false, false };
+    if (m->embeddings_dir) {
+        dirs[0] = m->embeddings_dir;
+        dirs[1] = NULL;
+        required[0] = true;
+    }
+    int widths[FAMILY_MAX_ENCODERS];
+    for (int e = 0; e < m->spec->n_encoders; e++)
+        widths[e] = clip_get_config(m->te[e])->width;
+    sdg_status st = embs_request_init(&j->embs, j->ctx->embeddings, m->tok, dirs, required, 2,
+                                      widths, m->spec->n_encoders, err);
+    g_free(beside_dir);
+    g_free(beside);
+    g_free(in_models);
+    return st;
+}
+
 static sdg_status plan(job *j, const sdg_gen_params *p, sdg_error *err)
 {
     const sdg_model *m = j->m;
@@ -507,15 +541,19 @@ static sdg_status plan(job *j, const sdg_gen_params *p, sdg_error *err)
     // (force_uc_zero_embeddings=["txt"]).
     j->zero_uncond = m->spec->size_cond && (!p->negative_prompt || !*p->negative_prompt);
 
+    sdg_status est = plan_embeddings(j, err);
+    if (est != SDG_OK)
+        return est;
     int windows = 1;
     for (int e = 0; e < m->spec->n_encoders; e++) {
+        const sdg_prompt_dict *dict = &j->embs.dict[e];
         sdg_status st = sdg_prompt_parse(m->tok, "", m->pad_id[e], 1, &j->empty[e], err);
         if (st == SDG_OK)
-            st = sdg_prompt_parse(m->tok, p->prompt ? p->prompt : "", m->pad_id[e], MAX_WINDOWS,
-                                  &j->cond[e], err);
+            st = sdg_prompt_parse_dict(m->tok, p->prompt ? p->prompt : "", m->pad_id[e],
+                                       MAX_WINDOWS, dict, &j->cond[e], err);
         if (st == SDG_OK)
-            st = sdg_prompt_parse(m->tok, p->negative_prompt ? p->negative_prompt : "",
-                                  m->pad_id[e], MAX_WINDOWS, &j->uncond[e], err);
+            st = sdg_prompt_parse_dict(m->tok, p->negative_prompt ? p->negative_prompt : "",
+                                       m->pad_id[e], MAX_WINDOWS, dict, &j->uncond[e], err);
         if (st != SDG_OK)
             return st;
         if (j->cond[e].n_windows > windows)
@@ -713,6 +751,7 @@ static void job_clear(job *j)
         sdg_prompt_clear(&j->uncond[e]);
         sdg_prompt_clear(&j->empty[e]);
     }
+    embs_request_clear(&j->embs);
     free(j->sigmas);
     free(j->ts);
 }
@@ -797,6 +836,55 @@ sdg_status sdg__pipeline_estimate(sdg_ctx *ctx, const sdg_gen_params *p, sdg_mem
     job j = { .ctx = ctx, .m = ctx->model, .ex = &ctx->ex };
     sdg_status st = measure(&j, p, e, err);
     job_clear(&j);
+    return st;
+}
+
+// The cond side's text, alone: what sdg__pipeline_text hands back.
+static void text_run(job *j)
+{
+    sdg_exec *ex = j->ex;
+    ex->arena.used = 0;
+    ex->arena.peak = 0;
+    j->context = sdg__alloc_f32(ex, (size_t)j->n_ctx * j->ctx_dim);
+    j->y = j->y_dim ? sdg__alloc_f32(ex, (size_t)j->y_dim) : NULL;
+    sdg_prompt *cond[FAMILY_MAX_ENCODERS] = { &j->cond[0], &j->cond[1] };
+    encode_conditioning(j, cond, false, j->context, j->y);
+}
+
+sdg_status sdg__pipeline_text(sdg_ctx *ctx, const sdg_gen_params *p, float **context, int *n_ctx,
+                              int *ctx_dim, float **y, int *y_dim, sdg_error *err)
+{
+    job j = { .ctx = ctx, .m = ctx->model, .ex = &ctx->ex };
+    *context = *y = NULL;
+    sdg_status st = plan(&j, p, err);
+    if (st == SDG_OK) {
+        ctx->ex.dry = true;
+        text_run(&j);
+        ctx->ex.dry = false;
+        st = sdg__exec_reserve(&ctx->ex, ctx->ex.arena.peak, err);
+    }
+    if (st == SDG_OK) {
+        text_run(&j);
+        size_t nc = (size_t)j.n_ctx * j.ctx_dim;
+        *context = malloc(nc * sizeof(float));
+        *y = j.y_dim ? malloc((size_t)j.y_dim * sizeof(float)) : NULL;
+        if (!*context || (j.y_dim && !*y)) {
+            st = sdg__fail(err, SDG_ERR_NOMEM, "out of memory");
+        } else {
+            memcpy(*context, j.context, nc * sizeof(float));
+            if (j.y_dim)
+                memcpy(*y, j.y, (size_t)j.y_dim * sizeof(float));
+            *n_ctx = j.n_ctx;
+            *ctx_dim = j.ctx_dim;
+            *y_dim = j.y_dim;
+        }
+    }
+    job_clear(&j);
+    if (st != SDG_OK) {
+        free(*context);
+        free(*y);
+        *context = *y = NULL;
+    }
     return st;
 }
 

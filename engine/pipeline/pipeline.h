@@ -20,6 +20,7 @@
 #include "../model/vae.h"
 #include "../sampler/sampler.h"
 #include "../tokenizer/tokenizer.h"
+#include "embeddings.h"
 
 struct sdg_model {
     char *path;
@@ -49,6 +50,9 @@ struct sdg_model {
     uint64_t copy_bytes;       // float32 copies of F16/BF16 weights (held, or with header_only
                                // what loading would make)
     uint64_t mapped_bytes;     // F32 weights used in place from the mapping
+    char *embeddings_dir;      // owned: sdg_model_params.embeddings_dir (NULL: the default
+                               // folders, embeddings/ beside the model, then in models_dir)
+    char *models_dir;          // owned: the models folder the model was loaded with
 };
 
 // Replaces the engine's seeded noise (tests replay the goldens' noise): `which` is the ancestral
@@ -80,6 +84,7 @@ struct sdg_ctx {
     atomic_int cancel;
     sdg_noise_hook test_noise;  // NULL outside tests
     void *test_noise_data;
+    embs_cache *embeddings;     // owned: the embedding files this ctx has read
 };
 
 // Runs one sdg_generate request (parameters already checked by sdg_generate). Refuses with
@@ -91,6 +96,12 @@ sdg_status sdg__pipeline_generate(sdg_ctx *ctx, const sdg_gen_params *p, sdg_res
 // fits, SDG_ERR_NOMEM with the guard's sentence when not (e filled either way).
 sdg_status sdg__pipeline_estimate(sdg_ctx *ctx, const sdg_gen_params *p, sdg_memory_estimate *e,
                                   sdg_error *err);
+
+// Tests: the conditioning of p->prompt alone (the cond side of a run, as the UNet gets it):
+// *context [*n_ctx, *ctx_dim], and for SDXL *y [*y_dim] (else NULL and 0); malloc'd (free them).
+// Parameters already checked (sdg_ctx_estimate checks them the same way).
+sdg_status sdg__pipeline_text(sdg_ctx *ctx, const sdg_gen_params *p, float **context, int *n_ctx,
+                              int *ctx_dim, float **y, int *y_dim, sdg_error *err);
 
 // The noise streams of rng_normal_fill used for a picture with seed `seed`: the initial latent,
 // then one stream per ancestral step (documented so pictures can be reproduced elsewhere).

@@ -9,7 +9,12 @@
  * PROMPT_MAX_WEIGHT) leaves its text literal instead of raising, and nested products are clamped
  * to +-1000. The window layout is BOS + tokens + EOS + padding like
  * open_clip.tokenize (A1111 pads before the EOS; the same ids when pad = EOS, the SD1 case).
- * Not here: textual-inversion embeddings, prompt editing, alternation.
+ * Textual-inversion embeddings follow tokenize_line too (find_embedding_at_position, moved whole
+ * to the next window when they do not fit), with one deliberate difference: when comma
+ * backtracking moves the words after the last comma to the next window, an embedding among them
+ * moves with them (A1111 moves its placeholder ids but leaves its vectors at the old offset, in
+ * the padding of the window it left).
+ * Not here: prompt editing, alternation.
  *
  * ref: https://github.com/AUTOMATIC1111/stable-diffusion-webui modules/prompt_parser.py
  *      (parse_prompt_attention), modules/sd_hijack_clip.py (tokenize_line)
@@ -252,8 +257,11 @@ typedef struct prompt_chunker {
     const sdg_tokenizer *tok;
     int32_t pad_id;
     GArray *ids, *weights;       // finished windows, 77 each
+    GArray *rows;                // finished windows' embedding vectors (const float *), 77 each
     int32_t cur[PROMPT_CHUNK];   // current chunk
     float cur_w[PROMPT_CHUNK];
+    const float *cur_r[PROMPT_CHUNK];
+    bool any_row;                // an embedding was placed
     int n;
     int last_comma;              // index of the last comma in the current chunk, or -1
     int n_windows;
@@ -263,22 +271,30 @@ static void next_chunk(prompt_chunker *c)
 {
     int32_t bos = sdg_tokenizer_bos(c->tok), eos = sdg_tokenizer_eos(c->tok);
     float one = 1.0f;
+    const float *none = NULL;
     g_array_append_val(c->ids, bos);
     g_array_append_val(c->weights, one);
+    g_array_append_val(c->rows, none);
     g_array_append_vals(c->ids, c->cur, (guint)c->n);
     g_array_append_vals(c->weights, c->cur_w, (guint)c->n);
+    g_array_append_vals(c->rows, c->cur_r, (guint)c->n);
     g_array_append_val(c->ids, eos);
     g_array_append_val(c->weights, one);
+    g_array_append_val(c->rows, none);
     for (int i = c->n; i < PROMPT_CHUNK; i++) {
         g_array_append_val(c->ids, c->pad_id);
         g_array_append_val(c->weights, one);
+        g_array_append_val(c->rows, none);
     }
     c->n = 0;
     c->last_comma = -1;
     c->n_windows++;
 }
 
-static void chunk_add(prompt_chunker *c, int32_t id, float w, int32_t comma)
+// What A1111 does before placing the token `id` (or an embedding starting with it): note a
+// comma, move the words after the last comma to the next window when this one is full, and
+// close a full window.
+static void chunk_prepare(prompt_chunker *c, int32_t id, int32_t comma)
 {
     if (id == comma) {
         c->last_comma = c->n;
@@ -288,19 +304,85 @@ static void chunk_add(prompt_chunker *c, int32_t id, float w, int32_t comma)
         int keep = c->last_comma + 1, moved = c->n - keep;
         int32_t ids[PROMPT_CHUNK];
         float ws[PROMPT_CHUNK];
+        const float *rs[PROMPT_CHUNK];
         memcpy(ids, c->cur + keep, (size_t)moved * sizeof(int32_t));
         memcpy(ws, c->cur_w + keep, (size_t)moved * sizeof(float));
+        memcpy(rs, c->cur_r + keep, (size_t)moved * sizeof rs[0]);
         c->n = keep;
         next_chunk(c);
         memcpy(c->cur, ids, (size_t)moved * sizeof(int32_t));
         memcpy(c->cur_w, ws, (size_t)moved * sizeof(float));
+        memcpy(c->cur_r, rs, (size_t)moved * sizeof rs[0]);
         c->n = moved;
     }
     if (c->n == PROMPT_CHUNK)
         next_chunk(c);
+}
+
+static void chunk_push(prompt_chunker *c, int32_t id, float w, const float *row)
+{
+    SDG_ASSERT(c->n < PROMPT_CHUNK);
     c->cur[c->n] = id;
     c->cur_w[c->n] = w;
+    c->cur_r[c->n] = row;
+    c->any_row = c->any_row || row;
     c->n++;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Embeddings (A1111 EmbeddingDatabase.find_embedding_at_position).
+
+typedef struct prompt_resolved {
+    const float *rows;   // NULL: not resolved yet
+    int n_rows, width;
+} prompt_resolved;
+
+// The longest name of dict whose ids start ids[0..n), the first of equal length; -1 if none.
+static int dict_match(const sdg_prompt_dict *dict, const int32_t *ids, guint n, int *len)
+{
+    int best = -1;
+    for (int i = 0; dict && i < dict->n; i++) {
+        int k = dict->n_ids[i];
+        if (k < 1 || (guint)k > n || dict->ids[i][0] != ids[0] || (best >= 0 && k <= *len))
+            continue;
+        if (memcmp(dict->ids[i], ids, (size_t)k * sizeof *ids) == 0) {
+            best = i;
+            *len = k;
+        }
+    }
+    return best;
+}
+
+// Places one fragment's tokens, replacing embedding names by their vectors.
+static sdg_status place_fragment(prompt_chunker *c, const GArray *ids, float w, int32_t comma,
+                                 const sdg_prompt_dict *dict, prompt_resolved *resolved,
+                                 sdg_error *err)
+{
+    const int32_t *t = (const int32_t *)(const void *)ids->data;
+    guint k = 0;
+    while (k < ids->len) {
+        chunk_prepare(c, t[k], comma);
+        int len = 0, e = dict_match(dict, t + k, ids->len - k, &len);
+        if (e < 0) {
+            chunk_push(c, t[k], w, NULL);
+            k++;
+            continue;
+        }
+        prompt_resolved *r = &resolved[e];
+        if (!r->rows) {
+            sdg_status st = dict->resolve(dict->user, e, &r->rows, &r->n_rows, &r->width, err);
+            if (st != SDG_OK)
+                return st;
+            SDG_ASSERT(r->rows && r->n_rows >= 1 && r->n_rows <= PROMPT_CHUNK && r->width >= 1);
+        }
+        // Not split across windows: it starts the next one when it does not fit.
+        if (c->n + r->n_rows > PROMPT_CHUNK)
+            next_chunk(c);
+        for (int v = 0; v < r->n_rows; v++)
+            chunk_push(c, 0, w, r->rows + (size_t)v * r->width);
+        k += (guint)len;
+    }
+    return SDG_OK;
 }
 
 void sdg_prompt_clear(sdg_prompt *p)
@@ -309,11 +391,19 @@ void sdg_prompt_clear(sdg_prompt *p)
         return;
     g_free(p->ids);
     g_free(p->weights);
+    g_free(p->rows);
     memset(p, 0, sizeof *p);
 }
 
 sdg_status sdg_prompt_parse(const sdg_tokenizer *tok, const char *text, int32_t pad_id, int max_windows,
                             sdg_prompt *out, sdg_error *err)
+{
+    return sdg_prompt_parse_dict(tok, text, pad_id, max_windows, NULL, out, err);
+}
+
+sdg_status sdg_prompt_parse_dict(const sdg_tokenizer *tok, const char *text, int32_t pad_id,
+                                 int max_windows, const sdg_prompt_dict *dict, sdg_prompt *out,
+                                 sdg_error *err)
 {
     SDG_ASSERT(tok && out);
     memset(out, 0, sizeof *out);
@@ -326,9 +416,12 @@ sdg_status sdg_prompt_parse(const sdg_tokenizer *tok, const char *text, int32_t 
     prompt_chunker c = {.tok = tok, .pad_id = pad_id, .last_comma = -1};
     c.ids = g_array_new(FALSE, FALSE, sizeof(int32_t));
     c.weights = g_array_new(FALSE, FALSE, sizeof(float));
+    c.rows = g_array_new(FALSE, FALSE, sizeof(const float *));
+    prompt_resolved *resolved = dict && dict->n > 0 ? g_new0(prompt_resolved, dict->n) : NULL;
     int32_t comma = sdg_tokenizer_token_id(tok, ",</w>");
     GArray *ids = g_array_new(FALSE, FALSE, sizeof(int32_t));
-    for (guint i = 0; i < frags->len; i++) {
+    sdg_status st = SDG_OK;
+    for (guint i = 0; i < frags->len && st == SDG_OK; i++) {
         const prompt_frag *f = &g_array_index(frags, prompt_frag, i);
         if (f->brk) {
             next_chunk(&c);
@@ -337,11 +430,18 @@ sdg_status sdg_prompt_parse(const sdg_tokenizer *tok, const char *text, int32_t 
         g_array_set_size(ids, 0);
         if (sdg_tokenizer_encode(tok, f->text, ids, err) < 0)
             break;   // cannot happen: text was validated, and so is every fragment of it
-        for (guint k = 0; k < ids->len; k++)
-            chunk_add(&c, g_array_index(ids, int32_t, k), (float)f->weight, comma);
+        st = place_fragment(&c, ids, (float)f->weight, comma, resolved ? dict : NULL, resolved,
+                            err);
     }
     g_array_free(ids, TRUE);
+    g_free(resolved);
     frags_free(frags);
+    if (st != SDG_OK) {
+        g_array_free(c.ids, TRUE);
+        g_array_free(c.weights, TRUE);
+        g_array_free(c.rows, TRUE);
+        return st;
+    }
     if (c.n > 0 || c.n_windows == 0)
         next_chunk(&c);
 
@@ -351,7 +451,12 @@ sdg_status sdg_prompt_parse(const sdg_tokenizer *tok, const char *text, int32_t 
     out->n_windows = n;
     g_array_set_size(c.ids, (guint)n * SDG_TOKENIZER_CTX);
     g_array_set_size(c.weights, (guint)n * SDG_TOKENIZER_CTX);
+    g_array_set_size(c.rows, (guint)n * SDG_TOKENIZER_CTX);
     out->ids = (int32_t *)(void *)g_array_free(c.ids, FALSE);
     out->weights = (float *)(void *)g_array_free(c.weights, FALSE);
+    if (c.any_row)
+        out->rows = (const float **)(void *)g_array_free(c.rows, FALSE);
+    else
+        g_array_free(c.rows, TRUE);
     return SDG_OK;
 }

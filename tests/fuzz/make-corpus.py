@@ -132,6 +132,32 @@ def prompt_seeds():
         put('fuzz_prompt', 'corpus', 'prompt-%d' % i, bytes([i % 5]) + p)
 
 
+def embedding_seeds():
+    """Small embeddings of every accepted form, and a few just outside it (fuzz_embedding.c)."""
+    def f32(n, scale=0.01):
+        return struct.pack('<%df' % n, *[scale * ((i % 13) - 6) for i in range(n)])
+
+    def f16(n):
+        return struct.pack('<%de' % n, *[0.01 * ((i % 13) - 6) for i in range(n)])
+
+    seeds = {
+        'sd1-emb-params': [('emb_params', 'F32', [2, 768], f32(2 * 768))],
+        'sd1-one-vector': [('string_to_param.*', 'F16', [768], f16(768))],
+        'sd2-bf16': [('emb_params', 'BF16', [1, 1024], f16(1024))],
+        'sdxl-pair': [('clip_g', 'F16', [2, 1280], f16(2 * 1280)),
+                      ('clip_l', 'F16', [2, 768], f16(2 * 768))],
+        'tiny-75-vectors': [('emb_params', 'F32', [75, 4], f32(75 * 4))],
+        'tiny-76-vectors': [('emb_params', 'F32', [76, 4], f32(76 * 4))],
+        'zero-vectors': [('emb_params', 'F32', [0, 8], b'')],
+        'nan': [('emb_params', 'F32', [1, 4], struct.pack('<4f', 1, float('nan'), 2, 3))],
+        'two-tensors': [('a', 'F32', [1, 4], f32(4)), ('b', 'F32', [1, 4], f32(4))],
+        'pair-unequal': [('clip_g', 'F32', [2, 8], f32(16)), ('clip_l', 'F32', [3, 4], f32(12))],
+        'ints': [('emb_params', 'I32', [1, 4], struct.pack('<4i', 1, 2, 3, 4))],
+    }
+    for name, tensors in seeds.items():
+        put('fuzz_embedding', 'corpus', name, st_bytes(tensors))
+
+
 if __name__ == '__main__':
     for kind in ('corpus',):
         shutil.rmtree(os.path.join(HERE, kind), ignore_errors=True)
@@ -139,3 +165,4 @@ if __name__ == '__main__':
     model_seeds()
     vocab_seeds()
     prompt_seeds()
+    embedding_seeds()
