@@ -2,7 +2,7 @@
 # tools/fuzz.sh - builds and runs the libFuzzer harnesses of tests/fuzz (see its README.md).
 #
 #   bash tools/fuzz.sh HARNESS MINUTES   a campaign: fuzz_safetensors, fuzz_model, fuzz_vocab,
-#                                        fuzz_prompt or fuzz_embedding (or "all", one after the
+#                                        fuzz_prompt, fuzz_embedding or fuzz_lora (or "all", one after the
 #                                        other) for MINUTES
 #                                        each; new inputs collect in $FUZZ_WORK/corpus/HARNESS,
 #                                        findings in $FUZZ_WORK/findings/HARNESS
@@ -19,7 +19,7 @@ cd "$(dirname "$0")/.."
 
 FUZZ_BUILD=${FUZZ_BUILD:-build-fuzz}
 FUZZ_WORK=${FUZZ_WORK:-$FUZZ_BUILD/fuzz-work}
-HARNESSES=(fuzz_safetensors fuzz_model fuzz_vocab fuzz_prompt fuzz_embedding)
+HARNESSES=(fuzz_safetensors fuzz_model fuzz_vocab fuzz_prompt fuzz_embedding fuzz_lora)
 # Per input: a generous time limit (the model harness runs three networks under ASan), and
 # libFuzzer's memory limit. UBSan and ASan findings abort; leaks are findings.
 FLAGS=(-timeout=30 -rss_limit_mb=2560 -max_len=262144 -print_final_stats=1)

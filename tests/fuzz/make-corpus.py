@@ -158,6 +158,65 @@ def embedding_seeds():
         put('fuzz_embedding', 'corpus', name, st_bytes(tensors))
 
 
+def lora_seeds():
+    """Cut-downs of the golden LoRA in both forms, LyCORIS modules for tiny-sd1, an SD2 one,
+    and prompts with tags (fuzz_lora.c: first byte 0 = tiny-sd1, 1 = tiny-sd2, 'P' = a prompt)."""
+    golden = os.path.join(REF, 'golden')
+
+    def subset(fn, keep):
+        _, hdr, data = read_st(os.path.join(golden, fn))
+        out = []
+        for name, t in hdr.items():
+            if name != '__metadata__' and any(k in name for k in keep):
+                b, e = t['data_offsets']
+                out.append((name, t['dtype'], t['shape'], data[b:e]))
+        return st_bytes(out, hdr.get('__metadata__'))
+
+    put('fuzz_lora', 'corpus', 'kohya-subset',
+        b'\0' + subset('tiny-sd1-lora.safetensors',
+                        ['encoder_layers_0_self_attn_q_proj', 'mid_block_resnets_0_conv1',
+                         'down_blocks_0_attentions_0_proj_in']))
+    put('fuzz_lora', 'corpus', 'peft-subset',
+        b'\0' + subset('tiny-sd1-lora-peft.safetensors',
+                        ['layers.0.self_attn.q_proj', 'mid_block.resnets.0.conv1',
+                         'down_blocks.0.attentions.0.proj_in']))
+
+    def f32(n, scale=0.01):
+        return struct.pack('<%df' % n, *[scale * ((i % 11) - 5) for i in range(n)])
+
+    q = 'lora_unet_mid_block_attentions_0_transformer_blocks_0_attn1_to_q'
+    conv = 'lora_unet_mid_block_resnets_0_conv1'
+    alpha = struct.pack('<f', 1.0)
+    seeds = {
+        'loha': [(q + '.hada_w1_a', [64, 2]), (q + '.hada_w1_b', [2, 64]),
+                 (q + '.hada_w2_a', [64, 2]), (q + '.hada_w2_b', [2, 64])],
+        'loha-tucker': [(conv + '.hada_w1_a', [2, 64]), (conv + '.hada_w1_b', [2, 64]),
+                        (conv + '.hada_w2_a', [2, 64]), (conv + '.hada_w2_b', [2, 64]),
+                        (conv + '.hada_t1', [2, 2, 3, 3]), (conv + '.hada_t2', [2, 2, 3, 3])],
+        'lokr': [(q + '.lokr_w1', [4, 8]), (q + '.lokr_w2_a', [16, 2]),
+                 (q + '.lokr_w2_b', [2, 8])],
+        'lokr-conv': [(conv + '.lokr_w1', [8, 4]), (conv + '.lokr_w2', [8, 16, 3, 3])],
+        'locon-mid': [(conv + '.lora_up.weight', [64, 2, 1, 1]),
+                      (conv + '.lora_mid.weight', [2, 2, 3, 3]),
+                      (conv + '.lora_down.weight', [2, 64, 1, 1])],
+        'dora': [(q + '.lora_up.weight', [64, 2]), (q + '.lora_down.weight', [2, 64]),
+                 (q + '.dora_scale', [1, 64])],
+    }
+    for name, tensors in seeds.items():
+        ts = [(n, 'F32', shape, f32(int.__mul__(*shape[:2]) * (shape[2] * shape[3] if len(shape) == 4 else 1)))
+              for n, shape in tensors]
+        ts.append((tensors[0][0].rsplit('.', 2 if 'lora_' in tensors[0][0] else 1)[0] + '.alpha', 'F32', [], alpha))
+        put('fuzz_lora', 'corpus', name, b'\0' + st_bytes(ts))
+    te = 'lora_te_text_model_encoder_layers_0_self_attn_k_proj'
+    put('fuzz_lora', 'corpus', 'sd2-openclip-slice',
+        b'\1' + st_bytes([(te + '.lora_up.weight', 'F16', [48, 4], struct.pack('<192e', *[0.01] * 192)),
+                           (te + '.lora_down.weight', 'F32', [4, 48], f32(192)),
+                           (te + '.alpha', 'F32', [], alpha)]))
+    for i, p in enumerate([b'a cat <lora:style:0.8> in snow', b'<lora:a><lyco:b:-1.5>x',
+                           b'<lora:>', b'<lora:x:1:2>', b'<lora:unclosed']):
+        put('fuzz_lora', 'corpus', 'prompt-%d' % i, b'P' + p)
+
+
 if __name__ == '__main__':
     for kind in ('corpus',):
         shutil.rmtree(os.path.join(HERE, kind), ignore_errors=True)
@@ -166,3 +225,4 @@ if __name__ == '__main__':
     vocab_seeds()
     prompt_seeds()
     embedding_seeds()
+    lora_seeds()
