@@ -506,27 +506,82 @@ static char *find_taesd(const sdg_model *m, const char *explicit_path, const cha
     return found;
 }
 
+// The released encoder beside a released decoder: taesd_decoder.safetensors ->
+// taesd_encoder.safetensors, when it exists (else NULL).
+static char *taesd_sibling_encoder(const char *decoder_path)
+{
+    const char *suffix = "_decoder.safetensors";
+    if (!g_str_has_suffix(decoder_path, suffix))
+        return NULL;
+    char *p = g_strdup_printf("%.*s_encoder.safetensors",
+                              (int)(strlen(decoder_path) - strlen(suffix)), decoder_path);
+    if (g_file_test(p, G_FILE_TEST_IS_REGULAR))
+        return p;
+    g_free(p);
+    return NULL;
+}
+
+// The released decoder and encoder as one view: "decoder.<key>", "encoder.<key>".
+static char *taesd_pair_name(int part, const char *name, int n_dims, int64_t *shape,
+                             int *new_n_dims, void *user)
+{
+    (void)n_dims, (void)shape, (void)user;
+    *new_n_dims = n_dims;
+    size_t n = strlen(name) + 10;
+    char *out = malloc(n);   // freed by st_close
+    if (out)
+        snprintf(out, n, "%s%s", part == 0 ? "decoder." : "encoder.", name);
+    return out;
+}
+
+// Finds a TAESD network's prefix in wb among prefixes: the one whose first and second layers
+// (first_key, "<prefix>N.conv.0.weight") are there, or NULL.
+static const char *taesd_prefix(sdg_weights *wb, const char *const *prefixes, int n,
+                                const char *first_key, const char *block_key)
+{
+    for (int i = 0; i < n; i++)
+        if (sdg_wb_find(wb, "%s%s", prefixes[i], first_key) &&
+            sdg_wb_find(wb, "%s%s", prefixes[i], block_key))
+            return prefixes[i];
+    return NULL;
+}
+
 // Loads the TAESD decoder at path (keys of the released file, of diffusers' AutoencoderTiny
-// "decoder.layers.*", or "decoder.*").
+// "decoder.layers.*", or "decoder.*") and the encoder when there is one: in the same file
+// ("encoder.layers.*", "encoder.*": an AutoencoderTiny folder, a combined file), or the released
+// taesd_encoder.safetensors beside a released taesd_decoder.safetensors.
 static sdg_status load_taesd(sdg_model *m, const char *path, sdg_error *err)
 {
     m->taesd_file = st_open(path, err);
     if (!m->taesd_file)
         return err ? err->status : SDG_ERR_IO;
+    char *enc_path = NULL;
+    if (!st_find(m->taesd_file, "encoder.0.weight") &&
+        !st_find(m->taesd_file, "encoder.layers.0.weight") &&
+        (enc_path = taesd_sibling_encoder(path))) {
+        st_file *parts[2] = { m->taesd_file, st_open(enc_path, err) };
+        g_free(enc_path);
+        m->taesd_file = NULL;
+        if (!parts[1]) {
+            st_close(parts[0]);
+            return err ? err->status : SDG_ERR_IO;
+        }
+        m->taesd_file = st_compose(path, parts, 2, taesd_pair_name, NULL, err);
+        if (!m->taesd_file)
+            return err ? err->status : SDG_ERR_FORMAT;
+    }
     m->taesd_wb = sdg_wb_new(m->taesd_file, err);
     if (!m->taesd_wb)
         return SDG_ERR_NOMEM;
     sdg_wb_set_shapes_only(m->taesd_wb, m->header_only);
-    static const char *const prefixes[] = { "", "decoder.layers.", "decoder." };
-    const char *prefix = NULL;
-    for (size_t i = 0; i < G_N_ELEMENTS(prefixes) && !prefix; i++)
-        if (sdg_wb_find(m->taesd_wb, "%s1.weight", prefixes[i]) &&
-            sdg_wb_find(m->taesd_wb, "%s3.conv.0.weight", prefixes[i]))
-            prefix = prefixes[i];
+    static const char *const dec_prefixes[] = { "", "decoder.layers.", "decoder." };
+    static const char *const enc_prefixes[] = { "encoder.layers.", "encoder." };
+    const char *prefix = taesd_prefix(m->taesd_wb, dec_prefixes, 3, "1.weight", "3.conv.0.weight");
     if (!prefix)
         return sdg__fail(err, SDG_ERR_SHAPE, "%s: not a TAESD decoder (no tensors 1.weight, "
                          "3.conv.0.weight, with or without a decoder. prefix)", path);
-    m->taesd = taesd_load(m->taesd_wb, prefix, NULL);
+    const char *enc = taesd_prefix(m->taesd_wb, enc_prefixes, 2, "0.weight", "1.conv.0.weight");
+    m->taesd = taesd_load(m->taesd_wb, prefix, enc);
     sdg_status st = sdg_wb_status(m->taesd_wb, err);
     if (st == SDG_OK && !m->header_only)
         st = sdg_wb_read(m->taesd_wb, err);
@@ -655,6 +710,7 @@ sdg_model *sdg_model_load(const char *path, const sdg_model_params *params, sdg_
         .prediction_source = m->prediction_source,
         .zero_terminal_snr = ztsnr,
         .has_taesd = m->taesd != NULL,
+        .has_taesd_encoder = m->taesd && taesd_has_encoder(m->taesd),
     };
     // Our own small default model records what its shapes cannot tell in the file's metadata:
     // the size it was trained at and its latent scale.

@@ -1140,6 +1140,105 @@ static void test_taesd_decoder(void)
     g_free(taesd);
 }
 
+// TAESD as the encoder of image-to-image: with strength 0 the run's latent is the init image's
+// encoding, which must be TAESD's (no posterior, no scale) when the model has its encoder: from
+// a combined file, or the released taesd_encoder.safetensors beside taesd_decoder.safetensors;
+// with a decoder alone the VAE encodes, as with the VAE decoder.
+static void taesd_encode_run(sdg_exec *ex, const void *args)
+{
+    const float *const *a = args;   // { image, latent, model }
+    taesd_encode(ex, ((const sdg_model *)a[2])->taesd, a[0], 1, 64, 64, (float *)a[1]);
+}
+
+static char *taesd_part(int src, const char *name, void *user)
+{
+    (void)src;
+    const char *want = user;   // "decoder." or "encoder."
+    return g_str_has_prefix(name, want) ? g_strdup(name + strlen(want)) : NULL;
+}
+
+static sdg_result *img2img_taesd(const char *taesd_path, sdg_decoder decoder, bool want_encoder,
+                                 const sdg_image *init, sdg_model **keep)
+{
+    sdg_error err;
+    sdg_model_params mp = sdg_model_default_params();
+    mp.vocab_path = vocab_path;
+    mp.taesd_path = taesd_path;
+    mp.models_dir = "/nonexistent";
+    char *tiny = golden_path(TINY);
+    sdg_model *m = sdg_model_load(tiny, &mp, &err);
+    g_free(tiny);
+    if (!m)
+        g_error("%s", err.message);
+    sdg_model_info info;
+    sdg_model_get_info(m, &info);
+    g_assert_true(info.has_taesd);
+    g_assert_cmpint(info.has_taesd_encoder, ==, want_encoder);
+    sdg_ctx *ctx = sdg_ctx_new(m, 2, &err);
+    sdg_gen_params gp = sdg_gen_default_params();
+    gp.prompt = "a lighthouse";
+    gp.init_image = init;
+    gp.strength = 0.0f;
+    gp.steps = 2;
+    gp.decoder = decoder;
+    gp.precision = SDG_PRECISION_EXACT;
+    sdg_result *res = NULL;
+    g_assert_cmpint(sdg_generate(ctx, &gp, &res, &err), ==, SDG_OK);
+    sdg_ctx_free(ctx);
+    if (keep)
+        *keep = m;
+    else
+        sdg_model_free(m);
+    return res;
+}
+
+static void test_taesd_encoder(void)
+{
+    sdg_image *init = sdg_image_new(64, 64, 3);
+    for (int i = 0; i < 64 * 64 * 3; i++)
+        init->data[i] = (float)((i * 37) % 101) / 100.0f;
+    char *combined = golden_path("golden/taesd-random.safetensors");
+    sdg_model *m = NULL;
+    sdg_result *a = img2img_taesd(combined, SDG_DECODER_TAESD, true, init, &m);
+    // TAESD's own encoding of the picture ([0, 1], planar).
+    float *planar = g_new(float, 3 * 64 * 64), *want = g_new(float, 4 * 8 * 8);
+    for (int i = 0; i < 64 * 64; i++)
+        for (int c = 0; c < 3; c++)
+            planar[c * 64 * 64 + i] = init->data[i * 3 + c];
+    const void *args[3] = { planar, want, m };
+    golden_run_measured(taesd_encode_run, args, NULL, 2);
+    golden_check("TAESD-encoded init latent", a->latents, want, 4 * 8 * 8,
+                 5e-6);   // measured 1.0e-6: [0,1] -> [-1,1] -> [0,1] rounds the input
+    sdg_model_free(m);
+
+    // The released pair, as two files.
+    char *dir = golden_tmpdir("taesd-pair");
+    char *dec = g_build_filename(dir, "taesd_decoder.safetensors", NULL);
+    char *enc = g_build_filename(dir, "taesd_encoder.safetensors", NULL);
+    const char *src[1] = { "golden/taesd-random.safetensors" };
+    golden_write_mixed(dec, src, 1, taesd_part, "decoder.", NULL, NULL);
+    golden_write_mixed(enc, src, 1, taesd_part, "encoder.", NULL, NULL);
+    sdg_result *b = img2img_taesd(dec, SDG_DECODER_TAESD, true, init, NULL);
+    g_assert_cmpmem(a->latents, 4 * 8 * 8 * sizeof(float), b->latents, 4 * 8 * 8 * sizeof(float));
+    // A decoder alone: the VAE encodes, the same latent as a VAE run.
+    g_assert_cmpint(g_unlink(enc), ==, 0);
+    sdg_result *c = img2img_taesd(dec, SDG_DECODER_TAESD, false, init, NULL);
+    sdg_result *d = img2img_taesd(dec, SDG_DECODER_VAE, false, init, NULL);
+    g_assert_cmpmem(c->latents, 4 * 8 * 8 * sizeof(float), d->latents, 4 * 8 * 8 * sizeof(float));
+    g_assert_true(memcmp(a->latents, c->latents, 4 * 8 * 8 * sizeof(float)) != 0);
+    sdg_result_free(a);
+    sdg_result_free(b);
+    sdg_result_free(c);
+    sdg_result_free(d);
+    g_free(planar);
+    g_free(want);
+    g_free(dec);
+    g_free(enc);
+    g_free(combined);
+    golden_tmpdir_remove(dir);
+    sdg_image_free(init);
+}
+
 static void test_info_and_tokenize(void)
 {
     sdg_model_info info;
@@ -1269,6 +1368,7 @@ int main(int argc, char **argv)
     g_test_add_func("/api/family-errors", test_family_errors);
     g_test_add_func("/api/family-tokens", test_family_tokens);
     g_test_add_func("/api/taesd-decoder", test_taesd_decoder);
+    g_test_add_func("/api/taesd-encoder", test_taesd_encoder);
     g_test_add_func("/api/sdxl-size-conditioning", test_sdxl_size_conditioning);
     g_test_add_func("/api/sdxl-inpaint-layout", test_sdxl_inpaint_layout);
     int rc = g_test_run();

@@ -233,6 +233,9 @@ typedef struct sdg_model_info {
                                     // option contradicts the file; valid while the model lives
     bool zero_terminal_snr;   // the schedule is rescaled to zero terminal SNR (a `ztsnr` key)
     bool has_taesd;           // a TAESD decoder was found (SDG_DECODER_TAESD can run)
+    bool has_taesd_encoder;   // and its encoder (in the same file or folder, or the released
+                              // taesd_encoder.safetensors beside taesd_decoder.safetensors):
+                              // SDG_DECODER_TAESD then encodes init images with it too
 } sdg_model_info;
 
 SDG_API void sdg_model_get_info(const sdg_model *model, sdg_model_info *info);
@@ -312,7 +315,12 @@ typedef struct sdg_gen_params {
     uint64_t extra_bytes;          // memory the caller will still allocate for this run besides
                                    // the engine's (e.g. its own copies of the pictures); counted
                                    // in the estimate's working memory and by the memory guard
-    sdg_decoder decoder;           // the VAE (default) or TAESD (sdg_model_info.has_taesd)
+    sdg_decoder decoder;           // the VAE (default) or TAESD (sdg_model_info.has_taesd),
+                                   // which then also encodes the init image of image-to-image
+                                   // and inpainting when its encoder was found
+                                   // (has_taesd_encoder; else the VAE's encoder does). A
+                                   // 9-channel inpainting UNet's masked-image input is always
+                                   // the VAE's: it was trained on it
     // SDXL's size conditioning (ignored by other families), in pixels: the original image size,
     // the crop's top-left corner and the target size the model is told about. 0 (the default)
     // for a size = the picture's size, as A1111 and ComfyUI do; crop 0,0.

@@ -86,6 +86,7 @@ typedef struct job {
     float *image;             // [3, H, W] decoded picture, [-1, 1]
     float *preview;           // [h*w*3], or [H*W*3] with a TAESD preview
     bool preview_taesd;       // previews are TAESD's pictures (the model has one)
+    bool init_taesd;          // the init image's latent is TAESD's encoding (moments holds it)
 
     // the picture being made
     int picture;
@@ -471,19 +472,28 @@ static void decode(job *j, const float *lat)
     sdg__release(ex, mark);
 }
 
-// Encodes an RGB image (optionally masked) into posterior moments [2c, h, w].
-static void encode(job *j, const sdg_image *img, const sdg_image *mask, float *moments)
+// Encodes an RGB image (optionally masked) into posterior moments [2c, h, w], or with TAESD
+// (taesd) into the diffusion latent [c, h, w] itself (TAESD has no posterior and no scale).
+static void encode(job *j, const sdg_image *img, const sdg_image *mask, bool taesd,
+                   float *moments)
 {
     sdg_exec *ex = j->ex;
     size_t mark = sdg__mark(ex);
-    float *planar = sdg__alloc_f32(ex, (size_t)3 * j->W * j->H);
+    size_t n = (size_t)3 * j->W * j->H;
+    float *planar = sdg__alloc_f32(ex, n);
     if (!ex->dry) {
         if (img)
             image_to_planar(img, mask, planar);
         else
-            memset(planar, 0, (size_t)3 * j->W * j->H * sizeof(float));
+            memset(planar, 0, n * sizeof(float));
+        if (taesd)   // TAESD reads [0, 1]
+            for (size_t i = 0; i < n; i++)
+                planar[i] = 0.5f * planar[i] + 0.5f;
     }
-    vae_encode(ex, j->m->vae, planar, 1, j->H, j->W, moments);
+    if (taesd)
+        taesd_encode(ex, j->m->taesd, planar, 1, j->H, j->W, moments);
+    else
+        vae_encode(ex, j->m->vae, planar, 1, j->H, j->W, moments);
     sdg__release(ex, mark);
 }
 
@@ -669,10 +679,12 @@ static sdg_status run(job *j, sdg_result *res, sdg_error *err)
             sdg_wb_drop_pages(j->m->wb, j->m->layout->te[e]);
 
     // Images: posteriors (once), masks.
+    j->init_taesd = need_init && p->decoder == SDG_DECODER_TAESD && j->m->taesd &&
+                    taesd_has_encoder(j->m->taesd);
     if (need_init)
-        encode(j, p->init_image, NULL, j->moments);
+        encode(j, p->init_image, NULL, j->init_taesd, j->moments);
     if (j->model9)
-        encode(j, j->inpaint ? p->init_image : NULL, p->mask, j->masked_moments);
+        encode(j, j->inpaint ? p->init_image : NULL, p->mask, false, j->masked_moments);
     if (j->mask_lat && !ex->dry)
         latent_mask(j, p->mask, true, j->mask_lat);
     if (j->blend_lat && !ex->dry)
@@ -703,7 +715,9 @@ static sdg_status run(job *j, sdg_result *res, sdg_error *err)
         fill_noise(j, SDG_STREAM_INITIAL, 0, j->noise, j->n_lat);
         if (need_init || j->model9)
             fill_noise(j, SDG_STREAM_VAE, 0, j->step_noise, j->n_lat);
-        if (need_init)
+        if (j->init_taesd)
+            memcpy(j->init_lat, j->moments, j->n_lat * sizeof(float));
+        else if (need_init)
             posterior_sample(j, j->moments, j->step_noise, j->init_lat);
         if (j->model9)
             posterior_sample(j, j->masked_moments, j->step_noise, j->masked_lat);
