@@ -172,6 +172,8 @@ typedef struct family_case {
     sdg_sampler sampler;
     double latent_tol, picture_tol;
     sdg_schedule schedule;      // k-diffusion's runs: karras; sgm's: simple
+    float cfg;                  // 0: 7
+    sdg_model_sampling ms;      // 0: DEFAULT
 } family_case;
 
 static sdg_model *load_with(const char *relpath, sdg_prediction pred, sdg_error *err)
@@ -216,7 +218,8 @@ static void check_family_run(gconstpointer data)
     g_assert_nonnull(xt);
     gp.steps = (int)xt->shape[0] - 1;
     g_free(x_name);
-    gp.cfg_scale = 7.0f;
+    gp.cfg_scale = fc->cfg > 0.0f ? fc->cfg : 7.0f;
+    gp.model_sampling = fc->ms;
     gp.precision = SDG_PRECISION_EXACT;
     if (fc->family == SDG_FAMILY_SDXL) {
         // cond.sizes: original (768, 1344), crop top-left (0, 64), target (832, 1216), as (h, w)
@@ -228,8 +231,17 @@ static void check_family_run(gconstpointer data)
         gp.target_width = 1216;
     }
     noise_src src = { 0 };
-    float *noise = golden_f32(rf, st_find(rf, "sample.noise") ? "sample.noise" : "k.noise", NULL);
+    // The start noise: tiny-sd1's and the other families' sample.noise; in the few-step file
+    // ComfyUI's runs have lcm.noise, k-diffusion's k.noise. The noise stochastic samplers add,
+    // when there is some: <run>.noise, one draw per step.
+    const char *initial = st_find(rf, "sample.noise") ? "sample.noise"
+                          : g_str_has_prefix(fc->run, "lcm") ? "lcm.noise" : "k.noise";
+    float *noise = golden_f32(rf, initial, NULL);
     src.initial = noise;
+    char *anc_name = g_strdup_printf("%s.noise", fc->run);
+    float *anc = st_find(rf, anc_name) ? golden_f32(rf, anc_name, NULL) : NULL;
+    src.ancestral = anc;
+    g_free(anc_name);
     ctx->test_noise = replay_noise;
     ctx->test_noise_data = &src;
     sdg_result *res = NULL;
@@ -255,6 +267,7 @@ static void check_family_run(gconstpointer data)
     g_free(x);
     g_free(name);
     g_free(noise);
+    g_free(anc);
     g_free(prompt);
     sdg_result_free(res);
     sdg_ctx_free(ctx);
@@ -274,32 +287,46 @@ static void check_family_run(gconstpointer data)
 static const family_case family_runs[] = {
     // tiny-sd2's metadata says parameterization "v"; the same weights run as eps by option.
     { "k.euler.karras", SD2, SD2_REF, SDG_PREDICTION_AUTO, SDG_FAMILY_SD2, SDG_PREDICTION_V,
-      SDG_SAMPLER_EULER, 3e-5, 7e-5, SDG_SCHEDULE_KARRAS },       // measured 5.1e-6 / 1.3e-5
+      SDG_SAMPLER_EULER, 3e-5, 7e-5, SDG_SCHEDULE_KARRAS, 0, 0 },   // measured 5.1e-6 / 1.3e-5
     { "k.dpmpp_2m.karras", SD2, SD2_REF, SDG_PREDICTION_AUTO, SDG_FAMILY_SD2, SDG_PREDICTION_V,
-      SDG_SAMPLER_DPMPP_2M, 4e-5, 7e-5, SDG_SCHEDULE_KARRAS },    // measured 7.0e-6 / 1.3e-5
+      SDG_SAMPLER_DPMPP_2M, 4e-5, 7e-5, SDG_SCHEDULE_KARRAS, 0, 0 },   // measured 7.0e-6 / 1.3e-5
     { "eps.k.euler.karras", SD2, SD2_REF, SDG_PREDICTION_EPS, SDG_FAMILY_SD2, SDG_PREDICTION_EPS,
-      SDG_SAMPLER_EULER, 1.5e-5, 1.5e-5, SDG_SCHEDULE_KARRAS },   // measured 2.5e-6 / 2.9e-6
+      SDG_SAMPLER_EULER, 1.5e-5, 1.5e-5, SDG_SCHEDULE_KARRAS, 0, 0 },   // measured 2.5e-6 / 2.9e-6
     { "eps.k.dpmpp_2m.karras", SD2, SD2_REF, SDG_PREDICTION_EPS, SDG_FAMILY_SD2,
-      SDG_PREDICTION_EPS, SDG_SAMPLER_DPMPP_2M, 1.5e-5, 1.5e-5, SDG_SCHEDULE_KARRAS },   // measured 2.3e-6 / 2.3e-6
+      SDG_PREDICTION_EPS, SDG_SAMPLER_DPMPP_2M, 1.5e-5, 1.5e-5, SDG_SCHEDULE_KARRAS, 0, 0 },   // measured 2.3e-6 / 2.3e-6
     { "ddim5", SD2, SD2_REF, SDG_PREDICTION_AUTO, SDG_FAMILY_SD2, SDG_PREDICTION_V,
-      SDG_SAMPLER_DDIM, 2e-5, 4e-5, SDG_SCHEDULE_KARRAS },        // measured 3.8e-6 / 7.7e-6
+      SDG_SAMPLER_DDIM, 2e-5, 4e-5, SDG_SCHEDULE_KARRAS, 0, 0 },   // measured 3.8e-6 / 7.7e-6
     // Both encoders, the pooled embedding, the size conditioning, zeros for the unconditional
     // side (empty negative prompt), label_emb, the 0.13025 scale.
     { "k.euler.karras", SDXL, SDXL_REF, SDG_PREDICTION_AUTO, SDG_FAMILY_SDXL, SDG_PREDICTION_EPS,
-      SDG_SAMPLER_EULER, 1.5e-5, 2e-5, SDG_SCHEDULE_KARRAS },     // measured 2.8e-6 / 3.2e-6
+      SDG_SAMPLER_EULER, 1.5e-5, 2e-5, SDG_SCHEDULE_KARRAS, 0, 0 },   // measured 2.8e-6 / 3.2e-6
     { "k.dpmpp_2m.karras", SDXL, SDXL_REF, SDG_PREDICTION_AUTO, SDG_FAMILY_SDXL,
-      SDG_PREDICTION_EPS, SDG_SAMPLER_DPMPP_2M, 1.5e-5, 1.5e-5, SDG_SCHEDULE_KARRAS },   // measured 2.3e-6 / 2.4e-6
+      SDG_PREDICTION_EPS, SDG_SAMPLER_DPMPP_2M, 1.5e-5, 1.5e-5, SDG_SCHEDULE_KARRAS, 0, 0 },   // measured 2.3e-6 / 2.4e-6
     // sgm's own samplers: LegacyDDPMDiscretization (the `simple` schedule), integer timesteps,
     // start noise * sqrt(1 + sigma_0^2).
     { "sgm.euler", SDXL, SDXL_REF, SDG_PREDICTION_AUTO, SDG_FAMILY_SDXL, SDG_PREDICTION_EPS,
-      SDG_SAMPLER_EULER, 1.5e-5, 1.5e-5, SDG_SCHEDULE_SIMPLE },     // measured 2.9e-6 / 2.6e-6
+      SDG_SAMPLER_EULER, 1.5e-5, 1.5e-5, SDG_SCHEDULE_SIMPLE, 0, 0 },   // measured 2.9e-6 / 2.6e-6
     // k-diffusion's exponential schedule on tiny-sd1 (6 steps, CFG 7).
     { "k.euler.exponential", TINY, FEWSTEP_REF, SDG_PREDICTION_AUTO, SDG_FAMILY_SD1,
-      SDG_PREDICTION_EPS, SDG_SAMPLER_EULER, 3e-5, 4e-5, SDG_SCHEDULE_EXPONENTIAL },   // 4.8e-6 / 7.6e-6
+      SDG_PREDICTION_EPS, SDG_SAMPLER_EULER, 3e-5, 4e-5, SDG_SCHEDULE_EXPONENTIAL, 0, 0 },   // 4.8e-6 / 7.6e-6
     { "k.dpmpp_2m.exponential", TINY, FEWSTEP_REF, SDG_PREDICTION_AUTO, SDG_FAMILY_SD1,
-      SDG_PREDICTION_EPS, SDG_SAMPLER_DPMPP_2M, 2e-5, 4e-5, SDG_SCHEDULE_EXPONENTIAL },  // 3.9e-6 / 6.3e-6
+      SDG_PREDICTION_EPS, SDG_SAMPLER_DPMPP_2M, 2e-5, 4e-5, SDG_SCHEDULE_EXPONENTIAL, 0, 0 },   // 3.9e-6 / 6.3e-6
     { "sgm.dpmpp_2m", SDXL, SDXL_REF, SDG_PREDICTION_AUTO, SDG_FAMILY_SDXL, SDG_PREDICTION_EPS,
-      SDG_SAMPLER_DPMPP_2M, 1.5e-5, 1.5e-5, SDG_SCHEDULE_SIMPLE },  // measured 2.7e-6 / 2.5e-6
+      SDG_SAMPLER_DPMPP_2M, 1.5e-5, 1.5e-5, SDG_SCHEDULE_SIMPLE, 0, 0 },   // measured 2.7e-6 / 2.5e-6
+    // ComfyUI's LCM on tiny-sd1 (4 steps, CFG 1, integer timesteps, start noise * sqrt(1 +
+    // sigma_0^2), the per-step noise replayed), plain and with the LCM-distilled model sampling.
+    { "lcm.simple", TINY, FEWSTEP_REF, SDG_PREDICTION_AUTO, SDG_FAMILY_SD1, SDG_PREDICTION_EPS,
+      SDG_SAMPLER_LCM, 3e-6, 7e-6, SDG_SCHEDULE_SIMPLE, 1.0f, 0 },   // 5.4e-7 / 1.4e-6
+    { "lcm.sgm_uniform", TINY, FEWSTEP_REF, SDG_PREDICTION_AUTO, SDG_FAMILY_SD1,
+      SDG_PREDICTION_EPS, SDG_SAMPLER_LCM, 3e-6, 6e-6, SDG_SCHEDULE_SGM_UNIFORM, 1.0f,
+      0 },                                                            // 5.1e-7 / 1.1e-6
+    { "lcm_distilled.sgm_uniform", TINY, FEWSTEP_REF, SDG_PREDICTION_AUTO, SDG_FAMILY_SD1,
+      SDG_PREDICTION_EPS, SDG_SAMPLER_LCM, 3e-6, 6e-6, SDG_SCHEDULE_SGM_UNIFORM, 1.0f,
+      SDG_MODEL_SAMPLING_LCM },                                       // 5.4e-7 / 1.2e-6
+    // k-diffusion's dpm++ 2m sde (karras, 6 steps, CFG 7), its Brownian noise replayed.
+    { "k.dpmpp_2m_sde.karras", TINY, FEWSTEP_REF, SDG_PREDICTION_AUTO, SDG_FAMILY_SD1,
+      SDG_PREDICTION_EPS, SDG_SAMPLER_DPMPP_2M_SDE, 3e-5, 4e-5, SDG_SCHEDULE_KARRAS, 0,
+      0 },                                                            // 4.3e-6 / 6.1e-6
 };
 
 // ---------------------------------------------------------------------------------------------
