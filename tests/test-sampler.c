@@ -396,6 +396,133 @@ static void run_fewstep_golden(gconstpointer data)
     st_close(f);
 }
 
+// ComfyUI's ddim_uniform and diffusers' trailing have no golden: their timesteps worked out by
+// hand from the reference code (comfy/samplers.py ddim_scheduler; diffusers set_timesteps with
+// timestep_spacing "trailing"), and the sigmas they take from the table.
+static void test_hand_schedules(void)
+{
+    sdg_noise_schedule s;
+    sched_init_sd(&s);
+    static const struct {
+        sdg_schedule kind;
+        int steps, n;
+        int t[8];
+    } cases[] = {
+        // ddim_uniform: sigmas[1::1000 // steps] reversed, then 0
+        {SDG_SCHEDULE_DDIM_UNIFORM, 1, 1, {1}},
+        {SDG_SCHEDULE_DDIM_UNIFORM, 4, 4, {751, 501, 251, 1}},
+        {SDG_SCHEDULE_DDIM_UNIFORM, 6, 7, {997, 831, 665, 499, 333, 167, 1}},   // 1000 // 6 = 166
+        // trailing: round(arange(1000, 0, -1000 / steps)) - 1
+        {SDG_SCHEDULE_TRAILING, 1, 1, {999}},
+        {SDG_SCHEDULE_TRAILING, 4, 4, {999, 749, 499, 249}},
+        // 833.33 666.67 500 333.33 166.67 -> 833 667 500 333 167
+        {SDG_SCHEDULE_TRAILING, 6, 6, {999, 832, 666, 499, 332, 166}},
+        // 16 steps: 937.5 -> 938 and 812.5 -> 812 (numpy rounds halves to even)
+        {SDG_SCHEDULE_TRAILING, 16, 8, {999, 937, 874, 811, 749, 687, 624, 561}},
+    };
+    for (size_t c = 0; c < G_N_ELEMENTS(cases); c++) {
+        float sigmas[24], ts[24];
+        sdg_schedule kind = cases[c].kind;
+        sched_timing tm = sched_timing_of(SDG_SAMPLER_EULER, kind, SDG_MODEL_SAMPLING_DEFAULT);
+        g_assert_cmpint(tm, ==, SCHED_TIMING_COMFY);
+        int n = sched_build(&s, SDG_SAMPLER_EULER, kind, tm, cases[c].steps, sigmas, ts);
+        g_assert_cmpint(n, ==, cases[c].steps == 16 ? 16 : cases[c].n);
+        for (int i = 0; i < cases[c].n; i++) {
+            g_assert_cmpfloat(ts[i], ==, (float)cases[c].t[i]);
+            g_assert_cmpfloat(sigmas[i], ==, s.comfy_sigmas[cases[c].t[i]]);
+        }
+        g_assert_cmpfloat(sigmas[n], ==, 0.0f);
+    }
+    // sgm_uniform, 6 steps: t = 999 - 166.5 i; the integer ones are table entries in log
+    // (sigma(t) = exp(log_sigmas[t])), the UNet gets those t
+    float sigmas[8], ts[8];
+    g_assert_cmpint(sched_build(&s, SDG_SAMPLER_LCM, SDG_SCHEDULE_SGM_UNIFORM, SCHED_TIMING_COMFY,
+                                6, sigmas, ts), ==, 6);
+    const int whole[3][2] = {{0, 999}, {2, 666}, {4, 333}};
+    for (int k = 0; k < 3; k++) {
+        g_assert_cmpfloat(sigmas[whole[k][0]], ==, expf(s.comfy_log_sigmas[whole[k][1]]));
+        g_assert_cmpfloat(ts[whole[k][0]], ==, (float)whole[k][1]);
+    }
+    // the LCM-distilled timing: every t is 20 j + 19
+    g_assert_cmpint(sched_build(&s, SDG_SAMPLER_LCM, SDG_SCHEDULE_TRAILING, SCHED_TIMING_LCM, 6,
+                                sigmas, ts), ==, 6);
+    for (int i = 0; i < 6; i++)
+        g_assert_cmpint(((int)ts[i] - 19) % 20, ==, 0);
+    g_assert_cmpfloat(ts[0], ==, 999.0f);
+}
+
+// dpmpp_sde has no golden: one step (two model calls, two noise draws) against k-diffusion's
+// formulas evaluated in double, with a model whose denoised depends on x and sigma.
+typedef struct affine_model {
+    int calls;
+    float t_seen[4];
+} affine_model;
+
+static double affine_d(double x, double sigma)
+{
+    return 0.8 * x / (1.0 + 0.1 * sigma) + 0.05;
+}
+
+static sdg_status affine_denoise(void *user, const float *x, float sigma, float t, float *out)
+{
+    affine_model *m = user;
+    if (m->calls < 4)
+        m->t_seen[m->calls] = t;
+    m->calls++;
+    for (size_t j = 0; j < 16; j++)
+        out[j] = (float)affine_d(x[j], sigma);
+    return SDG_OK;
+}
+
+static void draw_noise(void *user, int draw, float *out, size_t n)
+{
+    (void)user;
+    rng_normal_fill(11, 1, (uint64_t)draw * n, out, n);
+}
+
+static void test_dpmpp_sde_step(void)
+{
+    sdg_noise_schedule s;
+    sched_init_sd(&s);
+    enum { N = 16 };
+    float sigmas[8], ts[8], x[N], x_in[N], scratch[4 * N], noise[2 * N];
+    int n = sched_build(&s, SDG_SAMPLER_DPMPP_SDE, SDG_SCHEDULE_KARRAS, KD, 4, sigmas, ts);
+    g_assert_cmpint(n, ==, 4);
+    rng_normal_fill(3, 0, 0, x_in, N);
+    for (int j = 0; j < N; j++)
+        x[j] = x_in[j] * sigmas[0];
+    memcpy(x_in, x, sizeof x);
+    affine_model m = {0};
+    sampler_hooks hooks = {affine_denoise, draw_noise, NULL, &m};
+    g_assert_cmpint(sampler_run(SDG_SAMPLER_DPMPP_SDE, &s, KD, sigmas, ts, 1, x, N, scratch,
+                                &hooks), ==, SDG_OK);
+    g_assert_cmpint(m.calls, ==, 2);
+    draw_noise(NULL, 0, noise, N);
+    draw_noise(NULL, 1, noise + N, N);
+    // k-diffusion sample_dpmpp_sde, eta 1, r 1/2, in double
+    double sg = sigmas[0], sn = sigmas[1];
+    double t = -log(sg), tn = -log(sn), h = tn - t, sm = t + 0.5 * h;
+    double st = exp(-t), ss = exp(-sm), stn = exp(-tn);
+    double up1 = fmin(ss, sqrt(ss * ss * (st * st - ss * ss) / (st * st)));
+    double s1 = -log(sqrt(ss * ss - up1 * up1));
+    double up2 = fmin(stn, sqrt(stn * stn * (st * st - stn * stn) / (st * st)));
+    double t2 = -log(sqrt(stn * stn - up2 * up2));
+    double worst = 0, scale = 0;
+    for (int j = 0; j < N; j++) {
+        double d1 = affine_d(x_in[j], sg);
+        double x2 = exp(-s1) / st * x_in[j] - expm1(t - s1) * d1 + noise[j] * up1;
+        double d2 = affine_d(x2, ss);
+        double want = exp(-t2) / st * x_in[j] - expm1(t - t2) * d2 + noise[N + j] * up2;
+        worst = fmax(worst, fabs(x[j] - want));
+        scale = fmax(scale, fabs(want));
+    }
+    printf("# dpmpp_sde step against double: relative %.3g\n", worst / scale);
+    g_assert_cmpfloat(worst / scale, <=, TRAJ_TOL);   // measured 1.3e-7
+    // the half step's model call is at sigma(s) = sqrt(sigma sigma_next), its t interpolated
+    g_assert_cmpfloat(m.t_seen[0], ==, ts[0]);
+    g_assert_cmpfloat(fabsf(m.t_seen[1] - sched_sigma_to_t(&s, (float)ss)), <=, 1e-3f);
+}
+
 // ---------------------------------------------------------------------------------------------
 // DDIM
 
@@ -489,29 +616,31 @@ static void test_bad_requests(void)
     }
     g_assert_cmpint(sched_build(&s, SDG_SAMPLER_COUNT, SDG_SCHEDULE_DEFAULT, KD, 6,
                                 sigmas, ts), ==, 0);
-    g_assert_cmpint(sched_build(&s, SDG_SAMPLER_EULER, SDG_SCHEDULE_DEFAULT, SCHED_TIMING_LCM + 1, 6,
-                                sigmas, ts), ==, 0);
+    g_assert_cmpint(sched_build(&s, SDG_SAMPLER_EULER, SDG_SCHEDULE_DEFAULT, SCHED_TIMING_LCM + 1,
+                                6, sigmas, ts), ==, 0);
     g_assert_cmpuint(sampler_scratch_floats(SDG_SAMPLER_COUNT, 10), ==, 0);
 
     float x[4] = {0}, scratch[32];
     replay r = {.n = 4};
     sampler_hooks hooks = REPLAY_HOOKS;
     hooks.user = &r;
-    int n = sched_build(&s, SDG_SAMPLER_EULER_A, SDG_SCHEDULE_DEFAULT, KD, 3, sigmas,
-                        ts);
+    int n = sched_build(&s, SDG_SAMPLER_EULER_A, SDG_SCHEDULE_DEFAULT, KD, 3, sigmas, ts);
     g_assert_cmpint(n, ==, 3);
-    g_assert_cmpint(sampler_run(SDG_SAMPLER_EULER, &s, KD, sigmas, ts, 0, x, 4, scratch, &hooks), ==,
-                    SDG_ERR_INVALID_ARG);
-    g_assert_cmpint(sampler_run(SDG_SAMPLER_COUNT, &s, KD, sigmas, ts, n, x, 4, scratch, &hooks), ==,
-                    SDG_ERR_INVALID_ARG);
+    g_assert_cmpint(sampler_run(SDG_SAMPLER_EULER, &s, KD, sigmas, ts, 0, x, 4, scratch,
+                                &hooks), ==, SDG_ERR_INVALID_ARG);
+    g_assert_cmpint(sampler_run(SDG_SAMPLER_COUNT, &s, KD, sigmas, ts, n, x, 4, scratch,
+                                &hooks), ==, SDG_ERR_INVALID_ARG);
     hooks.noise = NULL;
-    g_assert_cmpint(sampler_run(SDG_SAMPLER_EULER_A, &s, KD, sigmas, ts, n, x, 4, scratch, &hooks), ==,
-                    SDG_ERR_INVALID_ARG);
-    g_assert_cmpint(sampler_run(SDG_SAMPLER_HEUN, NULL, KD, sigmas, ts, n, x, 4, scratch, &hooks), ==,
-                    SDG_ERR_INVALID_ARG);
+    const sdg_sampler noisy[] = {SDG_SAMPLER_EULER_A, SDG_SAMPLER_LCM, SDG_SAMPLER_DPMPP_2M_SDE,
+                                 SDG_SAMPLER_DPMPP_SDE};
+    for (size_t k = 0; k < G_N_ELEMENTS(noisy); k++)
+        g_assert_cmpint(sampler_run(noisy[k], &s, KD, sigmas, ts, n, x, 4, scratch, &hooks), ==,
+                        SDG_ERR_INVALID_ARG);
+    g_assert_cmpint(sampler_run(SDG_SAMPLER_HEUN, NULL, KD, sigmas, ts, n, x, 4, scratch,
+                                &hooks), ==, SDG_ERR_INVALID_ARG);
     hooks.denoise = NULL;
-    g_assert_cmpint(sampler_run(SDG_SAMPLER_EULER, &s, KD, sigmas, ts, n, x, 4, scratch, &hooks), ==,
-                    SDG_ERR_INVALID_ARG);
+    g_assert_cmpint(sampler_run(SDG_SAMPLER_EULER, &s, KD, sigmas, ts, n, x, 4, scratch,
+                                &hooks), ==, SDG_ERR_INVALID_ARG);
     g_assert_cmpint(r.calls, ==, 0);
 }
 
@@ -662,6 +791,18 @@ static void test_denoiser(void)
         float xf = (float)x, ef = (float)eps;
         g_assert_true(e.c_skip * xf + e.c_out * ef == xf - sigmas[i] * ef);
     }
+    // LCM's boundary condition (ComfyUI LCM.calculate_denoised) in double: T = 10 t,
+    // denoised = T / sqrt(T^2 + 1/4) (x - sigma eps) + 1/4 / (T^2 + 1/4) x
+    const float lcm_t[] = {0.0f, 19.0f, 259.0f, 999.0f};
+    for (size_t i = 0; i < G_N_ELEMENTS(lcm_t); i++) {
+        double s = 2.5, x = x0 + s * eps, T = 10.0 * lcm_t[i];
+        double want = T / sqrt(T * T + 0.25) * (x - s * eps) + 0.25 / (T * T + 0.25) * x;
+        sdg_scalings l = denoiser_lcm(denoiser_scalings(SDG_PREDICTION_EPS, (float)s), lcm_t[i]);
+        double got = l.c_skip * x + l.c_out * eps;
+        g_test_message("lcm t %g: %.2e off", lcm_t[i], fabs(got - want));
+        g_assert_cmpfloat(fabs(got - want), <=, 4e-7 * fabs(x) + 1e-7);
+        g_assert_cmpfloat(l.c_in, ==, denoiser_scalings(SDG_PREDICTION_EPS, (float)s).c_in);
+    }
 }
 
 static void test_constant_model(void)
@@ -684,7 +825,8 @@ static void test_constant_model(void)
                 constant_model m = {x0, N, 0};
                 sampler_hooks hooks = {constant_denoise, zero_noise, NULL, &m};
                 g_assert_cmpuint(sampler_scratch_floats(sm, N), <=, 5 * N);
-                g_assert_cmpint(sampler_run(sm, &s, tm, sigmas, ts, n, x, N, scratch, &hooks), ==, SDG_OK);
+                g_assert_cmpint(sampler_run(sm, &s, tm, sigmas, ts, n, x, N, scratch, &hooks), ==,
+                                SDG_OK);
                 bool two = sm == SDG_SAMPLER_HEUN || sm == SDG_SAMPLER_DPMPP_SDE;
                 g_assert_cmpint(m.calls, ==, two ? 2 * n - 1 : n);
                 // the run ends at sigmas[n]: 0, or the table's smallest sigma for DDIM
@@ -772,8 +914,8 @@ static void test_lms_order(void)
             memset(x, 0, sizeof x);
             poly_model m = {degree, sigmas, xb, N, 0, 0};
             sampler_hooks hooks = {poly_denoise, NULL, poly_on_step, &m};
-            g_assert_cmpint(sampler_run(SDG_SAMPLER_LMS, &s, KD, sigmas, ts, n, x, N, scratch, &hooks),
-                            ==, SDG_OK);
+            g_assert_cmpint(sampler_run(SDG_SAMPLER_LMS, &s, KD, sigmas, ts, n, x, N, scratch,
+                                        &hooks), ==, SDG_OK);
             printf("# lms, p of degree %d, schedule %d: %d exact steps, worst relative error %.3g\n",
                    degree, sc, m.checked, m.worst);
             g_assert_cmpint(m.checked, ==, degree < 3 ? n - degree : n - 3);
@@ -909,6 +1051,8 @@ int main(int argc, char **argv)
         }
     }
     g_test_add_func("/sampler/golden/comfy-tables", test_comfy_tables);
+    g_test_add_func("/sampler/schedule/by-hand", test_hand_schedules);
+    g_test_add_func("/sampler/dpmpp-sde-step", test_dpmpp_sde_step);
     for (size_t i = 0; i < G_N_ELEMENTS(FEWSTEP_RUNS); i++) {
         char *path = g_strdup_printf("/sampler/golden/fewstep/%s", FEWSTEP_RUNS[i].run);
         g_test_add_data_func(path, &FEWSTEP_RUNS[i], run_fewstep_golden);
