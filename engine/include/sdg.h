@@ -108,10 +108,11 @@ typedef enum sdg_schedule {
 // - k-diffusion's (A1111's): schedules default, karras and exponential with every sampler but
 //   lcm; the UNet gets a fractional t, interpolated in log sigma between table timesteps, and
 //   the start latent is noise * sigma_0.
-// - ComfyUI's (ModelSamplingDiscrete): schedules simple, sgm_uniform, ddim_uniform and trailing,
-//   and the lcm sampler with any schedule; the UNet gets the integer t of the table entry
-//   nearest in log sigma (ComfyUI's table, computed in double), and a run that starts at the
-//   largest sigma starts from noise * sqrt(1 + sigma_0^2) (ComfyUI's max_denoise).
+// - ComfyUI's (ModelSamplingDiscrete): schedules simple, sgm_uniform, ddim_uniform and trailing
+//   (diffusers' spacing, whose integer timesteps run the same way), and the lcm sampler with
+//   any schedule; the UNet gets the integer t of the table entry nearest in log sigma
+//   (ComfyUI's table, computed in double), and a run that starts at the largest sigma starts
+//   from noise * sqrt(1 + sigma_0^2) (ComfyUI's max_denoise).
 // - the ddim sampler keeps CompVis' own integer timesteps and start (noise unscaled in x_t).
 // With SDG_MODEL_SAMPLING_LCM every run is ComfyUI's, over the distilled model's 50 timesteps.
 
