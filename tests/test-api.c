@@ -396,6 +396,54 @@ static void test_determinism(void)
     sdg_result_free(d);
 }
 
+// The stochastic samplers' noise is the documented streams of the engine's generator
+// (pipeline.h): the start latent is stream INITIAL, draw k of a run elements k*n.. of stream
+// ANCESTRAL. A run fed those by the test hook makes the same bits as the seeded run, on another
+// thread count.
+typedef struct stream_src {
+    uint64_t seed;
+    int max_draw;
+} stream_src;
+
+static void stream_noise(void *user, int which, float *out, size_t n)
+{
+    stream_src *src = user;
+    g_assert_true(which != SDG_TEST_NOISE_VAE);
+    if (which == SDG_TEST_NOISE_INITIAL) {
+        rng_normal_fill(src->seed, SDG_STREAM_INITIAL, 0, out, n);
+        return;
+    }
+    if (which > src->max_draw)
+        src->max_draw = which;
+    rng_normal_fill(src->seed, SDG_STREAM_ANCESTRAL, (uint64_t)which * n, out, n);
+}
+
+static void test_noise_streams(void)
+{
+    const sdg_sampler noisy[] = {SDG_SAMPLER_EULER_A, SDG_SAMPLER_LCM, SDG_SAMPLER_DPMPP_2M_SDE,
+                                 SDG_SAMPLER_DPMPP_SDE};
+    for (size_t k = 0; k < G_N_ELEMENTS(noisy); k++) {
+        sdg_error err;
+        sdg_gen_params gp = small_params();
+        gp.sampler = noisy[k];
+        sdg_result *a = generate(1, &gp, SDG_OK, &err);
+        sdg_ctx *ctx = sdg_ctx_new(model, 2, &err);
+        g_assert_nonnull(ctx);
+        stream_src src = { gp.seed, -1 };
+        ctx->test_noise = stream_noise;
+        ctx->test_noise_data = &src;
+        sdg_result *b = NULL;
+        g_assert_cmpint(sdg_generate(ctx, &gp, &b, &err), ==, SDG_OK);
+        g_test_message("%s: draws 0..%d", sdg_sampler_name(noisy[k]), src.max_draw);
+        g_assert_true(same_result(a, b));
+        // 3 steps, the last adds no noise: 2 draws (dpmpp_sde: 2 per step)
+        g_assert_cmpint(src.max_draw, ==, noisy[k] == SDG_SAMPLER_DPMPP_SDE ? 3 : 1);
+        sdg_result_free(a);
+        sdg_result_free(b);
+        sdg_ctx_free(ctx);
+    }
+}
+
 // The precisions: `fast` is deterministic across thread counts too, stays close to `exact`
 // (its products are bfloat16 on AVX512-BF16 CPUs, Winograd convolutions elsewhere), and
 // `default` is `fast`. An unknown precision is refused.
@@ -693,7 +741,7 @@ static void test_bad_requests(void)
     sdg_image *img = gradient_image(64, 64);
     sdg_image *mask = sdg_image_new(32, 64, 1);
     sdg_image *gray = sdg_image_new(64, 64, 1);
-    for (int k = 0; k < 13; k++) {
+    for (int k = 0; k < 14; k++) {
         sdg_gen_params gp = small_params();
         switch (k) {
         case 0: gp.width = 100; break;
@@ -709,6 +757,7 @@ static void test_bad_requests(void)
         case 10: gp.batch_count = 0; break;
         case 11: gp.clip_skip = 7; break;
         case 12: gp.init_image = gray; break;
+        case 13: gp.model_sampling = SDG_MODEL_SAMPLING_COUNT; break;
         }
         g_assert_cmpint(sdg_generate(ctx, &gp, &res, &err), ==, SDG_ERR_INVALID_ARG);
         g_assert_null(res);
@@ -1217,6 +1266,18 @@ static void test_names_and_tensor_files(void)
         g_assert_true(sdg_sampler_from_name(sdg_sampler_name((sdg_sampler)s), &back));
         g_assert_cmpint(back, ==, s);
     }
+    for (int s = 0; s < SDG_SCHEDULE_COUNT; s++) {
+        sdg_schedule back;
+        g_assert_true(sdg_schedule_from_name(sdg_schedule_name((sdg_schedule)s), &back));
+        g_assert_cmpint(back, ==, s);
+    }
+    for (int s = 0; s < SDG_MODEL_SAMPLING_COUNT; s++) {
+        sdg_model_sampling back;
+        g_assert_true(sdg_model_sampling_from_name(
+            sdg_model_sampling_name((sdg_model_sampling)s), &back));
+        g_assert_cmpint(back, ==, s);
+    }
+    g_assert_false(sdg_model_sampling_from_name("LCM", NULL));
     sdg_sampler sm;
     g_assert_false(sdg_sampler_from_name("euler-a", &sm));
     sdg_schedule sc;
@@ -1304,6 +1365,7 @@ int main(int argc, char **argv)
         g_free(name);
     }
     g_test_add_func("/api/determinism", test_determinism);
+    g_test_add_func("/api/noise-streams", test_noise_streams);
     g_test_add_func("/api/batch-seeds", test_batch_seeds);
     g_test_add_func("/api/precision", test_precision);
     g_test_add_func("/api/progress-and-cancel", test_progress_and_cancel);
