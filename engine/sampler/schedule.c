@@ -5,7 +5,13 @@
  *
  * The k-diffusion parts follow DiscreteSchedule / CompVisDenoiser (k_diffusion/external.py
  * @4601bf0) operation by operation in float32, the way the reference computes them, so that the
- * fractional timesteps fed to the UNet match the goldens to float rounding.
+ * fractional timesteps fed to the UNet match the goldens to float rounding. The ComfyUI parts
+ * follow comfy/model_sampling.py (ModelSamplingDiscrete, ModelSamplingDiscreteDistilled) and
+ * comfy/samplers.py (simple_scheduler, normal_scheduler, ddim_scheduler) @3cd7b32f the same way:
+ * its table and the float32 log distances decide which integer timestep the UNet gets, and
+ * sgm_uniform's 4-step t = 499.5 is a near-tie that only this evaluation order lands on 500.
+ * diffusers' trailing spacing: schedulers/scheduling_euler_discrete.py and scheduling_ddim.py
+ * set_timesteps (timestep_spacing "trailing").
  */
 #include "sampler.h"
 
@@ -68,6 +74,8 @@ void sched_rescale_zero_snr(sdg_noise_schedule *s)
     // ComfyUI (comfy/model_sampling.py rescale_zero_terminal_snr_sigmas), from the sigmas:
     //   ac = 1 / (sigmas^2 + 1); r = sqrt(ac); r -= r[-1]; r *= r[0] / (r[0] - r[-1]) (old values);
     //   ac = r^2; ac[-1] = 4.8973451890853435e-08
+    // ComfyUI's own table (comfy_sigmas) is made from the same double ac here, i.e. from the
+    // float k-diffusion sigmas rather than its double ones: within an ulp or so of its values.
     const int n = SCHED_T;
     double r[SCHED_T];
     for (int i = 0; i < n; i++)
