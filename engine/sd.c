@@ -24,10 +24,17 @@ static const char *const sampler_names[SDG_SAMPLER_COUNT] = {
     [SDG_SAMPLER_EULER] = "euler",       [SDG_SAMPLER_EULER_A] = "euler_a",
     [SDG_SAMPLER_HEUN] = "heun",         [SDG_SAMPLER_DPMPP_2M] = "dpmpp_2m",
     [SDG_SAMPLER_LMS] = "lms",           [SDG_SAMPLER_DDIM] = "ddim",
+    [SDG_SAMPLER_LCM] = "lcm",           [SDG_SAMPLER_DPMPP_2M_SDE] = "dpmpp_2m_sde",
+    [SDG_SAMPLER_DPMPP_SDE] = "dpmpp_sde",
 };
 static const char *const schedule_names[SDG_SCHEDULE_COUNT] = {
     [SDG_SCHEDULE_DEFAULT] = "default", [SDG_SCHEDULE_KARRAS] = "karras",
     [SDG_SCHEDULE_SIMPLE] = "simple", [SDG_SCHEDULE_EXPONENTIAL] = "exponential",
+    [SDG_SCHEDULE_SGM_UNIFORM] = "sgm_uniform", [SDG_SCHEDULE_DDIM_UNIFORM] = "ddim_uniform",
+    [SDG_SCHEDULE_TRAILING] = "trailing",
+};
+static const char *const model_sampling_names[SDG_MODEL_SAMPLING_COUNT] = {
+    [SDG_MODEL_SAMPLING_DEFAULT] = "default", [SDG_MODEL_SAMPLING_LCM] = "lcm",
 };
 
 static const char *const precision_names[SDG_PRECISION_COUNT] = {
@@ -78,6 +85,19 @@ bool sdg_schedule_from_name(const char *name, sdg_schedule *out)
     int i = name_index(schedule_names, SDG_SCHEDULE_COUNT, name);
     if (i >= 0 && out)
         *out = (sdg_schedule)i;
+    return i >= 0;
+}
+
+const char *sdg_model_sampling_name(sdg_model_sampling m)
+{
+    return (unsigned)m < SDG_MODEL_SAMPLING_COUNT ? model_sampling_names[m] : "unknown";
+}
+
+bool sdg_model_sampling_from_name(const char *name, sdg_model_sampling *out)
+{
+    int i = name_index(model_sampling_names, SDG_MODEL_SAMPLING_COUNT, name);
+    if (i >= 0 && out)
+        *out = (sdg_model_sampling)i;
     return i >= 0;
 }
 
@@ -849,6 +869,7 @@ sdg_gen_params sdg_gen_default_params(void)
         .clip_skip = 1,
         .strength = 0.75f,
         .inpaint_blend = true,
+        .model_sampling = SDG_MODEL_SAMPLING_DEFAULT,
     };
 }
 
@@ -872,6 +893,9 @@ static sdg_status check_params(const sdg_ctx *ctx, const sdg_gen_params *p, sdg_
         return sdg__fail(err, SDG_ERR_INVALID_ARG, "unknown sampler %d", (int)p->sampler);
     if ((unsigned)p->schedule >= SDG_SCHEDULE_COUNT)
         return sdg__fail(err, SDG_ERR_INVALID_ARG, "unknown schedule %d", (int)p->schedule);
+    if ((unsigned)p->model_sampling >= SDG_MODEL_SAMPLING_COUNT)
+        return sdg__fail(err, SDG_ERR_INVALID_ARG, "unknown model sampling %d",
+                         (int)p->model_sampling);
     if ((unsigned)p->precision >= SDG_PRECISION_COUNT)
         return sdg__fail(err, SDG_ERR_INVALID_ARG, "unknown precision %d", (int)p->precision);
     if ((unsigned)p->decoder >= SDG_DECODER_COUNT)

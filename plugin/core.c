@@ -153,6 +153,16 @@ sdgp_core_check_image (sdgp_mode mode,
   return TRUE;
 }
 
+gchar *
+sdgp_sampler_names (void)
+{
+  GString *names = g_string_new (NULL);
+
+  for (int i = 0; i < SDG_SAMPLER_COUNT; i++)
+    g_string_append_printf (names, "%s%s", i ? ", " : "", sdg_sampler_name ((sdg_sampler) i));
+  return g_string_free (names, FALSE);
+}
+
 gboolean
 sdgp_core_check_params (sdgp_mode          mode,
                         const sdgp_params *p,
@@ -172,13 +182,11 @@ sdgp_core_check_params (sdgp_mode          mode,
     }
   if (! sdg_sampler_from_name (p->sampler, &sampler))
     {
-      GString *names = g_string_new (NULL);
+      gchar *names = sdgp_sampler_names ();
 
-      for (int i = 0; i < SDG_SAMPLER_COUNT; i++)
-        g_string_append_printf (names, "%s%s", i ? ", " : "", sdg_sampler_name ((sdg_sampler) i));
       g_set_error (error, SDGP_ERROR, SDGP_ERROR_INVALID,
-                   "Unknown sampler '%s' (one of: %s).", p->sampler, names->str);
-      g_string_free (names, TRUE);
+                   "Unknown sampler '%s' (one of: %s).", p->sampler, names);
+      g_free (names);
       return FALSE;
     }
   if (! sdg_prediction_from_name (p->prediction, NULL))

@@ -64,6 +64,10 @@ char    *sdgp_core_model_path (const sdgp_params *p, GError **error);
 // inpaint without a selection).
 gboolean sdgp_core_check_image (sdgp_mode mode, gint32 image, gint32 drawable, GError **error);
 
+// The engine's sampler names, "euler, euler_a, ..." (the procedures' argument docs and errors
+// list them from here, so they cannot go stale). g_free it.
+gchar   *sdgp_sampler_names (void);
+
 // FALSE and error (SDGP_ERROR_INVALID) naming the first parameter out of range (an unknown
 // sampler or precision name included).
 gboolean sdgp_core_check_params (sdgp_mode mode, const sdgp_params *p, GError **error);

@@ -123,19 +123,29 @@ mut ddim-last-step-to-zero engine/sampler/schedule.c \
 # Model wrapper and guidance.
 mut cfg-sign engine/pipeline/pipeline.c \
     'float e = j->cfg ? eu[i] + s * (ec[i] - eu[i]) : ec[i];' 'float e = j->cfg ? ec[i] + s * (eu[i] - ec[i]) : ec[i];'
-mut c-in-without-sqrt engine/pipeline/pipeline.c \
-    'float c_in = 1.0f / sqrtf(sigma * sigma + 1.0f);' 'float c_in = 1.0f / (sigma * sigma + 1.0f);'
+mut c-in-without-sqrt engine/sampler/denoiser.c \
+    'float c_in = 1.0f / sqrtf(s2);' 'float c_in = 1.0f / s2;'
+mut lcm-sigma-data-1 engine/sampler/denoiser.c \
+    'float d = T * T + 0.25f;' 'float d = T * T + 1.0f;'
 
 # Sampler steps.
 mut lms-order-3 engine/sampler/samplers.c \
     '#define LMS_ORDER 4' '#define LMS_ORDER 3'
 mut dpmpp-2m-ratio-inverted engine/sampler/samplers.c \
-    'float r = h_last / h;' 'float r = h / h_last;'
-mut euler-a-eta-half engine/sampler/samplers.c \
-    'float up = sqrtf(sn * sn * (sg * sg - sn * sn) / (sg * sg));' \
-    'float up = 0.5f * sqrtf(sn * sn * (sg * sg - sn * sn) / (sg * sg));'
+    'float c2 = 1.0f / (2.0f * r);' 'float c2 = r / 2.0f;'
+mut ancestral-eta-half engine/sampler/samplers.c \
+    'float u = sqrtf(sn * sn * (sg * sg - sn * sn) / (sg * sg));' \
+    'float u = 0.5f * sqrtf(sn * sn * (sg * sg - sn * sn) / (sg * sg));'
 mut heun-second-call-t engine/sampler/samplers.c \
-    'sched_sigma_to_t(s, sn), den2)' 'sched_sigma_to_t(s, sg), den2)'
+    'sched_timestep(s, timing, sn), den2)' 'sched_timestep(s, timing, sg), den2)'
+mut lcm-noise-at-sigma engine/sampler/samplers.c \
+    'x[j] = noise[j] * sn + den[j];' 'x[j] = noise[j] * sg + den[j];'
+mut dpmpp-2m-sde-ratio-inverted engine/sampler/samplers.c \
+    'float c = 0.5f * b * (1.0f / r);' 'float c = 0.5f * b * r;'
+mut dpmpp-2m-sde-noise-scale engine/sampler/samplers.c \
+    'float q = sqrtf(-expm1f(-2.0f * h));' 'float q = sqrtf(-expm1f(-h));'
+mut dpmpp-sde-r-quarter engine/sampler/samplers.c \
+    'float sm = t + h * 0.5f;' 'float sm = t + h * 0.25f;'
 mut heun-plain-average engine/sampler/samplers.c \
     'x[j] = x[j] + (d + d2) / 2.0f * dt;' 'x[j] = x[j] + d2 * dt;'
 

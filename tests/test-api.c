@@ -153,6 +153,8 @@ typedef struct family_case {
     sdg_sampler sampler;
     double latent_tol, picture_tol;
     sdg_schedule schedule;      // k-diffusion's runs: karras; sgm's: simple
+    float cfg;                  // 0: 7
+    sdg_model_sampling ms;      // 0: DEFAULT
 } family_case;
 
 static sdg_model *load_with(const char *relpath, sdg_prediction pred, sdg_error *err)
@@ -197,7 +199,8 @@ static void check_family_run(gconstpointer data)
     g_assert_nonnull(xt);
     gp.steps = (int)xt->shape[0] - 1;
     g_free(x_name);
-    gp.cfg_scale = 7.0f;
+    gp.cfg_scale = fc->cfg > 0.0f ? fc->cfg : 7.0f;
+    gp.model_sampling = fc->ms;
     gp.precision = SDG_PRECISION_EXACT;
     if (fc->family == SDG_FAMILY_SDXL) {
         // cond.sizes: original (768, 1344), crop top-left (0, 64), target (832, 1216), as (h, w)
@@ -209,8 +212,17 @@ static void check_family_run(gconstpointer data)
         gp.target_width = 1216;
     }
     noise_src src = { 0 };
-    float *noise = golden_f32(rf, st_find(rf, "sample.noise") ? "sample.noise" : "k.noise", NULL);
+    // The start noise: tiny-sd1's and the other families' sample.noise; in the few-step file
+    // ComfyUI's runs have lcm.noise, k-diffusion's k.noise. The noise stochastic samplers add,
+    // when there is some: <run>.noise, one draw per step.
+    const char *initial = st_find(rf, "sample.noise") ? "sample.noise"
+                          : g_str_has_prefix(fc->run, "lcm") ? "lcm.noise" : "k.noise";
+    float *noise = golden_f32(rf, initial, NULL);
     src.initial = noise;
+    char *anc_name = g_strdup_printf("%s.noise", fc->run);
+    float *anc = st_find(rf, anc_name) ? golden_f32(rf, anc_name, NULL) : NULL;
+    src.ancestral = anc;
+    g_free(anc_name);
     ctx->test_noise = replay_noise;
     ctx->test_noise_data = &src;
     sdg_result *res = NULL;
@@ -236,6 +248,7 @@ static void check_family_run(gconstpointer data)
     g_free(x);
     g_free(name);
     g_free(noise);
+    g_free(anc);
     g_free(prompt);
     sdg_result_free(res);
     sdg_ctx_free(ctx);
@@ -255,32 +268,47 @@ static void check_family_run(gconstpointer data)
 static const family_case family_runs[] = {
     // tiny-sd2's metadata says parameterization "v"; the same weights run as eps by option.
     { "k.euler.karras", SD2, SD2_REF, SDG_PREDICTION_AUTO, SDG_FAMILY_SD2, SDG_PREDICTION_V,
-      SDG_SAMPLER_EULER, 3e-5, 7e-5, SDG_SCHEDULE_KARRAS },       // measured 5.1e-6 / 1.3e-5
+      SDG_SAMPLER_EULER, 3e-5, 7e-5, SDG_SCHEDULE_KARRAS, 0, 0 },   // measured 5.1e-6 / 1.3e-5
     { "k.dpmpp_2m.karras", SD2, SD2_REF, SDG_PREDICTION_AUTO, SDG_FAMILY_SD2, SDG_PREDICTION_V,
-      SDG_SAMPLER_DPMPP_2M, 4e-5, 7e-5, SDG_SCHEDULE_KARRAS },    // measured 7.0e-6 / 1.3e-5
+      SDG_SAMPLER_DPMPP_2M, 4e-5, 7e-5, SDG_SCHEDULE_KARRAS, 0, 0 },   // measured 7.0e-6 / 1.3e-5
     { "eps.k.euler.karras", SD2, SD2_REF, SDG_PREDICTION_EPS, SDG_FAMILY_SD2, SDG_PREDICTION_EPS,
-      SDG_SAMPLER_EULER, 1.5e-5, 1.5e-5, SDG_SCHEDULE_KARRAS },   // measured 2.5e-6 / 2.9e-6
+      SDG_SAMPLER_EULER, 1.5e-5, 1.5e-5, SDG_SCHEDULE_KARRAS, 0, 0 },   // measured 2.5e-6 / 2.9e-6
     { "eps.k.dpmpp_2m.karras", SD2, SD2_REF, SDG_PREDICTION_EPS, SDG_FAMILY_SD2,
-      SDG_PREDICTION_EPS, SDG_SAMPLER_DPMPP_2M, 1.5e-5, 1.5e-5, SDG_SCHEDULE_KARRAS },   // measured 2.3e-6 / 2.3e-6
+      SDG_PREDICTION_EPS, SDG_SAMPLER_DPMPP_2M, 1.5e-5, 1.5e-5, SDG_SCHEDULE_KARRAS, 0, 0 },   // measured 2.3e-6 / 2.3e-6
     { "ddim5", SD2, SD2_REF, SDG_PREDICTION_AUTO, SDG_FAMILY_SD2, SDG_PREDICTION_V,
-      SDG_SAMPLER_DDIM, 2e-5, 4e-5, SDG_SCHEDULE_KARRAS },        // measured 3.8e-6 / 7.7e-6
+      SDG_SAMPLER_DDIM, 2e-5, 4e-5, SDG_SCHEDULE_KARRAS, 0, 0 },   // measured 3.8e-6 / 7.7e-6
     // Both encoders, the pooled embedding, the size conditioning, zeros for the unconditional
     // side (empty negative prompt), label_emb, the 0.13025 scale.
     { "k.euler.karras", SDXL, SDXL_REF, SDG_PREDICTION_AUTO, SDG_FAMILY_SDXL, SDG_PREDICTION_EPS,
-      SDG_SAMPLER_EULER, 1.5e-5, 2e-5, SDG_SCHEDULE_KARRAS },     // measured 2.8e-6 / 3.2e-6
+      SDG_SAMPLER_EULER, 1.5e-5, 2e-5, SDG_SCHEDULE_KARRAS, 0, 0 },   // measured 2.8e-6 / 3.2e-6
     { "k.dpmpp_2m.karras", SDXL, SDXL_REF, SDG_PREDICTION_AUTO, SDG_FAMILY_SDXL,
-      SDG_PREDICTION_EPS, SDG_SAMPLER_DPMPP_2M, 1.5e-5, 1.5e-5, SDG_SCHEDULE_KARRAS },   // measured 2.3e-6 / 2.4e-6
+      SDG_PREDICTION_EPS, SDG_SAMPLER_DPMPP_2M, 1.5e-5, 1.5e-5, SDG_SCHEDULE_KARRAS, 0, 0 },   // measured 2.3e-6 / 2.4e-6
     // sgm's own samplers: LegacyDDPMDiscretization (the `simple` schedule), integer timesteps,
-    // start noise * sqrt(1 + sigma_0^2).
+    // start noise * sqrt(1 + sigma_0^2). Measured with ComfyUI's sigma table (float64
+    // alphas_cumprod), which `simple` samples since the few-step work.
     { "sgm.euler", SDXL, SDXL_REF, SDG_PREDICTION_AUTO, SDG_FAMILY_SDXL, SDG_PREDICTION_EPS,
-      SDG_SAMPLER_EULER, 1.5e-5, 1.5e-5, SDG_SCHEDULE_SIMPLE },     // measured 2.9e-6 / 2.6e-6
+      SDG_SAMPLER_EULER, 1.5e-5, 2e-5, SDG_SCHEDULE_SIMPLE, 0, 0 },   // measured 2.6e-6 / 3.4e-6
     // k-diffusion's exponential schedule on tiny-sd1 (6 steps, CFG 7).
     { "k.euler.exponential", TINY, FEWSTEP_REF, SDG_PREDICTION_AUTO, SDG_FAMILY_SD1,
-      SDG_PREDICTION_EPS, SDG_SAMPLER_EULER, 3e-5, 4e-5, SDG_SCHEDULE_EXPONENTIAL },   // 4.8e-6 / 7.6e-6
+      SDG_PREDICTION_EPS, SDG_SAMPLER_EULER, 3e-5, 4e-5, SDG_SCHEDULE_EXPONENTIAL, 0, 0 },   // 4.8e-6 / 7.6e-6
     { "k.dpmpp_2m.exponential", TINY, FEWSTEP_REF, SDG_PREDICTION_AUTO, SDG_FAMILY_SD1,
-      SDG_PREDICTION_EPS, SDG_SAMPLER_DPMPP_2M, 2e-5, 4e-5, SDG_SCHEDULE_EXPONENTIAL },  // 3.9e-6 / 6.3e-6
+      SDG_PREDICTION_EPS, SDG_SAMPLER_DPMPP_2M, 2e-5, 4e-5, SDG_SCHEDULE_EXPONENTIAL, 0, 0 },   // 3.9e-6 / 6.3e-6
     { "sgm.dpmpp_2m", SDXL, SDXL_REF, SDG_PREDICTION_AUTO, SDG_FAMILY_SDXL, SDG_PREDICTION_EPS,
-      SDG_SAMPLER_DPMPP_2M, 1.5e-5, 1.5e-5, SDG_SCHEDULE_SIMPLE },  // measured 2.7e-6 / 2.5e-6
+      SDG_SAMPLER_DPMPP_2M, 1.5e-5, 1.5e-5, SDG_SCHEDULE_SIMPLE, 0, 0 },   // measured 2.4e-6 / 2.6e-6
+    // ComfyUI's LCM on tiny-sd1 (4 steps, CFG 1, integer timesteps, start noise * sqrt(1 +
+    // sigma_0^2), the per-step noise replayed), plain and with the LCM-distilled model sampling.
+    { "lcm.simple", TINY, FEWSTEP_REF, SDG_PREDICTION_AUTO, SDG_FAMILY_SD1, SDG_PREDICTION_EPS,
+      SDG_SAMPLER_LCM, 3e-6, 7e-6, SDG_SCHEDULE_SIMPLE, 1.0f, 0 },   // 5.4e-7 / 1.4e-6
+    { "lcm.sgm_uniform", TINY, FEWSTEP_REF, SDG_PREDICTION_AUTO, SDG_FAMILY_SD1,
+      SDG_PREDICTION_EPS, SDG_SAMPLER_LCM, 3e-6, 6e-6, SDG_SCHEDULE_SGM_UNIFORM, 1.0f,
+      0 },                                                            // 5.1e-7 / 1.1e-6
+    { "lcm_distilled.sgm_uniform", TINY, FEWSTEP_REF, SDG_PREDICTION_AUTO, SDG_FAMILY_SD1,
+      SDG_PREDICTION_EPS, SDG_SAMPLER_LCM, 3e-6, 6e-6, SDG_SCHEDULE_SGM_UNIFORM, 1.0f,
+      SDG_MODEL_SAMPLING_LCM },                                       // 5.4e-7 / 1.2e-6
+    // k-diffusion's dpm++ 2m sde (karras, 6 steps, CFG 7), its Brownian noise replayed.
+    { "k.dpmpp_2m_sde.karras", TINY, FEWSTEP_REF, SDG_PREDICTION_AUTO, SDG_FAMILY_SD1,
+      SDG_PREDICTION_EPS, SDG_SAMPLER_DPMPP_2M_SDE, 3e-5, 4e-5, SDG_SCHEDULE_KARRAS, 0,
+      0 },                                                            // 4.3e-6 / 6.1e-6
 };
 
 // ---------------------------------------------------------------------------------------------
@@ -347,6 +375,54 @@ static void test_determinism(void)
     sdg_result_free(b);
     sdg_result_free(c);
     sdg_result_free(d);
+}
+
+// The stochastic samplers' noise is the documented streams of the engine's generator
+// (pipeline.h): the start latent is stream INITIAL, draw k of a run elements k*n.. of stream
+// ANCESTRAL. A run fed those by the test hook makes the same bits as the seeded run, on another
+// thread count.
+typedef struct stream_src {
+    uint64_t seed;
+    int max_draw;
+} stream_src;
+
+static void stream_noise(void *user, int which, float *out, size_t n)
+{
+    stream_src *src = user;
+    g_assert_true(which != SDG_TEST_NOISE_VAE);
+    if (which == SDG_TEST_NOISE_INITIAL) {
+        rng_normal_fill(src->seed, SDG_STREAM_INITIAL, 0, out, n);
+        return;
+    }
+    if (which > src->max_draw)
+        src->max_draw = which;
+    rng_normal_fill(src->seed, SDG_STREAM_ANCESTRAL, (uint64_t)which * n, out, n);
+}
+
+static void test_noise_streams(void)
+{
+    const sdg_sampler noisy[] = {SDG_SAMPLER_EULER_A, SDG_SAMPLER_LCM, SDG_SAMPLER_DPMPP_2M_SDE,
+                                 SDG_SAMPLER_DPMPP_SDE};
+    for (size_t k = 0; k < G_N_ELEMENTS(noisy); k++) {
+        sdg_error err;
+        sdg_gen_params gp = small_params();
+        gp.sampler = noisy[k];
+        sdg_result *a = generate(1, &gp, SDG_OK, &err);
+        sdg_ctx *ctx = sdg_ctx_new(model, 2, &err);
+        g_assert_nonnull(ctx);
+        stream_src src = { gp.seed, -1 };
+        ctx->test_noise = stream_noise;
+        ctx->test_noise_data = &src;
+        sdg_result *b = NULL;
+        g_assert_cmpint(sdg_generate(ctx, &gp, &b, &err), ==, SDG_OK);
+        g_test_message("%s: draws 0..%d", sdg_sampler_name(noisy[k]), src.max_draw);
+        g_assert_true(same_result(a, b));
+        // 3 steps, the last adds no noise: 2 draws (dpmpp_sde: 2 per step)
+        g_assert_cmpint(src.max_draw, ==, noisy[k] == SDG_SAMPLER_DPMPP_SDE ? 3 : 1);
+        sdg_result_free(a);
+        sdg_result_free(b);
+        sdg_ctx_free(ctx);
+    }
 }
 
 // The precisions: `fast` is deterministic across thread counts too, stays close to `exact`
@@ -646,7 +722,7 @@ static void test_bad_requests(void)
     sdg_image *img = gradient_image(64, 64);
     sdg_image *mask = sdg_image_new(32, 64, 1);
     sdg_image *gray = sdg_image_new(64, 64, 1);
-    for (int k = 0; k < 13; k++) {
+    for (int k = 0; k < 14; k++) {
         sdg_gen_params gp = small_params();
         switch (k) {
         case 0: gp.width = 100; break;
@@ -662,6 +738,7 @@ static void test_bad_requests(void)
         case 10: gp.batch_count = 0; break;
         case 11: gp.clip_skip = 7; break;
         case 12: gp.init_image = gray; break;
+        case 13: gp.model_sampling = SDG_MODEL_SAMPLING_COUNT; break;
         }
         g_assert_cmpint(sdg_generate(ctx, &gp, &res, &err), ==, SDG_ERR_INVALID_ARG);
         g_assert_null(res);
@@ -1269,6 +1346,18 @@ static void test_names_and_tensor_files(void)
         g_assert_true(sdg_sampler_from_name(sdg_sampler_name((sdg_sampler)s), &back));
         g_assert_cmpint(back, ==, s);
     }
+    for (int s = 0; s < SDG_SCHEDULE_COUNT; s++) {
+        sdg_schedule back;
+        g_assert_true(sdg_schedule_from_name(sdg_schedule_name((sdg_schedule)s), &back));
+        g_assert_cmpint(back, ==, s);
+    }
+    for (int s = 0; s < SDG_MODEL_SAMPLING_COUNT; s++) {
+        sdg_model_sampling back;
+        g_assert_true(sdg_model_sampling_from_name(
+            sdg_model_sampling_name((sdg_model_sampling)s), &back));
+        g_assert_cmpint(back, ==, s);
+    }
+    g_assert_false(sdg_model_sampling_from_name("LCM", NULL));
     sdg_sampler sm;
     g_assert_false(sdg_sampler_from_name("euler-a", &sm));
     sdg_schedule sc;
@@ -1356,6 +1445,7 @@ int main(int argc, char **argv)
         g_free(name);
     }
     g_test_add_func("/api/determinism", test_determinism);
+    g_test_add_func("/api/noise-streams", test_noise_streams);
     g_test_add_func("/api/batch-seeds", test_batch_seeds);
     g_test_add_func("/api/precision", test_precision);
     g_test_add_func("/api/progress-and-cancel", test_progress_and_cancel);

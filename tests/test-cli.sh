@@ -88,7 +88,9 @@ run --help
 missing=""
 for opt in --model --vocab --prompt --negative-prompt --width --height --sampler --schedule \
            --steps --cfg-scale --seed --batch-count --clip-skip --init-image --mask --strength \
-           --no-inpaint-blend --threads --noise-in --latent-out --output --quiet --version Examples: euler_a karras; do
+           --no-inpaint-blend --threads --noise-in --latent-out --output --quiet --version \
+           --model-sampling Examples: euler_a karras lcm dpmpp_2m_sde dpmpp_sde sgm_uniform \
+           ddim_uniform trailing; do
     grep -q -- "$opt" "$TMP/out" || missing="$missing $opt"
 done
 if [ "$rc" -eq 0 ] && [ -z "$missing" ]; then ok "--help lists every option"; else fail "--help lists every option" "status $rc, missing:$missing"; fi
@@ -108,6 +110,7 @@ expect "strength without init image" 2 "strength needs --init-image" --strength 
 expect "mask without init image" 2 "mask needs --init-image" --mask "$TMP/none.png"
 expect "unknown sampler lists the samplers" 2 "euler_a" --sampler nope
 expect "unknown schedule" 2 "karras" --schedule nope
+expect "unknown model sampling" 2 "lcm" --model-sampling nope
 expect "bad seed" 2 "seed" --seed -5
 expect "negative cfg scale" 2 "cfg-scale" --cfg-scale -1
 expect "invalid UTF-8 prompt" 2 "not valid UTF-8" -p $'a \xff\xfe cat'
@@ -214,6 +217,16 @@ if [ "$rc" -eq 0 ] && ! cmp -s "$TMP/t2i.png" "$TMP/t2i-43.png"; then
     ok "another seed, another picture"
 else
     fail "another seed, another picture" "status $rc: $(err_tail)"
+fi
+
+# Few-step sampling: LCM on ComfyUI's sgm_uniform with the LCM-distilled model sampling.
+run "${M[@]}" -p "a red fox" -W 64 -H 64 --steps 2 --sampler lcm --schedule sgm_uniform \
+    --model-sampling lcm --cfg-scale 1 --seed 5 -o "$TMP/lcm.png"
+if [ "$rc" -eq 0 ] && [ "$(png_size "$TMP/lcm.png")" = "64x64" ] &&
+   grep -q "lcm/sgm_uniform" "$TMP/err" && grep -q "model sampling lcm" "$TMP/err"; then
+    ok "lcm sampler, sgm_uniform schedule, lcm model sampling"
+else
+    fail "lcm sampler, sgm_uniform schedule, lcm model sampling" "status $rc: $(err_tail)"
 fi
 
 run "${M[@]}" -p "a red fox" -W 64 -H 48 --steps 1 --sampler dpmpp_2m --schedule karras \

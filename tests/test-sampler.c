@@ -22,6 +22,8 @@
 // a*b+c into one FMA, where an exact replay would fail for nothing.
 #define SCHED_TOL 1e-6   // sigmas, alphas_cumprod, model t: measured 0; DDIM alphas_prev 6e-8
 #define TRAJ_TOL 1e-6    // x over a trajectory: measured 0 (euler, euler_a) to 1.7e-7 (ddim6)
+// k-diffusion's timesteps (the tiny-sd1 goldens' and every request without ComfyUI's rules)
+#define KD SCHED_TIMING_KDIFF
 
 static const char *const K_SAMPLERS[] = {"euler", "heun", "dpmpp_2m", "lms", "euler_ancestral"};
 static const sdg_sampler K_IDS[] = {SDG_SAMPLER_EULER, SDG_SAMPLER_HEUN, SDG_SAMPLER_DPMPP_2M,
@@ -48,6 +50,7 @@ typedef struct replay {
     const float *heun_sigmas;   // set for heun: second calls are reconstructed from x_ref
     double heun_x2_err;         // worst relative error of heun's x2 over the steps
     const char *name;           // the run, to name the comparisons
+    bool two_draws;             // dpmpp_sde: noise draws 2 step and 2 step + 1
 } replay;
 
 // Heun's second model call is not in the goldens, but x[i+1] = x[i] + (d + d2)/2 dt pins it
@@ -93,12 +96,13 @@ static sdg_status replay_denoise(void *user, const float *x, float sigma, float 
     return SDG_OK;
 }
 
-static void replay_noise(void *user, int step, float *out, size_t n)
+static void replay_noise(void *user, int draw, float *out, size_t n)
 {
     replay *r = user;
-    g_assert_cmpint(step, ==, r->step);
+    // one draw per step (euler_a, lcm, dpmpp_2m_sde), two for dpmpp_sde
+    g_assert_cmpint(draw / (r->two_draws ? 2 : 1), ==, r->step);
     g_assert_nonnull(r->noise);
-    memcpy(out, r->noise + (size_t)step * n, n * sizeof(float));
+    memcpy(out, r->noise + (size_t)draw * n, n * sizeof(float));
 }
 
 static sdg_status replay_on_step(void *user, int step, int n_steps, float *x, float sigma_next,
@@ -180,7 +184,7 @@ static void run_k_golden(gconstpointer data)
     size_t n;
 
     float sigmas[8], ts[8];
-    int steps = sched_build(&s, sampler, (sdg_schedule)ki, 6, sigmas, ts);
+    int steps = sched_build(&s, sampler, (sdg_schedule)ki, KD, 6, sigmas, ts);
     g_assert_cmpint(steps, ==, 6);
     g_snprintf(key, sizeof key, "k.%s.%s.sigmas", name, sched);
     float *ref_sigmas = golden_f32(f, key, &n);
@@ -212,7 +216,8 @@ static void run_k_golden(gconstpointer data)
                 .heun_sigmas = sampler == SDG_SAMPLER_HEUN ? sigmas : NULL, .name = run};
     sampler_hooks hooks = REPLAY_HOOKS;
     hooks.user = &r;
-    g_assert_cmpint(sampler_run(sampler, &s, sigmas, ts, steps, x, len, scratch, &hooks), ==, SDG_OK);
+    g_assert_cmpint(sampler_run(sampler, &s, KD, sigmas, ts, steps, x, len, scratch,
+                                &hooks), ==, SDG_OK);
     g_assert_cmpint(r.step, ==, 6);
 
     // the t of every model call, in order (heun: 2 per step but the last = 11)
@@ -249,8 +254,8 @@ static void test_exponential_schedule(void)
     sched_init_sd(&s);
     st_file *f = golden_open("golden/tiny-sd1-fewstep-reference.safetensors");
     float sigmas[8], ts[8];
-    g_assert_cmpint(sched_build(&s, SDG_SAMPLER_EULER, SDG_SCHEDULE_EXPONENTIAL, 6, sigmas, ts),
-                    ==, 6);
+    g_assert_cmpint(sched_build(&s, SDG_SAMPLER_EULER, SDG_SCHEDULE_EXPONENTIAL, KD,
+                                6, sigmas, ts), ==, 6);
     size_t n;
     float *ref = golden_f32(f, "k.euler.exponential.sigmas", &n);
     g_assert_cmpuint(n, ==, 7);
@@ -260,6 +265,262 @@ static void test_exponential_schedule(void)
     g_free(ref);
     g_free(ref_t);
     st_close(f);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Few-step goldens: ComfyUI's LCM runs (integer timesteps, the distilled model sampling) and
+// k-diffusion's dpm++ 2m sde, replayed with their stored denoised tensors and noise
+
+#define FEWSTEP_FILE "golden/tiny-sd1-fewstep-reference.safetensors"
+
+typedef struct fewstep_case {
+    const char *run;
+    sdg_sampler sampler;
+    sdg_schedule schedule;
+    sdg_model_sampling ms;
+    int steps;
+} fewstep_case;
+
+static const fewstep_case FEWSTEP_RUNS[] = {
+    {"lcm.simple", SDG_SAMPLER_LCM, SDG_SCHEDULE_SIMPLE, SDG_MODEL_SAMPLING_DEFAULT, 4},
+    {"lcm.sgm_uniform", SDG_SAMPLER_LCM, SDG_SCHEDULE_SGM_UNIFORM, SDG_MODEL_SAMPLING_DEFAULT, 4},
+    {"lcm_distilled.sgm_uniform", SDG_SAMPLER_LCM, SDG_SCHEDULE_SGM_UNIFORM,
+     SDG_MODEL_SAMPLING_LCM, 4},
+    {"k.dpmpp_2m_sde.karras", SDG_SAMPLER_DPMPP_2M_SDE, SDG_SCHEDULE_KARRAS,
+     SDG_MODEL_SAMPLING_DEFAULT, 6},
+};
+
+// ComfyUI's tables: ModelSamplingDiscrete's (float64 alphas_cumprod) and the distilled 50.
+static void test_comfy_tables(void)
+{
+    sdg_noise_schedule s;
+    sched_init_sd(&s);
+    st_file *f = golden_open(FEWSTEP_FILE);
+    size_t n;
+    float *cs = golden_f32(f, "comfy.sigmas", &n);
+    g_assert_cmpuint(n, ==, 1000);
+    golden_check("comfy.sigmas", s.comfy_sigmas, cs, n, SCHED_TOL);
+    int differ = 0;
+    for (int i = 0; i < 1000; i++)
+        differ += s.comfy_sigmas[i] != cs[i];
+    printf("# comfy.sigmas: %d of 1000 entries differ in their bits\n", differ);
+    g_assert_cmpint(differ, ==, 0);
+    float *ls = golden_f32(f, "comfy_lcm.sigmas", &n);
+    g_assert_cmpuint(n, ==, 50);
+    for (int j = 0; j < 50; j++) {
+        g_assert_cmpfloat(s.comfy_sigmas[19 + 20 * j], ==, ls[j]);
+        g_assert_cmpfloat(s.lcm_log_sigmas[j], ==, logf(ls[j]));
+    }
+    // every table entry is its own timestep under both timings
+    for (int t = 0; t < 1000; t++)
+        g_assert_cmpfloat(sched_timestep(&s, SCHED_TIMING_COMFY, s.comfy_sigmas[t]), ==, (float)t);
+    for (int j = 0; j < 50; j++)
+        g_assert_cmpfloat(sched_timestep(&s, SCHED_TIMING_LCM, ls[j]), ==, (float)(20 * j + 19));
+    g_free(cs);
+    g_free(ls);
+    st_close(f);
+}
+
+static void run_fewstep_golden(gconstpointer data)
+{
+    const fewstep_case *c = data;
+    sdg_noise_schedule s;
+    sched_init_sd(&s);
+    st_file *f = golden_open(FEWSTEP_FILE);
+    char key[128];
+    size_t n;
+    sched_timing tm = sched_timing_of(c->sampler, c->schedule, c->ms);
+    g_assert_cmpint(tm, ==, c->ms == SDG_MODEL_SAMPLING_LCM ? SCHED_TIMING_LCM
+                            : c->sampler == SDG_SAMPLER_LCM ? SCHED_TIMING_COMFY : KD);
+
+    float sigmas[16], ts[16];
+    int steps = sched_build(&s, c->sampler, c->schedule, tm, c->steps, sigmas, ts);
+    g_assert_cmpint(steps, ==, c->steps);
+    g_snprintf(key, sizeof key, "%s.sigmas", c->run);
+    float *ref_sigmas = golden_f32(f, key, &n);
+    g_assert_cmpuint(n, ==, (size_t)steps + 1);
+    golden_check(key, sigmas, ref_sigmas, n, SCHED_TOL);
+    int differ = 0;
+    for (size_t i = 0; i < n; i++)
+        differ += sigmas[i] != ref_sigmas[i];
+    printf("# %s: %d sigmas differ in their bits\n", key, differ);
+
+    g_snprintf(key, sizeof key, "%s.unet_t", c->run);
+    size_t n_t;
+    float *ref_t = golden_f32(f, key, &n_t);
+    g_assert_cmpint((int)n_t, ==, steps);
+    g_snprintf(key, sizeof key, "%s.x", c->run);
+    float *x_ref = golden_f32(f, key, &n);
+    size_t len = n / (size_t)(steps + 1);
+    g_snprintf(key, sizeof key, "%s.denoised", c->run);
+    float *den = golden_f32(f, key, &n);
+    g_assert_cmpuint(n, ==, (size_t)steps * len);
+    g_snprintf(key, sizeof key, "%s.noise", c->run);
+    float *noise = golden_f32(f, key, &n);
+    g_assert_cmpuint(n, ==, (size_t)(steps - 1) * len);
+
+    if (c->sampler == SDG_SAMPLER_LCM) {
+        // ComfyUI's start: max_denoise, noise * sqrt(1 + sigma_0^2) of lcm.noise
+        float *n0 = golden_f32(f, "lcm.noise", NULL);
+        float k = sqrtf(1.0f + sigmas[0] * sigmas[0]);
+        float *x0 = g_new(float, len);
+        for (size_t j = 0; j < len; j++)
+            x0[j] = n0[j] * k;
+        g_snprintf(key, sizeof key, "%s x[0]", c->run);
+        golden_check(key, x0, x_ref, len, TRAJ_TOL);
+        g_free(x0);
+        g_free(n0);
+    }
+
+    float *x = g_new(float, len);
+    float *scratch = g_new(float, sampler_scratch_floats(c->sampler, len));
+    memcpy(x, x_ref, len * sizeof(float));
+    replay r = {.n = len, .den = den, .noise = noise, .x_ref = x_ref, .name = c->run};
+    sampler_hooks hooks = REPLAY_HOOKS;
+    hooks.user = &r;
+    g_assert_cmpint(sampler_run(c->sampler, &s, tm, sigmas, ts, steps, x, len, scratch, &hooks), ==,
+                    SDG_OK);
+    g_assert_cmpint(r.calls, ==, steps);
+    g_snprintf(key, sizeof key, "%s unet_t", c->run);
+    // ComfyUI's are integers and must be the same integers (499.5 -> 500 in lcm.sgm_uniform)
+    golden_check(key, r.t_seen, ref_t, n_t, c->sampler == SDG_SAMPLER_LCM ? 0.0 : SCHED_TOL);
+    printf("# %s: worst x error over the trajectory %.3g\n", c->run, r.max_err);
+
+    g_free(x);
+    g_free(scratch);
+    g_free(noise);
+    g_free(den);
+    g_free(x_ref);
+    g_free(ref_t);
+    g_free(ref_sigmas);
+    st_close(f);
+}
+
+// ComfyUI's ddim_uniform and diffusers' trailing have no golden: their timesteps worked out by
+// hand from the reference code (comfy/samplers.py ddim_scheduler; diffusers set_timesteps with
+// timestep_spacing "trailing"), and the sigmas they take from the table.
+static void test_hand_schedules(void)
+{
+    sdg_noise_schedule s;
+    sched_init_sd(&s);
+    static const struct {
+        sdg_schedule kind;
+        int steps, n;
+        int t[8];
+    } cases[] = {
+        // ddim_uniform: sigmas[1::1000 // steps] reversed, then 0
+        {SDG_SCHEDULE_DDIM_UNIFORM, 1, 1, {1}},
+        {SDG_SCHEDULE_DDIM_UNIFORM, 4, 4, {751, 501, 251, 1}},
+        {SDG_SCHEDULE_DDIM_UNIFORM, 6, 7, {997, 831, 665, 499, 333, 167, 1}},   // 1000 // 6 = 166
+        // trailing: round(arange(1000, 0, -1000 / steps)) - 1
+        {SDG_SCHEDULE_TRAILING, 1, 1, {999}},
+        {SDG_SCHEDULE_TRAILING, 4, 4, {999, 749, 499, 249}},
+        // 833.33 666.67 500 333.33 166.67 -> 833 667 500 333 167
+        {SDG_SCHEDULE_TRAILING, 6, 6, {999, 832, 666, 499, 332, 166}},
+        // 16 steps: 937.5 -> 938 and 812.5 -> 812 (numpy rounds halves to even)
+        {SDG_SCHEDULE_TRAILING, 16, 8, {999, 937, 874, 811, 749, 687, 624, 561}},
+    };
+    for (size_t c = 0; c < G_N_ELEMENTS(cases); c++) {
+        float sigmas[24], ts[24];
+        sdg_schedule kind = cases[c].kind;
+        sched_timing tm = sched_timing_of(SDG_SAMPLER_EULER, kind, SDG_MODEL_SAMPLING_DEFAULT);
+        g_assert_cmpint(tm, ==, SCHED_TIMING_COMFY);
+        int n = sched_build(&s, SDG_SAMPLER_EULER, kind, tm, cases[c].steps, sigmas, ts);
+        g_assert_cmpint(n, ==, cases[c].steps == 16 ? 16 : cases[c].n);
+        for (int i = 0; i < cases[c].n; i++) {
+            g_assert_cmpfloat(ts[i], ==, (float)cases[c].t[i]);
+            g_assert_cmpfloat(sigmas[i], ==, s.comfy_sigmas[cases[c].t[i]]);
+        }
+        g_assert_cmpfloat(sigmas[n], ==, 0.0f);
+    }
+    // sgm_uniform, 6 steps: t = 999 - 166.5 i; the integer ones are table entries in log
+    // (sigma(t) = exp(log_sigmas[t])), the UNet gets those t
+    float sigmas[8], ts[8];
+    g_assert_cmpint(sched_build(&s, SDG_SAMPLER_LCM, SDG_SCHEDULE_SGM_UNIFORM, SCHED_TIMING_COMFY,
+                                6, sigmas, ts), ==, 6);
+    const int whole[3][2] = {{0, 999}, {2, 666}, {4, 333}};
+    for (int k = 0; k < 3; k++) {
+        g_assert_cmpfloat(sigmas[whole[k][0]], ==, expf(s.comfy_log_sigmas[whole[k][1]]));
+        g_assert_cmpfloat(ts[whole[k][0]], ==, (float)whole[k][1]);
+    }
+    // the LCM-distilled timing: every t is 20 j + 19
+    g_assert_cmpint(sched_build(&s, SDG_SAMPLER_LCM, SDG_SCHEDULE_TRAILING, SCHED_TIMING_LCM, 6,
+                                sigmas, ts), ==, 6);
+    for (int i = 0; i < 6; i++)
+        g_assert_cmpint(((int)ts[i] - 19) % 20, ==, 0);
+    g_assert_cmpfloat(ts[0], ==, 999.0f);
+}
+
+// dpmpp_sde has no golden: one step (two model calls, two noise draws) against k-diffusion's
+// formulas evaluated in double, with a model whose denoised depends on x and sigma.
+typedef struct affine_model {
+    int calls;
+    float t_seen[4];
+} affine_model;
+
+static double affine_d(double x, double sigma)
+{
+    return 0.8 * x / (1.0 + 0.1 * sigma) + 0.05;
+}
+
+static sdg_status affine_denoise(void *user, const float *x, float sigma, float t, float *out)
+{
+    affine_model *m = user;
+    if (m->calls < 4)
+        m->t_seen[m->calls] = t;
+    m->calls++;
+    for (size_t j = 0; j < 16; j++)
+        out[j] = (float)affine_d(x[j], sigma);
+    return SDG_OK;
+}
+
+static void draw_noise(void *user, int draw, float *out, size_t n)
+{
+    (void)user;
+    rng_normal_fill(11, 1, (uint64_t)draw * n, out, n);
+}
+
+static void test_dpmpp_sde_step(void)
+{
+    sdg_noise_schedule s;
+    sched_init_sd(&s);
+    enum { N = 16 };
+    float sigmas[8], ts[8], x[N], x_in[N], scratch[4 * N], noise[2 * N];
+    int n = sched_build(&s, SDG_SAMPLER_DPMPP_SDE, SDG_SCHEDULE_KARRAS, KD, 4, sigmas, ts);
+    g_assert_cmpint(n, ==, 4);
+    rng_normal_fill(3, 0, 0, x_in, N);
+    for (int j = 0; j < N; j++)
+        x[j] = x_in[j] * sigmas[0];
+    memcpy(x_in, x, sizeof x);
+    affine_model m = {0};
+    sampler_hooks hooks = {affine_denoise, draw_noise, NULL, &m};
+    g_assert_cmpint(sampler_run(SDG_SAMPLER_DPMPP_SDE, &s, KD, sigmas, ts, 1, x, N, scratch,
+                                &hooks), ==, SDG_OK);
+    g_assert_cmpint(m.calls, ==, 2);
+    draw_noise(NULL, 0, noise, N);
+    draw_noise(NULL, 1, noise + N, N);
+    // k-diffusion sample_dpmpp_sde, eta 1, r 1/2, in double
+    double sg = sigmas[0], sn = sigmas[1];
+    double t = -log(sg), tn = -log(sn), h = tn - t, sm = t + 0.5 * h;
+    double st = exp(-t), ss = exp(-sm), stn = exp(-tn);
+    double up1 = fmin(ss, sqrt(ss * ss * (st * st - ss * ss) / (st * st)));
+    double s1 = -log(sqrt(ss * ss - up1 * up1));
+    double up2 = fmin(stn, sqrt(stn * stn * (st * st - stn * stn) / (st * st)));
+    double t2 = -log(sqrt(stn * stn - up2 * up2));
+    double worst = 0, scale = 0;
+    for (int j = 0; j < N; j++) {
+        double d1 = affine_d(x_in[j], sg);
+        double x2 = exp(-s1) / st * x_in[j] - expm1(t - s1) * d1 + noise[j] * up1;
+        double d2 = affine_d(x2, ss);
+        double want = exp(-t2) / st * x_in[j] - expm1(t - t2) * d2 + noise[N + j] * up2;
+        worst = fmax(worst, fabs(x[j] - want));
+        scale = fmax(scale, fabs(want));
+    }
+    printf("# dpmpp_sde step against double: relative %.3g\n", worst / scale);
+    g_assert_cmpfloat(worst / scale, <=, TRAJ_TOL);   // measured 1.3e-7
+    // the half step's model call is at sigma(s) = sqrt(sigma sigma_next), its t interpolated
+    g_assert_cmpfloat(m.t_seen[0], ==, ts[0]);
+    g_assert_cmpfloat(fabsf(m.t_seen[1] - sched_sigma_to_t(&s, (float)ss)), <=, 1e-3f);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -275,7 +536,8 @@ static void run_ddim_golden(gconstpointer data)
     size_t n;
 
     float sigmas[16], ts[16];
-    int steps = sched_build(&s, SDG_SAMPLER_DDIM, SDG_SCHEDULE_DEFAULT, S, sigmas, ts);
+    int steps = sched_build(&s, SDG_SAMPLER_DDIM, SDG_SCHEDULE_DEFAULT, KD, S, sigmas,
+                            ts);
     g_snprintf(key, sizeof key, "ddim%d.timesteps", S);
     int32_t *tsteps = golden_i32(f, key, &n);
     g_assert_cmpint(steps, ==, (int)n);
@@ -319,8 +581,8 @@ static void run_ddim_golden(gconstpointer data)
     sampler_hooks hooks = REPLAY_HOOKS;
     hooks.noise = NULL;
     hooks.user = &r;
-    g_assert_cmpint(sampler_run(SDG_SAMPLER_DDIM, &s, sigmas, ts, steps, x, len, scratch, &hooks),
-                    ==, SDG_OK);
+    g_assert_cmpint(sampler_run(SDG_SAMPLER_DDIM, &s, KD, sigmas, ts, steps, x, len,
+                                scratch, &hooks), ==, SDG_OK);
     g_assert_cmpint(r.calls, ==, steps);
     g_snprintf(key, sizeof key, "ddim%d unet_t", S);
     golden_check(key, r.t_seen, ref_t, steps, 0.0);   // integers
@@ -347,32 +609,38 @@ static void test_bad_requests(void)
     sched_init_sd(&s);
     float sigmas[1003], ts[1003];
     for (int sm = 0; sm < SDG_SAMPLER_COUNT; sm++) {
-        g_assert_cmpint(sched_build(&s, sm, SDG_SCHEDULE_DEFAULT, 0, sigmas, ts), ==, 0);
-        g_assert_cmpint(sched_build(&s, sm, SDG_SCHEDULE_DEFAULT, -3, sigmas, ts), ==, 0);
-        g_assert_cmpint(sched_build(&s, sm, SDG_SCHEDULE_KARRAS, 1001, sigmas, ts), ==, 0);
-        g_assert_cmpint(sched_build(&s, sm, SDG_SCHEDULE_COUNT, 6, sigmas, ts), ==, 0);
+        g_assert_cmpint(sched_build(&s, sm, SDG_SCHEDULE_DEFAULT, KD, 0, sigmas, ts), ==, 0);
+        g_assert_cmpint(sched_build(&s, sm, SDG_SCHEDULE_DEFAULT, KD, -3, sigmas, ts), ==, 0);
+        g_assert_cmpint(sched_build(&s, sm, SDG_SCHEDULE_KARRAS, KD, 1001, sigmas, ts), ==, 0);
+        g_assert_cmpint(sched_build(&s, sm, SDG_SCHEDULE_COUNT, KD, 6, sigmas, ts), ==, 0);
     }
-    g_assert_cmpint(sched_build(&s, SDG_SAMPLER_COUNT, SDG_SCHEDULE_DEFAULT, 6, sigmas, ts), ==, 0);
+    g_assert_cmpint(sched_build(&s, SDG_SAMPLER_COUNT, SDG_SCHEDULE_DEFAULT, KD, 6,
+                                sigmas, ts), ==, 0);
+    g_assert_cmpint(sched_build(&s, SDG_SAMPLER_EULER, SDG_SCHEDULE_DEFAULT, SCHED_TIMING_LCM + 1,
+                                6, sigmas, ts), ==, 0);
     g_assert_cmpuint(sampler_scratch_floats(SDG_SAMPLER_COUNT, 10), ==, 0);
 
     float x[4] = {0}, scratch[32];
     replay r = {.n = 4};
     sampler_hooks hooks = REPLAY_HOOKS;
     hooks.user = &r;
-    int n = sched_build(&s, SDG_SAMPLER_EULER_A, SDG_SCHEDULE_DEFAULT, 3, sigmas, ts);
+    int n = sched_build(&s, SDG_SAMPLER_EULER_A, SDG_SCHEDULE_DEFAULT, KD, 3, sigmas, ts);
     g_assert_cmpint(n, ==, 3);
-    g_assert_cmpint(sampler_run(SDG_SAMPLER_EULER, &s, sigmas, ts, 0, x, 4, scratch, &hooks), ==,
-                    SDG_ERR_INVALID_ARG);
-    g_assert_cmpint(sampler_run(SDG_SAMPLER_COUNT, &s, sigmas, ts, n, x, 4, scratch, &hooks), ==,
-                    SDG_ERR_INVALID_ARG);
+    g_assert_cmpint(sampler_run(SDG_SAMPLER_EULER, &s, KD, sigmas, ts, 0, x, 4, scratch,
+                                &hooks), ==, SDG_ERR_INVALID_ARG);
+    g_assert_cmpint(sampler_run(SDG_SAMPLER_COUNT, &s, KD, sigmas, ts, n, x, 4, scratch,
+                                &hooks), ==, SDG_ERR_INVALID_ARG);
     hooks.noise = NULL;
-    g_assert_cmpint(sampler_run(SDG_SAMPLER_EULER_A, &s, sigmas, ts, n, x, 4, scratch, &hooks), ==,
-                    SDG_ERR_INVALID_ARG);
-    g_assert_cmpint(sampler_run(SDG_SAMPLER_HEUN, NULL, sigmas, ts, n, x, 4, scratch, &hooks), ==,
-                    SDG_ERR_INVALID_ARG);
+    const sdg_sampler noisy[] = {SDG_SAMPLER_EULER_A, SDG_SAMPLER_LCM, SDG_SAMPLER_DPMPP_2M_SDE,
+                                 SDG_SAMPLER_DPMPP_SDE};
+    for (size_t k = 0; k < G_N_ELEMENTS(noisy); k++)
+        g_assert_cmpint(sampler_run(noisy[k], &s, KD, sigmas, ts, n, x, 4, scratch, &hooks), ==,
+                        SDG_ERR_INVALID_ARG);
+    g_assert_cmpint(sampler_run(SDG_SAMPLER_HEUN, NULL, KD, sigmas, ts, n, x, 4, scratch,
+                                &hooks), ==, SDG_ERR_INVALID_ARG);
     hooks.denoise = NULL;
-    g_assert_cmpint(sampler_run(SDG_SAMPLER_EULER, &s, sigmas, ts, n, x, 4, scratch, &hooks), ==,
-                    SDG_ERR_INVALID_ARG);
+    g_assert_cmpint(sampler_run(SDG_SAMPLER_EULER, &s, KD, sigmas, ts, n, x, 4, scratch,
+                                &hooks), ==, SDG_ERR_INVALID_ARG);
     g_assert_cmpint(r.calls, ==, 0);
 }
 
@@ -389,7 +657,8 @@ static void test_all_step_counts(void)
             for (int steps = 1; steps <= 1000; steps++) {
                 for (int i = 0; i < steps + 2 + GUARD; i++)
                     sigmas[i] = ts[i] = -12345.0f;
-                int n = sched_build(&s, kinds[kk], sc, steps, sigmas, ts);
+                int n = sched_build(&s, kinds[kk], sc, sched_timing_of(kinds[kk], sc, 0), steps,
+                                    sigmas, ts);
                 for (int i = steps + 2; i < steps + 2 + GUARD; i++)
                     g_assert_true(sigmas[i] == -12345.0f && ts[i] == -12345.0f);
                 if (kinds[kk] == SDG_SAMPLER_DDIM) {
@@ -402,10 +671,19 @@ static void test_all_step_counts(void)
                     g_assert_cmpint(n, ==, count < steps + 1 ? count : steps + 1);
                     g_assert_cmpfloat(ts[n - 1], ==, (float)((count - n) * c + 1));
                     g_assert_true(ts[0] <= 999.0f && ts[0] >= 999.0f - 1000.0f / steps);
+                } else if (sc == SDG_SCHEDULE_DDIM_UNIFORM) {
+                    // ComfyUI's ddim_uniform: CompVis' timesteps (and cap), ending at 0
+                    int c = 1000 / steps, count = 998 / c + 1;
+                    g_assert_cmpint(n, ==, count < steps + 1 ? count : steps + 1);
+                    g_assert_cmpfloat(sigmas[n], ==, 0.0f);
+                    for (int i = 0; i < n; i++) {
+                        int t = (count - 1 - i) * c + 1;
+                        g_assert_cmpfloat(ts[i], ==, (float)t);
+                        g_assert_cmpfloat(sigmas[i], ==, s.comfy_sigmas[t]);
+                    }
                 } else {
                     g_assert_cmpint(n, ==, steps);
                     g_assert_cmpfloat(sigmas[n], ==, 0.0f);
-                    g_assert_cmpfloat(fabsf(sigmas[0] - s.sigmas[999]), <=, 1e-6f * s.sigmas[999]);
                     g_assert_cmpfloat(fabsf(ts[0] - 999.0f), <=, 1e-3f);
                     if (sc == SDG_SCHEDULE_SIMPLE) {
                         // ComfyUI's simple: table entries at integer timesteps 999 - int(i *
@@ -413,12 +691,36 @@ static void test_all_step_counts(void)
                         for (int i = 0; i < n; i++) {
                             int idx = 999 - (int)((double)i * (1000.0 / steps));
                             g_assert_cmpfloat(ts[i], ==, (float)idx);
-                            g_assert_cmpfloat(sigmas[i], ==, s.sigmas[idx]);
+                            g_assert_cmpfloat(sigmas[i], ==, s.comfy_sigmas[idx]);
                         }
-                    } else if (n > 1) {
-                        g_assert_cmpfloat(fabsf(sigmas[n - 1] - s.sigmas[0]), <=, 1e-6f);
+                    } else if (sc == SDG_SCHEDULE_TRAILING) {
+                        // diffusers' trailing: round(1000 - i * 1000 / steps) - 1, halves to
+                        // even (numpy)
+                        for (int i = 0; i < n; i++) {
+                            double v = 1000.0 - (double)i * (1000.0 / steps);
+                            double r = floor(v + 0.5);
+                            if (r - v == 0.5 && fmod(r, 2.0) != 0.0)
+                                r -= 1.0;
+                            g_assert_cmpfloat(ts[i], ==, (float)(r - 1.0));
+                            g_assert_cmpfloat(sigmas[i], ==, s.comfy_sigmas[(int)r - 1]);
+                        }
+                    } else if (sc == SDG_SCHEDULE_SGM_UNIFORM) {
+                        // t = 999 - 999 i / steps, the UNet given the nearest table timestep
+                        g_assert_cmpfloat(fabsf(sigmas[0] - s.comfy_sigmas[999]), <=,
+                                          1e-6f * s.comfy_sigmas[999]);
+                        for (int i = 0; i < n; i++)
+                            g_assert_cmpfloat(fabsf(ts[i] - (999.0f - 999.0f * i / steps)), <=,
+                                              0.5f);
+                    } else {
+                        g_assert_cmpfloat(fabsf(sigmas[0] - s.sigmas[999]), <=,
+                                          1e-6f * s.sigmas[999]);
+                        if (n > 1)
+                            g_assert_cmpfloat(fabsf(sigmas[n - 1] - s.sigmas[0]), <=, 1e-6f);
                     }
                 }
+                if (sched_timing_of(kinds[kk], sc, 0) == SCHED_TIMING_COMFY)
+                    for (int i = 0; i < n; i++)
+                        g_assert_cmpfloat(ts[i], ==, roundf(ts[i]));   // integer timesteps
                 for (int i = 0; i < n; i++) {
                     g_assert_true(isfinite(sigmas[i]) && sigmas[i] > sigmas[i + 1]);
                     g_assert_true(ts[i] >= 0.0f && ts[i] <= 999.0f);
@@ -429,10 +731,10 @@ static void test_all_step_counts(void)
         }
     }
     // the CompVis quirk and its cap
-    g_assert_cmpint(sched_build(&s, SDG_SAMPLER_DDIM, 0, 6, sigmas, ts), ==, 7);
-    g_assert_cmpint(sched_build(&s, SDG_SAMPLER_DDIM, 0, 50, sigmas, ts), ==, 50);
-    g_assert_cmpint(sched_build(&s, SDG_SAMPLER_DDIM, 0, 48, sigmas, ts), ==, 49);
-    g_assert_cmpint(sched_build(&s, SDG_SAMPLER_DDIM, 0, 1000, sigmas, ts), ==, 999);
+    g_assert_cmpint(sched_build(&s, SDG_SAMPLER_DDIM, 0, KD, 6, sigmas, ts), ==, 7);
+    g_assert_cmpint(sched_build(&s, SDG_SAMPLER_DDIM, 0, KD, 50, sigmas, ts), ==, 50);
+    g_assert_cmpint(sched_build(&s, SDG_SAMPLER_DDIM, 0, KD, 48, sigmas, ts), ==, 49);
+    g_assert_cmpint(sched_build(&s, SDG_SAMPLER_DDIM, 0, KD, 1000, sigmas, ts), ==, 999);
     g_free(sigmas);
     g_free(ts);
 }
@@ -489,6 +791,18 @@ static void test_denoiser(void)
         float xf = (float)x, ef = (float)eps;
         g_assert_true(e.c_skip * xf + e.c_out * ef == xf - sigmas[i] * ef);
     }
+    // LCM's boundary condition (ComfyUI LCM.calculate_denoised) in double: T = 10 t,
+    // denoised = T / sqrt(T^2 + 1/4) (x - sigma eps) + 1/4 / (T^2 + 1/4) x
+    const float lcm_t[] = {0.0f, 19.0f, 259.0f, 999.0f};
+    for (size_t i = 0; i < G_N_ELEMENTS(lcm_t); i++) {
+        double s = 2.5, x = x0 + s * eps, T = 10.0 * lcm_t[i];
+        double want = T / sqrt(T * T + 0.25) * (x - s * eps) + 0.25 / (T * T + 0.25) * x;
+        sdg_scalings l = denoiser_lcm(denoiser_scalings(SDG_PREDICTION_EPS, (float)s), lcm_t[i]);
+        double got = l.c_skip * x + l.c_out * eps;
+        g_test_message("lcm t %g: %.2e off", lcm_t[i], fabs(got - want));
+        g_assert_cmpfloat(fabs(got - want), <=, 4e-7 * fabs(x) + 1e-7);
+        g_assert_cmpfloat(l.c_in, ==, denoiser_scalings(SDG_PREDICTION_EPS, (float)s).c_in);
+    }
 }
 
 static void test_constant_model(void)
@@ -503,15 +817,18 @@ static void test_constant_model(void)
     for (int sm = 0; sm < SDG_SAMPLER_COUNT; sm++) {
         for (int sc = 0; sc < SDG_SCHEDULE_COUNT; sc++) {
             for (int steps = 1; steps <= 25; steps += 3) {
-                int n = sched_build(&s, sm, sc, steps, sigmas, ts);
+                sched_timing tm = sched_timing_of(sm, sc, SDG_MODEL_SAMPLING_DEFAULT);
+                int n = sched_build(&s, sm, sc, tm, steps, sigmas, ts);
                 g_assert_cmpint(n, >=, 1);
                 for (int j = 0; j < N; j++)
                     x[j] = x0[j] + sigmas[0] * noise[j];
                 constant_model m = {x0, N, 0};
                 sampler_hooks hooks = {constant_denoise, zero_noise, NULL, &m};
                 g_assert_cmpuint(sampler_scratch_floats(sm, N), <=, 5 * N);
-                g_assert_cmpint(sampler_run(sm, &s, sigmas, ts, n, x, N, scratch, &hooks), ==, SDG_OK);
-                g_assert_cmpint(m.calls, ==, sm == SDG_SAMPLER_HEUN ? 2 * n - 1 : n);
+                g_assert_cmpint(sampler_run(sm, &s, tm, sigmas, ts, n, x, N, scratch, &hooks), ==,
+                                SDG_OK);
+                bool two = sm == SDG_SAMPLER_HEUN || sm == SDG_SAMPLER_DPMPP_SDE;
+                g_assert_cmpint(m.calls, ==, two ? 2 * n - 1 : n);
                 // the run ends at sigmas[n]: 0, or the table's smallest sigma for DDIM
                 double err = 0;
                 for (int j = 0; j < N; j++)
@@ -593,12 +910,12 @@ static void test_lms_order(void)
     float x[N], xb[N], scratch[5 * N], sigmas[32], ts[32];
     for (int degree = 0; degree <= 3; degree++) {
         for (int sc = 0; sc < SDG_SCHEDULE_COUNT; sc++) {
-            int n = sched_build(&s, SDG_SAMPLER_LMS, sc, 12, sigmas, ts);
+            int n = sched_build(&s, SDG_SAMPLER_LMS, sc, KD, 12, sigmas, ts);
             memset(x, 0, sizeof x);
             poly_model m = {degree, sigmas, xb, N, 0, 0};
             sampler_hooks hooks = {poly_denoise, NULL, poly_on_step, &m};
-            g_assert_cmpint(sampler_run(SDG_SAMPLER_LMS, &s, sigmas, ts, n, x, N, scratch, &hooks),
-                            ==, SDG_OK);
+            g_assert_cmpint(sampler_run(SDG_SAMPLER_LMS, &s, KD, sigmas, ts, n, x, N, scratch,
+                                        &hooks), ==, SDG_OK);
             printf("# lms, p of degree %d, schedule %d: %d exact steps, worst relative error %.3g\n",
                    degree, sc, m.checked, m.worst);
             g_assert_cmpint(m.checked, ==, degree < 3 ? n - degree : n - 3);
@@ -612,21 +929,24 @@ static void test_cancel(void)
     sdg_noise_schedule s;
     sched_init_sd(&s);
     enum { N = 8 };
-    float den[10 * N] = {0}, noise[10 * N] = {0}, x[N] = {0}, scratch[5 * N], sigmas[16], ts[16];
+    float den[10 * N] = {0}, noise[16 * N] = {0}, x[N] = {0}, scratch[5 * N], sigmas[16], ts[16];
     for (int sm = 0; sm < SDG_SAMPLER_COUNT; sm++) {
-        int n = sched_build(&s, sm, SDG_SCHEDULE_DEFAULT, 6, sigmas, ts);
-        replay r = {.n = N, .den = den, .noise = noise, .cancel_at_call = 3};
+        int n = sched_build(&s, sm, SDG_SCHEDULE_DEFAULT, KD, 6, sigmas, ts);
+        bool two = sm == SDG_SAMPLER_HEUN || sm == SDG_SAMPLER_DPMPP_SDE;
+        replay r = {.n = N, .den = den, .noise = noise, .cancel_at_call = 3,
+                    .two_draws = sm == SDG_SAMPLER_DPMPP_SDE};
         sampler_hooks hooks = REPLAY_HOOKS;
         hooks.user = &r;
-        g_assert_cmpint(sampler_run(sm, &s, sigmas, ts, n, x, N, scratch, &hooks), ==,
+        g_assert_cmpint(sampler_run(sm, &s, KD, sigmas, ts, n, x, N, scratch, &hooks), ==,
                         SDG_ERR_CANCELLED);
         g_assert_cmpint(r.calls, ==, 3);
-        replay r2 = {.n = N, .den = den, .noise = noise, .cancel_at_step = 2};
+        replay r2 = {.n = N, .den = den, .noise = noise, .cancel_at_step = 2,
+                     .two_draws = sm == SDG_SAMPLER_DPMPP_SDE};
         hooks.user = &r2;
-        g_assert_cmpint(sampler_run(sm, &s, sigmas, ts, n, x, N, scratch, &hooks), ==,
+        g_assert_cmpint(sampler_run(sm, &s, KD, sigmas, ts, n, x, N, scratch, &hooks), ==,
                         SDG_ERR_CANCELLED);
         g_assert_cmpint(r2.step, ==, 2);
-        g_assert_cmpint(r2.calls, ==, sm == SDG_SAMPLER_HEUN ? 4 : 2);
+        g_assert_cmpint(r2.calls, ==, two ? 4 : 2);
     }
 }
 
@@ -729,6 +1049,14 @@ int main(int argc, char **argv)
             g_test_add_data_func(path, GINT_TO_POINTER(si * 2 + ki), run_k_golden);
             g_free(path);
         }
+    }
+    g_test_add_func("/sampler/golden/comfy-tables", test_comfy_tables);
+    g_test_add_func("/sampler/schedule/by-hand", test_hand_schedules);
+    g_test_add_func("/sampler/dpmpp-sde-step", test_dpmpp_sde_step);
+    for (size_t i = 0; i < G_N_ELEMENTS(FEWSTEP_RUNS); i++) {
+        char *path = g_strdup_printf("/sampler/golden/fewstep/%s", FEWSTEP_RUNS[i].run);
+        g_test_add_data_func(path, &FEWSTEP_RUNS[i], run_fewstep_golden);
+        g_free(path);
     }
     g_test_add_data_func("/sampler/golden/ddim6", GINT_TO_POINTER(6), run_ddim_golden);
     g_test_add_data_func("/sampler/golden/ddim5", GINT_TO_POINTER(5), run_ddim_golden);

@@ -84,6 +84,9 @@ static const gchar *const sampler_labels[] = {
   [SDG_SAMPLER_DPMPP_2M] = "DPM++ 2M",
   [SDG_SAMPLER_LMS] = "LMS",
   [SDG_SAMPLER_DDIM] = "DDIM",
+  [SDG_SAMPLER_LCM] = "LCM",
+  [SDG_SAMPLER_DPMPP_2M_SDE] = "DPM++ 2M SDE",
+  [SDG_SAMPLER_DPMPP_SDE] = "DPM++ SDE",
 };
 
 // The precision combo's labels, indexed by sdg_precision.
@@ -934,7 +937,8 @@ dialog_build (dialog *d)
   sampler_combo_set (d, p->sampler);
   gimp_help_set_help_data (d->sampler_combo,
                            "How the noise is taken away step by step. Euler ancestral varies "
-                           "more; DPM++ 2M needs fewer steps", NULL);
+                           "more; DPM++ 2M needs fewer steps; LCM is for latent-consistency "
+                           "models (4-8 steps, CFG 1-2)", NULL);
   label = form_attach_aligned (adv_table, 0, "Sa_mpler:", d->sampler_combo);
   gtk_size_group_add_widget (d->label_group, label);
 

@@ -449,7 +449,7 @@ typedef struct cli_opts {
     char *model, *vocab, *prompt, *negative, *sampler, *schedule, *seed, *precision;
     char *init_image, *mask, *noise_in, *latent_out, *output;
     char *prediction, *original_size, *crop, *target_size;   // model and SDXL options
-    char *decoder, *taesd, *embeddings;
+    char *decoder, *taesd, *embeddings, *model_sampling;
     char **lora, *lora_dir;   // --lora FILE[:WEIGHT] (repeated), --lora-dir
     sdg_lora *loras;          // parsed from lora
     sdg_prediction pred;
@@ -571,6 +571,11 @@ static int cli_parse(int *argc, char ***argv, cli_opts *o)
          CLI_DEFAULT_MODEL " in the models folder", "FILE"},
         {"prediction", 0, 0, G_OPTION_ARG_STRING, &o->prediction,
          "What the model predicts: auto (from the file), eps or v (auto)", "NAME"},
+        {"model-sampling", 0, 0, G_OPTION_ARG_STRING, &o->model_sampling,
+         "How the checkpoint was trained to be sampled: default, or lcm for a latent-consistency "
+         "distilled model (LCM_Dreamshaper, LCM-LoRA merges: 50 timesteps and the LCM scalings, "
+         "as ComfyUI's ModelSamplingDiscrete lcm; use --sampler lcm, 4-8 steps, --cfg-scale 1 "
+         "to 2) (default)", "NAME"},
         {"decoder", 0, 0, G_OPTION_ARG_STRING, &o->decoder,
          "What makes the picture from the latent: vae (the model's) or taesd (the tiny "
          "autoencoder: seconds instead of minutes, a softer picture) (vae)", "NAME"},
@@ -688,6 +693,9 @@ static int cli_validate(cli_opts *o, sdg_gen_params *gp)
         return cli_usage_error("unknown prediction '%s' (one of: auto, eps, v)", o->prediction);
     if (o->decoder && !sdg_decoder_from_name(o->decoder, &gp->decoder))
         return cli_usage_error("unknown decoder '%s' (one of: vae, taesd)", o->decoder);
+    if (o->model_sampling && !sdg_model_sampling_from_name(o->model_sampling, &gp->model_sampling))
+        return cli_usage_error("unknown model sampling '%s' (one of: default, lcm)",
+                               o->model_sampling);
     if (o->taesd && !g_file_test(o->taesd, G_FILE_TEST_EXISTS)) {
         cli_error("TAESD decoder '%s' does not exist", o->taesd);
         return CLI_EXIT_ERROR;
@@ -1082,6 +1090,8 @@ static int cli_main(const cli_opts *o, sdg_gen_params *gp)
              o->mask ? "inpainting" : (o->init_image ? "image-to-image" : "text-to-image"),
              gp->width, gp->height, sdg_sampler_name(gp->sampler),
              sdg_schedule_name(gp->schedule), gp->steps, gp->cfg_scale, strength, gp->seed);
+    if (gp->model_sampling != SDG_MODEL_SAMPLING_DEFAULT)
+        cli_info("model sampling %s", sdg_model_sampling_name(gp->model_sampling));
     if (o->verbose)
         cli_info("precision %s: %s kernels, %d threads", sdg_precision_name(gp->precision),
                  sdg_kernels_name(gp->precision),
@@ -1154,7 +1164,7 @@ int main(int argc, char **argv)
     char **strs[] = {&o.model, &o.vocab, &o.prompt, &o.negative, &o.sampler, &o.schedule,
                      &o.precision, &o.seed, &o.init_image, &o.mask, &o.noise_in, &o.latent_out, &o.output,
                      &o.prediction, &o.original_size, &o.crop, &o.target_size, &o.decoder,
-                     &o.taesd, &o.lora_dir, &o.embeddings};
+                     &o.taesd, &o.lora_dir, &o.embeddings, &o.model_sampling};
     for (size_t i = 0; i < G_N_ELEMENTS(strs); i++)
         g_free(*strs[i]);
     g_strfreev(o.lora);

@@ -77,6 +77,11 @@ typedef enum sdg_sampler {
     SDG_SAMPLER_DPMPP_2M = 3,
     SDG_SAMPLER_LMS = 4,
     SDG_SAMPLER_DDIM = 5,
+    SDG_SAMPLER_LCM = 6,       // latent consistency (ComfyUI sample_lcm): each step jumps to the
+                               // model's denoised and re-noises it to the next sigma with fresh
+                               // noise; for LCM-distilled models (see sdg_model_sampling), 2-8 steps
+    SDG_SAMPLER_DPMPP_2M_SDE = 7,  // k-diffusion sample_dpmpp_2m_sde (midpoint, eta 1)
+    SDG_SAMPLER_DPMPP_SDE = 8, // k-diffusion sample_dpmpp_sde (r 1/2, eta 1): 2 model calls a step
     SDG_SAMPLER_COUNT
 } sdg_sampler;
 
@@ -88,8 +93,39 @@ typedef enum sdg_schedule {
                                // the start latent noise * sqrt(1 + sigma_0^2) as both do
     SDG_SCHEDULE_EXPONENTIAL = 3,  // k-diffusion get_sigmas_exponential: sigmas evenly spaced
                                // in log between the table's largest and smallest
+    SDG_SCHEDULE_SGM_UNIFORM = 4,  // ComfyUI's "sgm_uniform": timesteps evenly spaced from 999
+                               // down (steps+1 points, the last dropped), the sigmas interpolated
+                               // at them; the usual LCM schedule
+    SDG_SCHEDULE_DDIM_UNIFORM = 5, // ComfyUI's "ddim_uniform": table timesteps 1, 1+c, 1+2c, ...
+                               // (c = 1000/steps), from the largest down (steps+1 for some counts)
+    SDG_SCHEDULE_TRAILING = 6, // diffusers' timestep_spacing "trailing": timesteps
+                               // round(1000 - i*1000/steps) - 1 (999, 749, 499, 249 for 4), the
+                               // spacing SD-Turbo and LCM pipelines use
     SDG_SCHEDULE_COUNT
 } sdg_schedule;
+
+// Timesteps: what the UNet is told about the noise level. A run follows one reference:
+// - k-diffusion's (A1111's): schedules default, karras and exponential with every sampler but
+//   lcm; the UNet gets a fractional t, interpolated in log sigma between table timesteps, and
+//   the start latent is noise * sigma_0.
+// - ComfyUI's (ModelSamplingDiscrete): schedules simple, sgm_uniform, ddim_uniform and trailing
+//   (diffusers' spacing, whose integer timesteps run the same way), and the lcm sampler with
+//   any schedule; the UNet gets the integer t of the table entry nearest in log sigma
+//   (ComfyUI's table, computed in double), and a run that starts at the largest sigma starts
+//   from noise * sqrt(1 + sigma_0^2) (ComfyUI's max_denoise).
+// - the ddim sampler keeps CompVis' own integer timesteps and start (noise unscaled in x_t).
+// With SDG_MODEL_SAMPLING_LCM every run is ComfyUI's, over the distilled model's 50 timesteps.
+
+// How the model was trained to be sampled (ComfyUI's "ModelSamplingDiscrete" node), a property of
+// the checkpoint that a run states: the file does not say it.
+typedef enum sdg_model_sampling {
+    SDG_MODEL_SAMPLING_DEFAULT = 0, // the 1000 DDPM timesteps, the prediction's own scalings
+    SDG_MODEL_SAMPLING_LCM = 1,     // latent-consistency distilled (LCM_Dreamshaper, LCM-LoRA
+                               // merges): the 50 timesteps 19, 39, ..., 999 and the consistency
+                               // boundary condition (c_skip, c_out of 10 t, sigma_data 0.5);
+                               // use it with the lcm sampler, a few steps and CFG 1-2
+    SDG_MODEL_SAMPLING_COUNT
+} sdg_model_sampling;
 
 // Arithmetic of the matrix products (the networks' multiply-adds).
 typedef enum sdg_precision {
@@ -111,12 +147,20 @@ SDG_API bool sdg_precision_from_name(const char *name, sdg_precision *out);
 SDG_API const char *sdg_kernels_name(sdg_precision p);
 
 // Names used by the CLI and the GIMP procedures: "euler", "euler_a", "heun", "dpmpp_2m", "lms",
-// "ddim"; "default", "karras", "simple", "exponential". *_from_name returns false for an
-// unknown name.
+// "ddim", "lcm", "dpmpp_2m_sde", "dpmpp_sde"; "default", "karras", "simple", "exponential",
+// "sgm_uniform", "ddim_uniform", "trailing"; "default", "lcm" (model sampling). *_from_name
+// returns false for an unknown name.
+//
+// Stochastic samplers (euler_a, lcm, dpmpp_2m_sde, dpmpp_sde) add fresh normal noise from the
+// engine's seeded generator at every step, independent per step: k-diffusion's SDE samplers
+// draw theirs from a Brownian tree instead, so like every stochastic sampler here they make
+// other pictures than ComfyUI or A1111 for the same seed (the same pictures on every machine).
 SDG_API const char *sdg_sampler_name(sdg_sampler s);
 SDG_API bool sdg_sampler_from_name(const char *name, sdg_sampler *out);
 SDG_API const char *sdg_schedule_name(sdg_schedule s);
 SDG_API bool sdg_schedule_from_name(const char *name, sdg_schedule *out);
+SDG_API const char *sdg_model_sampling_name(sdg_model_sampling m);
+SDG_API bool sdg_model_sampling_from_name(const char *name, sdg_model_sampling *out);
 
 // Model families the engine runs (README, "Supported models"): how a checkpoint's text encoders,
 // UNet and latent scale fit together.
@@ -327,6 +371,8 @@ typedef struct sdg_gen_params {
     int original_width, original_height;
     int crop_left, crop_top;
     int target_width, target_height;
+    sdg_model_sampling model_sampling;  // DEFAULT, or LCM for a latent-consistency-distilled
+                                   // checkpoint (ComfyUI "ModelSamplingDiscrete sampling=lcm")
     // LoRAs: loras[0..n_loras-1], then every <lora:NAME> or <lora:NAME:WEIGHT> tag of the prompt
     // (A1111's syntax; the tag is taken out of the text before tokenizing; weight 1 when left
     // out). NAME is a file stem, looked up as NAME.safetensors in lora_dir, then in the folders

@@ -69,6 +69,7 @@ typedef struct job {
     int start;                // first step run (img2img)
     float *sigmas, *ts;       // [n_steps+1], [n_steps]
     bool ddim;
+    sched_timing timing;      // k-diffusion's, ComfyUI's or LCM's timesteps (sdg.h, Timesteps)
 
     // arena buffers
     float *context;           // [nb, n_ctx, ctx_dim]
@@ -244,6 +245,8 @@ static sdg_status denoise(void *user, const float *x, float sigma, float t, floa
         return SDG_ERR_CANCELLED;
     size_t hw = (size_t)j->h * j->w;
     sdg_scalings sc = denoiser_scalings(j->m->prediction, sigma);
+    if (j->timing == SCHED_TIMING_LCM)
+        sc = denoiser_lcm(sc, t);
     for (int b = 0; b < j->nb; b++) {
         float *in = j->unet_in + (size_t)b * j->in_ch * hw;
         for (size_t i = 0; i < j->n_lat; i++)
@@ -267,9 +270,9 @@ static sdg_status denoise(void *user, const float *x, float sigma, float t, floa
     return SDG_OK;
 }
 
-static void ancestral_noise(void *user, int step, float *out, size_t n)
+static void ancestral_noise(void *user, int draw, float *out, size_t n)
 {
-    fill_noise(user, SDG_STREAM_ANCESTRAL, step, out, n);
+    fill_noise(user, SDG_STREAM_ANCESTRAL, draw, out, n);
 }
 
 // Latent to RGB without the VAE: a fixed linear map per latent pixel (the "approx cheap"
@@ -547,6 +550,7 @@ static sdg_status plan(job *j, const sdg_gen_params *p, sdg_error *err)
     j->ctx_dim = uc->context_dim;
     j->y_dim = uc->adm_in;
     j->ddim = p->sampler == SDG_SAMPLER_DDIM;
+    j->timing = sched_timing_of(p->sampler, p->schedule, p->model_sampling);
     // A1111 (sd_models_xl.py): an empty negative prompt is zeros for SDXL, as sgm's demo does
     // (force_uc_zero_embeddings=["txt"]).
     j->zero_uncond = m->spec->size_cond && (!p->negative_prompt || !*p->negative_prompt);
@@ -577,7 +581,8 @@ static sdg_status plan(job *j, const sdg_gen_params *p, sdg_error *err)
     j->ts = malloc((size_t)(p->steps + 2) * sizeof(float));
     if (!j->sigmas || !j->ts)
         return sdg__fail(err, SDG_ERR_NOMEM, "out of memory");
-    j->n_steps = sched_build(&m->sched, p->sampler, p->schedule, p->steps, j->sigmas, j->ts);
+    j->n_steps = sched_build(&m->sched, p->sampler, p->schedule, j->timing, p->steps, j->sigmas,
+                             j->ts);
     if (j->n_steps < 1)
         return sdg__fail(err, SDG_ERR_INVALID_ARG, "cannot build a %d-step %s schedule",
                          p->steps, sdg_schedule_name(p->schedule));
@@ -597,10 +602,14 @@ static void start_latent(job *j)
 {
     const float *sg = j->sigmas;
     if (!j->init_lat || (j->ddim && j->start == 0) || (j->inpaint && j->model9)) {
-        // From pure noise (k-diffusion scales by sigma_max; DDIM starts from unscaled x_T, and
-        // so do sgm and ComfyUI, whose schedule `simple` is).
+        // From pure noise (k-diffusion scales by sigma_0; DDIM starts from unscaled x_T, and so
+        // do sgm and ComfyUI when the run starts at the largest sigma: noise_scaling with
+        // max_denoise, math.isclose(sigma_max, sigma_0, rel_tol=1e-5) or sigma_0 > sigma_max).
         float s0 = sg[0];
-        bool unscaled = j->ddim || j->p->schedule == SDG_SCHEDULE_SIMPLE;
+        float smax = sched_sigma_max(&j->m->sched, j->timing);
+        bool max_denoise = j->timing != SCHED_TIMING_KDIFF &&
+                           (fabsf(s0 - smax) <= 1e-5f * fmaxf(s0, smax) || s0 > smax);
+        bool unscaled = j->ddim || max_denoise;
         float k = unscaled ? sqrtf(1.0f + s0 * s0) : s0;
         for (size_t i = 0; i < j->n_lat; i++)
             j->x[i] = j->noise[i] * k;
@@ -724,9 +733,9 @@ static sdg_status run(job *j, sdg_result *res, sdg_error *err)
         start_latent(j);
         int n_run = j->n_steps - j->start;
         if (n_run > 0) {
-            sdg_status st = sampler_run(p->sampler, &j->m->sched, j->sigmas + j->start,
-                                        j->ts + j->start, n_run, j->x, j->n_lat, j->scratch,
-                                        &hooks);
+            sdg_status st = sampler_run(p->sampler, &j->m->sched, j->timing,
+                                        j->sigmas + j->start, j->ts + j->start, n_run, j->x,
+                                        j->n_lat, j->scratch, &hooks);
             if (st == SDG_ERR_CANCELLED)
                 return sdg__fail(err, st, "cancelled");
             if (st != SDG_OK)

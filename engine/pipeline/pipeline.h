@@ -55,8 +55,8 @@ struct sdg_model {
     char *models_dir;          // owned: the models folder the model was loaded with
 };
 
-// Replaces the engine's seeded noise (tests replay the goldens' noise): `which` is the ancestral
-// step (>= 0), SDG_TEST_NOISE_INITIAL (the starting latent) or SDG_TEST_NOISE_VAE (the sample
+// Replaces the engine's seeded noise (tests replay the goldens' noise): `which` is the draw of a
+// stochastic sampler (>= 0, see sampler_hooks.noise), SDG_TEST_NOISE_INITIAL (the starting latent) or SDG_TEST_NOISE_VAE (the sample
 // of the init image's posterior).
 typedef void (*sdg_noise_hook)(void *user, int which, float *out, size_t n);
 #define SDG_TEST_NOISE_INITIAL (-1)
@@ -103,8 +103,11 @@ sdg_status sdg__pipeline_estimate(sdg_ctx *ctx, const sdg_gen_params *p, sdg_mem
 sdg_status sdg__pipeline_text(sdg_ctx *ctx, const sdg_gen_params *p, float **context, int *n_ctx,
                               int *ctx_dim, float **y, int *y_dim, sdg_error *err);
 
-// The noise streams of rng_normal_fill used for a picture with seed `seed`: the initial latent,
-// then one stream per ancestral step (documented so pictures can be reproduced elsewhere).
+// The noise streams of rng_normal_fill used for a picture with seed `seed`: the initial latent;
+// the noise stochastic samplers add (euler_a, lcm, dpmpp_2m_sde, dpmpp_sde), draw k of the run
+// (sampler_hooks.noise: k = the step, dpmpp_sde 2 step and 2 step + 1) being elements k*n ..
+// k*n + n-1 of stream ANCESTRAL, n the latent's size; the VAE posterior's sample (documented so
+// pictures can be reproduced elsewhere).
 #define SDG_STREAM_INITIAL 0u
 #define SDG_STREAM_ANCESTRAL 1u
 #define SDG_STREAM_VAE 2u

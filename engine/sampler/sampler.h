@@ -1,6 +1,8 @@
 /*
  * sampler.h - the sampling room: the SD noise schedule, the step schedules (k-diffusion default,
- * Karras, CompVis DDIM), the sampler loops (euler, euler ancestral, heun, dpm++ 2m, lms, ddim)
+ * Karras, exponential; ComfyUI simple, sgm_uniform, ddim_uniform; diffusers trailing; CompVis
+ * DDIM), the model timesteps (k-diffusion's fractional, ComfyUI's integer, LCM-distilled), the
+ * sampler loops (euler, euler ancestral, heun, dpm++ 2m, lms, ddim, lcm, dpm++ 2m sde, dpm++ sde)
  * and the engine's seeded noise generator (Philox4x32-10 + Box-Muller).
  *
  * Not here: the model. A sampler sees the network only through the `denoise` hook (which does the
@@ -15,7 +17,10 @@
  *
  * References: k-diffusion @4601bf0 (`k_diffusion/external.py` DiscreteSchedule / CompVisDenoiser,
  * `k_diffusion/sampling.py`), Karras et al. 2022 eq. (5), CompVis/stable-diffusion @21f890f
- * `ldm/models/diffusion/ddim.py` and `ldm/modules/diffusionmodules/util.py` make_ddim_timesteps.
+ * `ldm/models/diffusion/ddim.py` and `ldm/modules/diffusionmodules/util.py` make_ddim_timesteps,
+ * ComfyUI @3cd7b32f (`comfy/samplers.py` calculate_sigmas, `comfy/model_sampling.py`
+ * ModelSamplingDiscrete[Distilled] and LCM, `comfy/k_diffusion/sampling.py` sample_lcm),
+ * diffusers (`schedulers/scheduling_euler_discrete.py` and `scheduling_ddim.py` set_timesteps).
  */
 #ifndef SDG_SAMPLER_H
 #define SDG_SAMPLER_H
@@ -37,6 +42,12 @@ typedef struct sdg_scalings {
 // pred is SDG_PREDICTION_EPS or SDG_PREDICTION_V (sdg.h).
 sdg_scalings denoiser_scalings(sdg_prediction pred, float sigma);
 
+// The LCM boundary condition on top of a prediction's scalings (ComfyUI model_sampling.py LCM, the
+// "ModelSamplingDiscrete sampling=lcm" node, for latent-consistency-distilled models): with
+// T = 10 t (t the model timestep), c_skip = 0.25/(T^2 + 0.25), c_out = T/sqrt(T^2 + 0.25)
+// (sigma_data 0.5), denoised = c_out D + c_skip x, D being base's denoised.
+sdg_scalings denoiser_lcm(sdg_scalings base, float t);
+
 // ---------------------------------------------------------------------------------------------
 // Noise schedule
 
@@ -47,6 +58,15 @@ typedef struct sdg_noise_schedule {
                                   // 1000)^2 and cumprod(1-betas), both in double, stored as float
     float sigmas[1000];           // sqrt((1-ac)/ac) in float (as CompVisDenoiser), ascending
     float log_sigmas[1000];       // logf(sigmas)
+    // ComfyUI's ModelSamplingDiscrete table: sqrt((1-ac)/ac) with ac and the root in double,
+    // rounded to float, and its log taken in double too (set_sigmas: sigmas.log().float()).
+    // Differs from sigmas by up to 1.3e-5 relative at small t; the integer timesteps a ComfyUI
+    // run feeds the UNet are nearest-in-log entries of this table, so it must be ComfyUI's own.
+    float comfy_sigmas[1000];
+    float comfy_log_sigmas[1000];
+    // ModelSamplingDiscreteDistilled (LCM): the 50 entries comfy_sigmas[19 + 20 j], whose logs
+    // ComfyUI takes in float32 (set_sigmas on a float32 tensor).
+    float lcm_log_sigmas[50];
 } sdg_noise_schedule;
 
 void sched_init_sd(sdg_noise_schedule *s);
@@ -58,6 +78,26 @@ void sched_init_sd(sdg_noise_schedule *s);
 // so that sigmas stay finite. Recomputes sigmas and log_sigmas.
 void sched_rescale_zero_snr(sdg_noise_schedule *s);
 
+// How a run turns a sigma into the UNet's timestep (the rule is sdg.h's, "Timesteps"):
+typedef enum sched_timing {
+    SCHED_TIMING_KDIFF = 0,   // k-diffusion: fractional t interpolated in log sigma (A1111 too)
+    SCHED_TIMING_COMFY,       // ComfyUI ModelSamplingDiscrete: the integer t of the table entry
+                              // nearest in log (comfy_sigmas)
+    SCHED_TIMING_LCM,         // ComfyUI ModelSamplingDiscreteDistilled: 20 j + 19 for the entry j
+                              // of the 50-entry table nearest in log; scalings denoiser_lcm
+} sched_timing;
+
+// The timing of a run: LCM for the LCM model sampling; else COMFY for ComfyUI's and diffusers'
+// integer-timestep schedules (simple, sgm_uniform, ddim_uniform, trailing) and the lcm sampler;
+// else KDIFF (the ddim sampler keeps CompVis' integer timesteps under KDIFF).
+sched_timing sched_timing_of(sdg_sampler sampler, sdg_schedule kind, sdg_model_sampling ms);
+
+// The model timestep of sigma under a timing (KDIFF: sched_sigma_to_t).
+float sched_timestep(const sdg_noise_schedule *s, sched_timing timing, float sigma);
+
+// The largest sigma of a timing's table (ComfyUI's sigma_max; KDIFF: sigmas[999]).
+float sched_sigma_max(const sdg_noise_schedule *s, sched_timing timing);
+
 // k-diffusion DiscreteSchedule.sigma_to_t: linear interpolation in log-sigma between the two
 // neighbouring integer timesteps (not rounded); clamps to [0, 999].
 float sched_sigma_to_t(const sdg_noise_schedule *s, float sigma);
@@ -65,19 +105,32 @@ float sched_sigma_to_t(const sdg_noise_schedule *s, float sigma);
 float sched_t_to_sigma(const sdg_noise_schedule *s, float t);
 
 // Builds a run: fills sigmas[0..n] (n+1 values, descending) and ts[0..n-1] (the model timestep
-// of each step). Buffers must hold steps+2 values. Returns n, the number of steps, or 0 on a bad
-// request (steps outside 1..1000, unknown sampler or schedule).
+// of each step, sched_timestep(timing, sigmas[i])). Buffers must hold steps+2 values. Returns n,
+// the number of steps, or 0 on a bad request (steps outside 1..1000, unknown sampler, schedule or
+// timing). timing is sched_timing_of(sampler, kind, model sampling).
 //
 // k-samplers: n = steps; sigmas = CompVisDenoiser.get_sigmas(steps) (DEFAULT: t = linspace(999,
 // 0, steps), sigma = t_to_sigma(t)) or get_sigmas_karras(steps, sigmas[0], sigmas[999], rho 7)
-// (KARRAS), then 0 appended; ts[i] = sched_sigma_to_t(sigmas[i]). Both are computed in the
-// reference's own precisions and match k-diffusion's float32 values bit for bit.
+// (KARRAS), then 0 appended. Both are computed in the reference's own precisions and match
+// k-diffusion's float32 values bit for bit.
 //
 // EXPONENTIAL (k-diffusion get_sigmas_exponential): exp(linspace(log sigmas[999], log sigmas[0],
-// steps)) in float32, then 0; ts as for KARRAS.
+// steps)) in float32, then 0.
 //
-// SIMPLE (ComfyUI simple_scheduler, sgm LegacyDDPMDiscretization): sigmas[i] = the table's
-// sigma at index 999 - int(i * 1000 / steps) (in double), ts[i] = that index, then 0.
+// ComfyUI's schedules (comfy/samplers.py calculate_sigmas) sample the timing's own table
+// (COMFY: the 1000 comfy_sigmas, t = index; LCM: the 50 distilled entries, t = 20 index + 19):
+// SIMPLE (simple_scheduler, = sgm's LegacyDDPMDiscretization): the entries at index
+// last - int(i * len / steps) (in double), then 0.
+// SGM_UNIFORM (normal_scheduler(sgm=True)): t = linspace(t(sigma_max), t(sigma_min), steps+1)
+// [:-1] in float32, sigma = ModelSampling.sigma(t) (exp of the float32 lerp of the table's logs
+// at the fractional index), then 0.
+// DDIM_UNIFORM (ddim_scheduler): the entries at index 1, 1 + c, 1 + 2c, ... below len, c =
+// len / steps (integer division), from the largest down, then 0; like CompVis DDIM this gives
+// steps+1 steps for some counts (6 -> 7), and is capped to the steps+1 largest as DDIM is.
+// TRAILING (diffusers timestep_spacing "trailing", EulerDiscreteScheduler / DDIMScheduler
+// set_timesteps): t = round(arange(1000, 0, -1000/steps)) - 1 (numpy: double, half to even),
+// sigma = comfy_sigmas[t], then 0 (999, 749, 499, 249 for 4 steps). Under the LCM timing its
+// sigmas are those of the t, and the UNet gets the distilled table's nearest t.
 //
 // DDIM (the schedule kind is ignored): CompVis make_ddim_timesteps("uniform"): c = 1000/steps
 // (integer division), timesteps k*c + 1 for k*c < 1000 - 1, visited from the largest down, so
@@ -86,8 +139,8 @@ float sched_t_to_sigma(const sdg_noise_schedule *s, float t);
 // largest are kept; steps=1000 would reach timestep 1000, outside the table, so it gives the 999
 // timesteps 999..1. ts[i] = the integer timestep, sigmas[i] = the table sigma at it, and the
 // final sigmas[n] = the table's sigmas[0] (CompVis uses alphas_cumprod[0] as the last a_prev).
-int sched_build(const sdg_noise_schedule *s, sdg_sampler sampler, sdg_schedule kind, int steps,
-                float *sigmas, float *ts);
+int sched_build(const sdg_noise_schedule *s, sdg_sampler sampler, sdg_schedule kind,
+                sched_timing timing, int steps, float *sigmas, float *ts);
 
 // ---------------------------------------------------------------------------------------------
 // Samplers
@@ -96,9 +149,12 @@ typedef struct sampler_hooks {
     // denoised = D(x, sigma) with the model's timestep t; returns SDG_OK or an error (e.g.
     // SDG_ERR_CANCELLED), which stops the run.
     sdg_status (*denoise)(void *user, const float *x, float sigma, float t, float *denoised);
-    // Fills out[n] with standard normal noise for ancestral step `step` (0-based, the index of
-    // the step that adds it). May be NULL when the sampler is not ancestral.
-    void (*noise)(void *user, int step, float *out, size_t n);
+    // Fills out[n] with standard normal noise for draw `draw` of a stochastic sampler (0-based):
+    // euler_a, lcm and dpmpp_2m_sde draw once in step i, draw = i (no draw in a step that ends at
+    // sigma 0); dpmpp_sde draws twice, 2i (the half step) and 2i + 1. May be NULL when the
+    // sampler adds no noise. (k-diffusion's SDE samplers use a Brownian tree; here every draw is
+    // independent normal noise, see sdg.h.)
+    void (*noise)(void *user, int draw, float *out, size_t n);
     // After each step: step (1..n_steps), x now at sigma_next (may be modified in place, e.g.
     // inpainting blends the known region), denoised of the step's first model call. Returns
     // non-OK to stop (cancel). May be NULL.
@@ -111,16 +167,25 @@ typedef struct sampler_hooks {
 size_t sampler_scratch_floats(sdg_sampler sampler, size_t n);
 
 // Runs n_steps steps on x[n] (x starts at the sigmas[0] noise level, in k-diffusion space) over
-// sigmas[0..n_steps] and ts[0..n_steps-1] (from sched_build). For Heun the second model call of
-// a step uses t = sched_sigma_to_t(s, sigma_next). scratch holds sampler_scratch_floats() floats.
-// Allocates nothing. Returns SDG_OK, SDG_ERR_INVALID_ARG (bad arguments, or an ancestral sampler
-// without a noise hook) or the first error a hook returned.
+// sigmas[0..n_steps] and ts[0..n_steps-1] (from sched_build). Model calls between the schedule's
+// sigmas (heun's second, dpmpp_sde's half step) get t = sched_timestep(s, timing, sigma).
+// scratch holds sampler_scratch_floats() floats. Allocates nothing. Returns SDG_OK,
+// SDG_ERR_INVALID_ARG (bad arguments, or a stochastic sampler without a noise hook) or the first
+// error a hook returned.
 //
 // Arithmetic is float32 in k-diffusion's order of operations (d = (x - denoised) / sigma, then
 // x + d * dt); LMS coefficients are integrated exactly in double.
-sdg_status sampler_run(sdg_sampler sampler, const sdg_noise_schedule *s, const float *sigmas,
-                       const float *ts, int n_steps, float *x, size_t n, float *scratch,
-                       const sampler_hooks *hooks);
+//
+// lcm (ComfyUI sample_lcm): x = denoised + noise * sigma_next, and the last step x = denoised.
+// dpmpp_2m_sde (k-diffusion sample_dpmpp_2m_sde, midpoint, eta 1): with h = log(s/s_next),
+// x = (s_next/s) e^-h x + (1 - e^-2h) D, plus from the second step 0.5 (1 - e^-2h) (D - D_prev)
+// h/h_prev, plus noise s_next sqrt(1 - e^-2h); the last step x = D.
+// dpmpp_sde (k-diffusion sample_dpmpp_sde, r = 1/2, eta 1): an ancestral DPM-Solver++ half step
+// to sqrt(s s_next) with noise, a model call there, then the ancestral DPM-Solver++ step from s
+// to s_next on that call's denoised, with noise; the last step is Euler.
+sdg_status sampler_run(sdg_sampler sampler, const sdg_noise_schedule *s, sched_timing timing,
+                       const float *sigmas, const float *ts, int n_steps, float *x, size_t n,
+                       float *scratch, const sampler_hooks *hooks);
 
 // ---------------------------------------------------------------------------------------------
 // Noise generator

@@ -1,7 +1,8 @@
 /*
  * samplers.c - the sampler loops of k-diffusion (sampling.py @4601bf0) over a flat float vector:
- * euler, euler ancestral (eta 1), heun, dpm++ 2m, lms (order 4), and DDIM eta 0 run as Euler in
- * sigma space (see sampler.h for why that is exact).
+ * euler, euler ancestral (eta 1), heun, dpm++ 2m, lms (order 4), dpm++ 2m sde and dpm++ sde (eta
+ * 1), DDIM eta 0 run as Euler in sigma space (see sampler.h for why that is exact), and
+ * ComfyUI's lcm (comfy/k_diffusion/sampling.py sample_lcm @3cd7b32f).
  *
  * Not here: schedules (schedule.c), the model (behind the denoise hook), noise (behind the noise
  * hook; the engine's generator is in rng.c). Nothing here allocates.
@@ -15,6 +16,7 @@
 #include "sampler.h"
 
 #include <math.h>
+#include <string.h>
 
 size_t sampler_scratch_floats(sdg_sampler sampler, size_t n)
 {
@@ -25,6 +27,9 @@ size_t sampler_scratch_floats(sdg_sampler sampler, size_t n)
     case SDG_SAMPLER_HEUN: return 3 * n;      // denoised, x2, denoised2
     case SDG_SAMPLER_DPMPP_2M: return 2 * n;  // denoised, old denoised
     case SDG_SAMPLER_LMS: return 5 * n;       // denoised, 4 derivatives
+    case SDG_SAMPLER_LCM: return 2 * n;       // denoised, noise
+    case SDG_SAMPLER_DPMPP_2M_SDE: return 3 * n;   // denoised, old denoised, noise
+    case SDG_SAMPLER_DPMPP_SDE: return 4 * n; // denoised, x2, denoised2, noise
     default: return 0;
     }
 }
@@ -39,6 +44,18 @@ static void euler_update(float *x, const float *den, size_t n, float sigma, floa
         float d = (x[j] - den[j]) / sigma;
         x[j] = x[j] + d * dt;
     }
+}
+
+// k-diffusion get_ancestral_step(sigma_from, sigma_to, eta 1): the part of a step from sg to sn
+// that fresh noise replaces (up) and the deterministic part left (down), float32 like the
+// reference's 0-dim tensors.
+static void ancestral_step(float sg, float sn, float *down, float *up)
+{
+    float u = sqrtf(sn * sn * (sg * sg - sn * sn) / (sg * sg));
+    if (!(u <= sn))
+        u = sn;
+    *up = u;
+    *down = sqrtf(sn * sn - u * u);
 }
 
 // The Lagrange basis polynomial j of the nodes t[i], t[i-1], .., t[i-order+1] integrated from
@@ -68,21 +85,24 @@ static double lms_coeff(int order, const float *t, int i, int j)
 
 #define LMS_ORDER 4
 
-sdg_status sampler_run(sdg_sampler sampler, const sdg_noise_schedule *s, const float *sigmas,
-                       const float *ts, int n_steps, float *x, size_t n, float *scratch,
-                       const sampler_hooks *hooks)
+sdg_status sampler_run(sdg_sampler sampler, const sdg_noise_schedule *s, sched_timing timing,
+                       const float *sigmas, const float *ts, int n_steps, float *x, size_t n,
+                       float *scratch, const sampler_hooks *hooks)
 {
     if ((int)sampler < 0 || sampler >= SDG_SAMPLER_COUNT || !sigmas || !ts || n_steps < 1 ||
         !x || !scratch || !hooks || !hooks->denoise)
         return SDG_ERR_INVALID_ARG;
-    if (sampler == SDG_SAMPLER_EULER_A && !hooks->noise)
+    bool stochastic = sampler == SDG_SAMPLER_EULER_A || sampler == SDG_SAMPLER_LCM ||
+                      sampler == SDG_SAMPLER_DPMPP_2M_SDE || sampler == SDG_SAMPLER_DPMPP_SDE;
+    if (stochastic && !hooks->noise)
         return SDG_ERR_INVALID_ARG;
-    if (sampler == SDG_SAMPLER_HEUN && !s)
+    if ((sampler == SDG_SAMPLER_HEUN || sampler == SDG_SAMPLER_DPMPP_SDE) && !s)
         return SDG_ERR_INVALID_ARG;
 
     void *user = hooks->user;
     float *den = scratch;
-    float *old = scratch + n;   // dpm++ 2m: the previous step's denoised
+    float *old = scratch + n;   // dpm++ 2m (sde): the previous step's denoised
+    float h_last = 0.0f;        // dpm++ 2m sde: the previous step's h
     sdg_status st;
 
     for (int i = 0; i < n_steps; i++) {
@@ -97,11 +117,8 @@ sdg_status sampler_run(sdg_sampler sampler, const sdg_noise_schedule *s, const f
             break;
 
         case SDG_SAMPLER_EULER_A: {
-            // get_ancestral_step(eta 1): the part of the step that noise replaces
-            float up = sqrtf(sn * sn * (sg * sg - sn * sn) / (sg * sg));
-            if (!(up <= sn))
-                up = sn;
-            float down = sqrtf(sn * sn - up * up);
+            float down, up;
+            ancestral_step(sg, sn, &down, &up);
             euler_update(x, den, n, sg, down - sg);
             if (sn > 0.0f) {
                 float *noise = scratch + n;
@@ -121,7 +138,7 @@ sdg_status sampler_run(sdg_sampler sampler, const sdg_noise_schedule *s, const f
             float *x2 = scratch + n, *den2 = scratch + 2 * n;
             for (size_t j = 0; j < n; j++)
                 x2[j] = x[j] + (x[j] - den[j]) / sg * dt;
-            if ((st = hooks->denoise(user, x2, sn, sched_sigma_to_t(s, sn), den2)) != SDG_OK)
+            if ((st = hooks->denoise(user, x2, sn, sched_timestep(s, timing, sn), den2)) != SDG_OK)
                 return st;
             for (size_t j = 0; j < n; j++) {
                 float d = (x[j] - den[j]) / sg;
@@ -179,12 +196,99 @@ sdg_status sampler_run(sdg_sampler sampler, const sdg_noise_schedule *s, const f
             break;
         }
 
+        case SDG_SAMPLER_LCM: {
+            // sample_lcm: x = denoised, then noise_scaling(sigma_next, noise, x) = noise *
+            // sigma_next + x while sigma_next > 0.
+            if (sn == 0.0f) {
+                memcpy(x, den, n * sizeof(float));
+                break;
+            }
+            float *noise = scratch + n;
+            hooks->noise(user, i, noise, n);
+            for (size_t j = 0; j < n; j++)
+                x[j] = noise[j] * sn + den[j];
+            break;
+        }
+
+        case SDG_SAMPLER_DPMPP_2M_SDE: {
+            if (sn == 0.0f) {
+                // the denoising step
+                memcpy(x, den, n * sizeof(float));
+            } else {
+                // t, s = -log(sigma), -log(sigma_next); h = s - t; eta_h = h (eta 1):
+                //   x = s_next / s * exp(-eta_h) * x + -expm1(-h - eta_h) * denoised
+                //   midpoint: x += 0.5 * -expm1(-h - eta_h) * (1 / r) * (denoised - old)
+                //   x += noise * s_next * sqrt(-expm1(-2 eta_h))
+                float t = -logf(sg), tn = -logf(sn);
+                float h = tn - t;
+                float a = sn / sg * expf(-h);
+                float b = -expm1f(-h - h);
+                for (size_t j = 0; j < n; j++)
+                    x[j] = a * x[j] + b * den[j];
+                if (i > 0) {
+                    float r = h_last / h;
+                    float c = 0.5f * b * (1.0f / r);
+                    for (size_t j = 0; j < n; j++)
+                        x[j] = x[j] + c * (den[j] - old[j]);
+                }
+                float *noise = scratch + 2 * n;
+                float q = sqrtf(-expm1f(-2.0f * h));
+                hooks->noise(user, i, noise, n);
+                for (size_t j = 0; j < n; j++)
+                    x[j] = x[j] + noise[j] * sn * q;
+                h_last = h;
+            }
+            float *tmp = old;
+            old = den;
+            den = tmp;
+            break;
+        }
+
+        case SDG_SAMPLER_DPMPP_SDE: {
+            if (sn == 0.0f) {
+                euler_update(x, den, n, sg, sn - sg);
+                break;
+            }
+            // t = -log(sigma); s = t + h r (r = 1/2), fac = 1/(2r) = 1; sigma_fn(t) = exp(-t)
+            // taken as the reference does (not sigma itself).
+            float t = -logf(sg), tn = -logf(sn);
+            float h = tn - t;
+            float sm = t + h * 0.5f;
+            float sig_t = expf(-t), sig_s = expf(-sm), sig_tn = expf(-tn);
+            float *x2 = scratch + n, *den2 = scratch + 2 * n, *noise = scratch + 3 * n;
+            // step 1: ancestral DPM-Solver++(1) to s
+            float down, up;
+            ancestral_step(sig_t, sig_s, &down, &up);
+            float s_ = -logf(down);
+            float ratio = expf(-s_) / sig_t, em = expm1f(t - s_);
+            hooks->noise(user, 2 * i, noise, n);
+            for (size_t j = 0; j < n; j++) {
+                float v = ratio * x[j] - em * den[j];
+                x2[j] = v + noise[j] * up;
+            }
+            if ((st = hooks->denoise(user, x2, sig_s, sched_timestep(s, timing, sig_s), den2)) !=
+                SDG_OK)
+                return st;
+            // step 2: from t to t_next on (1 - fac) denoised + fac denoised_2 = denoised_2
+            ancestral_step(sig_t, sig_tn, &down, &up);
+            float tn_ = -logf(down);
+            ratio = expf(-tn_) / sig_t;
+            em = expm1f(t - tn_);
+            hooks->noise(user, 2 * i + 1, noise, n);
+            for (size_t j = 0; j < n; j++) {
+                float v = ratio * x[j] - em * den2[j];
+                x[j] = v + noise[j] * up;
+            }
+            break;
+        }
+
         default:
             return SDG_ERR_INVALID_ARG;
         }
 
-        // dpm++ 2m swapped: this step's denoised is now in `old`
-        const float *step_den = sampler == SDG_SAMPLER_DPMPP_2M ? old : den;
+        // dpm++ 2m and 2m sde swapped: this step's denoised is now in `old`
+        const float *step_den =
+            sampler == SDG_SAMPLER_DPMPP_2M || sampler == SDG_SAMPLER_DPMPP_2M_SDE ? old : den;
         if (hooks->on_step && (st = hooks->on_step(user, i + 1, n_steps, x, sn, step_den)) != SDG_OK)
             return st;
     }

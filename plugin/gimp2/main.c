@@ -54,13 +54,14 @@ static const GimpParamDef args[] = {
   { GIMP_PDB_STRING, "model", "Checkpoint file (.safetensors: SD 1.x, SD 2.x or SDXL) or "
                               "diffusers folder; empty = the default model "
                               "sdg-default.safetensors in the models folder" },
-  { GIMP_PDB_STRING, "sampler", "Sampler: euler, euler_a, heun, dpmpp_2m, lms or ddim" },
+  { GIMP_PDB_STRING, "sampler", NULL },   // "Sampler: " and the engine's names (query)
   { GIMP_PDB_INT32, "steps", "Sampling steps (1 to 1000)" },
   { GIMP_PDB_FLOAT, "cfg-scale", "Classifier-free guidance scale (0 to 100; 1 = no guidance)" },
   { GIMP_PDB_INT32, "seed", "Random seed (0 to 2147483647; -1 = random)" },
   { GIMP_PDB_INT32, "batch-count", "Number of pictures, one layer each (1 to 16)" },
   { GIMP_PDB_FLOAT, "strength", "How much to change: 0 keeps the image, 1 ignores it (0 to 1)" },
 };
+#define ARG_SAMPLER 6
 #define N_ARGS_T2I 11
 #define N_ARGS_STRENGTH 12
 
@@ -86,6 +87,12 @@ register_icon (const char *proc,
 static void
 query (void)
 {
+  GimpParamDef a[G_N_ELEMENTS (args)];
+  gchar       *names = sdgp_sampler_names ();
+  gchar       *sampler_doc = g_strdup_printf ("Sampler: one of %s", names);
+
+  memcpy (a, args, sizeof a);
+  a[ARG_SAMPLER].description = sampler_doc;
   for (int m = 0; m < SDGP_MODE_COUNT; m++)
     {
       const char            *name  = sdgp_mode_procedure ((sdgp_mode) m);
@@ -94,10 +101,12 @@ query (void)
       gimp_install_procedure (name, texts->blurb, texts->help, SDGP_AUTHOR, SDGP_AUTHOR,
                               SDGP_DATE, texts->label, "RGB*, GRAY*", GIMP_PLUGIN,
                               m == SDGP_TEXT_TO_IMAGE ? N_ARGS_T2I : N_ARGS_STRENGTH, 0,
-                              args, NULL);
+                              a, NULL);
       gimp_plugin_menu_register (name, SDGP_MENU);
       register_icon (name, texts->icon);
     }
+  g_free (sampler_doc);
+  g_free (names);
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -107,6 +107,7 @@ sdgp_create_procedure (GimpPlugIn  *plug_in,
   sdgp_params    d;
   sdgp_mode      mode;
   const sdgp_mode_texts *texts;
+  gchar         *sampler_names, *sampler_doc;
 
   if (! mode_of (name, &mode))
     return NULL;
@@ -143,9 +144,12 @@ sdgp_create_procedure (GimpPlugIn  *plug_in,
                                       d.model, G_PARAM_READWRITE);
   // A plain string, not a GimpChoice: GIMP 3.0 quietly replaces an unknown choice with the
   // default, where a script naming a sampler that does not exist must get an error (as in 2.10).
-  gimp_procedure_add_string_argument (procedure, "sampler", "Sa_mpler",
-                                      "Sampler: euler, euler_a, heun, dpmpp_2m, lms or ddim",
+  sampler_names = sdgp_sampler_names ();
+  sampler_doc = g_strdup_printf ("Sampler: one of %s", sampler_names);
+  gimp_procedure_add_string_argument (procedure, "sampler", "Sa_mpler", sampler_doc,
                                       d.sampler, G_PARAM_READWRITE);
+  g_free (sampler_doc);
+  g_free (sampler_names);
   gimp_procedure_add_int_argument (procedure, "steps", "S_teps", "Sampling steps (1 to 1000)",
                                    1, 1000, d.steps, G_PARAM_READWRITE);
   gimp_procedure_add_double_argument (procedure, "cfg-scale", "_CFG scale",
