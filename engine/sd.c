@@ -54,6 +54,10 @@ static const char *const decoder_names[SDG_DECODER_COUNT] = {
     [SDG_DECODER_VAE] = "vae", [SDG_DECODER_TAESD] = "taesd",
 };
 
+static const char *const hires_upscale_names[SDG_HIRES_UPSCALE_COUNT] = {
+    [SDG_HIRES_LATENT] = "latent", [SDG_HIRES_PIXEL] = "pixel",
+};
+
 static int name_index(const char *const *names, int n, const char *name)
 {
     for (int i = 0; name && i < n; i++)
@@ -142,6 +146,19 @@ bool sdg_decoder_from_name(const char *name, sdg_decoder *out)
     int i = name_index(decoder_names, SDG_DECODER_COUNT, name);
     if (i >= 0 && out)
         *out = (sdg_decoder)i;
+    return i >= 0;
+}
+
+const char *sdg_hires_upscale_name(sdg_hires_upscale u)
+{
+    return (unsigned)u < SDG_HIRES_UPSCALE_COUNT ? hires_upscale_names[u] : "unknown";
+}
+
+bool sdg_hires_upscale_from_name(const char *name, sdg_hires_upscale *out)
+{
+    int i = name_index(hires_upscale_names, SDG_HIRES_UPSCALE_COUNT, name);
+    if (i >= 0 && out)
+        *out = (sdg_hires_upscale)i;
     return i >= 0;
 }
 
@@ -868,6 +885,7 @@ sdg_gen_params sdg_gen_default_params(void)
         .batch_count = 1,
         .clip_skip = 1,
         .strength = 0.75f,
+        .hires_strength = 0.7f,
         .inpaint_blend = true,
         .model_sampling = SDG_MODEL_SAMPLING_DEFAULT,
     };
@@ -936,6 +954,29 @@ static sdg_status check_params(const sdg_ctx *ctx, const sdg_gen_params *p, sdg_
                          p->target_width, p->target_height);
     if (p->mask && !p->init_image)
         return sdg__fail(err, SDG_ERR_INVALID_ARG, "a mask needs an init image to inpaint");
+    if (p->hires_width || p->hires_height) {
+        int hw = p->hires_width, hh = p->hires_height;
+        if (p->init_image)
+            return sdg__fail(err, SDG_ERR_INVALID_ARG, "the hires fix is for text-to-image (there "
+                             "is an init image)");
+        if (hw < p->width || hh < p->height || hw > SDG_MAX_SIDE || hh > SDG_MAX_SIDE ||
+            hw % ds || hh % ds)
+            return sdg__fail(err, SDG_ERR_INVALID_ARG, "the hires size must be multiples of %d "
+                             "from the picture's size %dx%d to %d (got %dx%d)", ds, p->width,
+                             p->height, SDG_MAX_SIDE, hw, hh);
+        if ((unsigned)p->hires_upscale >= SDG_HIRES_UPSCALE_COUNT)
+            return sdg__fail(err, SDG_ERR_INVALID_ARG, "unknown hires upscale %d",
+                             (int)p->hires_upscale);
+        if (p->hires_upscale == SDG_HIRES_PIXEL && !p->hires_resize)
+            return sdg__fail(err, SDG_ERR_INVALID_ARG, "the pixel hires upscale needs a "
+                             "resampler (hires_resize)");
+        if (!isfinite(p->hires_strength) || p->hires_strength < 0.0f || p->hires_strength > 1.0f)
+            return sdg__fail(err, SDG_ERR_INVALID_ARG, "the hires strength must be between 0 and "
+                             "1 (got %g)", (double)p->hires_strength);
+        if (p->hires_steps < 0 || p->hires_steps > 1000)
+            return sdg__fail(err, SDG_ERR_INVALID_ARG, "hires steps must be between 0 (the "
+                             "steps) and 1000 (got %d)", p->hires_steps);
+    }
     int w = p->width, h = p->height;
     if (p->init_image) {
         if (!image_ok(p->init_image, 3))
@@ -1074,6 +1115,144 @@ static sdg_status lora_request_plan(sdg_ctx *ctx, const lora_request *r, lora_se
     return st;
 }
 
+// ---------------------------------------------------------------------------------------------
+// Hires fix
+
+// PyTorch's F.interpolate(mode="bilinear", align_corners=False, antialias=False), A1111's
+// "Latent" upscale: src[c, h, w] -> dst[c, oh, ow]; each output pixel's centre mapped back to
+// the source ((o + 0.5) * in / out - 0.5, negatives to 0) and interpolated between its
+// neighbours (clamped at the far edge).
+void sdg__upscale_bilinear(const float *src, int c, int h, int w, float *dst, int oh, int ow)
+{
+    for (int y = 0; y < oh; y++) {
+        float sy = ((float)y + 0.5f) * (float)h / (float)oh - 0.5f;
+        sy = sy < 0.0f ? 0.0f : sy;
+        int y0 = (int)sy, y1 = y0 + 1 < h ? y0 + 1 : h - 1;
+        float ly = sy - (float)y0;
+        for (int x = 0; x < ow; x++) {
+            float sx = ((float)x + 0.5f) * (float)w / (float)ow - 0.5f;
+            sx = sx < 0.0f ? 0.0f : sx;
+            int x0 = (int)sx, x1 = x0 + 1 < w ? x0 + 1 : w - 1;
+            float lx = sx - (float)x0;
+            for (int k = 0; k < c; k++) {
+                const float *s = src + (size_t)k * h * w;
+                float top = s[y0 * w + x0] * (1.0f - lx) + s[y0 * w + x1] * lx;
+                float bot = s[y1 * w + x0] * (1.0f - lx) + s[y1 * w + x1] * lx;
+                dst[((size_t)k * oh + y) * ow + x] = top * (1.0f - ly) + bot * ly;
+            }
+        }
+    }
+}
+
+// Progress over both passes: each pass reports its own steps, shifted by what ran before.
+typedef struct hires_progress {
+    sdg_progress_fn fn;
+    void *data;
+    int offset, total;
+} hires_progress;
+
+static bool hires_report(int step, int total, const sdg_image *preview, void *user)
+{
+    (void)total;
+    const hires_progress *hp = user;
+    int s = hp->offset + step;
+    return hp->fn(s < hp->total ? s : hp->total, hp->total, preview, hp->data);
+}
+
+// The second pass's parameters for picture i of p.
+static sdg_gen_params hires_pass2(const sdg_gen_params *p, int i)
+{
+    sdg_gen_params q = *p;
+    q.width = p->hires_width;
+    q.height = p->hires_height;
+    q.steps = p->hires_steps > 0 ? p->hires_steps : p->steps;
+    q.strength = p->hires_strength;
+    q.batch_count = 1;
+    q.seed = p->seed + (uint64_t)i;
+    q.noise = NULL;
+    q.hires_width = q.hires_height = 0;
+    return q;
+}
+
+// Both passes of a hires fix (parameters checked, LoRAs applied): the first at width x height,
+// then per picture the upscale and the second pass.
+static sdg_status generate_hires(sdg_ctx *ctx, const sdg_gen_params *p, sdg_result **out,
+                                 sdg_error *err)
+{
+    int n = p->batch_count;
+    sdg_gen_params first = *p;
+    first.hires_width = first.hires_height = 0;
+    sdg_gen_params second = hires_pass2(p, 0);
+    // Steps, as the pipeline counts them: strength * steps of the second pass's schedule.
+    int run2 = (int)(second.strength * (float)second.steps);
+    hires_progress hp = { p->progress, p->progress_data, 0, p->steps * n + run2 * n };
+    if (p->progress) {
+        first.progress = hires_report;
+        first.progress_data = &hp;
+    }
+    sdg_result *r1 = NULL;
+    sdg_status st = sdg__pipeline_generate(ctx, &first, &r1, err);
+    if (st != SDG_OK)
+        return st;
+    int ds = ctx->model->info.vae_scale, c = SDG_LATENT_CHANNELS;
+    int h1 = p->height / ds, w1 = p->width / ds, h2 = p->hires_height / ds, w2 = p->hires_width / ds;
+    size_t n2 = (size_t)c * h2 * w2;
+    sdg_result *res = calloc(1, sizeof *res);
+    float *up = p->hires_upscale == SDG_HIRES_LATENT ? malloc(n2 * sizeof *up) : NULL;
+    if (res) {
+        res->images = calloc((size_t)n, sizeof *res->images);
+        res->latents = malloc((size_t)n * n2 * sizeof(float));
+    }
+    if (!res || !res->images || !res->latents || (p->hires_upscale == SDG_HIRES_LATENT && !up))
+        st = sdg__fail(err, SDG_ERR_NOMEM, "out of memory for the hires fix");
+    else {
+        res->n_images = n;
+        res->latent_channels = c;
+        res->latent_height = h2;
+        res->latent_width = w2;
+    }
+    for (int i = 0; i < n && st == SDG_OK; i++) {
+        sdg_gen_params q = hires_pass2(p, i);
+        sdg_image *big = NULL;
+        if (p->hires_upscale == SDG_HIRES_LATENT) {
+            sdg__upscale_bilinear(r1->latents + (size_t)i * c * h1 * w1, c, h1, w1, up, h2, w2);
+            ctx->init_latent = up;
+        } else {
+            big = p->hires_resize(r1->images[i], q.width, q.height, p->hires_resize_data);
+            if (!big || big->width != q.width || big->height != q.height || big->channels != 3) {
+                sdg_image_free(big);
+                st = sdg__fail(err, SDG_ERR_INVALID_ARG, "the hires resampler did not give a "
+                               "%dx%d RGB picture", q.width, q.height);
+                break;
+            }
+            q.init_image = big;
+        }
+        hp.offset = p->steps * n + run2 * i;
+        if (p->progress) {
+            q.progress = hires_report;
+            q.progress_data = &hp;
+        }
+        sdg_result *r2 = NULL;
+        st = sdg__pipeline_generate(ctx, &q, &r2, err);
+        ctx->init_latent = NULL;
+        sdg_image_free(big);
+        if (st != SDG_OK)
+            break;
+        res->images[i] = r2->images[0];
+        r2->images[0] = NULL;
+        memcpy(res->latents + (size_t)i * n2, r2->latents, n2 * sizeof(float));
+        sdg_result_free(r2);
+    }
+    free(up);
+    sdg_result_free(r1);
+    if (st != SDG_OK) {
+        sdg_result_free(res);
+        return st;
+    }
+    *out = res;
+    return SDG_OK;
+}
+
 sdg_status sdg_generate(sdg_ctx *ctx, const sdg_gen_params *params, sdg_result **out,
                         sdg_error *err)
 {
@@ -1109,7 +1288,8 @@ sdg_status sdg_generate(sdg_ctx *ctx, const sdg_gen_params *params, sdg_result *
     }
     lora_set_free(set);
     if (st == SDG_OK)
-        st = sdg__pipeline_generate(ctx, &q, out, err);
+        st = q.hires_width || q.hires_height ? generate_hires(ctx, &q, out, err)
+                                             : sdg__pipeline_generate(ctx, &q, out, err);
     if (st == SDG_OK && ctx->lora && ctx->lora->notes)
         (*out)->notes = strdup(ctx->lora->notes);
     lora_request_clear(&r);
@@ -1140,6 +1320,14 @@ sdg_status sdg_ctx_estimate(sdg_ctx *ctx, const sdg_gen_params *params, sdg_memo
         sdg_lora_nets *held = ctx->lora;
         if (set || (held && r.loras->len == 0))
             ctx->lora = NULL;   // sized as the request would run: without the ctx's old copies
+        if (q.hires_width || q.hires_height) {
+            // The second pass is the larger: text-to-image at the hires size (its latent start
+            // needs no encoder; a picture start's encoder takes less than the decoder), holding
+            // the whole batch's pictures.
+            q.width = q.hires_width;
+            q.height = q.hires_height;
+            q.hires_width = q.hires_height = 0;
+        }
         st = sdg__pipeline_estimate(ctx, &q, out, err);
         ctx->lora = held;
     }

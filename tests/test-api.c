@@ -1316,6 +1316,139 @@ static void test_taesd_encoder(void)
     sdg_image_free(init);
 }
 
+// The hires fix: PyTorch's bilinear upscale on a known case, then both passes against the same
+// passes run by hand (the first at the base size; per picture the upscaled latent, or the
+// resampled picture, as the second pass's start, seed + i), and the refusals.
+static sdg_image *nearest_resize(const sdg_image *img, int w, int h, void *user)
+{
+    int *calls = user;
+    (*calls)++;
+    sdg_image *out = sdg_image_new(w, h, 3);
+    for (int y = 0; y < h; y++)
+        for (int x = 0; x < w; x++)
+            for (int c = 0; c < 3; c++)
+                out->data[((size_t)y * w + x) * 3 + c] =
+                    img->data[((size_t)(y * img->height / h) * img->width + x * img->width / w) * 3 + c];
+    return out;
+}
+
+static bool count_steps(int step, int total, const sdg_image *preview, void *user)
+{
+    (void)preview;
+    int *last = user;   // { last step, total, calls, went back }
+    if (step < last[0])
+        last[3] = 1;
+    last[0] = step;
+    last[1] = total;
+    last[2]++;
+    return true;
+}
+
+static void test_hires_fix(void)
+{
+    // F.interpolate([[1, 2], [3, 4]], size (4, 4), mode="bilinear", align_corners=False)
+    const float src[4] = { 1, 2, 3, 4 };
+    const float want[16] = { 1, 1.25f, 1.75f, 2, 1.5f, 1.75f, 2.25f, 2.5f,
+                             2.5f, 2.75f, 3.25f, 3.5f, 3, 3.25f, 3.75f, 4 };
+    float got[16];
+    sdg__upscale_bilinear(src, 1, 2, 2, got, 4, 4);
+    g_assert_cmpmem(got, sizeof got, want, sizeof want);
+
+    sdg_error err;
+    for (int mode = 0; mode < 2; mode++) {
+        sdg_ctx *ctx = sdg_ctx_new(model, 2, &err);
+        sdg_gen_params gp = small_params();
+        gp.batch_count = 2;
+        gp.sampler = SDG_SAMPLER_EULER_A;
+        gp.hires_width = 96;
+        gp.hires_height = 64;
+        gp.hires_steps = 4;
+        gp.hires_strength = 0.5f;
+        gp.hires_upscale = mode ? SDG_HIRES_PIXEL : SDG_HIRES_LATENT;
+        int calls = 0, steps[4] = { 0, 0, 0, 0 };
+        gp.hires_resize = nearest_resize;
+        gp.hires_resize_data = &calls;
+        gp.progress = count_steps;
+        gp.progress_data = steps;
+        sdg_result *res = NULL;
+        g_assert_cmpint(sdg_generate(ctx, &gp, &res, &err), ==, SDG_OK);
+        g_assert_cmpint(res->n_images, ==, 2);
+        g_assert_cmpint(res->images[1]->width, ==, 96);
+        g_assert_cmpint(res->images[1]->height, ==, 64);
+        g_assert_cmpint(res->latent_width, ==, 12);
+        g_assert_cmpint(calls, ==, mode ? 2 : 0);
+        // 3 steps x 2, then 0.5 x 4 = 2 steps x 2, counted to the end, never backwards
+        g_assert_cmpint(steps[1], ==, 10);
+        g_assert_cmpint(steps[0], ==, 10);
+        g_assert_cmpint(steps[3], ==, 0);
+
+        // By hand.
+        sdg_gen_params first = small_params();
+        first.batch_count = 2;
+        sdg_result *r1 = NULL;
+        g_assert_cmpint(sdg_generate(ctx, &first, &r1, &err), ==, SDG_OK);
+        for (int i = 0; i < 2; i++) {
+            sdg_gen_params q = small_params();
+            q.width = 96;
+            q.height = 64;
+            q.steps = 4;
+            q.strength = 0.5f;
+            q.seed = first.seed + (uint64_t)i;
+            float up[4 * 8 * 12];
+            sdg_image *big = NULL;
+            if (mode) {
+                big = nearest_resize(r1->images[i], 96, 64, &calls);
+                q.init_image = big;
+            } else {
+                sdg__upscale_bilinear(r1->latents + (size_t)i * 4 * 6 * 8, 4, 6, 8, up, 8, 12);
+                ctx->init_latent = up;
+            }
+            sdg_result *r2 = NULL;
+            g_assert_cmpint(sdg_generate(ctx, &q, &r2, &err), ==, SDG_OK);
+            ctx->init_latent = NULL;
+            g_assert_cmpmem(r2->latents, sizeof up, res->latents + (size_t)i * 4 * 8 * 12,
+                            sizeof up);
+            g_assert_cmpmem(r2->images[0]->data, 96 * 64 * 3 * sizeof(float),
+                            res->images[i]->data, 96 * 64 * 3 * sizeof(float));
+            sdg_result_free(r2);
+            sdg_image_free(big);
+        }
+        sdg_result_free(r1);
+        sdg_result_free(res);
+        sdg_ctx_free(ctx);
+    }
+
+    static const struct {
+        int w, h, upscale;
+        float strength;
+        bool init, resize;
+        const char *says;
+    } bad[] = {
+        { 32, 64, 0, 0.7f, false, false, "from the picture's size" },
+        { 100, 64, 0, 0.7f, false, false, "multiples of 8" },
+        { 96, 64, 1, 0.7f, false, false, "needs a resampler" },
+        { 96, 64, 0, 1.5f, false, false, "between 0 and 1" },
+        { 96, 64, 0, 0.7f, true, false, "for text-to-image" },
+        { 96, 64, 7, 0.7f, false, false, "unknown hires upscale" },
+    };
+    sdg_image *init = sdg_image_new(64, 48, 3);
+    for (size_t k = 0; k < G_N_ELEMENTS(bad); k++) {
+        sdg_gen_params gp = small_params();
+        gp.hires_width = bad[k].w;
+        gp.hires_height = bad[k].h;
+        gp.hires_upscale = (sdg_hires_upscale)bad[k].upscale;
+        gp.hires_strength = bad[k].strength;
+        gp.init_image = bad[k].init ? init : NULL;
+        generate(1, &gp, SDG_ERR_INVALID_ARG, &err);
+        g_test_message("%s", err.message);
+        g_assert_nonnull(strstr(err.message, bad[k].says));
+    }
+    sdg_image_free(init);
+    sdg_hires_upscale u;
+    g_assert_true(sdg_hires_upscale_from_name("pixel", &u) && u == SDG_HIRES_PIXEL);
+    g_assert_cmpstr(sdg_hires_upscale_name(SDG_HIRES_LATENT), ==, "latent");
+}
+
 static void test_info_and_tokenize(void)
 {
     sdg_model_info info;
@@ -1459,6 +1592,7 @@ int main(int argc, char **argv)
     g_test_add_func("/api/family-tokens", test_family_tokens);
     g_test_add_func("/api/taesd-decoder", test_taesd_decoder);
     g_test_add_func("/api/taesd-encoder", test_taesd_encoder);
+    g_test_add_func("/api/hires-fix", test_hires_fix);
     g_test_add_func("/api/sdxl-size-conditioning", test_sdxl_size_conditioning);
     g_test_add_func("/api/sdxl-inpaint-layout", test_sdxl_inpaint_layout);
     int rc = g_test_run();

@@ -319,6 +319,42 @@ expect "--embeddings: an embedding of another width is refused, naming the file 
     "${M[@]}" -W 64 -H 64 --steps 1 -p "a cat" -n "easynegative" --embeddings "$TMP/emb" \
     -o "$TMP/x.png"
 
+# --lora: the golden LoRA by path and by <lora:NAME> tag (the folder given); errors name the tag.
+LORA="$REF/golden/tiny-sd1-lora.safetensors"
+mkdir -p "$TMP/loras"
+ln -s "$LORA" "$TMP/loras/style.safetensors"
+run "${M[@]}" -W 64 -H 64 --steps 1 -s 5 -p "a cat" --lora "$LORA:0.7" -o "$TMP/lora.png" -q
+if [ "$rc" -eq 0 ] && [ -s "$TMP/lora.png" ]; then ok "--lora FILE:WEIGHT runs"
+else fail "--lora FILE:WEIGHT runs" "status $rc: $(err_tail)"; fi
+run "${M[@]}" -W 64 -H 64 --steps 1 -s 5 -p "a cat <lora:style:0.7>" --lora-dir "$TMP/loras" \
+    -o "$TMP/lora-tag.png" -q
+if [ "$rc" -eq 0 ] && cmp -s "$TMP/lora.png" "$TMP/lora-tag.png"; then
+    ok "a <lora:NAME:WEIGHT> tag found in --lora-dir makes the --lora picture"
+else
+    fail "a <lora:NAME:WEIGHT> tag found in --lora-dir makes the --lora picture" "status $rc: $(err_tail)"
+fi
+expect "an unknown LoRA name is refused with the folders searched" 1 "no LoRA named 'nobody'.*loras" \
+    "${M[@]}" -W 64 -H 64 --steps 1 -p "<lora:nobody>" --lora-dir "$TMP/loras" -o "$TMP/x.png"
+expect "a malformed LoRA tag is refused" 1 "malformed LoRA tag '<lora:>'" \
+    "${M[@]}" -W 64 -H 64 --steps 1 -p "a <lora:> cat" -o "$TMP/x.png"
+expect "a LoRA weight outside [-10, 10] is refused" 2 "between -10 and 10" \
+    "${M[@]}" -W 64 -H 64 --steps 1 -p "a cat" --lora "$LORA:12" -o "$TMP/x.png"
+
+# --hires: both upscales make the hires size; bad sizes are refused.
+for up in latent pixel; do
+    run "${M[@]}" -W 64 -H 64 --steps 2 --hires 96x64 --hires-upscale $up --hires-steps 2 \
+        -o "$TMP/hires-$up.png" -q
+    size=$(png_size "$TMP/hires-$up.png" 2>/dev/null)
+    if [ "$rc" -eq 0 ] && [ "$size" = "96x64" ]; then ok "--hires 96x64 --hires-upscale $up"
+    else fail "--hires 96x64 --hires-upscale $up" "status $rc, size $size: $(err_tail)"; fi
+done
+expect "--hires smaller than the picture is refused" 1 "hires size" \
+    "${M[@]}" -W 64 -H 64 --steps 1 --hires 32x32 -o "$TMP/x.png"
+expect "--hires-upscale must be known" 2 "unknown --hires-upscale" \
+    "${M[@]}" -W 64 -H 64 --hires 96x64 --hires-upscale sideways -o "$TMP/x.png"
+expect "--hires-strength out of range" 2 "between 0 and 1" \
+    "${M[@]}" -W 64 -H 64 --hires 96x64 --hires-strength 2 -o "$TMP/x.png"
+
 # Ctrl-C: wait for the first progress line, interrupt, expect "cancelled" and status 130.
 $WRAP "$SDG" "${M[@]}" -W 256 -H 256 --steps 1000 -o "$TMP/long.png" >/dev/null 2>"$TMP/err" &
 pid=$!

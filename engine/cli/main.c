@@ -172,6 +172,36 @@ static bool cli_on_progress(int step, int total, const sdg_image *preview, void 
 // ---------------------------------------------------------------------------------------------
 // Pictures through GEGL
 
+// GEGL's scaling to w x h (cubic, edges clamped), as every picture the CLI resizes gets it.
+static GeglNode *cli_scale_node(GeglNode *graph, int w, int h)
+{
+    return gegl_node_new_child(graph, "operation", "gegl:scale-size", "x", (double)w,
+                               "y", (double)h, "sampler", GEGL_SAMPLER_CUBIC,
+                               "abyss-policy", GEGL_ABYSS_CLAMP, NULL);
+}
+
+// sdg_resize_fn for the hires fix's pixel upscale: the picture through cli_scale_node.
+static sdg_image *cli_resize(const sdg_image *img, int w, int h, void *user)
+{
+    (void)user;
+    sdg_image *out = sdg_image_new(w, h, 3);
+    if (!out)
+        return NULL;
+    const Babl *fmt = babl_format("R'G'B' float");
+    GeglRectangle in = {0, 0, img->width, img->height}, rect = {0, 0, w, h};
+    GeglBuffer *buf = gegl_buffer_new(&in, fmt);
+    gegl_buffer_set(buf, &in, 0, fmt, img->data, GEGL_AUTO_ROWSTRIDE);
+    GeglNode *graph = gegl_node_new();
+    GeglNode *src = gegl_node_new_child(graph, "operation", "gegl:buffer-source", "buffer", buf,
+                                        NULL);
+    GeglNode *scale = cli_scale_node(graph, w, h);
+    gegl_node_link(src, scale);
+    gegl_node_blit(scale, 1.0, &rect, fmt, out->data, GEGL_AUTO_ROWSTRIDE, GEGL_BLIT_DEFAULT);
+    g_object_unref(graph);
+    g_object_unref(buf);
+    return out;
+}
+
 // Reads the picture at path as samples of babl format fmt_name (n_channels floats per pixel),
 // scaled to want_w x want_h when those are > 0. Returns a g_malloc'ed array, or NULL with *error
 // set. what names the picture in messages ("init image", "mask").
@@ -205,10 +235,7 @@ static float *cli_read_pixels(const char *path, const char *what, const char *fm
     if (want_w > 0 && want_h > 0 && (want_w != src.width || want_h != src.height)) {
         GeglNode *move = gegl_node_new_child(graph, "operation", "gegl:translate",
                                              "x", (double)-src.x, "y", (double)-src.y, NULL);
-        GeglNode *scale = gegl_node_new_child(graph, "operation", "gegl:scale-size",
-                                              "x", (double)want_w, "y", (double)want_h,
-                                              "sampler", GEGL_SAMPLER_CUBIC,
-                                              "abyss-policy", GEGL_ABYSS_CLAMP, NULL);
+        GeglNode *scale = cli_scale_node(graph, want_w, want_h);
         gegl_node_link_many(load, move, scale, NULL);
         last = scale;
         rect = (GeglRectangle){0, 0, want_w, want_h};
@@ -451,6 +478,9 @@ typedef struct cli_opts {
     char *prediction, *original_size, *crop, *target_size;   // model and SDXL options
     char *decoder, *taesd, *embeddings, *model_sampling;
     char **lora, *lora_dir;   // --lora FILE[:WEIGHT] (repeated), --lora-dir
+    char *hires, *hires_upscale;   // --hires WxH, --hires-upscale latent|pixel
+    double hires_strength;
+    int hires_steps;
     sdg_lora *loras;          // parsed from lora
     sdg_prediction pred;
     int width, height, steps, batch_count, clip_skip, threads;
@@ -587,6 +617,16 @@ static int cli_parse(int *argc, char ***argv, cli_opts *o)
          "LoRA / LyCORIS file to apply, with its weight (-10 to 10; 1 when left out); may be "
          "repeated. The prompt's <lora:NAME:WEIGHT> tags add more, found by name in --lora-dir "
          "and in the loras (or Lora) folder beside the model's folder", "FILE[:WEIGHT]"},
+        {"hires", 0, 0, G_OPTION_ARG_STRING, &o->hires,
+         "Hires fix: make the picture at -W x -H (the model's native size), upscale it to WxH "
+         "and refine it there (text-to-image)", "WxH"},
+        {"hires-upscale", 0, 0, G_OPTION_ARG_STRING, &o->hires_upscale,
+         "How the hires fix upscales: latent (bilinear) or pixel (the decoded picture, GEGL's "
+         "cubic, encoded again) (latent)", "NAME"},
+        {"hires-strength", 0, 0, G_OPTION_ARG_DOUBLE, &o->hires_strength,
+         "Strength of the hires fix's second pass, 0 to 1 (0.7)", "X"},
+        {"hires-steps", 0, 0, G_OPTION_ARG_INT, &o->hires_steps,
+         "Steps of the hires fix's second pass (the steps)", "N"},
         {"lora-dir", 0, 0, G_OPTION_ARG_FILENAME, &o->lora_dir,
          "Folder where the prompt's <lora:NAME> tags are looked up first", "DIR"},
         {"vocab", 0, 0, G_OPTION_ARG_FILENAME, &o->vocab,
@@ -727,6 +767,24 @@ static int cli_validate(cli_opts *o, sdg_gen_params *gp)
     gp->loras = o->loras;
     gp->n_loras = n_loras;
     gp->lora_dir = o->lora_dir;
+    if (o->hires && !cli_parse_pair(o->hires, 'x', 8, &gp->hires_width, &gp->hires_height))
+        return cli_usage_error("--hires must be WxH (got '%s')", o->hires);
+    if (o->hires && o->init_image)
+        return cli_usage_error("--hires is for text-to-image (not with --init-image)");
+    if (o->hires_upscale && !sdg_hires_upscale_from_name(o->hires_upscale, &gp->hires_upscale))
+        return cli_usage_error("unknown --hires-upscale '%s' (one of: latent, pixel)",
+                               o->hires_upscale);
+    gp->hires_resize = cli_resize;
+    if (!isnan(o->hires_strength)) {
+        if (!(o->hires_strength >= 0.0 && o->hires_strength <= 1.0))
+            return cli_usage_error("--hires-strength must be between 0 and 1 (got %g)",
+                                   o->hires_strength);
+        gp->hires_strength = (float)o->hires_strength;
+    }
+    if (o->hires_steps < 0 || o->hires_steps > 1000)
+        return cli_usage_error("--hires-steps must be between 1 and 1000 (got %d)",
+                               o->hires_steps);
+    gp->hires_steps = o->hires_steps;
     if (o->original_size && !cli_parse_pair(o->original_size, 'x', 1, &gp->original_width,
                                             &gp->original_height))
         return cli_usage_error("--original-size must be WxH with sizes from 1 to %d (got '%s')",
@@ -1142,6 +1200,7 @@ int main(int argc, char **argv)
 {
     cli_opts o = {
         .steps = 20, .cfg_scale = 7.0, .batch_count = 1, .clip_skip = 1, .strength = -1.0,
+        .hires_strength = NAN,
     };
     int code = cli_parse(&argc, &argv, &o);
     if (code == -1 && o.version) {
@@ -1164,7 +1223,7 @@ int main(int argc, char **argv)
     char **strs[] = {&o.model, &o.vocab, &o.prompt, &o.negative, &o.sampler, &o.schedule,
                      &o.precision, &o.seed, &o.init_image, &o.mask, &o.noise_in, &o.latent_out, &o.output,
                      &o.prediction, &o.original_size, &o.crop, &o.target_size, &o.decoder,
-                     &o.taesd, &o.lora_dir, &o.embeddings, &o.model_sampling};
+                     &o.taesd, &o.lora_dir, &o.embeddings, &o.model_sampling, &o.hires, &o.hires_upscale};
     for (size_t i = 0; i < G_N_ELEMENTS(strs); i++)
         g_free(*strs[i]);
     g_strfreev(o.lora);

@@ -315,6 +315,22 @@ SDG_API void sdg_ctx_cancel(sdg_ctx *ctx);
 // Return false to cancel the run.
 typedef bool (*sdg_progress_fn)(int step, int total, const sdg_image *preview, void *user_data);
 
+// How a hires fix makes the picture bigger between its two passes.
+typedef enum sdg_hires_upscale {
+    SDG_HIRES_LATENT = 0,      // the latent, bilinear (A1111's "Latent"), no decode/encode
+    SDG_HIRES_PIXEL = 1,       // the decoded picture, with the caller's resampler (hires_resize),
+                               // then encoded again
+    SDG_HIRES_UPSCALE_COUNT
+} sdg_hires_upscale;
+
+// "latent", "pixel".
+SDG_API const char *sdg_hires_upscale_name(sdg_hires_upscale u);
+SDG_API bool sdg_hires_upscale_from_name(const char *name, sdg_hires_upscale *out);
+
+// A resampler for SDG_HIRES_PIXEL: img (RGB) scaled to width x height, a new image (freed by the
+// engine with sdg_image_free), or NULL on failure. The CLI and the plug-in pass GEGL's.
+typedef sdg_image *(*sdg_resize_fn)(const sdg_image *img, int width, int height, void *user);
+
 // A LoRA to apply to a run: the adapters users download, in the forms kohya/A1111 (lora_unet_*,
 // lora_te_*, lora_te1_*/lora_te2_* for SDXL; LoRA, LoCon, DoRA), diffusers/PEFT (lora_A/lora_B
 // with their lora_adapter_metadata alphas, the older .lora.down naming) and LyCORIS (LoHa,
@@ -382,6 +398,18 @@ typedef struct sdg_gen_params {
     const sdg_lora *loras;
     int n_loras;
     const char *lora_dir;          // NULL: the folders beside the model only
+    // Hires fix (A1111's "Hires. fix"), text-to-image only: the picture is made at width x
+    // height (the model's native size, typically), made bigger to hires_width x hires_height
+    // (multiples of 8, at least width x height; both 0: no hires fix) by hires_upscale, then
+    // refined there by an image-to-image pass of hires_steps steps (0: steps) at hires_strength
+    // with the same prompts, sampler, schedule and seed (picture i of a batch: seed + i). The
+    // result holds the refined pictures; progress counts both passes.
+    int hires_width, hires_height;
+    sdg_hires_upscale hires_upscale;
+    float hires_strength;          // 0..1 (default 0.7, A1111's)
+    int hires_steps;
+    sdg_resize_fn hires_resize;    // SDG_HIRES_PIXEL: required
+    void *hires_resize_data;
 } sdg_gen_params;
 
 SDG_API sdg_gen_params sdg_gen_default_params(void);

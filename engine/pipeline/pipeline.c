@@ -534,7 +534,9 @@ static sdg_status plan(job *j, const sdg_gen_params *p, sdg_error *err)
     const sdg_model *m = j->m;
     const unet_config *uc = unet_get_config(m->unet);
     j->p = p;
-    j->img2img = p->init_image && !p->mask;
+    // A hires fix's second pass starts from a latent (ctx->init_latent) instead of a picture.
+    bool from_latent = j->ctx->init_latent && !p->init_image;
+    j->img2img = (p->init_image || from_latent) && !p->mask;
     j->inpaint = p->init_image && p->mask;
     j->model9 = uc->in_ch != uc->out_ch;
     j->W = p->init_image ? p->init_image->width : p->width;
@@ -587,7 +589,7 @@ static sdg_status plan(job *j, const sdg_gen_params *p, sdg_error *err)
         return sdg__fail(err, SDG_ERR_INVALID_ARG, "cannot build a %d-step %s schedule",
                          p->steps, sdg_schedule_name(p->schedule));
     j->start = 0;
-    if (p->init_image && !(j->inpaint && j->model9)) {
+    if (j->img2img || (j->inpaint && !j->model9)) {
         int t_enc = (int)(p->strength * (float)p->steps);
         if (t_enc > j->n_steps)
             t_enc = j->n_steps;
@@ -658,9 +660,11 @@ static sdg_status run(job *j, sdg_result *res, sdg_error *err)
     // The init image's latent (img2img, the known-region blend), and for 9-ch models the latent
     // of the masked image (everything masked without a mask: nothing of the image is given).
     bool blend_known = j->inpaint && (!j->model9 || p->inpaint_blend);
-    bool need_init = p->init_image && (!j->inpaint || blend_known);
+    bool need_init = j->img2img || blend_known;
+    bool from_latent = j->ctx->init_latent && !p->init_image;
     if (need_init) {
-        j->moments = sdg__alloc_f32(ex, 2 * j->n_lat);
+        if (!from_latent)
+            j->moments = sdg__alloc_f32(ex, 2 * j->n_lat);
         j->init_lat = sdg__alloc_f32(ex, j->n_lat);
     }
     if (j->model9) {
@@ -688,9 +692,9 @@ static sdg_status run(job *j, sdg_result *res, sdg_error *err)
             sdg_wb_drop_pages(j->m->wb, j->m->layout->te[e]);
 
     // Images: posteriors (once), masks.
-    j->init_taesd = need_init && p->decoder == SDG_DECODER_TAESD && j->m->taesd &&
+    j->init_taesd = need_init && !from_latent && p->decoder == SDG_DECODER_TAESD && j->m->taesd &&
                     taesd_has_encoder(j->m->taesd);
-    if (need_init)
+    if (need_init && !from_latent)
         encode(j, p->init_image, NULL, j->init_taesd, j->moments);
     if (j->model9)
         encode(j, j->inpaint ? p->init_image : NULL, p->mask, false, j->masked_moments);
@@ -722,9 +726,11 @@ static sdg_status run(job *j, sdg_result *res, sdg_error *err)
         if (pic == 0 && report(j, NULL) != SDG_OK)
             return sdg__fail(err, SDG_ERR_CANCELLED, "cancelled");
         fill_noise(j, SDG_STREAM_INITIAL, 0, j->noise, j->n_lat);
-        if (need_init || j->model9)
+        if ((need_init && !from_latent) || j->model9)
             fill_noise(j, SDG_STREAM_VAE, 0, j->step_noise, j->n_lat);
-        if (j->init_taesd)
+        if (from_latent)
+            memcpy(j->init_lat, j->ctx->init_latent, j->n_lat * sizeof(float));
+        else if (j->init_taesd)
             memcpy(j->init_lat, j->moments, j->n_lat * sizeof(float));
         else if (need_init)
             posterior_sample(j, j->moments, j->step_noise, j->init_lat);

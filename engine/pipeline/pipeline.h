@@ -79,6 +79,8 @@ struct sdg_ctx {
     const sdg_model *model;
     sdg_lora_nets *lora;       // NULL: the model's own networks
     uint64_t lora_new_bytes;   // memory guard: LoRA copies the current request still has to make
+    const float *init_latent;  // a hires fix's second pass: its start, the upscaled latent of the
+                               // first [4, height/8, width/8], in place of an init image
     int n_threads;
     sdg_exec ex;
     atomic_int cancel;
@@ -102,6 +104,10 @@ sdg_status sdg__pipeline_estimate(sdg_ctx *ctx, const sdg_gen_params *p, sdg_mem
 // Parameters already checked (sdg_ctx_estimate checks them the same way).
 sdg_status sdg__pipeline_text(sdg_ctx *ctx, const sdg_gen_params *p, float **context, int *n_ctx,
                               int *ctx_dim, float **y, int *y_dim, sdg_error *err);
+
+// PyTorch's bilinear interpolate (align_corners False, no antialias) of src [c, h, w] into
+// dst [c, oh, ow]: the hires fix's latent upscale (A1111's "Latent").
+void sdg__upscale_bilinear(const float *src, int c, int h, int w, float *dst, int oh, int ow);
 
 // The noise streams of rng_normal_fill used for a picture with seed `seed`: the initial latent;
 // the noise stochastic samplers add (euler_a, lcm, dpmpp_2m_sde, dpmpp_sde), draw k of the run
