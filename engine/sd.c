@@ -1116,6 +1116,48 @@ static sdg_status lora_request_plan(sdg_ctx *ctx, const lora_request *r, lora_se
 }
 
 // ---------------------------------------------------------------------------------------------
+// Recommendations
+
+static void recommend_from(const family_distilled *row, int steps, sdg_recommendation *out)
+{
+    *out = (sdg_recommendation){ row->name, row->sampler, row->schedule, steps, row->cfg_scale,
+                                 row->model_sampling };
+}
+
+const char *sdg_recommend(const sdg_model *model, const sdg_gen_params *params,
+                          sdg_recommendation *out)
+{
+    sdg_gen_params d = sdg_gen_default_params();
+    *out = (sdg_recommendation){ NULL, d.sampler, d.schedule, d.steps, d.cfg_scale,
+                                 d.model_sampling };
+    if (!model)
+        return NULL;
+    int fam = (int)model->spec->id, steps;
+    const family_distilled *row = family_find_distilled(
+        model->path, model->diffusers ? NULL : st_metadata(model->file, "modelspec.title"), fam,
+        false, &steps);
+    if (row)
+        recommend_from(row, steps, out);
+    if (!params)
+        return out->source;
+    // LoRAs: the listed ones, then the prompt's tags (their names are file stems).
+    for (int i = 0; params->loras && i < params->n_loras; i++)
+        if ((row = family_find_distilled(params->loras[i].path, NULL, fam, true, &steps)))
+            recommend_from(row, steps, out);
+    GPtrArray *names = g_ptr_array_new_with_free_func(g_free);
+    GArray *weights = g_array_new(FALSE, FALSE, sizeof(float));
+    char *clean = NULL;
+    if (lora_prompt_tags(params->prompt, &clean, names, weights, NULL) == SDG_OK)
+        for (guint i = 0; i < names->len; i++)
+            if ((row = family_find_distilled(names->pdata[i], NULL, fam, true, &steps)))
+                recommend_from(row, steps, out);
+    g_free(clean);
+    g_ptr_array_free(names, TRUE);
+    g_array_free(weights, TRUE);
+    return out->source;
+}
+
+// ---------------------------------------------------------------------------------------------
 // Hires fix
 
 // PyTorch's F.interpolate(mode="bilinear", align_corners=False, antialias=False), A1111's

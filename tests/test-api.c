@@ -1449,6 +1449,72 @@ static void test_hires_fix(void)
     g_assert_cmpstr(sdg_hires_upscale_name(SDG_HIRES_LATENT), ==, "latent");
 }
 
+// Recommendations by name: a Turbo or LCM checkpoint, SDXL-Lightning's steps from its name, an
+// LCM-LoRA by path or by prompt tag (winning over the model's), nothing for ordinary files.
+static sdg_model *load_as(const char *dir, const char *relpath, const char *name)
+{
+    char *src = golden_path(relpath), *dst = g_build_filename(dir, name, NULL);
+    g_assert_cmpint(symlink(src, dst), ==, 0);
+    sdg_model_params mp = sdg_model_default_params();
+    mp.vocab_path = vocab_path;
+    mp.header_only = true;
+    sdg_error err;
+    sdg_model *m = sdg_model_load(dst, &mp, &err);
+    if (!m)
+        g_error("%s", err.message);
+    g_free(src);
+    g_free(dst);
+    return m;
+}
+
+static void test_recommend(void)
+{
+    char *dir = golden_tmpdir("recommend");
+    sdg_recommendation r;
+    sdg_gen_params d = sdg_gen_default_params();
+    g_assert_null(sdg_recommend(model, NULL, &r));   // tiny-sd1: ordinary
+    g_assert_cmpint(r.steps, ==, d.steps);
+    g_assert_cmpint(r.sampler, ==, d.sampler);
+
+    sdg_model *m = load_as(dir, TINY, "SD_Turbo.safetensors");
+    g_assert_cmpstr(sdg_recommend(m, NULL, &r), ==, "Turbo");
+    g_assert_cmpint(r.steps, ==, 1);
+    g_assert_cmpfloat(r.cfg_scale, ==, 1.0f);
+    g_assert_cmpint(r.sampler, ==, SDG_SAMPLER_EULER_A);
+    g_assert_cmpint(r.schedule, ==, SDG_SCHEDULE_TRAILING);
+    // An LCM-LoRA in the prompt wins over the model's own.
+    sdg_gen_params gp = sdg_gen_default_params();
+    gp.prompt = "a cat <lora:lcm-lora-sdv1-5:1>";
+    g_assert_cmpstr(sdg_recommend(m, &gp, &r), ==, "LCM-LoRA");
+    g_assert_cmpint(r.sampler, ==, SDG_SAMPLER_LCM);
+    g_assert_cmpint(r.schedule, ==, SDG_SCHEDULE_SGM_UNIFORM);
+    g_assert_cmpint(r.steps, ==, 4);
+    g_assert_cmpint(r.model_sampling, ==, SDG_MODEL_SAMPLING_DEFAULT);
+    sdg_model_free(m);
+
+    m = load_as(dir, TINY, "lcm_dreamshaper_v7.safetensors");
+    g_assert_cmpstr(sdg_recommend(m, NULL, &r), ==, "LCM");
+    g_assert_cmpint(r.model_sampling, ==, SDG_MODEL_SAMPLING_LCM);
+    sdg_model_free(m);
+
+    m = load_as(dir, SDXL, "sdxl_lightning_8step.safetensors");
+    g_assert_cmpstr(sdg_recommend(m, NULL, &r), ==, "SDXL-Lightning");
+    g_assert_cmpint(r.steps, ==, 8);
+    g_assert_cmpint(r.sampler, ==, SDG_SAMPLER_EULER);
+    sdg_lora l = { "/loras/sdxl_lightning_2step_lora.safetensors", 1.0f };
+    gp.prompt = "a cat";
+    gp.loras = &l;
+    gp.n_loras = 1;
+    g_assert_cmpstr(sdg_recommend(m, &gp, &r), ==, "SDXL-Lightning LoRA");
+    g_assert_cmpint(r.steps, ==, 2);
+    sdg_model_free(m);
+    // Lightning is SDXL's: an SD 1.x file so named is ordinary.
+    m = load_as(dir, TINY, "my_lightning_4step.safetensors");
+    g_assert_null(sdg_recommend(m, NULL, &r));
+    sdg_model_free(m);
+    golden_tmpdir_remove(dir);
+}
+
 static void test_info_and_tokenize(void)
 {
     sdg_model_info info;
@@ -1593,6 +1659,7 @@ int main(int argc, char **argv)
     g_test_add_func("/api/taesd-decoder", test_taesd_decoder);
     g_test_add_func("/api/taesd-encoder", test_taesd_encoder);
     g_test_add_func("/api/hires-fix", test_hires_fix);
+    g_test_add_func("/api/recommend", test_recommend);
     g_test_add_func("/api/sdxl-size-conditioning", test_sdxl_size_conditioning);
     g_test_add_func("/api/sdxl-inpaint-layout", test_sdxl_inpaint_layout);
     int rc = g_test_run();

@@ -646,9 +646,9 @@ static int cli_parse(int *argc, char ***argv, cli_opts *o)
          "Height in pixels, a multiple of 8 (the model's native size)", "N"},
         {"sampler", 0, 0, G_OPTION_ARG_STRING, &o->sampler, sampler_help, "NAME"},
         {"schedule", 0, 0, G_OPTION_ARG_STRING, &o->schedule, schedule_help, "NAME"},
-        {"steps", 0, 0, G_OPTION_ARG_INT, &o->steps, "Sampling steps, 1 to 1000 (20)", "N"},
+        {"steps", 0, 0, G_OPTION_ARG_INT, &o->steps, "Sampling steps, 1 to 1000 (20; a distilled model's own, see sdg_recommend)", "N"},
         {"cfg-scale", 0, 0, G_OPTION_ARG_DOUBLE, &o->cfg_scale,
-         "Classifier-free guidance scale; 1 = no guidance (7.0)", "X"},
+         "Classifier-free guidance scale; 1 = no guidance (7.0; 1 for distilled models)", "X"},
         {"seed", 's', 0, G_OPTION_ARG_STRING, &o->seed,
          "Seed, 0 to 2^64-1 (random, printed)", "N"},
         {"batch-count", 'b', 0, G_OPTION_ARG_INT, &o->batch_count,
@@ -807,9 +807,11 @@ static int cli_validate(cli_opts *o, sdg_gen_params *gp)
     if (o->height != 0 && (o->height < 8 || o->height > CLI_MAX_SIDE || o->height % 8))
         return cli_usage_error("--height must be a multiple of 8 from 8 to %d (got %d)",
                                CLI_MAX_SIDE, o->height);
-    if (o->steps < 1 || o->steps > 1000)
+    // steps 0 and cfg NaN: not given (the model's recommendation, else the defaults)
+    if (o->steps != 0 && (o->steps < 1 || o->steps > 1000))
         return cli_usage_error("--steps must be from 1 to 1000 (got %d)", o->steps);
-    if (!isfinite(o->cfg_scale) || o->cfg_scale < 0.0 || o->cfg_scale > 100.0)
+    if (!isnan(o->cfg_scale) && (!isfinite(o->cfg_scale) || o->cfg_scale < 0.0 ||
+                                 o->cfg_scale > 100.0))
         return cli_usage_error("--cfg-scale must be from 0 to 100 (got %g)", o->cfg_scale);
     if (o->batch_count < 1 || o->batch_count > 10000)
         return cli_usage_error("--batch-count must be from 1 to 10000 (got %d)", o->batch_count);
@@ -893,8 +895,10 @@ static int cli_validate(cli_opts *o, sdg_gen_params *gp)
     gp->negative_prompt = o->negative;
     gp->width = o->width;
     gp->height = o->height;
-    gp->steps = o->steps;
-    gp->cfg_scale = (float)o->cfg_scale;
+    if (o->steps)
+        gp->steps = o->steps;
+    if (!isnan(o->cfg_scale))
+        gp->cfg_scale = (float)o->cfg_scale;
     gp->batch_count = o->batch_count;
     gp->clip_skip = o->clip_skip;
     if (o->init_image)
@@ -1065,6 +1069,29 @@ static bool cli_check_memory(const char *model_path, const sdg_model_params *mp,
     return ok;
 }
 
+// A distilled model, or an LCM-LoRA, recommends its own sampler, schedule, steps and CFG: used
+// for each of them the user did not give.
+static void cli_recommend(const cli_opts *o, const sdg_model *model, sdg_gen_params *gp)
+{
+    sdg_recommendation rec;
+    if (!sdg_recommend(model, gp, &rec))
+        return;
+    if (!o->sampler)
+        gp->sampler = rec.sampler;
+    if (!o->schedule)
+        gp->schedule = rec.schedule;
+    if (!o->steps)
+        gp->steps = rec.steps;
+    if (isnan(o->cfg_scale))
+        gp->cfg_scale = rec.cfg_scale;
+    if (!o->model_sampling)
+        gp->model_sampling = rec.model_sampling;
+    cli_info("%s: %s/%s, %d steps, CFG %g%s unless given", rec.source,
+             sdg_sampler_name(rec.sampler), sdg_schedule_name(rec.schedule), rec.steps,
+             (double)rec.cfg_scale,
+             rec.model_sampling != SDG_MODEL_SAMPLING_DEFAULT ? ", LCM model sampling" : "");
+}
+
 static int cli_main(const cli_opts *o, sdg_gen_params *gp)
 {
     cli_run r = {0};
@@ -1121,6 +1148,7 @@ static int cli_main(const cli_opts *o, sdg_gen_params *gp)
         gp->width = info.native_size;
     if (gp->height == 0)
         gp->height = info.native_size;
+    cli_recommend(o, r.model, gp);
     if (o->noise_in) {
         int scale = info.vae_scale > 0 ? info.vae_scale : 8;
         int64_t shape[4] = {1, 4, gp->height / scale, gp->width / scale};
@@ -1199,7 +1227,7 @@ out:
 int main(int argc, char **argv)
 {
     cli_opts o = {
-        .steps = 20, .cfg_scale = 7.0, .batch_count = 1, .clip_skip = 1, .strength = -1.0,
+        .steps = 0, .cfg_scale = NAN, .batch_count = 1, .clip_skip = 1, .strength = -1.0,
         .hires_strength = NAN,
     };
     int code = cli_parse(&argc, &argv, &o);

@@ -433,6 +433,32 @@ SDG_API sdg_status sdg_generate(sdg_ctx *ctx, const sdg_gen_params *params, sdg_
                                 sdg_error *err);
 SDG_API void sdg_result_free(sdg_result *res);
 
+// Settings recommended for a run: a distilled model runs a few steps without guidance, and so
+// does a model with an LCM-LoRA. For the CLI and the dialog, which use them for what the user
+// did not set.
+typedef struct sdg_recommendation {
+    const char *source;            // what recommends them: "Turbo" (SD-Turbo, SDXL-Turbo), "LCM"
+                                   // (an LCM-distilled checkpoint), "SDXL-Lightning", "LCM-LoRA",
+                                   // "SDXL-Lightning LoRA" (static); NULL: nothing does, and the
+                                   // fields hold the engine's defaults
+    sdg_sampler sampler;
+    sdg_schedule schedule;
+    int steps;
+    float cfg_scale;
+    sdg_model_sampling model_sampling;
+} sdg_recommendation;
+
+// Fills *out for a run of model with params' LoRAs and prompt tags (params may be NULL: the model
+// alone). Found by name, as A1111 and ComfyUI users name these files: a model file (or its
+// modelspec.title) with "turbo" in it runs euler_a, trailing, 1 step, CFG 1 (the model cards');
+// "lcm": lcm, sgm_uniform, 4 steps, CFG 1, LCM model sampling; an SDXL one with "lightning":
+// euler, trailing, CFG 1 and the steps in its name ("4step"). A LoRA with "lcm" in its file
+// stem (--lora, or the name of a <lora:NAME> tag) makes it lcm, sgm_uniform, 4 steps, CFG 1
+// (ComfyUI's LCM-LoRA settings); "lightning" (SDXL) euler, trailing, its steps, CFG 1. A LoRA's
+// recommendation wins over the model's. Returns out->source.
+SDG_API const char *sdg_recommend(const sdg_model *model, const sdg_gen_params *params,
+                                  sdg_recommendation *out);
+
 // ---------------------------------------------------------------------------------------------
 // Memory: what a run needs at its peak, against what the machine can give.
 //

@@ -12,6 +12,7 @@
 #include <glib.h>
 #include <json-glib/json-glib.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 static const family_spec family_specs[SDG_FAMILY_COUNT] = {
@@ -83,6 +84,68 @@ const family_layout *family_diffusers_layout(sdg_family f)
 {
     SDG_ASSERT((unsigned)f < SDG_FAMILY_COUNT);
     return &family_diffusers_layouts[f];
+}
+
+// ref: the model cards: stabilityai/sd-turbo and sdxl-turbo (1-4 steps, guidance 0 = one pass,
+// EulerAncestral, timestep_spacing "trailing"), latent-consistency/lcm-lora-sdv1-5 and
+// LCM_Dreamshaper_v7 (LCMScheduler 4-8 steps; ComfyUI: sampler lcm, sgm_uniform, CFG 1-2,
+// ModelSamplingDiscrete lcm for distilled checkpoints), ByteDance/SDXL-Lightning (Euler,
+// "trailing", the steps in the file name, CFG 0 = one pass).
+static const family_distilled family_distilled_rows[] = {
+    { "turbo", -1, false, "Turbo", SDG_SAMPLER_EULER_A, SDG_SCHEDULE_TRAILING, 1, 1.0f,
+      SDG_MODEL_SAMPLING_DEFAULT },
+    { "lightning", SDG_FAMILY_SDXL, false, "SDXL-Lightning", SDG_SAMPLER_EULER,
+      SDG_SCHEDULE_TRAILING, 0, 1.0f, SDG_MODEL_SAMPLING_DEFAULT },
+    { "lcm", -1, false, "LCM", SDG_SAMPLER_LCM, SDG_SCHEDULE_SGM_UNIFORM, 4, 1.0f,
+      SDG_MODEL_SAMPLING_LCM },
+    { "lcm", -1, true, "LCM-LoRA", SDG_SAMPLER_LCM, SDG_SCHEDULE_SGM_UNIFORM, 4, 1.0f,
+      SDG_MODEL_SAMPLING_DEFAULT },
+    { "lightning", SDG_FAMILY_SDXL, true, "SDXL-Lightning LoRA", SDG_SAMPLER_EULER,
+      SDG_SCHEDULE_TRAILING, 0, 1.0f, SDG_MODEL_SAMPLING_DEFAULT },
+};
+
+const family_distilled *family_find_distilled(const char *path, const char *title, int fam,
+                                              bool lora, int *steps)
+{
+    char *base = g_path_get_basename(path ? path : "");
+    char *dot = strrchr(base, '.');
+    if (dot && dot != base)
+        *dot = '\0';
+    char *hay = g_ascii_strdown(base, -1);
+    if (title) {
+        char *t = g_ascii_strdown(title, -1);
+        char *both = g_strconcat(hay, " ", t, NULL);
+        g_free(t);
+        g_free(hay);
+        hay = both;
+    }
+    const family_distilled *row = NULL;
+    for (size_t i = 0; i < G_N_ELEMENTS(family_distilled_rows) && !row; i++) {
+        const family_distilled *r = &family_distilled_rows[i];
+        if (r->lora == lora && (r->family < 0 || r->family == fam) && strstr(hay, r->keyword))
+            row = r;
+    }
+    if (row) {
+        *steps = row->steps ? row->steps : 4;
+        // "2step", "4-step", "8steps", "1_step": the digits before "step"
+        for (const char *q = strstr(hay, "step"); q; q = strstr(q + 1, "step")) {
+            const char *d = q;
+            while (d > hay && (d[-1] == '-' || d[-1] == '_'))
+                d--;
+            const char *e = d;
+            while (d > hay && g_ascii_isdigit(d[-1]))
+                d--;
+            if (d < e) {
+                int n = atoi(d);
+                if (n >= 1 && n <= 50)
+                    *steps = n;
+                break;
+            }
+        }
+    }
+    g_free(hay);
+    g_free(base);
+    return row;
 }
 
 const family_spec *family_get(sdg_family f)

@@ -58,6 +58,26 @@ typedef struct family_layout {
 
 const family_spec *family_get(sdg_family f);
 
+// Settings a model's (or a LoRA's) makers recommend: a distilled model runs a few steps without
+// guidance. One row per kind, found by a keyword of the file's name (or modelspec.title); the
+// rows are sdg_recommendation's source (sdg.h).
+typedef struct family_distilled {
+    const char *keyword;   // in the lower-cased file stem or title
+    int family;            // the family it applies to (an sdg_family), or -1: any
+    bool lora;             // a LoRA's row (else a checkpoint's)
+    const char *name;      // "SDXL-Turbo", "LCM-LoRA", ...
+    sdg_sampler sampler;
+    sdg_schedule schedule;
+    int steps;             // 0: from "<N>step" in the name, else 4
+    float cfg_scale;
+    sdg_model_sampling model_sampling;
+} family_distilled;
+
+// The row of the file name (a path; its stem is searched) and title (may be NULL) of a model of
+// family fam (a LoRA's with lora), or NULL; *steps gets its steps ("8step" in the name: 8).
+const family_distilled *family_find_distilled(const char *path, const char *title, int fam,
+                                              bool lora, int *steps);
+
 // The layout of a single-file checkpoint (from its text encoders' keys), or NULL.
 const family_layout *family_detect(const st_file *f);
 
