@@ -113,9 +113,9 @@ call() {
     strength=0.75
   fi
   if [ "$gimp_version" = 2.10 ]; then
-    echo "($proc $mode img layer \"$prompt\" \"$negative\" \"$model\" \"$sampler\" $steps 7.0 $seed 1 $strength)"
+    echo "($proc $mode img layer \"$prompt\" \"$negative\" \"$model\" \"$sampler\" $steps 7.0 $seed 1 $strength \"\")"
   else
-    echo "($proc #:run-mode $mode #:image img #:drawables (vector layer) #:prompt \"$prompt\" #:negative-prompt \"$negative\" #:model \"$model\" #:sampler \"$sampler\" #:steps $steps #:cfg-scale 7.0 #:seed $seed #:batch-count 1 ${strength:+#:strength $strength})"
+    echo "($proc #:run-mode $mode #:image img #:drawables (vector layer) #:prompt \"$prompt\" #:negative-prompt \"$negative\" #:model \"$model\" #:sampler \"$sampler\" #:steps $steps #:cfg-scale 7.0 #:seed $seed #:batch-count 1 ${strength:+#:strength $strength} #:loras \"\")"
   fi
 }
 

@@ -137,6 +137,7 @@ common="run-mode image drawables prompt negative-prompt model sampler steps cfg-
 for proc in text-to-image image-to-image inpaint; do
   want="$common"
   [ $proc = text-to-image ] || want="$want strength"
+  want="$want loras"
   got=$(args_of "plug-in-diffusion-$proc")
   emit $(yes_if [ "${got# }" != "" ] && [ "${got#"$want "}" != "$got" ] || [ "$got" = "$want " ]) \
     "plug-in-diffusion-$proc: arguments in the documented order (got: ${got% })"

@@ -73,9 +73,9 @@
     (begin
       (if (string=? mode "t2i")
           (plug-in-diffusion-text-to-image RUN-NONINTERACTIVE img d "a red fox" "blurry" model
-                                           "euler_a" 2 7.0 seed batch)
+                                           "euler_a" 2 7.0 seed batch "")
           ((cdr (assoc mode procs)) RUN-NONINTERACTIVE img d "a red fox" "blurry" model
-                                    "euler_a" 2 7.0 seed batch 0.8))
+                                    "euler_a" 2 7.0 seed batch 0.8 ""))
       #t)))
 
 (define (parasite-of l)
@@ -198,9 +198,9 @@
            (n-args (list-ref info 6))
            (want (if (string=? name "plug-in-diffusion-text-to-image")
                      '("run-mode" "image" "drawable" "prompt" "negative-prompt" "model" "sampler"
-                       "steps" "cfg-scale" "seed" "batch-count")
+                       "steps" "cfg-scale" "seed" "batch-count" "loras")
                      '("run-mode" "image" "drawable" "prompt" "negative-prompt" "model" "sampler"
-                       "steps" "cfg-scale" "seed" "batch-count" "strength")))
+                       "steps" "cfg-scale" "seed" "batch-count" "strength" "loras")))
            (got (let loop ((i 0) (acc '()))
                   (if (= i n-args) (reverse acc)
                       (loop (+ i 1)
@@ -222,7 +222,7 @@
     (check-run "t2i RGB, no selection" "t2i" img l 42 2 '(0 0 100 80) #f)
     ; Filters > Repeat: the same values again (seed 42 was explicit, so it is kept).
     (let ((before (n-layers img)))
-      (ok (catch #f (plug-in-diffusion-text-to-image RUN-WITH-LAST-VALS img l "" "" "" "" 0 0 0 0)
+      (ok (catch #f (plug-in-diffusion-text-to-image RUN-WITH-LAST-VALS img l "" "" "" "" 0 0 0 0 "")
                  #t)
           "t2i RUN-WITH-LAST-VALS succeeds")
       (ok (and (= (n-layers img) (+ before 2))
@@ -307,11 +307,11 @@
     (check-fails "inpaint without a selection" "inpaint" img l sdg-model)
     (let ((before (layers img)))
       (ok (not (catch #f (plug-in-diffusion-text-to-image RUN-NONINTERACTIVE img l "x" "" sdg-model
-                                                          "no-such-sampler" 2 7.0 1 1)
+                                                          "no-such-sampler" 2 7.0 1 1 "")
                       #t))
           "an unknown sampler fails")
       (ok (not (catch #f (plug-in-diffusion-text-to-image RUN-NONINTERACTIVE img l "x" "" sdg-model
-                                                          "euler" 0 7.0 1 1)
+                                                          "euler" 0 7.0 1 1 "")
                       #t))
           "steps 0 fails")
       (ok (equal? (layers img) before) "bad arguments leave the image unchanged"))))

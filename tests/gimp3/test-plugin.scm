@@ -88,17 +88,19 @@
            (plug-in-diffusion-text-to-image
              #:run-mode RUN-NONINTERACTIVE #:image img #:drawables (vector d)
              #:prompt "a red fox" #:negative-prompt "blurry" #:model model #:sampler "euler_a"
-             #:steps 2 #:cfg-scale 7.0 #:seed seed #:batch-count batch))
+             #:steps 2 #:cfg-scale 7.0 #:seed seed #:batch-count batch #:loras ""))
           ((string=? mode "i2i")
            (plug-in-diffusion-image-to-image
              #:run-mode RUN-NONINTERACTIVE #:image img #:drawables (vector d)
              #:prompt "a red fox" #:negative-prompt "blurry" #:model model #:sampler "euler_a"
-             #:steps 2 #:cfg-scale 7.0 #:seed seed #:batch-count batch #:strength 0.8))
+             #:steps 2 #:cfg-scale 7.0 #:seed seed #:batch-count batch #:strength 0.8
+             #:loras ""))
           (else
            (plug-in-diffusion-inpaint
              #:run-mode RUN-NONINTERACTIVE #:image img #:drawables (vector d)
              #:prompt "a red fox" #:negative-prompt "blurry" #:model model #:sampler "euler_a"
-             #:steps 2 #:cfg-scale 7.0 #:seed seed #:batch-count batch #:strength 0.8)))
+             #:steps 2 #:cfg-scale 7.0 #:seed seed #:batch-count batch #:strength 0.8
+             #:loras "")))
     #t))
 
 (define (parasite-of l)
@@ -318,17 +320,17 @@
       (let ((before (layers img)))
         (ok (not (catch #f (plug-in-diffusion-text-to-image
                              #:run-mode RUN-NONINTERACTIVE #:image img #:drawables (vector l)
-                             #:prompt "x" #:model sdg-model #:sampler "no-such-sampler" #:steps 2)
+                             #:prompt "x" #:model sdg-model #:sampler "no-such-sampler" #:steps 2 #:loras "")
                         #t))
             "an unknown sampler fails")
         (ok (not (catch #f (plug-in-diffusion-text-to-image
                              #:run-mode RUN-NONINTERACTIVE #:image img #:drawables (vector l)
-                             #:prompt "x" #:model sdg-model #:sampler "euler" #:steps 0)
+                             #:prompt "x" #:model sdg-model #:sampler "euler" #:steps 0 #:loras "")
                         #t))
             "steps 0 fails")
         (ok (not (catch #f (plug-in-diffusion-text-to-image
                              #:run-mode RUN-NONINTERACTIVE #:image img #:drawables (vector l l)
-                             #:prompt "x" #:model sdg-model #:steps 2)
+                             #:prompt "x" #:model sdg-model #:steps 2 #:loras "")
                         #t))
             "two drawables fail (exactly one is accepted)")
         (ok (equal? (layers img) before) "bad arguments leave the image unchanged"))))
