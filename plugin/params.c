@@ -44,8 +44,9 @@ lora_entry (gchar    *entry,
   gchar *colon = strrchr (entry, ':');
 
   *weight = 1.0;
-  // What follows the last ':' is the weight, unless it is the rest of a path (C:\dir\a.st).
-  if (colon && ! strpbrk (colon + 1, "/\\"))
+  // What follows the last ':' is the weight, unless it is the rest of a path (C:\dir\a.st) or
+  // the whole entry names a file (a ':' in a file name).
+  if (colon && ! strpbrk (colon + 1, "/\\") && ! g_file_test (entry, G_FILE_TEST_IS_REGULAR))
     {
       gchar *text = g_strstrip (g_strdup (colon + 1));
       gchar *end = NULL;
@@ -102,11 +103,11 @@ sdgp_params_loras (const sdgp_params *p,
                    int               *n_loras,
                    GError           **error)
 {
-  gchar  **entries;
-  GArray  *weights = g_array_new (FALSE, FALSE, sizeof (float));
+  gchar    **entries;
+  GArray    *weights = g_array_new (FALSE, FALSE, sizeof (float));
   GPtrArray *files = g_ptr_array_new ();
-  gsize    bytes = 0;
-  gboolean ok = TRUE;
+  gsize      bytes = 0;
+  gboolean   ok = TRUE;
 
   *loras = NULL;
   *n_loras = 0;

@@ -69,7 +69,7 @@ struct sdg_lora;
 // The LoRAs p->loras names, for sdg_gen_params.loras: *loras (NULL when there are none) is one
 // block holding the array and its paths, g_free it; *n_loras its length. Entries are trimmed and
 // empty ones skipped; an entry is split at its last ':' unless what follows holds a slash or a
-// backslash (C:\dir\a.safetensors is a file). FALSE and error (SDGP_ERROR_INVALID) naming the entry
+// backslash (C:\dir\a.safetensors is a file) or the whole entry names a file. FALSE and error (SDGP_ERROR_INVALID) naming the entry
 // for a file that does not exist, a weight outside -10..10, or an entry that is malformed.
 gboolean sdgp_params_loras(const sdgp_params *p, struct sdg_lora **loras, int *n_loras,
                            GError **error);
