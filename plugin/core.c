@@ -238,6 +238,14 @@ sdgp_core_check_params (sdgp_mode          mode,
                    "Strength must be from 0 to 1 (got %g).", p->strength);
       return FALSE;
     }
+  {
+    sdg_lora *loras;
+    int       n;
+
+    if (! sdgp_params_loras (p, &loras, &n, error))
+      return FALSE;
+    g_free (loras);
+  }
   return TRUE;
 }
 
@@ -286,6 +294,8 @@ core_parasite_text (sdgp_mode             mode,
                     const sdgp_params    *p,
                     const char           *model,
                     const sdg_model_info *info,
+                    const sdg_lora       *loras,
+                    int                   n_loras,
                     guint64               seed,
                     int gw, int gh, sdgp_rect r)
 {
@@ -312,6 +322,24 @@ core_parasite_text (sdgp_mode             mode,
   // products; any other, float32 ones.
   g_key_file_set_string (kf, g, "precision", sdg_precision_name (precision));
   g_key_file_set_string (kf, g, "decoder", p->fast_decode ? "taesd" : "vae");
+  // The LoRAs of the loras setting as NAME:WEIGHT (file names, as A1111 records them; the
+  // prompt's <lora:...> tags are in the prompt already).
+  if (n_loras > 0)
+    {
+      gchar **items = g_new0 (gchar *, n_loras + 1);
+
+      for (int i = 0; i < n_loras; i++)
+        {
+          gchar  w[G_ASCII_DTOSTR_BUF_SIZE];
+          gchar *base = g_path_get_basename (loras[i].path);
+
+          items[i] = g_strconcat (base, ":",
+                                  g_ascii_formatd (w, sizeof w, "%g", loras[i].weight), NULL);
+          g_free (base);
+        }
+      g_key_file_set_string_list (kf, g, "loras", (const gchar * const *) items, n_loras);
+      g_strfreev (items);
+    }
   g_key_file_set_string (kf, g, "kernels", sdg_kernels_name (precision));
   if (mode != SDGP_TEXT_TO_IMAGE)
     g_key_file_set_double (kf, g, "strength", p->strength);
@@ -347,6 +375,9 @@ typedef struct core_run {
   sdg_image         *mask;           // gw x gh denoise mask
   float            **outs;           // batch_count RGBA pictures of r's size
   int                n_outs;
+  sdg_lora          *loras;          // p->loras read (sdgp_params_loras), one block
+  int                n_loras;
+  char              *lora_dir;       // where <lora:NAME> tags are looked up first
 } core_run;
 
 static void
@@ -360,6 +391,21 @@ core_run_clear (core_run *c)
   for (int i = 0; i < c->n_outs; i++)
     g_free (c->outs[i]);
   g_free (c->outs);
+  g_free (c->loras);
+  g_free (c->lora_dir);
+}
+
+// The LoRAs of the run: the loras setting, and the folder the prompt's tags are looked up in
+// first, `loras` in the models folder (the engine then tries the folders beside the model).
+static gboolean
+core_loras (core_run   *c,
+            const char *models_dir,
+            GError    **error)
+{
+  if (! sdgp_params_loras (c->p, &c->loras, &c->n_loras, error))
+    return FALSE;
+  c->lora_dir = g_build_filename (models_dir, "loras", NULL);
+  return TRUE;
 }
 
 float *
@@ -600,8 +646,8 @@ core_insert (core_run   *c,
   for (int i = 0; i < c->n_outs && ok; i++)
     {
       char *name = core_layer_name (c->p, seed + (guint64) i);
-      char *text = core_parasite_text (c->mode, c->p, model, &c->model_info, seed + (guint64) i,
-                                       c->gw, c->gh, c->r);
+      char *text = core_parasite_text (c->mode, c->p, model, &c->model_info, c->loras,
+                                       c->n_loras, seed + (guint64) i, c->gw, c->gh, c->r);
 
       layers[done] = sdgp_host_insert_layer (image, drawable, name, c->outs[i], c->r.x, c->r.y,
                                              c->r.width, c->r.height, SDGP_PARASITE_NAME, text,
@@ -669,6 +715,9 @@ core_estimate (core_run            *c,
   gp.init_image = c->mode != SDGP_TEXT_TO_IMAGE ? &init : NULL;
   gp.mask = c->mode == SDGP_INPAINT ? &mask : NULL;
   gp.extra_bytes = core_buffer_bytes (c, TRUE);
+  gp.loras = c->loras;
+  gp.n_loras = c->n_loras;
+  gp.lora_dir = c->lora_dir;
   ctx = sdg_ctx_new (model, sdgp_host_num_threads (), err);
   if (! ctx)
     {
@@ -727,6 +776,8 @@ sdgp_core_run (sdgp_mode            mode,
   if (! model)
     return FALSE;
   models_dir = sdgp_core_models_dir (p);
+  if (! core_loras (&c, models_dir, error))
+    goto out;
   if (! fb)
     {
       fb = &host_fb;
@@ -776,6 +827,9 @@ sdgp_core_run (sdgp_mode            mode,
   gp.init_image = c.init;
   gp.mask = c.mask;
   gp.extra_bytes = core_buffer_bytes (&c, FALSE);
+  gp.loras = c.loras;
+  gp.n_loras = c.n_loras;
+  gp.lora_dir = c.lora_dir;
 
   if (fb == &host_fb)
     sdgp_host_progress_init ("Diffusion: generating");
@@ -797,6 +851,9 @@ sdgp_core_run (sdgp_mode            mode,
       c.n_outs++;
     }
   ok = core_insert (&c, image, drawable, model, seed, error);
+  // The LoRA modules that matched no layer: the run is made, but not all of what was asked.
+  if (ok && res->notes)
+    sdgp_host_message (res->notes);
 
 out:
   if (fb == &host_fb)
@@ -834,9 +891,11 @@ sdgp_core_estimate_dialog (const sdgp_params *p,
   if (! path)
     return NULL;
   dir = sdgp_core_models_dir (p);
-  ok = core_estimate (&c, path, vocab && *vocab ? vocab : NULL, dir, &est, &err, error);
+  ok = core_loras (&c, dir, error) &&
+       core_estimate (&c, path, vocab && *vocab ? vocab : NULL, dir, &est, &err, error);
   g_free (path);
   g_free (dir);
+  core_run_clear (&c);
   if (! ok)
     return NULL;
 

@@ -29,8 +29,9 @@ GQuark sdgp_error_quark (void);
 // group [gimp-diffusion], keys mode, prompt, negative_prompt, model, family (sdg_family_name),
 // prediction (what the model ran as: eps or v), sampler, steps, cfg_scale,
 // seed, precision (the setting: default, exact, fast), decoder (vae or taesd), kernels (the matrix kernels it ran with,
-// sdg_kernels_name), strength, color_match, width, height (the generated size), x, y,
-// region_width, region_height.
+// sdg_kernels_name), loras (the loras setting's files as NAME:WEIGHT, e.g.
+// "style.safetensors:0.8;", only when there are any; the prompt's <lora:...> tags stay in prompt),
+// strength, color_match, width, height (the generated size), x, y, region_width, region_height.
 #define SDGP_PARASITE_NAME "gimp-diffusion-parameters"
 #define SDGP_PARASITE_GROUP "gimp-diffusion"
 
@@ -69,12 +70,13 @@ gboolean sdgp_core_check_image (sdgp_mode mode, gint32 image, gint32 drawable, G
 gchar   *sdgp_sampler_names (void);
 
 // FALSE and error (SDGP_ERROR_INVALID) naming the first parameter out of range (an unknown
-// sampler or precision name included).
+// sampler or precision name, and a LoRA entry sdgp_params_loras refuses, included).
 gboolean sdgp_core_check_params (sdgp_mode mode, const sdgp_params *p, GError **error);
 
 // Runs mode on drawable of image with p. fb: the dialog's feedback, or NULL to report through
 // GIMP's progress bar. On success the new layers (p->batch_count of them) sit above the active
-// layer in one undo group and *seed_used (optional) holds the first seed. On failure or cancel
+// layer in one undo group, *seed_used (optional) holds the first seed, and the engine's notes
+// (LoRA modules that matched no layer) have gone to the user as a message. On failure or cancel
 // (G_IO_ERROR_CANCELLED) the image is unchanged. Main thread only.
 gboolean sdgp_core_run (sdgp_mode mode, gint32 image, gint32 drawable, const sdgp_params *p,
                         const sdgp_feedback *fb, gint32 *seed_used, GError **error);

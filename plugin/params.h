@@ -8,7 +8,8 @@
  * prediction, fast_decode) are
  * the dialog's own settings: GIMP 2 remembers them with the rest of the struct, GIMP 3 declares
  * them as auxiliary arguments (gimp3/main.c).
- * Not here: anything of libgimp, GTK or the engine.
+ * Not here: anything of libgimp or GTK. Of the engine only the sdg_lora list that the loras
+ * text turns into (sdgp_params_loras), declared incomplete so that the dialog needs no sdg.h.
  */
 #ifndef SDGP_PARAMS_H
 #define SDGP_PARAMS_H
@@ -44,6 +45,11 @@ typedef struct sdgp_params {
                                 // A dialog setting like precision (calls run "auto")
     gboolean fast_decode;       // decode with TAESD instead of the model's VAE. A dialog setting
                                 // like precision (calls decode with the VAE)
+    gchar loras[4096];          // LoRAs to apply: entries FILE or FILE:WEIGHT (weight -10..10,
+                                // 1 when left out) separated by newlines or ';'; "" = none
+                                // (sdgp_params_loras). Keep new fields at the end: the byte
+                                // offsets above are read by the GIMP 2 tests, and values a GIMP
+                                // 2 profile stored before a field was added stay readable
 } sdgp_params;
 
 // How a run reports while it goes on: to the dialog (ui is the dialog's own pointer), or to
@@ -57,5 +63,15 @@ typedef struct sdgp_feedback {
 
 // The values a first run starts from, per mode.
 void sdgp_params_init(sdgp_params *p, sdgp_mode mode);
+
+struct sdg_lora;
+
+// The LoRAs p->loras names, for sdg_gen_params.loras: *loras (NULL when there are none) is one
+// block holding the array and its paths, g_free it; *n_loras its length. Entries are trimmed and
+// empty ones skipped; an entry is split at its last ':' unless what follows holds a slash or a
+// backslash (C:\dir\a.safetensors is a file) or the whole entry names a file. FALSE and error (SDGP_ERROR_INVALID) naming the entry
+// for a file that does not exist, a weight outside -10..10, or an entry that is malformed.
+gboolean sdgp_params_loras(const sdgp_params *p, struct sdg_lora **loras, int *n_loras,
+                           GError **error);
 
 #endif // SDGP_PARAMS_H

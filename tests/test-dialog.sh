@@ -9,7 +9,7 @@
 # docs/dialog-gimp2.png and docs/dialog-gimp3.png are copies of such pictures.
 # Beside each picture the hook writes the dialog's controls as text (.txt: labels, combo boxes
 # with their items, tooltips); this script checks there that every mode offers Precision
-# (Default | Exact | Fast, with its tooltip). For the running dialog the remembered precision is
+# (Default | Exact | Fast, with its tooltip) and the LoRAs field (with its tooltip). For the running dialog the remembered precision is
 # set to Fast first, as choosing it in the dialog leaves it (GIMP 2: the field in the plug-in's
 # stored values; GIMP 3: its last-values file), and the session runs on the portable kernel sets
 # (SDG_KERNELS=c-bf16): the dialog must open on Fast and the run's layer record precision=fast,
@@ -113,9 +113,9 @@ call() {
     strength=0.75
   fi
   if [ "$gimp_version" = 2.10 ]; then
-    echo "($proc $mode img layer \"$prompt\" \"$negative\" \"$model\" \"$sampler\" $steps 7.0 $seed 1 $strength)"
+    echo "($proc $mode img layer \"$prompt\" \"$negative\" \"$model\" \"$sampler\" $steps 7.0 $seed 1 $strength \"\")"
   else
-    echo "($proc #:run-mode $mode #:image img #:drawables (vector layer) #:prompt \"$prompt\" #:negative-prompt \"$negative\" #:model \"$model\" #:sampler \"$sampler\" #:steps $steps #:cfg-scale 7.0 #:seed $seed #:batch-count 1 ${strength:+#:strength $strength})"
+    echo "($proc #:run-mode $mode #:image img #:drawables (vector layer) #:prompt \"$prompt\" #:negative-prompt \"$negative\" #:model \"$model\" #:sampler \"$sampler\" #:steps $steps #:cfg-scale 7.0 #:seed $seed #:batch-count 1 ${strength:+#:strength $strength} #:loras \"\")"
   fi
 }
 
@@ -196,7 +196,7 @@ run_gimp() {
   fi
 }
 
-echo "1..$(( 3 * ${#modes[@]} + 2 ))"
+echo "1..$(( 4 * ${#modes[@]} + 2 ))"
 log="$outdir/test-dialog-$tag.log"
 run_gimp "$log" -- -b "$setup" "${warmups[@]}" -b "$dialogs"
 
@@ -251,6 +251,19 @@ for m in "${modes[@]}"; do
     echo "ok $n - $m dialog lists models with their family, offers Prediction: Auto | eps | v and Fast decode"
   else
     echo "not ok $n - $m dialog: no model listed with its family, or no Prediction row or Fast decode, in $txt"
+    sed 's/^/# /' "$txt" 2>/dev/null
+    failed=1
+  fi
+done
+# Advanced offers the LoRAs field, its tooltip telling the FILE:WEIGHT entries and the tags.
+for m in "${modes[@]}"; do
+  n=$((n + 1))
+  txt="$outdir/dialog-$tag-$m.txt"
+  if grep -qx 'label: LoRAs:' "$txt" 2>/dev/null &&
+     grep -q '^tooltip: LoRA files to apply.*FILE:WEIGHT.*<lora:NAME:WEIGHT>.*loras folder' "$txt"; then
+    echo "ok $n - $m dialog offers LoRAs, with its tooltip"
+  else
+    echo "not ok $n - $m dialog: no LoRAs row with its tooltip in $txt"
     sed 's/^/# /' "$txt" 2>/dev/null
     failed=1
   fi

@@ -58,14 +58,14 @@ fi
 gimp_test_env "$work" "$vocab"
 
 # run_scm TAG SCRIPT MODEL [VAR=VALUE | -u VAR]...: one gimp-console session running
-# tests/gimp-lib.scm and tests/gimp/SCRIPT with sdg-model = MODEL, tap-path = $work/tap-TAG.txt
-# and demo-dir = $SDG_DEMO_DIR, in this environment changed by the env(1) arguments; GIMP's
+# tests/gimp-lib.scm and tests/gimp/SCRIPT with sdg-model = MODEL, tap-path = $work/tap-TAG.txt,
+# demo-dir = $SDG_DEMO_DIR and sdg-lora = $sdg_lora ("" unless set), in this environment changed by the env(1) arguments; GIMP's
 # output goes to $work/stdout-TAG and $work/stderr-TAG. Returns GIMP's exit status.
 run_scm() {
   local tag=$1 script=$2 model=$3 batch
   shift 3
   batch="(begin (define sdg-model $(scm_str "$model")) (define tap-path $(scm_str "$work/tap-$tag.txt"))"
-  batch="$batch (define demo-dir $(scm_str "${SDG_DEMO_DIR:-}"))"
+  batch="$batch (define demo-dir $(scm_str "${SDG_DEMO_DIR:-}")) (define sdg-lora $(scm_str "${sdg_lora:-}"))"
   batch="$batch (load $(scm_str "$here/gimp-lib.scm")) (load $(scm_str "$here/gimp/$script")))"
   env "$@" timeout 900 "$gimp" -i -d -f --no-splash --batch-interpreter=plug-in-script-fu-eval \
     -b "$batch" -b "(gimp-quit 0)" >"$work/stdout-$tag" 2>"$work/stderr-$tag"
@@ -84,10 +84,39 @@ stderr_tail() {
   sed 's/^/#   /' "$work/stderr-$1" | tail -n 30
 }
 
+# The golden tiny model's LoRA, given to the procedures by path and found by the prompt's
+# <lora:NAME> tags in the models folder's loras/ (which holds no default model), beside a copy of
+# one of its modules plus one that matches no layer (partial.safetensors: the run tells the user).
+lora="$(dirname "$model")/tiny-sd1-lora.safetensors"
+if [ -f "$lora" ]; then
+  mkdir -p "$SDG_MODELS_DIR/loras"
+  ln -s "$lora" "$SDG_MODELS_DIR/loras/tiny-sd1-lora.safetensors"
+  python3 - "$lora" "$SDG_MODELS_DIR/loras/partial.safetensors" <<'PY' || lora=""
+import json, struct, sys
+src = open(sys.argv[1], "rb")
+head = json.loads(src.read(struct.unpack("<Q", src.read(8))[0]))
+data = src.read()
+keep = "lora_te_text_model_encoder_layers_0_mlp_fc1"
+out, blob = {}, b""
+for name in sorted(head):
+    if name.startswith(keep + "."):
+        a, b = head[name]["data_offsets"]
+        for new in (name, name.replace(keep, "lora_unet_no_such_layer")):
+            out[new] = dict(head[name], data_offsets=[len(blob), len(blob) + b - a])
+            blob += data[a:b]
+text = json.dumps(out).encode()
+text += b" " * (-len(text) % 8)
+open(sys.argv[2], "wb").write(struct.pack("<Q", len(text)) + text + blob)
+PY
+else
+  echo "# no LoRA at '$lora': the LoRA checks are skipped"
+  lora=""
+fi
+
 # The golden tiny model through every procedure, image type and error (the script's own results,
 # renumbered so that ours can follow).
 tap="$work/tap-tiny.txt"
-run_scm tiny test-plugin.scm "$model"
+sdg_lora=$lora run_scm tiny test-plugin.scm "$model"
 rc=$?
 relay_tap "$tap"
 
@@ -146,6 +175,17 @@ emit $(grep -q "indexed images" "$work/stderr-tiny" && echo 1 || echo 0) \
   "an indexed image gets a clear message"
 emit $(grep -q "needs a selection" "$work/stderr-tiny" && echo 1 || echo 0) \
   "inpaint without a selection says it needs one"
+if [ -n "$lora" ]; then
+  emit $(yes_if grep -q "The LoRA file '/nonexistent/sdg-missing-lora.safetensors' does not exist" "$work/stderr-tiny") \
+    "a missing LoRA file is named"
+  emit $(yes_if grep -q "LoRA entry '.*tiny-sd1-lora.safetensors:11' must be from -10 to 10 (got 11)" "$work/stderr-tiny") \
+    "a LoRA weight out of range is named with the range"
+  emit $(yes_if grep -q "LoRA entry '.*tiny-sd1-lora.safetensors:strong' has 'strong' as its weight, not a number" "$work/stderr-tiny") \
+    "a LoRA entry that is not FILE:WEIGHT is named"
+  emit $(yes_if grep -q "sdg-no-such-lora" "$work/stderr-tiny") "an unknown <lora:NAME> tag is named"
+  emit $(yes_if grep -q "lora_unet_no_such_layer" "$work/stderr-tiny") \
+    "the note on a LoRA module that matches no layer reaches the user"
+fi
 # GIMP writes what query() registered into the profile's pluginrc.
 for proc in text-to-image image-to-image inpaint; do
   emit $(grep -q "diffusion-$proc.png" "$GIMP2_DIRECTORY/pluginrc" 2>/dev/null && echo 1 || echo 0) \

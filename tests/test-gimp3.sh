@@ -55,10 +55,22 @@ fi
 . "$here/gimp-lib.sh"
 gimp_test_env "$work" "$vocab"
 
+# The golden tiny model's LoRA, given by path and found by a prompt tag in the models folder's
+# loras/ (which holds no default model).
+lora="$(dirname "$model")/tiny-sd1-lora.safetensors"
+if [ -f "$lora" ]; then
+  mkdir -p "$SDG_MODELS_DIR/loras"
+  ln -s "$lora" "$SDG_MODELS_DIR/loras/tiny-sd1-lora.safetensors"
+else
+  echo "# no LoRA at '$lora': the LoRA checks are skipped"
+  lora=""
+fi
+
 tap="$work/tap.txt"
 # GIMP 3 stops at a failing batch command and never runs the next one, (gimp-quit 0) included:
 # the script catches its own errors, and the session runs under a timeout all the same.
 batch="(begin (define sdg-model $(scm_str "$model")) (define tap-path $(scm_str "$tap"))"
+batch="$batch (define sdg-lora $(scm_str "$lora"))"
 batch="$batch (load $(scm_str "$here/gimp-lib.scm")) (load $(scm_str "$here/gimp3/test-plugin.scm")))"
 
 timeout "${SDG_GIMP3_TIMEOUT:-900}" "$gimp" -i -d -f --no-splash \
@@ -124,6 +136,10 @@ emit $(yes_if grep -q "indexed images" "$work/stderr") "an indexed image gets a 
 emit $(yes_if grep -q "needs a selection" "$work/stderr") "inpaint without a selection says it needs one"
 emit $(yes_if grep -q "works on exactly one drawable" "$work/stderr") \
   "two drawables get a clear message"
+if [ -n "$lora" ]; then
+  emit $(yes_if grep -q "The LoRA file '/nonexistent/sdg-missing-lora.safetensors' does not exist" "$work/stderr") \
+    "a missing LoRA file is named"
+fi
 
 # What GIMP stored of the registration: per procedure its icon, menu path and argument names in
 # order (pluginrc lists them as (proc-arg TYPE "GParamX" "gtype" "name" ...)).
@@ -137,6 +153,7 @@ common="run-mode image drawables prompt negative-prompt model sampler steps cfg-
 for proc in text-to-image image-to-image inpaint; do
   want="$common"
   [ $proc = text-to-image ] || want="$want strength"
+  want="$want loras"
   got=$(args_of "plug-in-diffusion-$proc")
   emit $(yes_if [ "${got# }" != "" ] && [ "${got#"$want "}" != "$got" ] || [ "$got" = "$want " ]) \
     "plug-in-diffusion-$proc: arguments in the documented order (got: ${got% })"

@@ -258,9 +258,9 @@ check_undo() {
 call() {
   local proc=$1 seed=$2 strength=${3:-} model=${4:-model} negative=${5-blurry}
   if [ "$gimp_version" = 2.10 ]; then
-    echo "($proc RUN-NONINTERACTIVE img src \"a red fox\" \"$negative\" $model \"euler_a\" 2 7.0 $seed 2 $strength)"
+    echo "($proc RUN-NONINTERACTIVE img src \"a red fox\" \"$negative\" $model \"euler_a\" 2 7.0 $seed 2 $strength \"\")"
   else
-    echo "($proc #:run-mode RUN-NONINTERACTIVE #:image img #:drawables (vector src) #:prompt \"a red fox\" #:negative-prompt \"$negative\" #:model $model #:sampler \"euler_a\" #:steps 2 #:cfg-scale 7.0 #:seed $seed #:batch-count 2 ${strength:+#:strength $strength})"
+    echo "($proc #:run-mode RUN-NONINTERACTIVE #:image img #:drawables (vector src) #:prompt \"a red fox\" #:negative-prompt \"$negative\" #:model $model #:sampler \"euler_a\" #:steps 2 #:cfg-scale 7.0 #:seed $seed #:batch-count 2 ${strength:+#:strength $strength} #:loras \"\")"
   fi
 }
 

@@ -7,7 +7,8 @@
  * checkpoint in the models folder) with its folder, strength (image-to-image and inpaint), seed,
  * batch count, "Match colours" (inpaint), the Size row (the size the picture is generated at and
  * the memory the run needs, from the plug-in's estimate function; bold when the machine cannot
- * give that much), and under "Advanced" the sampler, steps, CFG, precision and prediction.
+ * give that much), and under "Advanced" the sampler, steps, CFG, precision, prediction, fast
+ * decode and the LoRAs.
  * Right: a preview of the picture in progress, a progress bar with step count and time left, and
  * a Cancel button of our own (GIMP's status-bar cancel kills the plug-in outright).
  *
@@ -53,6 +54,13 @@
 #define RESPONSE_GENERATE GTK_RESPONSE_OK
 // The Size row is recomputed this long after the last change (typing a prompt changes it often).
 #define ESTIMATE_DELAY_MS 200
+
+static const gchar loras_tooltip[] =
+  "LoRA files to apply, one per line (or separated by ';'): FILE or FILE:WEIGHT, e.g. "
+  "/home/me/loras/style.safetensors:0.8; the weight (-10 to 10) is 1 when left out. "
+  "The prompt may name LoRAs too, as <lora:NAME:WEIGHT>: NAME.safetensors in the loras folder "
+  "of the models folder, or in a loras (or Lora) folder beside the model's folder. "
+  "The layer's parasite records the files and weights";
 
 static const gchar size_tooltip[] =
   "The size the picture is generated at (then scaled to the selection or image), and the memory "
@@ -147,6 +155,7 @@ typedef struct dialog {
   GtkWidget *precision_combo;
   GtkWidget *prediction_combo;
   GtkWidget *fast_decode_toggle;
+  GtkWidget *loras_view;
   GtkSizeGroup *label_group;    // lines up the labels of the main and the Advanced tables
 
   GtkWidget *preview_image;
@@ -908,10 +917,10 @@ dialog_build (dialog *d)
       gtk_size_group_add_widget (d->label_group, label);
     }
 
-  // Advanced: sampler, steps, CFG, precision.
+  // Advanced: sampler, steps, CFG, precision, prediction, fast decode, LoRAs.
   d->expander = gtk_expander_new_with_mnemonic ("_Advanced");
   gtk_box_pack_start (GTK_BOX (left), d->expander, FALSE, FALSE, 0);
-  adv_table = form_new (6);
+  adv_table = form_new (7);
   // No indent, so the Advanced rows line up with the ones above.
 #if GTK_CHECK_VERSION (3, 0, 0)
   gtk_widget_set_margin_top (adv_table, 6);
@@ -996,6 +1005,15 @@ dialog_build (dialog *d)
                            "taesdxl_decoder.safetensors) beside the model or in the models folder",
                            NULL);
   form_attach_right (adv_table, 5, d->fast_decode_toggle);
+
+  // A text, not a file chooser: several files, each with a weight, as the procedures take them.
+  {
+    GtkWidget *loras_box = text_view_new (p->loras, 2, loras_tooltip, &d->loras_view);
+
+    label = form_attach_aligned (adv_table, 6, "_LoRAs:", loras_box);
+    gtk_label_set_mnemonic_widget (GTK_LABEL (label), d->loras_view);
+    gtk_size_group_add_widget (d->label_group, label);
+  }
   gtk_widget_show_all (gtk_bin_get_child (GTK_BIN (d->expander)));
 
   // ---- right: preview, progress, cancel
@@ -1085,6 +1103,9 @@ dialog_read (dialog      *d,
   if (d->color_match_toggle)
     p->color_match = gtk_toggle_button_get_active (GTK_TOGGLE_BUTTON (d->color_match_toggle));
   p->fast_decode = gtk_toggle_button_get_active (GTK_TOGGLE_BUTTON (d->fast_decode_toggle));
+  text = text_view_get_text (d->loras_view);
+  copy_utf8 (p->loras, sizeof p->loras, text);
+  g_free (text);
 
   // A new seed each run is drawn here, shown, and handed over as a plain number, so the run
   // (and the remembered values) name the seed that made the picture.
@@ -1293,7 +1314,7 @@ estimate_schedule (dialog *d)
   d->estimate_source = g_timeout_add (ESTIMATE_DELAY_MS, estimate_timeout, d);
 }
 
-// Any change of the values the Size row depends on (model, prompts, batch, sampler, CFG).
+// Any change of the values the Size row depends on (model, prompts, batch, sampler, CFG, LoRAs).
 static void
 values_changed (gpointer instance,
                 dialog  *d)
@@ -1316,6 +1337,9 @@ estimate_connect (dialog *d)
   g_signal_connect (d->cfg_adj, "value-changed", G_CALLBACK (values_changed), d);
   g_signal_connect (d->sampler_combo, "changed", G_CALLBACK (values_changed), d);
   g_signal_connect (d->fast_decode_toggle, "toggled", G_CALLBACK (values_changed), d);
+  // A LoRA that cannot be used shows as an unknown size, its reason in the tooltip.
+  g_signal_connect (gtk_text_view_get_buffer (GTK_TEXT_VIEW (d->loras_view)), "changed",
+                    G_CALLBACK (values_changed), d);
   estimate_schedule (d);
 }
 

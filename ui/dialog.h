@@ -1,7 +1,7 @@
 /*
  * dialog.h - the Filters > Diffusion dialog (GTK through libgimpui): prompt, negative prompt,
- * model chooser, strength, seed, batch count, and under "Advanced" the sampler, steps, CFG and
- * precision.
+ * model chooser, strength, seed, batch count, and under "Advanced" the sampler, steps, CFG,
+ * precision, prediction, fast decode and the LoRAs.
  * While a run goes on it shows a progress bar with step count and time left, a preview of the
  * picture in progress, and a Cancel button of its own.
  *

@@ -60,10 +60,17 @@ static const GimpParamDef args[] = {
   { GIMP_PDB_INT32, "seed", "Random seed (0 to 2147483647; -1 = random)" },
   { GIMP_PDB_INT32, "batch-count", "Number of pictures, one layer each (1 to 16)" },
   { GIMP_PDB_FLOAT, "strength", "How much to change: 0 keeps the image, 1 ignores it (0 to 1)" },
+  { GIMP_PDB_STRING, "loras", "LoRAs to apply: FILE or FILE:WEIGHT entries (weight -10 to 10, "
+                              "1 when left out) separated by newlines or ';'; empty = none. The "
+                              "prompt's <lora:NAME:WEIGHT> tags add more" },
 };
 #define ARG_SAMPLER 6
-#define N_ARGS_T2I 11
-#define N_ARGS_STRENGTH 12
+// Every procedure ends with "loras"; text-to-image has no "strength" before it.
+#define ARG_STRENGTH 11
+#define ARG_LORAS 12
+#define N_ARGS_T2I 12
+#define N_ARGS_STRENGTH 13
+G_STATIC_ASSERT (G_N_ELEMENTS (args) == N_ARGS_STRENGTH);
 
 static void
 register_icon (const char *proc,
@@ -88,11 +95,14 @@ static void
 query (void)
 {
   GimpParamDef a[G_N_ELEMENTS (args)];
+  GimpParamDef t2i_args[N_ARGS_T2I];
   gchar       *names = sdgp_sampler_names ();
   gchar       *sampler_doc = g_strdup_printf ("Sampler: one of %s", names);
 
   memcpy (a, args, sizeof a);
   a[ARG_SAMPLER].description = sampler_doc;
+  memcpy (t2i_args, a, ARG_STRENGTH * sizeof *a);
+  t2i_args[ARG_STRENGTH] = a[ARG_LORAS];
   for (int m = 0; m < SDGP_MODE_COUNT; m++)
     {
       const char            *name  = sdgp_mode_procedure ((sdgp_mode) m);
@@ -101,7 +111,7 @@ query (void)
       gimp_install_procedure (name, texts->blurb, texts->help, SDGP_AUTHOR, SDGP_AUTHOR,
                               SDGP_DATE, texts->label, "RGB*, GRAY*", GIMP_PLUGIN,
                               m == SDGP_TEXT_TO_IMAGE ? N_ARGS_T2I : N_ARGS_STRENGTH, 0,
-                              a, NULL);
+                              m == SDGP_TEXT_TO_IMAGE ? t2i_args : a, NULL);
       gimp_plugin_menu_register (name, SDGP_MENU);
       register_icon (name, texts->icon);
     }
@@ -159,7 +169,10 @@ params_from_pdb (sdgp_mode        mode,
   p->random_seed = p->seed < 0;
   p->batch_count = param[10].data.d_int32;
   if (mode != SDGP_TEXT_TO_IMAGE)
-    p->strength = param[11].data.d_float;
+    p->strength = param[ARG_STRENGTH].data.d_float;
+  if (! copy_string (p->loras, sizeof p->loras, param[want - 1].data.d_string, "LoRA list",
+                     error))
+    return FALSE;
   // The PDB caller names the model explicitly; the dialog's folder does not apply. Precision is
   // no procedure argument: a call runs the engine's default, whatever the dialog remembers, so
   // its result depends on its arguments alone (as in GIMP 3, where it is an auxiliary argument).
@@ -176,11 +189,16 @@ params_load (sdgp_mode    mode,
              sdgp_params *p)
 {
   const char *name = sdgp_mode_procedure (mode);
+  gint        size = gimp_get_data_size (name);
 
   sdgp_params_init (p, mode);
-  if (gimp_get_data_size (name) == (gint) sizeof *p)
+  // Values stored before the loras field was added (the last one; their size is its offset, or
+  // that rounded up to the struct's alignment) are read without it.
+  if (size >= (gint) G_STRUCT_OFFSET (sdgp_params, loras) && size <= (gint) sizeof *p)
     {
       gimp_get_data (name, p);
+      if (size < (gint) sizeof *p)
+        memset (p->loras, 0, sizeof p->loras);
       // Stored bytes come back as they were written, but never trust a string's end.
       p->prompt[sizeof p->prompt - 1] = '\0';
       p->negative_prompt[sizeof p->negative_prompt - 1] = '\0';
@@ -189,6 +207,7 @@ params_load (sdgp_mode    mode,
       p->sampler[sizeof p->sampler - 1] = '\0';
       p->precision[sizeof p->precision - 1] = '\0';
       p->prediction[sizeof p->prediction - 1] = '\0';
+      p->loras[sizeof p->loras - 1] = '\0';
     }
 }
 

@@ -166,6 +166,12 @@ sdgp_create_procedure (GimpPlugIn  *plug_in,
                                         "How much to change: 0 keeps the image, 1 ignores it "
                                         "(0 to 1)",
                                         0.0, 1.0, d.strength, G_PARAM_READWRITE);
+  // Last, as in 2.10, where arguments are positional.
+  gimp_procedure_add_string_argument (procedure, "loras", "_LoRAs",
+                                      "LoRAs to apply: FILE or FILE:WEIGHT entries (weight -10 "
+                                      "to 10, 1 when left out) separated by newlines or ';'; "
+                                      "empty = none. The prompt's <lora:NAME:WEIGHT> tags add more",
+                                      d.loras, G_PARAM_READWRITE);
 
   // Remembered between runs but not part of the PDB call (the dialog's own settings).
   gimp_procedure_add_string_aux_argument (procedure, "models-dir", "Models _folder",
@@ -241,7 +247,7 @@ params_from_config (sdgp_mode            mode,
                     GError             **error)
 {
   gchar   *prompt = NULL, *negative = NULL, *model = NULL, *sampler = NULL, *models_dir = NULL;
-  gchar   *precision = NULL, *prediction = NULL;
+  gchar   *precision = NULL, *prediction = NULL, *loras = NULL;
   gboolean ok;
 
   sdgp_params_init (p, mode);
@@ -251,7 +257,8 @@ params_from_config (sdgp_mode            mode,
                 "seed", &p->seed, "batch-count", &p->batch_count,
                 "models-dir", &models_dir, "random-seed", &p->random_seed,
                 "color-match", &p->color_match, "precision", &precision,
-                "prediction", &prediction, "fast-decode", &p->fast_decode, NULL);
+                "prediction", &prediction, "fast-decode", &p->fast_decode, "loras", &loras,
+                NULL);
   if (mode != SDGP_TEXT_TO_IMAGE)
     g_object_get (config, "strength", &p->strength, NULL);
   ok = copy_string (p->prompt, sizeof p->prompt, prompt, "prompt", error) &&
@@ -261,7 +268,8 @@ params_from_config (sdgp_mode            mode,
        copy_string (p->sampler, sizeof p->sampler, sampler, "sampler name", error) &&
        copy_string (p->models_dir, sizeof p->models_dir, models_dir, "models folder", error) &&
        copy_string (p->precision, sizeof p->precision, precision, "precision name", error) &&
-       copy_string (p->prediction, sizeof p->prediction, prediction, "prediction name", error);
+       copy_string (p->prediction, sizeof p->prediction, prediction, "prediction name", error) &&
+       copy_string (p->loras, sizeof p->loras, loras, "LoRA list", error);
   g_free (prompt);
   g_free (negative);
   g_free (model);
@@ -269,6 +277,7 @@ params_from_config (sdgp_mode            mode,
   g_free (models_dir);
   g_free (precision);
   g_free (prediction);
+  g_free (loras);
   return ok;
 }
 
@@ -284,7 +293,7 @@ params_to_config (sdgp_mode            mode,
                 "seed", p->seed, "batch-count", p->batch_count, "models-dir", p->models_dir,
                 "random-seed", p->random_seed, "color-match", p->color_match,
                 "precision", p->precision, "prediction", p->prediction,
-                "fast-decode", p->fast_decode, NULL);
+                "fast-decode", p->fast_decode, "loras", p->loras, NULL);
   if (mode != SDGP_TEXT_TO_IMAGE)
     g_object_set (config, "strength", p->strength, NULL);
 }

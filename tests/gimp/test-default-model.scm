@@ -36,7 +36,7 @@
 (let* ((spec (make-scene)) (img (car spec)) (l (cadr spec))
        (ran (catch #f (plug-in-diffusion-text-to-image RUN-NONINTERACTIVE img l
                         "a blue square in the center on a white background" "" "" "euler" 20 5.0
-                        11 1)
+                        11 1 "")
                    #t)))
   (ok ran "t2i with the default model (empty model argument) succeeds")
   (ok (and ran (= (car (gimp-image-get-layers img)) 2)
@@ -50,7 +50,7 @@
       (save-png img l (string-append demo-dir "/inpaint-before.png")))
   (gimp-image-select-ellipse img CHANNEL-OP-REPLACE sel-x sel-y sel-w sel-h)
   (let ((ran (catch #f (plug-in-diffusion-inpaint RUN-NONINTERACTIVE img l
-                         "a green star" "" "" "euler" 20 5.0 5 1 1.0)
+                         "a green star" "" "" "euler" 20 5.0 5 1 1.0 "")
                     #t)))
     (ok ran "inpaint with the default model succeeds")
     (if ran

@@ -28,14 +28,14 @@
 (let* ((spec (plasma-image 64 64)) (img (car spec)) (l (cadr spec)))
   (refused "t2i over the memory limit" img l
     (lambda () (plug-in-diffusion-text-to-image RUN-NONINTERACTIVE img l "a red fox" "" sdg-model
-                                                "euler_a" 2 7.0 5 1)))
+                                                "euler_a" 2 7.0 5 1 "")))
   (refused "i2i over the memory limit" img l
     (lambda () (plug-in-diffusion-image-to-image RUN-NONINTERACTIVE img l "a red fox" "" sdg-model
-                                                 "euler_a" 2 7.0 5 2 0.8)))
+                                                 "euler_a" 2 7.0 5 2 0.8 "")))
   (gimp-image-select-rectangle img CHANNEL-OP-REPLACE 16 16 24 24)
   (refused "inpaint over the memory limit" img l
     (lambda () (plug-in-diffusion-inpaint RUN-NONINTERACTIVE img l "a red fox" "" sdg-model
-                                          "euler_a" 2 7.0 5 1 0.8)))
+                                          "euler_a" 2 7.0 5 1 0.8 "")))
   (gimp-image-delete img))
 
 (tap-finish)

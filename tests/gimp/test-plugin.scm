@@ -1,6 +1,9 @@
 ; test-plugin.scm - end-to-end checks of the gimp-diffusion procedures in a headless GIMP 2.10,
 ; run by tests/test-gimp.sh, which defines before loading this file:
 ;   sdg-model   the checkpoint (the golden tiny model)
+;   sdg-lora    a LoRA for it (the golden tiny-sd1-lora.safetensors), or "" to skip the LoRA cases;
+;               the models folder's loras/ then holds tiny-sd1-lora.safetensors and
+;               partial.safetensors (one module that matches no layer)
 ;   tap-path    the file the TAP lines go to (batch Script-Fu has no usable stdout)
 ; Not here: profile set-up, plug-in installation, the check of GIMP's error messages (the shell
 ; script greps GIMP's stderr for them).
@@ -73,9 +76,9 @@
     (begin
       (if (string=? mode "t2i")
           (plug-in-diffusion-text-to-image RUN-NONINTERACTIVE img d "a red fox" "blurry" model
-                                           "euler_a" 2 7.0 seed batch)
+                                           "euler_a" 2 7.0 seed batch "")
           ((cdr (assoc mode procs)) RUN-NONINTERACTIVE img d "a red fox" "blurry" model
-                                    "euler_a" 2 7.0 seed batch 0.8))
+                                    "euler_a" 2 7.0 seed batch 0.8 ""))
       #t)))
 
 (define (parasite-of l)
@@ -198,9 +201,9 @@
            (n-args (list-ref info 6))
            (want (if (string=? name "plug-in-diffusion-text-to-image")
                      '("run-mode" "image" "drawable" "prompt" "negative-prompt" "model" "sampler"
-                       "steps" "cfg-scale" "seed" "batch-count")
+                       "steps" "cfg-scale" "seed" "batch-count" "loras")
                      '("run-mode" "image" "drawable" "prompt" "negative-prompt" "model" "sampler"
-                       "steps" "cfg-scale" "seed" "batch-count" "strength")))
+                       "steps" "cfg-scale" "seed" "batch-count" "strength" "loras")))
            (got (let loop ((i 0) (acc '()))
                   (if (= i n-args) (reverse acc)
                       (loop (+ i 1)
@@ -222,7 +225,7 @@
     (check-run "t2i RGB, no selection" "t2i" img l 42 2 '(0 0 100 80) #f)
     ; Filters > Repeat: the same values again (seed 42 was explicit, so it is kept).
     (let ((before (n-layers img)))
-      (ok (catch #f (plug-in-diffusion-text-to-image RUN-WITH-LAST-VALS img l "" "" "" "" 0 0 0 0)
+      (ok (catch #f (plug-in-diffusion-text-to-image RUN-WITH-LAST-VALS img l "" "" "" "" 0 0 0 0 "")
                  #t)
           "t2i RUN-WITH-LAST-VALS succeeds")
       (ok (and (= (n-layers img) (+ before 2))
@@ -307,11 +310,11 @@
     (check-fails "inpaint without a selection" "inpaint" img l sdg-model)
     (let ((before (layers img)))
       (ok (not (catch #f (plug-in-diffusion-text-to-image RUN-NONINTERACTIVE img l "x" "" sdg-model
-                                                          "no-such-sampler" 2 7.0 1 1)
+                                                          "no-such-sampler" 2 7.0 1 1 "")
                       #t))
           "an unknown sampler fails")
       (ok (not (catch #f (plug-in-diffusion-text-to-image RUN-NONINTERACTIVE img l "x" "" sdg-model
-                                                          "euler" 0 7.0 1 1)
+                                                          "euler" 0 7.0 1 1 "")
                       #t))
           "steps 0 fails")
       (ok (equal? (layers img) before) "bad arguments leave the image unchanged"))))
@@ -321,5 +324,66 @@
     (gimp-image-convert-indexed img CONVERT-DITHER-NONE CONVERT-PALETTE-GENERATE 16 FALSE FALSE "")
     (check-fails "t2i on an indexed image" "t2i" img l sdg-model)
     (check-fails "i2i on an indexed image" "i2i" img l sdg-model)))
+
+; LoRAs: the procedures' last argument and the prompt's <lora:NAME:WEIGHT> tags.
+; Text to image on d with prompt and the loras argument, seed 9: the new layer (it takes d's old
+; place in the stack), or #f when the procedure failed.
+(define (run-lora img d prompt loras)
+  (let ((pos (position img d)))
+    (if (catch #f (begin (plug-in-diffusion-text-to-image RUN-NONINTERACTIVE img d prompt "" sdg-model
+                                                          "euler" 2 7.0 9 1 loras)
+                         #t))
+        (list-ref (layers img) pos)
+        #f)))
+
+(define (check-lora-fails label img d prompt loras)
+  (let ((before (layers img)))
+    (ok (not (run-lora img d prompt loras)) (string-append label ": the procedure fails"))
+    (ok (equal? (layers img) before) (string-append label ": no layer is added"))))
+
+(if (> (string-length sdg-lora) 0)
+  (with-image (make-image RGB 48 48 PRECISION-U8-GAMMA #f)
+    (lambda (img l)
+      (let* ((plain (run-lora img l "a red fox" ""))
+             (with (run-lora img l "a red fox" (string-append sdg-lora ":0.7")))
+             (tagged (run-lora img l "a red fox <lora:tiny-sd1-lora:0.7>" ""))
+             (listed (run-lora img l "a red fox" (string-append "\n  " sdg-lora " ;\n\n"))))
+        (ok (and plain with) "t2i with the LoRA argument FILE:0.7 succeeds")
+        (ok (and plain with (not (equal? (snapshot with) (snapshot plain))))
+            "the LoRA changes the picture")
+        (ok (and with (string-contains (parasite-of with) "\nloras=tiny-sd1-lora.safetensors:0.7;\n"))
+            "the parasite records the LoRA's file name and weight")
+        (ok (and plain (not (string-contains (parasite-of plain) "\nloras=")))
+            "a run without LoRAs records none")
+        (ok (and tagged with (equal? (snapshot tagged) (snapshot with)))
+            "<lora:tiny-sd1-lora:0.7> in the prompt (found in the models folder's loras) paints the same")
+        (ok (and listed (string-contains (parasite-of listed) "\nloras=tiny-sd1-lora.safetensors:1;\n"))
+            "entries are trimmed, blank ones skipped, and a weight left out is 1")
+        (ok (run-lora img l "a red fox <lora:partial:1>" "")
+            "a LoRA with a module that matches no layer still runs (the note goes to the user)"))
+      (check-lora-fails "a missing LoRA file" img l "a red fox"
+                        (string-append sdg-lora ":0.5;/nonexistent/sdg-missing-lora.safetensors:0.5"))
+      (check-lora-fails "a LoRA weight of 11" img l "a red fox" (string-append sdg-lora ":11"))
+      (check-lora-fails "a LoRA entry whose weight is no number" img l "a red fox"
+                        (string-append sdg-lora ":strong"))
+      (check-lora-fails "an unknown <lora:NAME> tag" img l "a fox <lora:sdg-no-such-lora:1>" "")
+      ; Image to image and inpaint take the argument too.
+      (let ((pos (position img l)))
+        (ok (and (catch #f (begin (plug-in-diffusion-image-to-image
+                                    RUN-NONINTERACTIVE img l "a red fox" "" sdg-model "euler" 2 7.0
+                                    9 1 0.8 (string-append sdg-lora ":0.7"))
+                                  #t))
+                 (string-contains (parasite-of (list-ref (layers img) pos))
+                                  "\nloras=tiny-sd1-lora.safetensors:0.7;\n"))
+            "i2i applies the LoRA argument and records it"))
+      (gimp-image-select-rectangle img CHANNEL-OP-REPLACE 8 8 20 20)
+      (let ((pos (position img l)))
+        (ok (and (catch #f (begin (plug-in-diffusion-inpaint
+                                    RUN-NONINTERACTIVE img l "a red fox" "" sdg-model "euler" 2 7.0
+                                    9 1 1.0 (string-append sdg-lora ":0.7"))
+                                  #t))
+                 (string-contains (parasite-of (list-ref (layers img) pos))
+                                  "\nloras=tiny-sd1-lora.safetensors:0.7;\n"))
+            "inpaint applies the LoRA argument and records it")))))
 
 (tap-finish)

@@ -43,10 +43,10 @@
 ; A call with every argument given; #t on success.
 (define (call img l seed)
   (catch #f (begin (plug-in-diffusion-text-to-image RUN-NONINTERACTIVE img l "a red fox" "" sdg-model
-                                                    "euler" 2 7.0 seed 1)
+                                                    "euler" 2 7.0 seed 1 "")
                    #t)))
 (define (repeat img l)
-  (catch #f (begin (plug-in-diffusion-text-to-image RUN-WITH-LAST-VALS img l "" "" "" "" 0 0 0 0)
+  (catch #f (begin (plug-in-diffusion-text-to-image RUN-WITH-LAST-VALS img l "" "" "" "" 0 0 0 0 "")
                    #t)))
 
 ; The remembered precision, as the plug-in stored it.

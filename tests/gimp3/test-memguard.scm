@@ -35,18 +35,18 @@
     (lambda () (plug-in-diffusion-text-to-image
                  #:run-mode RUN-NONINTERACTIVE #:image img #:drawables (vector l)
                  #:prompt "a red fox" #:model sdg-model #:sampler "euler_a" #:steps 2
-                 #:cfg-scale 7.0 #:seed 5 #:batch-count 1)))
+                 #:cfg-scale 7.0 #:seed 5 #:batch-count 1 #:loras "")))
   (refused "i2i over the memory limit" img l
     (lambda () (plug-in-diffusion-image-to-image
                  #:run-mode RUN-NONINTERACTIVE #:image img #:drawables (vector l)
                  #:prompt "a red fox" #:model sdg-model #:sampler "euler_a" #:steps 2
-                 #:cfg-scale 7.0 #:seed 5 #:batch-count 2 #:strength 0.8)))
+                 #:cfg-scale 7.0 #:seed 5 #:batch-count 2 #:strength 0.8 #:loras "")))
   (gimp-image-select-rectangle img CHANNEL-OP-REPLACE 16 16 24 24)
   (refused "inpaint over the memory limit" img l
     (lambda () (plug-in-diffusion-inpaint
                  #:run-mode RUN-NONINTERACTIVE #:image img #:drawables (vector l)
                  #:prompt "a red fox" #:model sdg-model #:sampler "euler_a" #:steps 2
-                 #:cfg-scale 7.0 #:seed 5 #:batch-count 1 #:strength 0.8)))
+                 #:cfg-scale 7.0 #:seed 5 #:batch-count 1 #:strength 0.8 #:loras "")))
   (gimp-image-delete img))
 
 (tap-finish)

@@ -2,6 +2,8 @@
 ; (Script-Fu 3, version 2 bindings: calls return lists), run by tests/test-gimp3.sh, which
 ; defines before loading this file:
 ;   sdg-model   the checkpoint (the golden tiny model)
+;   sdg-lora    a LoRA for it (the golden tiny-sd1-lora.safetensors), or "" to skip the LoRA cases;
+;               the models folder's loras/ then holds it as tiny-sd1-lora.safetensors
 ;   tap-path    the file the TAP lines go to (batch Script-Fu has no usable stdout)
 ; The plug-in's procedures are called with named arguments (GIMP 3 deprecates ordered ones for
 ; plug-in procedures); every call that may fail is inside catch, because GIMP 3 stops at a
@@ -88,18 +90,33 @@
            (plug-in-diffusion-text-to-image
              #:run-mode RUN-NONINTERACTIVE #:image img #:drawables (vector d)
              #:prompt "a red fox" #:negative-prompt "blurry" #:model model #:sampler "euler_a"
-             #:steps 2 #:cfg-scale 7.0 #:seed seed #:batch-count batch))
+             #:steps 2 #:cfg-scale 7.0 #:seed seed #:batch-count batch #:loras ""))
           ((string=? mode "i2i")
            (plug-in-diffusion-image-to-image
              #:run-mode RUN-NONINTERACTIVE #:image img #:drawables (vector d)
              #:prompt "a red fox" #:negative-prompt "blurry" #:model model #:sampler "euler_a"
-             #:steps 2 #:cfg-scale 7.0 #:seed seed #:batch-count batch #:strength 0.8))
+             #:steps 2 #:cfg-scale 7.0 #:seed seed #:batch-count batch #:strength 0.8
+             #:loras ""))
           (else
            (plug-in-diffusion-inpaint
              #:run-mode RUN-NONINTERACTIVE #:image img #:drawables (vector d)
              #:prompt "a red fox" #:negative-prompt "blurry" #:model model #:sampler "euler_a"
-             #:steps 2 #:cfg-scale 7.0 #:seed seed #:batch-count batch #:strength 0.8)))
+             #:steps 2 #:cfg-scale 7.0 #:seed seed #:batch-count batch #:strength 0.8
+             #:loras "")))
     #t))
+
+; Text to image on d with prompt and the loras argument, seed 9: the new layer (it takes d's old
+; place in the stack), or #f when the procedure failed.
+(define (run-lora img d prompt loras)
+  (let ((pos (position img d)))
+    (if (catch #f (begin (plug-in-diffusion-text-to-image
+                           #:run-mode RUN-NONINTERACTIVE #:image img #:drawables (vector d)
+                           #:prompt prompt #:negative-prompt "" #:model sdg-model
+                           #:sampler "euler" #:steps 2 #:cfg-scale 7.0 #:seed 9 #:batch-count 1
+                           #:loras loras)
+                         #t))
+        (list-ref (layers img) pos)
+        #f)))
 
 (define (parasite-of l)
   (catch "" (caddr (car (gimp-item-get-parasite l "gimp-diffusion-parameters")))))
@@ -318,17 +335,17 @@
       (let ((before (layers img)))
         (ok (not (catch #f (plug-in-diffusion-text-to-image
                              #:run-mode RUN-NONINTERACTIVE #:image img #:drawables (vector l)
-                             #:prompt "x" #:model sdg-model #:sampler "no-such-sampler" #:steps 2)
+                             #:prompt "x" #:model sdg-model #:sampler "no-such-sampler" #:steps 2 #:loras "")
                         #t))
             "an unknown sampler fails")
         (ok (not (catch #f (plug-in-diffusion-text-to-image
                              #:run-mode RUN-NONINTERACTIVE #:image img #:drawables (vector l)
-                             #:prompt "x" #:model sdg-model #:sampler "euler" #:steps 0)
+                             #:prompt "x" #:model sdg-model #:sampler "euler" #:steps 0 #:loras "")
                         #t))
             "steps 0 fails")
         (ok (not (catch #f (plug-in-diffusion-text-to-image
                              #:run-mode RUN-NONINTERACTIVE #:image img #:drawables (vector l l)
-                             #:prompt "x" #:model sdg-model #:steps 2)
+                             #:prompt "x" #:model sdg-model #:steps 2 #:loras "")
                         #t))
             "two drawables fail (exactly one is accepted)")
         (ok (equal? (layers img) before) "bad arguments leave the image unchanged"))))
@@ -341,6 +358,26 @@
           "the image converts to indexed")
       (check-fails "t2i on an indexed image" "t2i" img l sdg-model)
       (check-fails "i2i on an indexed image" "i2i" img l sdg-model)))
+
+  ; LoRAs: the `loras` argument and the prompt's <lora:NAME:WEIGHT> tags (the GIMP 2 script has
+  ; the full set; these check that the GIMP 3 argument reaches the same code).
+  (if (> (string-length sdg-lora) 0)
+    (with-image (make-image RGB 48 48 PRECISION-U8-NON-LINEAR #f)
+      (lambda (img l)
+        (let* ((plain (run-lora img l "a red fox" ""))
+               (with (run-lora img l "a red fox" (string-append sdg-lora ":0.7")))
+               (tagged (run-lora img l "a red fox <lora:tiny-sd1-lora:0.7>" "")))
+          (ok (and plain with (not (equal? (snapshot with) (snapshot plain))))
+              "t2i with the LoRA argument FILE:0.7 succeeds and changes the picture")
+          (ok (and with (string-contains (parasite-of with)
+                                         "\nloras=tiny-sd1-lora.safetensors:0.7;\n"))
+              "the parasite records the LoRA's file name and weight")
+          (ok (and tagged with (equal? (snapshot tagged) (snapshot with)))
+              "<lora:tiny-sd1-lora:0.7> in the prompt paints the same"))
+        (let ((before (layers img)))
+          (ok (not (run-lora img l "a red fox" "/nonexistent/sdg-missing-lora.safetensors:0.5"))
+              "a missing LoRA file fails")
+          (ok (equal? (layers img) before) "and adds no layer")))))
   #t)
 
 (if (not (catch #f (run-cases)))

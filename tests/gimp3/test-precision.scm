@@ -44,7 +44,7 @@
       (plug-in-diffusion-text-to-image
         #:run-mode RUN-NONINTERACTIVE #:image img #:drawables (vector l)
         #:prompt "a red fox" #:negative-prompt "" #:model sdg-model #:sampler "euler"
-        #:steps 2 #:cfg-scale 7.0 #:seed 1 #:batch-count 1)
+        #:steps 2 #:cfg-scale 7.0 #:seed 1 #:batch-count 1 #:loras "")
       #t)))
 (define (repeat proc img l)
   (catch #f (begin (proc #:run-mode RUN-WITH-LAST-VALS #:image img #:drawables (vector l)) #t)))
