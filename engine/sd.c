@@ -1098,8 +1098,8 @@ static sdg_status lora_nets_build(const sdg_model *m, lora_set *set, sdg_lora_ne
 
 // Plans the request's LoRAs when they differ from what ctx holds (*set, NULL when the ctx's
 // networks already are the request's), sizing ctx->lora_new_bytes for the memory guard.
-static sdg_status lora_request_plan(sdg_ctx *ctx, const lora_request *r, lora_set **set,
-                                    sdg_error *err)
+static sdg_status lora_request_plan(sdg_ctx *ctx, const lora_request *r, bool read,
+                                    lora_set **set, sdg_error *err)
 {
     *set = NULL;
     ctx->lora_new_bytes = 0;
@@ -1109,7 +1109,7 @@ static sdg_status lora_request_plan(sdg_ctx *ctx, const lora_request *r, lora_se
     if (r->loras->len == 0)
         return SDG_OK;   // lora_request_apply drops the ctx's
     sdg_status st = lora_set_plan(ctx->model, (const sdg_lora *)r->loras->data,
-                                  (int)r->loras->len, set, err);
+                                  (int)r->loras->len, read, set, err);
     if (st == SDG_OK)
         ctx->lora_new_bytes = lora_set_patched_bytes(*set);
     return st;
@@ -1315,7 +1315,7 @@ sdg_status sdg_generate(sdg_ctx *ctx, const sdg_gen_params *params, sdg_result *
     lora_set *set = NULL;
     st = lora_request_make(ctx, params, &r, err);
     if (st == SDG_OK)
-        st = lora_request_plan(ctx, &r, &set, err);
+        st = lora_request_plan(ctx, &r, true, &set, err);
     sdg_gen_params q = *params;
     q.prompt = r.prompt;
     if (st == SDG_OK && (set || (ctx->lora && r.loras->len == 0))) {
@@ -1355,7 +1355,7 @@ sdg_status sdg_ctx_estimate(sdg_ctx *ctx, const sdg_gen_params *params, sdg_memo
     st = lora_request_make(ctx, params, &r, err);
     // A header-only model cannot take LoRAs (no weights to patch): sized without them.
     if (st == SDG_OK && !ctx->model->header_only)
-        st = lora_request_plan(ctx, &r, &set, err);
+        st = lora_request_plan(ctx, &r, false, &set, err);   // sizes: shapes only
     if (st == SDG_OK) {
         sdg_gen_params q = *params;
         q.prompt = r.prompt;

@@ -42,7 +42,7 @@ static lora_set *plan(const sdg_model *m, const char *path, float weight, sdg_st
 {
     sdg_lora l = { path, weight };
     lora_set *s = NULL;
-    sdg_status st = lora_set_plan(m, &l, 1, &s, err);
+    sdg_status st = lora_set_plan(m, &l, 1, true, &s, err);
     if (st != want)
         g_error("%s: expected %s, got %s: %s", path, sdg_status_name(want), sdg_status_name(st),
                 st ? err->message : "");
@@ -232,6 +232,37 @@ static void test_run_apply_remove(void)
     g_free(peft);
     g_free(noise);
     st_close(ref);
+}
+
+// The memory guard counts the copies a request's LoRAs will make (sized from the shapes, the
+// ctx left as it was), and nothing once the ctx holds them.
+static void test_estimate(void)
+{
+    sdg_error err;
+    sdg_ctx *ctx = sdg_ctx_new(model, 2, &err);
+    sdg_gen_params gp = sdg_gen_default_params();
+    gp.width = gp.height = 64;
+    gp.steps = 1;
+    sdg_memory_estimate plain, with, held;
+    g_assert_cmpint(sdg_ctx_estimate(ctx, &gp, &plain, &err), ==, SDG_OK);
+    char *kohya = golden_path(KOHYA);
+    sdg_lora l = { kohya, 0.7f };
+    gp.loras = &l;
+    gp.n_loras = 1;
+    g_assert_cmpint(sdg_ctx_estimate(ctx, &gp, &with, &err), ==, SDG_OK);
+    g_assert_null(ctx->lora);
+    lora_set *s = plan(model, kohya, 0.7f, SDG_OK, &err);
+    g_assert_cmpuint(with.weights_bytes - plain.weights_bytes, ==, lora_set_patched_bytes(s));
+    g_assert_cmpuint(with.needed_bytes - plain.needed_bytes, ==, lora_set_patched_bytes(s));
+    lora_set_free(s);
+    sdg_result *res = NULL;
+    g_assert_cmpint(sdg_generate(ctx, &gp, &res, &err), ==, SDG_OK);
+    sdg_result_free(res);
+    g_assert_cmpint(sdg_ctx_estimate(ctx, &gp, &held, &err), ==, SDG_OK);
+    g_assert_cmpuint(held.weights_bytes - plain.weights_bytes, ==, ctx->lora->bytes);
+    g_assert_cmpuint(held.needed_bytes, <=, with.needed_bytes - ctx->lora->bytes);
+    sdg_ctx_free(ctx);
+    g_free(kohya);
 }
 
 // <lora:NAME:WEIGHT> in the prompt: the folders beside the model and lora_dir; the tag leaves
@@ -664,6 +695,7 @@ int main(int argc, char **argv)
     g_test_add_func("/lora/merge/peft", test_merge_peft);
     g_test_add_func("/lora/run/apply-remove-shared", test_run_apply_remove);
     g_test_add_func("/lora/prompt-tags", test_prompt_tags);
+    g_test_add_func("/lora/estimate", test_estimate);
     g_test_add_func("/lora/formula/loha", test_loha);
     g_test_add_func("/lora/formula/lokr", test_lokr);
     g_test_add_func("/lora/formula/locon-mid-dora", test_locon_mid_and_dora);

@@ -314,9 +314,9 @@ static bool lora_peft_scale(JsonObject *meta, const char *comp, const char *path
     return true;
 }
 
-// Reads a factor as float32; false with err set when it cannot be read, is not finite or has
-// more than 4 dimensions.
-static bool lora_read_factor(const st_file *f, const st_tensor *t, lora_factor *out,
+// Reads a factor as float32 (with read; else its shape only); false with err set when it cannot
+// be read, is not finite or has more than 4 dimensions.
+static bool lora_read_factor(const st_file *f, const st_tensor *t, bool read, lora_factor *out,
                              sdg_error *err)
 {
     if (t->n_dims > 4 || t->n_elements < 1) {
@@ -324,6 +324,12 @@ static bool lora_read_factor(const st_file *f, const st_tensor *t, lora_factor *
                   "LoRA factor", st_path(f), t->name, t->n_dims, (long long)t->n_elements);
         return false;
     }
+    out->n_dims = t->n_dims;
+    out->n = t->n_elements;
+    for (int d = 0; d < 4; d++)
+        out->shape[d] = d < t->n_dims ? t->shape[d] : 1;
+    if (!read)
+        return true;
     out->data = malloc((size_t)t->n_elements * sizeof(float));
     if (!out->data) {
         sdg__fail(err, SDG_ERR_NOMEM, "%s: out of memory reading '%s'", st_path(f), t->name);
@@ -337,10 +343,6 @@ static bool lora_read_factor(const st_file *f, const st_tensor *t, lora_factor *
                   "file is damaged", st_path(f), t->name, (long long)bad);
         return false;
     }
-    out->n_dims = t->n_dims;
-    out->n = t->n_elements;
-    for (int d = 0; d < 4; d++)
-        out->shape[d] = d < t->n_dims ? t->shape[d] : 1;
     return true;
 }
 
@@ -360,7 +362,7 @@ static bool lora_check_patch(lora_patch *p, const char *file, float alpha, bool 
     switch (p->kind) {
     case KIND_LORA:
         rank = fr(&f[F_DOWN]);
-        if (f[F_MID].data) {   // up [out, r], mid [r, r, kh, kw], down [r, in]
+        if (f[F_MID].n) {   // up [out, r], mid [r, r, kh, kw], down [r, in]
             ok = fc(&f[F_UP]) == fr(&f[F_MID]) && f[F_MID].shape[1] == fr(&f[F_DOWN]) &&
                  fr(&f[F_UP]) == out &&
                  fc(&f[F_DOWN]) * f[F_MID].shape[2] * f[F_MID].shape[3] == cols;
@@ -373,7 +375,7 @@ static bool lora_check_patch(lora_patch *p, const char *file, float alpha, bool 
         break;
     case KIND_LOHA:
         rank = fr(&f[F_HADA_W1B]);
-        if (f[F_HADA_T1].data && f[F_HADA_T2].data) {
+        if (f[F_HADA_T1].n && f[F_HADA_T2].n) {
             // t [r, r, kh, kw], w_a [r, out], w_b [r, in]
             int64_t k = f[F_HADA_T1].shape[2] * f[F_HADA_T1].shape[3];
             ok = f[F_HADA_T2].n == f[F_HADA_T1].n &&
@@ -396,41 +398,41 @@ static bool lora_check_patch(lora_patch *p, const char *file, float alpha, bool 
         // w1 [a, b], w2 [c, d(, kh, kw)]: kron is [a c, b d kh kw]
         int64_t a, b, c, d, k = 1;
         bool w1_ok = true, w2_ok = true;
-        if (f[F_LOKR_W1].data) {
+        if (f[F_LOKR_W1].n) {
             a = fr(&f[F_LOKR_W1]);
             b = fc(&f[F_LOKR_W1]);
         } else {
-            w1_ok = f[F_LOKR_W1A].data && f[F_LOKR_W1B].data &&
+            w1_ok = f[F_LOKR_W1A].n && f[F_LOKR_W1B].n &&
                     fc(&f[F_LOKR_W1A]) == fr(&f[F_LOKR_W1B]);
-            a = f[F_LOKR_W1A].data ? fr(&f[F_LOKR_W1A]) : 0;
-            b = f[F_LOKR_W1B].data ? fc(&f[F_LOKR_W1B]) : 0;
-            rank = f[F_LOKR_W1B].data ? fr(&f[F_LOKR_W1B]) : 0;
+            a = f[F_LOKR_W1A].n ? fr(&f[F_LOKR_W1A]) : 0;
+            b = f[F_LOKR_W1B].n ? fc(&f[F_LOKR_W1B]) : 0;
+            rank = f[F_LOKR_W1B].n ? fr(&f[F_LOKR_W1B]) : 0;
         }
-        if (f[F_LOKR_W2].data) {
+        if (f[F_LOKR_W2].n) {
             c = fr(&f[F_LOKR_W2]);
             d = f[F_LOKR_W2].shape[1];
             k = f[F_LOKR_W2].shape[2] * f[F_LOKR_W2].shape[3];
-        } else if (f[F_LOKR_T2].data) {   // t2 [r, r, kh, kw], w2_a [r, c], w2_b [r, d]
-            w2_ok = f[F_LOKR_W2A].data && f[F_LOKR_W2B].data &&
+        } else if (f[F_LOKR_T2].n) {   // t2 [r, r, kh, kw], w2_a [r, c], w2_b [r, d]
+            w2_ok = f[F_LOKR_W2A].n && f[F_LOKR_W2B].n &&
                     fr(&f[F_LOKR_W2A]) == f[F_LOKR_T2].shape[0] &&
                     fr(&f[F_LOKR_W2B]) == f[F_LOKR_T2].shape[1];
-            c = f[F_LOKR_W2A].data ? fc(&f[F_LOKR_W2A]) : 0;
-            d = f[F_LOKR_W2B].data ? fc(&f[F_LOKR_W2B]) : 0;
+            c = f[F_LOKR_W2A].n ? fc(&f[F_LOKR_W2A]) : 0;
+            d = f[F_LOKR_W2B].n ? fc(&f[F_LOKR_W2B]) : 0;
             k = f[F_LOKR_T2].shape[2] * f[F_LOKR_T2].shape[3];
-            rank = f[F_LOKR_W2B].data ? fr(&f[F_LOKR_W2B]) : 0;
+            rank = f[F_LOKR_W2B].n ? fr(&f[F_LOKR_W2B]) : 0;
         } else {   // w2_a [c, r], w2_b [r, d (x kh x kw)]
-            w2_ok = f[F_LOKR_W2A].data && f[F_LOKR_W2B].data &&
+            w2_ok = f[F_LOKR_W2A].n && f[F_LOKR_W2B].n &&
                     fc(&f[F_LOKR_W2A]) == fr(&f[F_LOKR_W2B]);
-            c = f[F_LOKR_W2A].data ? fr(&f[F_LOKR_W2A]) : 0;
-            d = f[F_LOKR_W2B].data ? fc(&f[F_LOKR_W2B]) : 0;
-            rank = f[F_LOKR_W2B].data ? fr(&f[F_LOKR_W2B]) : 0;
+            c = f[F_LOKR_W2A].n ? fr(&f[F_LOKR_W2A]) : 0;
+            d = f[F_LOKR_W2B].n ? fc(&f[F_LOKR_W2B]) : 0;
+            rank = f[F_LOKR_W2B].n ? fr(&f[F_LOKR_W2B]) : 0;
             if (w2_ok && b > 0 && p->kernel > 1 && b * d == cols)   // the kernel folded into d
                 k = 1;
         }
         ok = w1_ok && w2_ok && a * c == out && b * d * k == cols;
         snprintf(why, sizeof why, "kron of [%lld x %lld] and [%lld x %lld x %lld]",
                  (long long)a, (long long)b, (long long)c, (long long)d, (long long)k);
-        if (!f[F_LOKR_W1A].data && !f[F_LOKR_W2A].data)
+        if (!f[F_LOKR_W1A].n && !f[F_LOKR_W2A].n)
             rank = 0;   // both full: alpha is not used
         break;
     }
@@ -442,7 +444,7 @@ static bool lora_check_patch(lora_patch *p, const char *file, float alpha, bool 
                   (long long)cols, (long long)p->tg.rows, (long long)p->cols);
         return false;
     }
-    if (f[F_DORA].data) {
+    if (f[F_DORA].n) {
         int64_t in = cols / p->kernel;
         if (f[F_DORA].n != in && f[F_DORA].n != out) {
             sdg__fail(err, SDG_ERR_SHAPE, "%s: module '%s' has a dora_scale of %lld values for "
@@ -456,7 +458,7 @@ static bool lora_check_patch(lora_patch *p, const char *file, float alpha, bool 
 }
 
 // Opens one file and adds its patches to s.
-static sdg_status lora_plan_file(lora_set *s, GHashTable *names, const sdg_lora *l,
+static sdg_status lora_plan_file(lora_set *s, GHashTable *names, const sdg_lora *l, bool read,
                                  sdg_error *err)
 {
     st_file *f = st_open(l->path, err);
@@ -557,12 +559,20 @@ static sdg_status lora_plan_file(lora_set *s, GHashTable *names, const sdg_lora 
         float alpha = 1.0f;
         bool has_alpha = false;
         for (int r = 0; r < F_COUNT && st == SDG_OK; r++)
-            if (slots[r] && !lora_read_factor(f, slots[r], &p->f[r], err))
+            if (slots[r] && !lora_read_factor(f, slots[r], read, &p->f[r], err))
                 st = err ? err->status : SDG_ERR_FORMAT;
         if (st != SDG_OK)
             break;
-        if (p->f[F_ALPHA].data) {
-            alpha = p->f[F_ALPHA].data[0];
+        if (p->f[F_ALPHA].n) {
+            // a shapes-only plan reads the one value its scale needs
+            float a = 0.0f;
+            int64_t bad = 0;
+            if (!p->f[F_ALPHA].data &&
+                st_read_f32_count(f, slots[F_ALPHA], &a, &bad, err) != SDG_OK) {
+                st = err ? err->status : SDG_ERR_IO;
+                break;
+            }
+            alpha = p->f[F_ALPHA].data ? p->f[F_ALPHA].data[0] : a;
             has_alpha = true;
         } else {
             const char *dot = strchr(mod, '.');
@@ -631,8 +641,8 @@ static void lora_list_free(gpointer p)
     g_ptr_array_free(p, TRUE);
 }
 
-sdg_status lora_set_plan(const sdg_model *m, const sdg_lora *loras, int n, lora_set **out,
-                         sdg_error *err)
+sdg_status lora_set_plan(const sdg_model *m, const sdg_lora *loras, int n, bool read,
+                         lora_set **out, sdg_error *err)
 {
     *out = NULL;
     if (m->header_only)
@@ -652,7 +662,7 @@ sdg_status lora_set_plan(const sdg_model *m, const sdg_lora *loras, int n, lora_
             st = sdg__fail(err, SDG_ERR_INVALID_ARG, "the weight of LoRA %s must be between "
                            "-10 and 10 (got %g)", loras[i].path, (double)loras[i].weight);
         else
-            st = lora_plan_file(s, names, &loras[i], err);
+            st = lora_plan_file(s, names, &loras[i], read, err);
     }
     g_hash_table_destroy(names);
     if (st != SDG_OK) {

@@ -46,9 +46,10 @@ typedef struct lora_set lora_set;
 // a file that is not a safetensors LoRA, a LoRA whose metadata names another family, one with
 // shapes that do not fit, one of which no module matches. Modules that match nothing while others
 // do are listed in lora_set_notes. Reads every factor (LoRA files are small); the files are
-// closed on return.
-sdg_status lora_set_plan(const sdg_model *m, const sdg_lora *loras, int n, lora_set **out,
-                         sdg_error *err);
+// closed on return. Without read only the shapes (and alphas) are read: a plan for sizing
+// (lora_set_patched_bytes), which lora_set_patch must not be given.
+sdg_status lora_set_plan(const sdg_model *m, const sdg_lora *loras, int n, bool read,
+                         lora_set **out, sdg_error *err);
 void lora_set_free(lora_set *s);
 
 // One flag per tensor of m's file: whether the set patches it (for sdg_wb_new_overlay).

@@ -89,7 +89,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     sdg_lora l = { path, 0.7f };
     lora_set *s = NULL;
     sdg_error err;
-    if (lora_set_plan(m, &l, 1, &s, &err) != SDG_OK) {
+    if (lora_set_plan(m, &l, 1, true, &s, &err) != SDG_OK) {
         CHECK(s == NULL && err.message[0] != '\0');
         return 0;
     }
