@@ -8,6 +8,7 @@
  */
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <math.h>
 #include <signal.h>
 #include <stdarg.h>
@@ -469,6 +470,9 @@ static bool cli_save_or_rescue(sdg_image *img, const char *name, guint64 seed)
 // ---------------------------------------------------------------------------------------------
 // Options
 
+// An integer option not given (the int options' initial value where "not given" matters).
+#define CLI_UNSET INT_MIN
+
 // SDXL's size conditioning (the engine's bound).
 #define CLI_MAX_SIZE_COND 16384
 
@@ -807,8 +811,8 @@ static int cli_validate(cli_opts *o, sdg_gen_params *gp)
     if (o->height != 0 && (o->height < 8 || o->height > CLI_MAX_SIDE || o->height % 8))
         return cli_usage_error("--height must be a multiple of 8 from 8 to %d (got %d)",
                                CLI_MAX_SIDE, o->height);
-    // steps 0 and cfg NaN: not given (the model's recommendation, else the defaults)
-    if (o->steps != 0 && (o->steps < 1 || o->steps > 1000))
+    // steps CLI_UNSET and cfg NaN: not given (the model's recommendation, else the defaults)
+    if (o->steps != CLI_UNSET && (o->steps < 1 || o->steps > 1000))
         return cli_usage_error("--steps must be from 1 to 1000 (got %d)", o->steps);
     if (!isnan(o->cfg_scale) && (!isfinite(o->cfg_scale) || o->cfg_scale < 0.0 ||
                                  o->cfg_scale > 100.0))
@@ -895,7 +899,7 @@ static int cli_validate(cli_opts *o, sdg_gen_params *gp)
     gp->negative_prompt = o->negative;
     gp->width = o->width;
     gp->height = o->height;
-    if (o->steps)
+    if (o->steps != CLI_UNSET)
         gp->steps = o->steps;
     if (!isnan(o->cfg_scale))
         gp->cfg_scale = (float)o->cfg_scale;
@@ -1080,7 +1084,7 @@ static void cli_recommend(const cli_opts *o, const sdg_model *model, sdg_gen_par
         gp->sampler = rec.sampler;
     if (!o->schedule)
         gp->schedule = rec.schedule;
-    if (!o->steps)
+    if (o->steps == CLI_UNSET)
         gp->steps = rec.steps;
     if (isnan(o->cfg_scale))
         gp->cfg_scale = rec.cfg_scale;
@@ -1227,7 +1231,7 @@ out:
 int main(int argc, char **argv)
 {
     cli_opts o = {
-        .steps = 0, .cfg_scale = NAN, .batch_count = 1, .clip_skip = 1, .strength = -1.0,
+        .steps = CLI_UNSET, .cfg_scale = NAN, .batch_count = 1, .clip_skip = 1, .strength = -1.0,
         .hires_strength = NAN,
     };
     int code = cli_parse(&argc, &argv, &o);
