@@ -172,6 +172,19 @@ mut pack-b-rows-panel engine/tensor/gemm_impl.h \
 mut winograd-g-scale engine/tensor/winograd.c \
     'u[0] = g0 * 0.25f;' 'u[0] = g0 * 0.5f;'
 
+# LoRA (engine/lora/lora.c): the scale, open_clip's q/k/v slices, the kron layout, DoRA's norm.
+mut lora-scale-without-rank engine/lora/lora.c \
+    'p->scale = has_alpha && rank > 0 ? alpha / (float)rank : 1.0f;' \
+    'p->scale = has_alpha && rank > 0 ? alpha : 1.0f;'
+mut lora-openclip-qkv-order engine/lora/lora.c \
+    'lora_alias_te(names, e, n_enc, path, i, k * w, w);' \
+    'lora_alias_te(names, e, n_enc, path, i, (2 - k) * w, w);'
+mut lokr-kron-transposed engine/lora/lora.c \
+    'row[j * dd + q] = v * w2[k * dd + q];' 'row[q * b + j] = v * w2[k * dd + q];'
+mut dora-norm-per-row engine/lora/lora.c \
+    'bool per_row = ds->n == rows && !(ds->n == in && ds->n_dims >= 2 && ds->shape[0] == 1);' \
+    'bool per_row = ds->n == rows;'
+
 if [ "$LIST" = 1 ]; then
     for i in "${!NAMES[@]}"; do
         printf '%-30s %s\n' "${NAMES[$i]}" "${FILES[$i]}"

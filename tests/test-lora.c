@@ -392,17 +392,17 @@ static void write_module(const char *path, const char *module, factor *f, int n,
         g_free(names[i]);
 }
 
-// Applies the file at strength 0.8 to `target` and compares with base + 0.8 * delta.
-static void check_formula(const char *path, const char *target, const double *delta,
-                          const char *what)
+// Applies the file at strength 0.8 to `target` of m and compares with base + 0.8 * delta.
+static void check_formula_on(const sdg_model *m, const char *path, const char *target,
+                             const double *delta, const char *what)
 {
     sdg_error err;
-    lora_set *s = plan(model, path, 0.8f, SDG_OK, &err);
+    lora_set *s = plan(m, path, 0.8f, SDG_OK, &err);
     size_t n;
-    float *w = patched(model, s, target, &n);
-    const st_tensor *t = st_find(model->file, target);
+    float *w = patched(m, s, target, &n);
+    const st_tensor *t = st_find(m->file, target);
     float *base = g_new(float, n), *want = g_new(float, n);
-    g_assert_cmpint(st_read_f32(model->file, t, base, &err), ==, SDG_OK);
+    g_assert_cmpint(st_read_f32(m->file, t, base, &err), ==, SDG_OK);
     for (size_t i = 0; i < n; i++)
         want[i] = (float)(base[i] + 0.8 * delta[i]);
     golden_check(what, w, want, n, 1e-6);   // measured 1.5e-7
@@ -410,6 +410,12 @@ static void check_formula(const char *path, const char *target, const double *de
     g_free(base);
     g_free(want);
     lora_set_free(s);
+}
+
+static void check_formula(const char *path, const char *target, const double *delta,
+                          const char *what)
+{
+    check_formula_on(model, path, target, delta, what);
 }
 
 static void test_loha(void)
@@ -592,6 +598,56 @@ static void test_locon_mid_and_dora(void)
     g_rand_free(r);
 }
 
+// open_clip encoders (SD 2.x, SDXL's bigG) under transformers' names: k_proj is rows W..2W-1 of
+// the packed in_proj_weight (the rest untouched), mlp.fc1 is mlp.c_fc.
+static void test_openclip_slices(void)
+{
+    sdg_model *sd2 = load("golden/tiny-sd2.safetensors");
+    GRand *r = g_rand_new_with_seed(5);
+    char *dir = golden_tmpdir("lora-sd2");
+    char *path = g_build_filename(dir, "sd2.safetensors", NULL);
+    factor f[2] = {
+        { ".lora_up.weight", 2, { 48, 2 }, random_floats(r, 96) },
+        { ".lora_down.weight", 2, { 2, 48 }, random_floats(r, 96) },
+    };
+    write_module(path, "lora_te_text_model_encoder_layers_1_self_attn_k_proj", f, 2, 0.0f);
+    const char *qkv = "cond_stage_model.model.transformer.resblocks.1.attn.in_proj_weight";
+    g_assert_cmpint(st_find(sd2->file, qkv)->n_elements, ==, 144 * 48);
+    double *want = g_new0(double, 144 * 48);
+    for (int o = 0; o < 144; o++)
+        for (int i = 0; i < 48; i++) {
+            double d = 0;
+            if (o >= 48 && o < 96)
+                for (int k = 0; k < 2; k++)
+                    d += (double)f[0].data[(o - 48) * 2 + k] * f[1].data[k * 48 + i];
+            want[o * 48 + i] = d;
+        }
+    check_formula_on(sd2, path, qkv, want, "open_clip k_proj slice");
+    // PEFT's name of mlp.fc1: open_clip's mlp.c_fc [192, 48].
+    factor g[2] = {
+        { ".lora_B.weight", 2, { 192, 2 }, random_floats(r, 384) },
+        { ".lora_A.weight", 2, { 2, 48 }, random_floats(r, 96) },
+    };
+    write_module(path, "text_encoder.text_model.encoder.layers.0.mlp.fc1", g, 2, 0.0f);
+    double *wfc = g_new0(double, 192 * 48);
+    for (int o = 0; o < 192; o++)
+        for (int i = 0; i < 48; i++)
+            for (int k = 0; k < 2; k++)
+                wfc[o * 48 + i] += (double)g[0].data[o * 2 + k] * g[1].data[k * 48 + i];
+    check_formula_on(sd2, path, "cond_stage_model.model.transformer.resblocks.0.mlp.c_fc.weight",
+                     wfc, "open_clip mlp.c_fc");
+    for (int i = 0; i < 2; i++) {
+        g_free(f[i].data);
+        g_free(g[i].data);
+    }
+    g_free(wfc);
+    g_free(want);
+    g_free(path);
+    golden_tmpdir_remove(dir);
+    g_rand_free(r);
+    sdg_model_free(sd2);
+}
+
 // ---------------------------------------------------------------------------------------------
 // Bad input
 
@@ -699,6 +755,7 @@ int main(int argc, char **argv)
     g_test_add_func("/lora/formula/loha", test_loha);
     g_test_add_func("/lora/formula/lokr", test_lokr);
     g_test_add_func("/lora/formula/locon-mid-dora", test_locon_mid_and_dora);
+    g_test_add_func("/lora/openclip-slices", test_openclip_slices);
     g_test_add_func("/lora/bad-input", test_bad_input);
     int rc = g_test_run();
     sdg_model_free(model);
