@@ -598,7 +598,7 @@ static void test_locon_mid_and_dora(void)
     g_rand_free(r);
 }
 
-// open_clip encoders (SD 2.x, SDXL's bigG) under transformers' names: k_proj is rows W..2W-1 of
+// open_clip encoders (SD 2.x, SDXL's bigG) under transformers' names: v_proj is rows 2W..3W-1 of
 // the packed in_proj_weight (the rest untouched), mlp.fc1 is mlp.c_fc.
 static void test_openclip_slices(void)
 {
@@ -610,19 +610,19 @@ static void test_openclip_slices(void)
         { ".lora_up.weight", 2, { 48, 2 }, random_floats(r, 96) },
         { ".lora_down.weight", 2, { 2, 48 }, random_floats(r, 96) },
     };
-    write_module(path, "lora_te_text_model_encoder_layers_1_self_attn_k_proj", f, 2, 0.0f);
+    write_module(path, "lora_te_text_model_encoder_layers_1_self_attn_v_proj", f, 2, 0.0f);
     const char *qkv = "cond_stage_model.model.transformer.resblocks.1.attn.in_proj_weight";
     g_assert_cmpint(st_find(sd2->file, qkv)->n_elements, ==, 144 * 48);
     double *want = g_new0(double, 144 * 48);
     for (int o = 0; o < 144; o++)
         for (int i = 0; i < 48; i++) {
             double d = 0;
-            if (o >= 48 && o < 96)
+            if (o >= 96)
                 for (int k = 0; k < 2; k++)
-                    d += (double)f[0].data[(o - 48) * 2 + k] * f[1].data[k * 48 + i];
+                    d += (double)f[0].data[(o - 96) * 2 + k] * f[1].data[k * 48 + i];
             want[o * 48 + i] = d;
         }
-    check_formula_on(sd2, path, qkv, want, "open_clip k_proj slice");
+    check_formula_on(sd2, path, qkv, want, "open_clip v_proj slice");
     // PEFT's name of mlp.fc1: open_clip's mlp.c_fc [192, 48].
     factor g[2] = {
         { ".lora_B.weight", 2, { 192, 2 }, random_floats(r, 384) },
