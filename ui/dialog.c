@@ -1757,7 +1757,9 @@ controls_dump_widget (GtkWidget *widget,
                             gtk_spin_button_get_value (GTK_SPIN_BUTTON (widget)));
   else if (GTK_IS_CHECK_BUTTON (widget))
     g_string_append_printf (out, "check: %s (%s)\n",
-                            gtk_button_get_label (GTK_BUTTON (widget)),
+                            GTK_IS_LABEL (gtk_bin_get_child (GTK_BIN (widget)))
+                              ? gtk_label_get_text (GTK_LABEL (gtk_bin_get_child (GTK_BIN (widget))))
+                              : "",
                             gtk_toggle_button_get_active (GTK_TOGGLE_BUTTON (widget))
                               ? "on" : "off");
   tip = gtk_widget_get_tooltip_text (widget);
