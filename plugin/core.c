@@ -189,6 +189,24 @@ sdgp_core_check_params (sdgp_mode          mode,
       g_free (names);
       return FALSE;
     }
+  if (! sdg_schedule_from_name (p->schedule, NULL))
+    {
+      GString *names = g_string_new (NULL);
+
+      for (int i = 0; i < SDG_SCHEDULE_COUNT; i++)
+        g_string_append_printf (names, "%s%s", i ? ", " : "",
+                                sdg_schedule_name ((sdg_schedule) i));
+      g_set_error (error, SDGP_ERROR, SDGP_ERROR_INVALID,
+                   "Unknown schedule '%s' (one of: %s).", p->schedule, names->str);
+      g_string_free (names, TRUE);
+      return FALSE;
+    }
+  if (! sdg_model_sampling_from_name (p->model_sampling, NULL))
+    {
+      g_set_error (error, SDGP_ERROR, SDGP_ERROR_INVALID,
+                   "Unknown model sampling '%s' (one of: default, lcm).", p->model_sampling);
+      return FALSE;
+    }
   if (! sdg_prediction_from_name (p->prediction, NULL))
     {
       g_set_error (error, SDGP_ERROR, SDGP_ERROR_INVALID,
@@ -237,6 +255,38 @@ sdgp_core_check_params (sdgp_mode          mode,
       g_set_error (error, SDGP_ERROR, SDGP_ERROR_INVALID,
                    "Strength must be from 0 to 1 (got %g).", p->strength);
       return FALSE;
+    }
+  // The hires fix is text-to-image's; other modes ignore its settings.
+  if (mode == SDGP_TEXT_TO_IMAGE && p->hires)
+    {
+      if (! sdg_hires_upscale_from_name (p->hires_upscale, NULL))
+        {
+          g_set_error (error, SDGP_ERROR, SDGP_ERROR_INVALID,
+                       "Unknown hires fix upscale '%s' (one of: latent, pixel).",
+                       p->hires_upscale);
+          return FALSE;
+        }
+      if (! isfinite (p->hires_scale) || p->hires_scale < 1.0 || p->hires_scale > 4.0)
+        {
+          g_set_error (error, SDGP_ERROR, SDGP_ERROR_INVALID,
+                       "The hires fix's upscale factor must be from 1 to 4 (got %g).",
+                       p->hires_scale);
+          return FALSE;
+        }
+      if (! isfinite (p->hires_strength) || p->hires_strength < 0.0 || p->hires_strength > 1.0)
+        {
+          g_set_error (error, SDGP_ERROR, SDGP_ERROR_INVALID,
+                       "The hires fix's strength must be from 0 to 1 (got %g).",
+                       p->hires_strength);
+          return FALSE;
+        }
+      if (p->hires_steps < 0 || p->hires_steps > 1000)
+        {
+          g_set_error (error, SDGP_ERROR, SDGP_ERROR_INVALID,
+                       "The hires fix's steps must be from 0 (the steps) to 1000 (got %d).",
+                       p->hires_steps);
+          return FALSE;
+        }
     }
   {
     sdg_lora *loras;
@@ -297,7 +347,7 @@ core_parasite_text (sdgp_mode             mode,
                     const sdg_lora       *loras,
                     int                   n_loras,
                     guint64               seed,
-                    int gw, int gh, sdgp_rect r)
+                    int gw, int gh, int hw, int hh, sdgp_rect r)
 {
   GKeyFile     *kf = g_key_file_new ();
   const char   *g = SDGP_PARASITE_GROUP;
@@ -315,6 +365,8 @@ core_parasite_text (sdgp_mode             mode,
   g_key_file_set_string (kf, g, "family", sdg_family_name (info->family));
   g_key_file_set_string (kf, g, "prediction", sdg_prediction_name (info->prediction));
   g_key_file_set_string (kf, g, "sampler", p->sampler);
+  g_key_file_set_string (kf, g, "schedule", p->schedule);
+  g_key_file_set_string (kf, g, "model_sampling", p->model_sampling);
   g_key_file_set_integer (kf, g, "steps", p->steps);
   g_key_file_set_double (kf, g, "cfg_scale", p->cfg_scale);
   g_key_file_set_uint64 (kf, g, "seed", seed);
@@ -347,6 +399,18 @@ core_parasite_text (sdgp_mode             mode,
     g_key_file_set_boolean (kf, g, "color_match", p->color_match);
   g_key_file_set_integer (kf, g, "width", gw);
   g_key_file_set_integer (kf, g, "height", gh);
+  // The second pass, when there was one: its size, upscale, strength and steps (0: the steps).
+  if (hw != gw || hh != gh)
+    {
+      gchar  strength[G_ASCII_DTOSTR_BUF_SIZE];
+      gchar *hires = g_strdup_printf ("%dx%d,%s,%s,%d", hw, hh, p->hires_upscale,
+                                      g_ascii_formatd (strength, sizeof strength, "%g",
+                                                       p->hires_strength),
+                                      p->hires_steps);
+
+      g_key_file_set_string (kf, g, "hires", hires);
+      g_free (hires);
+    }
   g_key_file_set_integer (kf, g, "x", r.x);
   g_key_file_set_integer (kf, g, "y", r.y);
   g_key_file_set_integer (kf, g, "region_width", r.width);
@@ -366,7 +430,9 @@ typedef struct core_run {
   int                native;         // the model's native side (or $SDG_NATIVE_SIZE)
   sdg_model_info     model_info;     // the model loaded for the run
   sdgp_rect          r;              // the region, image coordinates
-  int                gw, gh;         // generation size
+  int                gw, gh;         // generation size (the hires fix's first pass)
+  int                hw, hh;         // the pictures the engine returns: the hires fix's second
+                                     // pass (sdgp_region_hires_size), else gw x gh
 
   float             *orig_rgba;      // r, as read (img2img, inpaint)
   float             *sel;            // r, the selection (inpaint)
@@ -486,7 +552,72 @@ core_region (core_run *c,
                    c->r.width, c->r.height);
       return FALSE;
     }
+  c->hw = c->gw;
+  c->hh = c->gh;
+  if (c->mode == SDGP_TEXT_TO_IMAGE && c->p->hires)
+    sdgp_region_hires_size (c->gw, c->gh, c->r.width, c->r.height, c->p->hires_scale,
+                            &c->hw, &c->hh);
   return TRUE;
+}
+
+// sdg_resize_fn for the hires fix's pixel upscale: the plug-in's own GEGL scaling (NoHalo when
+// enlarging), as every picture it places gets. Called on the worker thread: GEGL processes a
+// graph of its own there.
+static sdg_image *
+core_hires_resize (const sdg_image *img,
+                   int              width,
+                   int              height,
+                   void            *user)
+{
+  sdg_image *out = sdg_image_new (width, height, 3);
+  GError    *error = NULL;
+
+  (void) user;
+  if (out && ! sdgp_resample (img->data, img->width, img->height, 3, width, height, out->data,
+                              &error))
+    {
+      g_printerr ("gimp-diffusion: %s\n", error ? error->message : "resampling failed");
+      g_clear_error (&error);
+      sdg_image_free (out);
+      out = NULL;
+    }
+  return out;
+}
+
+// The engine's parameters for the run c describes (region and sizes set) that the estimate and
+// the run share; the caller adds the seed, the init image, mask and its extra bytes.
+static void
+core_gen_params (const core_run *c,
+                 sdg_gen_params *gp)
+{
+  const sdgp_params *p = c->p;
+
+  // Every name was checked by sdgp_core_check_params.
+  gp->prompt = p->prompt;
+  gp->negative_prompt = p->negative_prompt;
+  gp->width = c->gw;
+  gp->height = c->gh;
+  sdg_sampler_from_name (p->sampler, &gp->sampler);
+  sdg_schedule_from_name (p->schedule, &gp->schedule);
+  sdg_model_sampling_from_name (p->model_sampling, &gp->model_sampling);
+  gp->steps = p->steps;
+  gp->cfg_scale = (float) p->cfg_scale;
+  sdg_precision_from_name (p->precision, &gp->precision);
+  gp->decoder = p->fast_decode ? SDG_DECODER_TAESD : SDG_DECODER_VAE;
+  gp->batch_count = p->batch_count;
+  gp->strength = c->mode == SDGP_TEXT_TO_IMAGE ? 1.0f : (float) p->strength;
+  gp->loras = c->loras;
+  gp->n_loras = c->n_loras;
+  gp->lora_dir = c->lora_dir;
+  if (c->hw != c->gw || c->hh != c->gh)
+    {
+      gp->hires_width = c->hw;
+      gp->hires_height = c->hh;
+      sdg_hires_upscale_from_name (p->hires_upscale, &gp->hires_upscale);
+      gp->hires_strength = (float) p->hires_strength;
+      gp->hires_steps = p->hires_steps;
+      gp->hires_resize = core_hires_resize;
+    }
 }
 
 // Bytes of the plug-in's own buffers in a run (all floats, see core_prepare and core_finish):
@@ -578,15 +709,15 @@ core_finish (core_run        *c,
   int    w = c->r.width, h = c->r.height, n = w * h;
   float *back, *out;
 
-  if (! gen || gen->width != c->gw || gen->height != c->gh || gen->channels != 3)
+  if (! gen || gen->width != c->hw || gen->height != c->hh || gen->channels != 3)
     {
       g_set_error (error, SDGP_ERROR, SDGP_ERROR_FAILED, "The engine returned a %dx%d picture, "
-                   "not %dx%d.", gen ? gen->width : 0, gen ? gen->height : 0, c->gw, c->gh);
+                   "not %dx%d.", gen ? gen->width : 0, gen ? gen->height : 0, c->hw, c->hh);
       return NULL;
     }
   back = sdgp_core_alloc_pixels (w, h, 3, error);
   out = back ? sdgp_core_alloc_pixels (w, h, 4, error) : NULL;
-  if (! out || ! sdgp_resample (gen->data, c->gw, c->gh, 3, w, h, back, error))
+  if (! out || ! sdgp_resample (gen->data, c->hw, c->hh, 3, w, h, back, error))
     {
       g_free (back);
       g_free (out);
@@ -647,7 +778,8 @@ core_insert (core_run   *c,
     {
       char *name = core_layer_name (c->p, seed + (guint64) i);
       char *text = core_parasite_text (c->mode, c->p, model, &c->model_info, c->loras,
-                                       c->n_loras, seed + (guint64) i, c->gw, c->gh, c->r);
+                                       c->n_loras, seed + (guint64) i, c->gw, c->gh, c->hw,
+                                       c->hh, c->r);
 
       layers[done] = sdgp_host_insert_layer (image, drawable, name, c->outs[i], c->r.x, c->r.y,
                                              c->r.width, c->r.height, SDGP_PARASITE_NAME, text,
@@ -701,23 +833,12 @@ core_estimate (core_run            *c,
     return FALSE;
 
   // The run core_run makes; the engine reads only the sizes of the init image and mask.
-  gp.prompt = c->p->prompt;
-  gp.negative_prompt = c->p->negative_prompt;
-  gp.width = init.width = mask.width = c->gw;
-  gp.height = init.height = mask.height = c->gh;
-  sdg_sampler_from_name (c->p->sampler, &gp.sampler);
-  gp.steps = c->p->steps;
-  gp.cfg_scale = (float) c->p->cfg_scale;
-  sdg_precision_from_name (c->p->precision, &gp.precision);
-  gp.decoder = c->p->fast_decode ? SDG_DECODER_TAESD : SDG_DECODER_VAE;
-  gp.batch_count = c->p->batch_count;
-  gp.strength = c->mode == SDGP_TEXT_TO_IMAGE ? 1.0f : (float) c->p->strength;
+  core_gen_params (c, &gp);
+  init.width = mask.width = c->gw;
+  init.height = mask.height = c->gh;
   gp.init_image = c->mode != SDGP_TEXT_TO_IMAGE ? &init : NULL;
   gp.mask = c->mode == SDGP_INPAINT ? &mask : NULL;
   gp.extra_bytes = core_buffer_bytes (c, TRUE);
-  gp.loras = c->loras;
-  gp.n_loras = c->n_loras;
-  gp.lora_dir = c->lora_dir;
   ctx = sdg_ctx_new (model, sdgp_host_num_threads (), err);
   if (! ctx)
     {
@@ -735,14 +856,24 @@ core_estimate (core_run            *c,
   return TRUE;
 }
 
-// "512 × 512 px" or "512 × 512, scaled to 1000 × 750"
+// "512 × 512 px", "512 × 512, scaled to 1000 × 750" or, with a hires fix,
+// "512 × 512, hires 1024 × 1024 px"
 static char *
 core_size_text (const core_run *c)
 {
-  if (c->gw == c->r.width && c->gh == c->r.height)
-    return g_strdup_printf ("%d \xc3\x97 %d px", c->gw, c->gh);
-  return g_strdup_printf ("%d \xc3\x97 %d, scaled to %d \xc3\x97 %d", c->gw, c->gh,
-                          c->r.width, c->r.height);
+  char *first, *text;
+
+  if (c->hw == c->gw && c->hh == c->gh)
+    first = g_strdup_printf ("%d \xc3\x97 %d", c->gw, c->gh);
+  else
+    first = g_strdup_printf ("%d \xc3\x97 %d, hires %d \xc3\x97 %d", c->gw, c->gh, c->hw,
+                             c->hh);
+  if (c->hw == c->r.width && c->hh == c->r.height)
+    text = g_strconcat (first, " px", NULL);
+  else
+    text = g_strdup_printf ("%s, scaled to %d \xc3\x97 %d", first, c->r.width, c->r.height);
+  g_free (first);
+  return text;
 }
 
 gboolean
@@ -812,24 +943,11 @@ sdgp_core_run (sdgp_mode            mode,
   seed = p->seed >= 0 ? (guint64) p->seed : (guint64) g_random_int_range (0, G_MAXINT32);
   if (seed_used)
     *seed_used = (gint32) seed;
-  gp.prompt = p->prompt;
-  gp.negative_prompt = p->negative_prompt;
-  gp.width = c.gw;
-  gp.height = c.gh;
-  sdg_sampler_from_name (p->sampler, &gp.sampler);
-  gp.steps = p->steps;
-  gp.cfg_scale = (float) p->cfg_scale;
-  sdg_precision_from_name (p->precision, &gp.precision);
-  gp.decoder = p->fast_decode ? SDG_DECODER_TAESD : SDG_DECODER_VAE;
+  core_gen_params (&c, &gp);
   gp.seed = seed;
-  gp.batch_count = p->batch_count;
-  gp.strength = mode == SDGP_TEXT_TO_IMAGE ? 1.0f : (float) p->strength;
   gp.init_image = c.init;
   gp.mask = c.mask;
   gp.extra_bytes = core_buffer_bytes (&c, FALSE);
-  gp.loras = c.loras;
-  gp.n_loras = c.n_loras;
-  gp.lora_dir = c.lora_dir;
 
   if (fb == &host_fb)
     sdgp_host_progress_init ("Diffusion: generating");
@@ -912,6 +1030,47 @@ sdgp_core_estimate_dialog (const sdgp_params *p,
   g_free (total);
   g_free (avail);
   return text;
+}
+
+const char *
+sdgp_core_recommend_dialog (const sdgp_params *p,
+                            gpointer           target,
+                            sdg_recommendation *rec)
+{
+  const sdg_model *model;
+  sdg_gen_params   gp = sdg_gen_default_params ();
+  sdg_prediction   prediction = SDG_PREDICTION_AUTO;
+  sdg_lora        *loras = NULL;
+  int              n_loras = 0;
+  const char      *vocab = g_getenv ("SDG_VOCAB");
+  char            *path, *dir;
+
+  (void) target;
+  sdg_recommend (NULL, NULL, rec);   // the engine's defaults, source NULL
+  path = sdgp_core_model_path (p, NULL);
+  if (! path)
+    return NULL;
+  dir = sdgp_core_models_dir (p);
+  // The prediction setting as the estimate passes it, so that the header read is shared.
+  if (! sdg_prediction_from_name (p->prediction, &prediction))
+    prediction = SDG_PREDICTION_AUTO;
+  model = sdgp_worker_estimate_model (path, vocab && *vocab ? vocab : NULL, dir, prediction,
+                                      NULL);
+  if (model)
+    {
+      // Only the LoRAs' file names count; a list that cannot be read recommends from the rest
+      // (the Size row says what is wrong with it).
+      if (! sdgp_params_loras (p, &loras, &n_loras, NULL))
+        n_loras = 0;
+      gp.prompt = p->prompt;
+      gp.loras = loras;
+      gp.n_loras = n_loras;
+      sdg_recommend (model, &gp, rec);
+    }
+  g_free (loras);
+  g_free (dir);
+  g_free (path);
+  return rec->source;
 }
 
 void

@@ -28,10 +28,12 @@ GQuark sdgp_error_quark (void);
 // The persistent layer parasite holding a result's generation parameters: a GKeyFile text,
 // group [gimp-diffusion], keys mode, prompt, negative_prompt, model, family (sdg_family_name),
 // prediction (what the model ran as: eps or v), sampler, steps, cfg_scale,
-// seed, precision (the setting: default, exact, fast), decoder (vae or taesd), kernels (the matrix kernels it ran with,
+// seed, schedule, model_sampling, precision (the setting: default, exact, fast), decoder (vae or taesd), kernels (the matrix kernels it ran with,
 // sdg_kernels_name), loras (the loras setting's files as NAME:WEIGHT, e.g.
 // "style.safetensors:0.8;", only when there are any; the prompt's <lora:...> tags stay in prompt),
-// strength, color_match, width, height (the generated size), x, y, region_width, region_height.
+// strength, color_match, width, height (the generated size: the hires fix's first pass), hires
+// (only with a hires fix: "WxH,UPSCALE,STRENGTH,STEPS", its second pass's size, latent or pixel,
+// strength, steps with 0 for the steps), x, y, region_width, region_height.
 #define SDGP_PARASITE_NAME "gimp-diffusion-parameters"
 #define SDGP_PARASITE_GROUP "gimp-diffusion"
 
@@ -108,6 +110,16 @@ gboolean sdgp_core_run_dialog (const sdgp_params *p, const sdgp_feedback *fb, gp
 // image. Main thread, never during a run.
 gchar   *sdgp_core_estimate_dialog (const sdgp_params *p, gpointer target, gboolean *fits,
                                     GError **error);
+
+struct sdg_recommendation;
+
+// The dialog's recommendation function (an sdgp_recommend_fn of ui/dialog.h; target is an
+// sdgp_target): sdg_recommend for p's model with p's LoRAs and the prompt's <lora:...> tags,
+// on the model the estimate reads (its header only, unless it is loaded). Returns rec->source:
+// NULL when nothing recommends settings, or when the model cannot be read. Main thread, never
+// during a run.
+const char *sdgp_core_recommend_dialog (const sdgp_params *p, gpointer target,
+                                        struct sdg_recommendation *rec);
 
 // Frees what runs keep between them (the loaded model). Call once before the plug-in exits.
 void     sdgp_core_shutdown (void);

@@ -14,6 +14,11 @@
 
 // tests/gimp/test-precision.scm sets the remembered precision through these bytes.
 G_STATIC_ASSERT (G_STRUCT_OFFSET (sdgp_params, precision) == 6176);
+// tests/gimp/test-settings.scm sets these the same way.
+G_STATIC_ASSERT (G_STRUCT_OFFSET (sdgp_params, schedule) == 10344);
+G_STATIC_ASSERT (G_STRUCT_OFFSET (sdgp_params, model_sampling) == 10360);
+G_STATIC_ASSERT (G_STRUCT_OFFSET (sdgp_params, hires) == 10376);
+G_STATIC_ASSERT (G_STRUCT_OFFSET (sdgp_params, hires_upscale) == 10400);
 
 void
 sdgp_params_init (sdgp_params *p,
@@ -24,6 +29,12 @@ sdgp_params_init (sdgp_params *p,
   // The engine's choice (sdg_precision SDG_PRECISION_DEFAULT, today `fast`).
   g_strlcpy (p->precision, "default", sizeof p->precision);
   g_strlcpy (p->prediction, "auto", sizeof p->prediction);
+  g_strlcpy (p->schedule, "default", sizeof p->schedule);
+  g_strlcpy (p->model_sampling, "default", sizeof p->model_sampling);
+  // A1111's Hires. fix defaults: twice the size, latent upscale, strength 0.7, the same steps.
+  p->hires_scale = 2.0;
+  p->hires_strength = 0.7;
+  g_strlcpy (p->hires_upscale, "latent", sizeof p->hires_upscale);
   p->steps = 20;
   p->cfg_scale = 7.0;
   p->seed = -1;

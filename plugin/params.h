@@ -5,7 +5,7 @@
  *
  * Fixed-size and pointer-free on purpose: gimp_set_data()/gimp_get_data() store it as bytes.
  * Fields that are not procedure arguments (models_dir, random_seed, color_match, precision,
- * prediction, fast_decode) are
+ * prediction, fast_decode, schedule, model_sampling, the hires fix, recommended) are
  * the dialog's own settings: GIMP 2 remembers them with the rest of the struct, GIMP 3 declares
  * them as auxiliary arguments (gimp3/main.c).
  * Not here: anything of libgimp or GTK. Of the engine only the sdg_lora list that the loras
@@ -50,6 +50,19 @@ typedef struct sdgp_params {
                                 // (sdgp_params_loras). Keep new fields at the end: the byte
                                 // offsets above are read by the GIMP 2 tests, and values a GIMP
                                 // 2 profile stored before a field was added stay readable
+    // Dialog settings like precision (procedure calls run "default", no hires fix); GIMP 2's
+    // tests write them at their byte offsets (params.c checks them at build time).
+    gchar schedule[16];         // engine schedule name ("default", "karras", ...); byte 10344
+    gchar model_sampling[16];   // "default" or "lcm" (sdg_model_sampling); byte 10360
+    gboolean hires;             // text-to-image: the hires fix's second pass; byte 10376
+    gint hires_steps;           // its steps, 0 = steps
+    gdouble hires_scale;        // "Upscale by", 1 to 4: the second pass at the first's size x
+                                // this, capped at the region's size (sdgp_region_hires_size)
+    gdouble hires_strength;     // its denoising strength, 0 to 1
+    gchar hires_upscale[8];     // "latent" or "pixel" (sdg_hires_upscale); byte 10400
+    gchar recommended[32];      // the dialog: the source of the recommendation (sdg_recommend)
+                                // last applied to the values, "" for none, so that reopening
+                                // the dialog does not apply it again over the user's changes
 } sdgp_params;
 
 // How a run reports while it goes on: to the dialog (ui is the dialog's own pointer), or to

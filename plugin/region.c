@@ -238,6 +238,26 @@ sdgp_region_gen_size (int w, int h, int native_size, int *gen_w, int *gen_h)
     return TRUE;
 }
 
+gboolean
+sdgp_region_hires_size (int gen_w, int gen_h, int region_w, int region_h, double scale,
+                        int *hires_w, int *hires_h)
+{
+    g_return_val_if_fail (gen_w > 0 && gen_h > 0 && region_w > 0 && region_h > 0, FALSE);
+    g_return_val_if_fail (hires_w != NULL && hires_h != NULL, FALSE);
+    // One factor for both sides, so the cap does not stretch the picture.
+    double s = scale > 1.0 ? scale : 1.0;   // NaN too
+    s = MIN (s, (double) region_w / gen_w);
+    s = MIN (s, (double) region_h / gen_h);
+    s = MIN (s, (double) SDGP_HIRES_MAX_SIDE / MAX (gen_w, gen_h));
+    *hires_w = gen_w;
+    *hires_h = gen_h;
+    if (s > 1.0) {
+        *hires_w = MAX (gen_w, (int) floor (gen_w * s / 8.0) * 8);
+        *hires_h = MAX (gen_h, (int) floor (gen_h * s / 8.0) * 8);
+    }
+    return *hires_w != gen_w || *hires_h != gen_h;
+}
+
 // ---------------------------------------------------------------------------------------------
 // GEGL plumbing
 

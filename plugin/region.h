@@ -123,6 +123,19 @@ gboolean sdgp_region_snap8 (sdgp_rect r, sdgp_rect keep, sdgp_rect bounds, sdgp_
 // Returns FALSE (programming error) when w, h or native_size is <= 0.
 gboolean sdgp_region_gen_size (int w, int h, int native_size, int *gen_w, int *gen_h);
 
+// Largest side of a hires fix's second pass (the engine's limit).
+#define SDGP_HIRES_MAX_SIDE 4096
+
+// The size of a hires fix's second pass after a first pass of gen_w x gen_h for a region of
+// region_w x region_h: the first size times scale, the scale lowered where that would be bigger
+// than the region (a picture is never made bigger than where it is placed) or
+// SDGP_HIRES_MAX_SIDE, each side rounded down to a multiple of 8 but never under the first
+// pass's. The aspect stays the first pass's. FALSE when that leaves the first size unchanged
+// (scale <= 1, or a region no bigger than the first pass): no second pass; *hires_w and *hires_h
+// are then the first size.
+gboolean sdgp_region_hires_size (int gen_w, int gen_h, int region_w, int region_h, double scale,
+                                 int *hires_w, int *hires_h);
+
 // ---------------------------------------------------------------------------------------------
 // Masks: one float per pixel in [0,1]; inputs outside [0,1] (resampling overshoot) are clamped.
 

@@ -8,8 +8,11 @@
 # OUTDIR/dialog-gimpN-text-to-image-running.png, and checks that the run added its layer.
 # docs/dialog-gimp2.png and docs/dialog-gimp3.png are copies of such pictures.
 # Beside each picture the hook writes the dialog's controls as text (.txt: labels, combo boxes
-# with their items, tooltips); this script checks there that every mode offers Precision
-# (Default | Exact | Fast, with its tooltip) and the LoRAs field (with its tooltip). For the running dialog the remembered precision is
+# with their items, spin buttons and check buttons with their values, tooltips); this script
+# checks there that every mode offers Precision (Default | Exact | Fast, with its tooltip), the
+# LoRAs field (with its tooltip), Schedule and Model sampling; that text to image alone has the
+# Hires fix section; and that a model named like a Turbo checkpoint (the tiny model linked as
+# tiny-sd1-turbo.safetensors) sets the steps to 1 and CFG to 1 with its note. For the running dialog the remembered precision is
 # set to Fast first, as choosing it in the dialog leaves it (GIMP 2: the field in the plug-in's
 # stored values; GIMP 3: its last-values file), and the session runs on the portable kernel sets
 # (SDG_KERNELS=c-bf16): the dialog must open on Fast and the run's layer record precision=fast,
@@ -78,6 +81,12 @@ if [ -n "$ref" ] && [ -f "$ref/golden/tiny-sd1.safetensors" ] && [ -f "$ref/voca
   ln -s "$ref/golden/tiny-sd1.safetensors" "$models/tiny-sd1.safetensors"
   ln -s "$ref/vocab/bpe_simple_vocab_16e6.txt.gz" "$models/bpe_simple_vocab_16e6.txt.gz"
   tiny="$models/tiny-sd1.safetensors"
+  # The same model named like an SD-Turbo checkpoint, in a folder of its own (with the
+  # vocabulary it is read with): sdg_recommend finds Turbo by the file name.
+  mkdir -p "$work/turbo"
+  ln -s "$ref/golden/tiny-sd1.safetensors" "$work/turbo/tiny-sd1-turbo.safetensors"
+  ln -s "$ref/vocab/bpe_simple_vocab_16e6.txt.gz" "$work/turbo/bpe_simple_vocab_16e6.txt.gz"
+  turbo="$work/turbo/tiny-sd1-turbo.safetensors"
 fi
 
 # One image with a layer and a selection. Batch commands share no variables, so each finds the
@@ -122,12 +131,18 @@ call() {
 # Warm-up: one short (2-step) non-interactive run per mode with the tiny model, so that each
 # dialog opens on remembered values (a prompt, the chosen model) as it would for a user. Each is
 # its own batch command, so one that fails does not stop the others; the dialogs open either way.
+# In the photographing session text to image is called once more with the Turbo-named model
+# (dpmpp_2m, 2 steps, CFG 7): its dialog opens on it and must apply Turbo's recommendation.
 warmups=()
+turbo_warmup=()
 if [ -n "$tiny" ]; then
   warmups=(
     -b "$(with_img "$(call plug-in-diffusion-text-to-image RUN-NONINTERACTIVE "a red circle on a white wall, studio light" "blurry, text" "$tiny" euler_a 2 42)")"
     -b "$(with_img "$(call plug-in-diffusion-image-to-image RUN-NONINTERACTIVE "the same wall in watercolour" "blurry" "$tiny" dpmpp_2m 2 7 0.6)")"
     -b "$(with_img "$(call plug-in-diffusion-inpaint RUN-NONINTERACTIVE "a blue vase of flowers" "blurry" "$tiny" euler_a 2 1234 1.0)")"
+  )
+  turbo_warmup=(
+    -b "$(with_img "$(call plug-in-diffusion-text-to-image RUN-NONINTERACTIVE "a red circle on a white wall, studio light" "blurry, text" "$turbo" dpmpp_2m 2 42)")"
   )
 fi
 
@@ -196,9 +211,9 @@ run_gimp() {
   fi
 }
 
-echo "1..$(( 4 * ${#modes[@]} + 2 ))"
+echo "1..$(( 5 * ${#modes[@]} + 4 ))"
 log="$outdir/test-dialog-$tag.log"
-run_gimp "$log" -- -b "$setup" "${warmups[@]}" -b "$dialogs"
+run_gimp "$log" -- -b "$setup" "${warmups[@]}" "${turbo_warmup[@]}" -b "$dialogs"
 
 # Width and height from the PNG's IHDR chunk (big-endian, bytes 16..23).
 png_size() {
@@ -268,6 +283,55 @@ for m in "${modes[@]}"; do
     failed=1
   fi
 done
+# Advanced offers every schedule of the engine and the model sampling.
+for m in "${modes[@]}"; do
+  n=$((n + 1))
+  txt="$outdir/dialog-$tag-$m.txt"
+  if grep -qx 'label: Schedule:' "$txt" 2>/dev/null &&
+     grep -q '^combo: default | karras | simple | exponential | sgm_uniform | ddim_uniform | trailing (active: ' "$txt" &&
+     grep -qx 'label: Model sampling:' "$txt" &&
+     grep -q '^combo: Default | LCM (active: ' "$txt"; then
+    echo "ok $n - $m dialog offers Schedule (every engine schedule) and Model sampling: Default | LCM"
+  else
+    echo "not ok $n - $m dialog: no Schedule row with the engine's schedules or no Model sampling row in $txt"
+    sed 's/^/# /' "$txt" 2>/dev/null
+    failed=1
+  fi
+done
+# The hires fix: text to image has the section (off, as procedure calls leave it; Latent; the
+# factor 2.00 and strength 0.70 of A1111), the other modes do not.
+n=$((n + 1))
+t2i="$outdir/dialog-$tag-text-to-image.txt"
+if grep -qx 'label: Hires fix' "$t2i" 2>/dev/null &&
+   grep -qx 'check: Refine at a bigger size (off)' "$t2i" &&
+   grep -qx 'label: Upscale by:' "$t2i" && grep -qx 'spin: 2.00' "$t2i" &&
+   grep -qx 'combo: Latent | Pixel (active: Latent)' "$t2i" &&
+   grep -qx 'spin: 0.70' "$t2i" && grep -qx 'label: Hires steps:' "$t2i" &&
+   ! grep -q 'Hires fix' "$outdir/dialog-$tag-image-to-image.txt" &&
+   ! grep -q 'Hires fix' "$outdir/dialog-$tag-inpaint.txt"; then
+  echo "ok $n - text to image has the Hires fix section (off, Upscale by 2, Latent, strength 0.7, steps), the other modes none"
+else
+  echo "not ok $n - no Hires fix section as expected in $t2i (or one in the other modes)"
+  grep -i -A1 'hires\|upscale\|refine\|spin' "$t2i" 2>/dev/null | sed 's/^/# /'
+  failed=1
+fi
+# Turbo's recommendation: the text-to-image dialog opened on the Turbo-named model that the last
+# call ran with dpmpp_2m, 2 steps and CFG 7 (a call applies none), and set Euler ancestral,
+# trailing, 1 step and CFG 1, saying so.
+n=$((n + 1))
+if [ -z "$tiny" ]; then
+  echo "ok $n - Turbo's recommendation # SKIP no tiny model in \$SDG_REFERENCE_DIR"
+elif grep -qx 'label: Turbo: euler_a, trailing, 1 step, CFG 1 (recommended)' "$t2i" &&
+     grep -A1 -x 'spin: 1' "$t2i" | grep -q '^tooltip: Sampling steps' &&
+     grep -A1 -x 'spin: 1.0' "$t2i" | grep -q '^tooltip: How closely to follow the prompt' &&
+     grep -q '^combo: Euler .*(active: Euler ancestral)' "$t2i" &&
+     grep -q '^combo: default | karras .*(active: trailing)' "$t2i"; then
+  echo "ok $n - a Turbo-named model sets the dialog to euler_a, trailing, 1 step, CFG 1 and says so"
+else
+  echo "not ok $n - Turbo's recommendation: want its note, steps 1, CFG 1.0, Euler ancestral and trailing in $t2i"
+  grep -E '^(spin|label: Turbo|combo: (Euler|default))' -A1 "$t2i" 2>/dev/null | sed 's/^/# /'
+  failed=1
+fi
 if [ $failed -ne 0 ]; then
   sed 's/^/# /' "$log"
 fi

@@ -8,7 +8,8 @@
 # With MODELS_DIR (the project's models/, holding the bundled default model) GIMP runs a second
 # time, on the default model: tests/gimp/test-default-model.scm. Then a session runs
 # tests/gimp/test-memguard.scm under SDG_MEMORY_LIMIT (the memory guard), and a last one
-# tests/gimp/test-precision.scm under SDG_KERNELS=c-bf16 (the remembered precision setting).
+# tests/gimp/test-precision.scm under SDG_KERNELS=c-bf16 (the remembered precision setting), and
+# tests/gimp/test-settings.scm (the remembered schedule and hires fix).
 # Skips (TAP "1..0 # SKIP") only when gimp-console-2.10 is not installed.
 # Environment: SDG_KEEP_TEST_DIR=1 keeps the work folder (profile, GIMP's stderr);
 # SDG_PLUGIN_WRAPPER runs the plug-in through a command (valgrind); SDG_DEMO_DIR=folder saves
@@ -162,6 +163,18 @@ check_session precision $rc_prec "precision (SDG_KERNELS=c-bf16)"
 emit $(yes_if grep -q "Unknown precision 'bogus' (one of: default, exact, fast)" "$work/stderr-precision") \
   "an unknown precision names the known ones"
 [ $fail = 1 ] && stderr_tail precision precision
+
+# The dialog's schedule and hires fix settings, written into the remembered values (a session of
+# its own: it runs on the last values of text to image).
+run_scm settings test-settings.scm "$model"
+rc_set=$?
+relay_tap "$work/tap-settings.txt"
+check_session settings $rc_set "dialog settings' (schedule, hires fix)"
+emit $(yes_if grep -q "Unknown schedule 'bogus' (one of: default, karras, simple, exponential, sgm_uniform, ddim_uniform, trailing)" "$work/stderr-settings") \
+  "an unknown schedule names the known ones"
+emit $(yes_if grep -q "Unknown hires fix upscale 'bicubic' (one of: latent, pixel)" "$work/stderr-settings") \
+  "an unknown hires upscale names the known ones"
+[ $fail = 1 ] && stderr_tail settings settings
 
 finished=0
 grep -q '^# script finished' "$tap" 2>/dev/null && finished=1

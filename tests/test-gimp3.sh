@@ -6,7 +6,8 @@
 # once under a timeout, checks the registration GIMP wrote to pluginrc and GIMP's error messages,
 # and prints the TAP; a second session runs tests/gimp3/test-memguard.scm under SDG_MEMORY_LIMIT
 # (the memory guard), a third tests/gimp3/test-precision.scm under SDG_KERNELS=c-bf16 on last
-# values written beforehand (the remembered precision). The GIMP 3 port of tests/test-gimp.sh.
+# values written beforehand (the remembered precision), a fourth tests/gimp3/test-settings.scm (the
+# remembered schedule and hires fix). The GIMP 3 port of tests/test-gimp.sh.
 #
 # Usage: test-gimp3.sh PLUGIN MODEL VOCAB [ICONS_DIR]
 # Skips (TAP "1..0 # SKIP") only when gimp-console-3.0 is not installed.
@@ -110,10 +111,28 @@ SDG_KERNELS=c-bf16 timeout "${SDG_GIMP3_TIMEOUT:-900}" "$gimp" -i -d -f --no-spl
   >"$work/stdout-precision" 2>"$work/stderr-precision"
 rc_prec=$?
 
+# The dialog's schedule and hires fix: the script writes the last values of text to image itself
+# before each Repeat (a session of its own).
+tap_set="$work/tap-settings.txt"
+batch="(begin (define sdg-model $(scm_str "$model")) (define tap-path $(scm_str "$tap_set"))"
+batch="$batch (define last-path $(scm_str "$settings/GimpProcedureConfigRun-plug-in-diffusion-text-to-image.last"))"
+batch="$batch (load $(scm_str "$here/gimp-lib.scm")) (load $(scm_str "$here/gimp3/test-settings.scm")))"
+timeout "${SDG_GIMP3_TIMEOUT:-900}" "$gimp" -i -d -f --no-splash \
+  --batch-interpreter=plug-in-script-fu-eval -b "$batch" -b "(gimp-quit 0)" \
+  >"$work/stdout-settings" 2>"$work/stderr-settings"
+rc_set=$?
+
 # The script's own results, renumbered so that ours can follow.
 relay_tap "$tap"
 relay_tap "$tap_mem"
 relay_tap "$tap_prec"
+relay_tap "$tap_set"
+emit $(yes_if grep -q '^# script finished' "$tap_set") "the settings Script-Fu test ran to its end"
+emit $(yes_if [ $rc_set = 0 ]) "gimp-console-3.0 for the settings test exits with 0 (got $rc_set)"
+emit $(yes_if grep -q "Unknown schedule 'bogus' (one of: default, karras, simple, exponential, sgm_uniform, ddim_uniform, trailing)" "$work/stderr-settings") \
+  "an unknown schedule names the known ones"
+emit $(yes_if grep -q "Unknown hires fix upscale 'bicubic' (one of: latent, pixel)" "$work/stderr-settings") \
+  "an unknown hires upscale names the known ones"
 emit $(yes_if grep -q '^# script finished' "$tap_prec") "the precision Script-Fu test ran to its end"
 emit $(yes_if [ $rc_prec = 0 ]) "gimp-console-3.0 with SDG_KERNELS=c-bf16 exits with 0 (got $rc_prec)"
 emit $(yes_if grep -q "Unknown precision 'bogus' (one of: default, exact, fast)" "$work/stderr-precision") \

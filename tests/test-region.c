@@ -343,6 +343,57 @@ test_gen_size (void)
     }
 }
 
+static void
+test_hires_size (void)
+{
+    int hw = 0, hh = 0;
+    // A 2048x1536 region generated at 592x440: twice that fits.
+    g_assert_true (sdgp_region_hires_size (592, 440, 2048, 1536, 2.0, &hw, &hh));
+    g_assert_cmpint (hw, ==, 1184);
+    g_assert_cmpint (hh, ==, 880);
+    // 1.5: 888 x 660 -> rounded down to 888 x 656.
+    g_assert_true (sdgp_region_hires_size (592, 440, 2048, 1536, 1.5, &hw, &hh));
+    g_assert_cmpint (hw, ==, 888);
+    g_assert_cmpint (hh, ==, 656);
+    // 1024x768 region: capped at its size, one factor for both sides (1024/592 = 1.7297):
+    // 1024 x 761.1 -> 1024 x 760.
+    g_assert_true (sdgp_region_hires_size (592, 440, 1024, 768, 4.0, &hw, &hh));
+    g_assert_cmpint (hw, ==, 1024);
+    g_assert_cmpint (hh, ==, 760);
+    // A region no bigger than the first pass, or a factor of 1: no second pass.
+    g_assert_false (sdgp_region_hires_size (512, 512, 512, 512, 2.0, &hw, &hh));
+    g_assert_cmpint (hw, ==, 512);
+    g_assert_cmpint (hh, ==, 512);
+    g_assert_false (sdgp_region_hires_size (512, 512, 10, 10, 2.0, &hw, &hh));
+    g_assert_false (sdgp_region_hires_size (512, 512, 4000, 4000, 1.0, &hw, &hh));
+    g_assert_false (sdgp_region_hires_size (512, 512, 4000, 4000, NAN, &hw, &hh));
+    // A region a few pixels bigger: the rounding leaves the first size, so no second pass.
+    g_assert_false (sdgp_region_hires_size (512, 512, 515, 515, 2.0, &hw, &hh));
+    // The engine's limit.
+    g_assert_true (sdgp_region_hires_size (2048, 1024, 20000, 20000, 4.0, &hw, &hh));
+    g_assert_cmpint (hw, ==, SDGP_HIRES_MAX_SIDE);
+    g_assert_cmpint (hh, ==, 2048);
+    // Sweep: multiples of 8, within the region (or the first size), aspect kept.
+    guint32 s = 4242;
+    for (int i = 0; i < 20000; i++) {
+        int gw = 64 + 8 * (int) (rnd (&s) * 240), gh = 64 + 8 * (int) (rnd (&s) * 240);
+        int rw = 1 + (int) (rnd (&s) * 6000), rh = 1 + (int) (rnd (&s) * 6000);
+        double f = 1.0 + 3.0 * rnd (&s);
+        gboolean on = sdgp_region_hires_size (gw, gh, rw, rh, f, &hw, &hh);
+        g_assert_cmpint (hw % 8, ==, 0);
+        g_assert_cmpint (hh % 8, ==, 0);
+        g_assert_cmpint (hw, >=, gw);
+        g_assert_cmpint (hh, >=, gh);
+        g_assert_cmpint (MAX (hw, hh), <=, SDGP_HIRES_MAX_SIDE);
+        g_assert_true (on == (hw != gw || hh != gh));
+        if (on) {
+            g_assert_true (hw <= MAX (rw, gw) && hh <= MAX (rh, gh));
+            g_assert_cmpfloat (hw, <=, gw * f + 1e-9);
+            g_assert_cmpfloat (hh, <=, gh * f + 1e-9);
+        }
+    }
+}
+
 // ---------------------------------------------------------------------------------------------
 // Masks
 
@@ -866,6 +917,7 @@ main (int argc, char **argv)
     g_test_add_func ("/region/inpaint/degenerate", test_inpaint_degenerate);
     g_test_add_func ("/region/inpaint/sweep", test_inpaint_sweep);
     g_test_add_func ("/region/snap8", test_snap8);
+    g_test_add_func ("/region/hires-size", test_hires_size);
     g_test_add_func ("/region/gen-size", test_gen_size);
     g_test_add_func ("/mask/grow", test_grow);
     g_test_add_func ("/mask/feather", test_feather);

@@ -77,11 +77,42 @@ typedef struct model_defaults {
   gint steps;
   gdouble cfg_scale;
   const gchar *sampler;
+  const gchar *schedule;
+  const gchar *model_sampling;
 } model_defaults;
 
+// A distilled model's own settings come from sdg_recommend (recommend_update), a moment later.
 static const model_defaults model_defaults_table[] = {
-  { TRUE,  20, 7.0, "euler_a" },   // as sdgp_params_init; tune here once the model ships
-  { FALSE, 20, 7.0, "euler_a" },   // any SD 1.x checkpoint
+  { TRUE,  20, 7.0, "euler_a", "default", "default" },   // as sdgp_params_init
+  { FALSE, 20, 7.0, "euler_a", "default", "default" },   // any checkpoint
+};
+
+static const gchar schedule_tooltip[] =
+  "The noise levels the steps go through. Default: k-diffusion's (A1111's); karras and "
+  "exponential spend more steps on the fine detail; trailing is what SD-Turbo and "
+  "SDXL-Lightning were made for, sgm_uniform LCM's. The layer's parasite records it";
+
+static const gchar model_sampling_tooltip[] =
+  "How the model was trained to be sampled: Default for ordinary checkpoints, LCM for "
+  "latent-consistency-distilled ones (LCM checkpoints and LCM-LoRA merges; with the LCM "
+  "sampler, 4-8 steps and CFG 1-2). The file does not say it";
+
+static const gchar hires_tooltip[] =
+  "Make the picture at about the model's own size, then make it bigger and refine it there with "
+  "a second, image-to-image pass (A1111's Hires. fix): more detail than the model gives at its "
+  "own size, without the repeated subjects of a big first pass. The second pass's size is the "
+  "first's times Upscale by, never bigger than the selection or image it is placed in";
+
+// The model sampling combo's labels, indexed by sdg_model_sampling.
+static const gchar *const model_sampling_labels[] = {
+  [SDG_MODEL_SAMPLING_DEFAULT] = "Default",
+  [SDG_MODEL_SAMPLING_LCM] = "LCM",
+};
+
+// The hires fix's upscale combo labels, indexed by sdg_hires_upscale.
+static const gchar *const hires_upscale_labels[] = {
+  [SDG_HIRES_LATENT] = "Latent",
+  [SDG_HIRES_PIXEL] = "Pixel",
 };
 
 // Friendlier labels for the engine's sampler names, indexed by sdg_sampler.
@@ -150,8 +181,17 @@ typedef struct dialog {
   GtkWidget *color_match_toggle;   // NULL unless inpaint
   GtkWidget *expander;
   GtkWidget *sampler_combo;
+  GtkWidget *schedule_combo;
   GtkAdjustment *steps_adj;
   GtkAdjustment *cfg_adj;
+  GtkWidget *model_sampling_combo;
+  GtkWidget *hires_expander;    // NULL unless text to image, as are the hires widgets
+  GtkWidget *hires_toggle;
+  GtkWidget *hires_table;       // the rows the toggle makes sensitive
+  GtkAdjustment *hires_scale_adj;
+  GtkWidget *hires_upscale_combo;
+  GtkAdjustment *hires_strength_adj;
+  GtkAdjustment *hires_steps_adj;
   GtkWidget *precision_combo;
   GtkWidget *prediction_combo;
   GtkWidget *fast_decode_toggle;
@@ -167,9 +207,13 @@ typedef struct dialog {
   GtkWidget *info_bar;
   GtkWidget *info_label;
   GtkWidget *size_label;        // the Size row: generation size and memory need
+  GtkWidget *rec_label;         // the recommendation in effect, hidden when there is none
 
   sdgp_estimate_fn estimate;    // NULL: no Size row
+  sdgp_recommend_fn recommend;  // NULL: no recommendations
   gpointer run_data;
+  gchar recommended[32];        // the source of the recommendation applied last ("" none)
+  gboolean recommend_known;     // recommend_update ran once: later changes are the user's
   guint estimate_source;        // pending recomputation of the Size row, or 0
 
   gchar models_dir[1024];       // the folder listed now
@@ -589,6 +633,100 @@ models_refresh (dialog      *d,
   d->filling = FALSE;
 }
 
+// A GimpIntComboBox of values 0..n-1 labelled labels[i], or name (i) where there is none.
+static GtkWidget *
+enum_combo_new (gint                n,
+                const gchar *const *labels,
+                gint                n_labels,
+                const gchar      *(*name) (gint),
+                gint                active,
+                const gchar        *tooltip)
+{
+  GtkWidget *combo = g_object_new (GIMP_TYPE_INT_COMBO_BOX, NULL);
+
+  for (gint i = 0; i < n; i++)
+    gimp_int_combo_box_append (GIMP_INT_COMBO_BOX (combo),
+                               GIMP_INT_STORE_VALUE, i,
+                               GIMP_INT_STORE_LABEL,
+                               i < n_labels && labels && labels[i] ? labels[i] : name (i),
+                               -1);
+  gimp_int_combo_box_set_active (GIMP_INT_COMBO_BOX (combo), active);
+  gimp_help_set_help_data (combo, tooltip, NULL);
+  return combo;
+}
+
+// The engine's name functions with an int argument, for enum_combo_new.
+static const gchar *
+sampler_name (gint i)
+{
+  return sdg_sampler_name ((sdg_sampler) i);
+}
+
+static const gchar *
+precision_name (gint i)
+{
+  return sdg_precision_name ((sdg_precision) i);
+}
+
+static const gchar *
+prediction_name (gint i)
+{
+  return sdg_prediction_name ((sdg_prediction) i);
+}
+
+static const gchar *
+schedule_name (gint i)
+{
+  return sdg_schedule_name ((sdg_schedule) i);
+}
+
+static const gchar *
+model_sampling_name (gint i)
+{
+  return sdg_model_sampling_name ((sdg_model_sampling) i);
+}
+
+static const gchar *
+hires_upscale_name (gint i)
+{
+  return sdg_hires_upscale_name ((sdg_hires_upscale) i);
+}
+
+// The active value of an enum_combo_new combo, fallback when none or out of 0..n-1.
+static gint
+enum_combo_get (GtkWidget *combo,
+                gint       n,
+                gint       fallback)
+{
+  gint v = fallback;
+
+  if (! gimp_int_combo_box_get_active (GIMP_INT_COMBO_BOX (combo), &v) || v < 0 || v >= n)
+    v = fallback;
+  return v;
+}
+
+static void
+schedule_combo_set (dialog      *d,
+                    const gchar *name)
+{
+  sdg_schedule s;
+
+  if (! sdg_schedule_from_name (name, &s))
+    s = SDG_SCHEDULE_DEFAULT;
+  gimp_int_combo_box_set_active (GIMP_INT_COMBO_BOX (d->schedule_combo), (gint) s);
+}
+
+static void
+model_sampling_combo_set (dialog      *d,
+                          const gchar *name)
+{
+  sdg_model_sampling m;
+
+  if (! sdg_model_sampling_from_name (name, &m))
+    m = SDG_MODEL_SAMPLING_DEFAULT;
+  gimp_int_combo_box_set_active (GIMP_INT_COMBO_BOX (d->model_sampling_combo), (gint) m);
+}
+
 static void
 sampler_combo_set (dialog      *d,
                    const gchar *name)
@@ -659,6 +797,11 @@ model_changed (GtkComboBox *combo,
       gtk_adjustment_set_value (GTK_ADJUSTMENT (d->steps_adj), md->steps);
       gtk_adjustment_set_value (GTK_ADJUSTMENT (d->cfg_adj), md->cfg_scale);
       sampler_combo_set (d, md->sampler);
+      schedule_combo_set (d, md->schedule);
+      model_sampling_combo_set (d, md->model_sampling);
+      // The new model's recommendation, if any, replaces these defaults once more, even when
+      // it comes from the same source as the old one's.
+      d->recommended[0] = '\0';
     }
   g_free (path);
 }
@@ -738,6 +881,73 @@ set_models_dir_from (dialog            *d,
 }
 
 static void
+hires_toggled (GtkToggleButton *toggle,
+               dialog          *d)
+{
+  gtk_widget_set_sensitive (d->hires_table, gtk_toggle_button_get_active (toggle));
+}
+
+// The "Hires fix" expander of text to image, below Advanced in box.
+static void
+hires_build (dialog    *d,
+             GtkWidget *box)
+{
+  const sdgp_params *p = d->start;
+  GtkWidget         *vbox, *label;
+  sdg_hires_upscale  up;
+  gint               row = 0;
+
+  d->hires_expander = gtk_expander_new_with_mnemonic ("_Hires fix");
+  gimp_help_set_help_data (d->hires_expander, hires_tooltip, NULL);
+  gtk_box_pack_start (GTK_BOX (box), d->hires_expander, FALSE, FALSE, 0);
+  vbox = box_new (FALSE, 4);
+#if GTK_CHECK_VERSION (3, 0, 0)
+  gtk_widget_set_margin_top (vbox, 6);
+  gtk_container_add (GTK_CONTAINER (d->hires_expander), vbox);
+#else
+  {
+    GtkWidget *align = gtk_alignment_new (0.0, 0.0, 1.0, 1.0);
+
+    gtk_alignment_set_padding (GTK_ALIGNMENT (align), 6, 0, 0, 0);
+    gtk_container_add (GTK_CONTAINER (align), vbox);
+    gtk_container_add (GTK_CONTAINER (d->hires_expander), align);
+  }
+#endif
+  d->hires_toggle = gtk_check_button_new_with_mnemonic ("Refine at a _bigger size");
+  gtk_toggle_button_set_active (GTK_TOGGLE_BUTTON (d->hires_toggle), p->hires);
+  gimp_help_set_help_data (d->hires_toggle, hires_tooltip, NULL);
+  gtk_box_pack_start (GTK_BOX (vbox), d->hires_toggle, FALSE, FALSE, 0);
+
+  d->hires_table = form_new (4);
+  gtk_box_pack_start (GTK_BOX (vbox), d->hires_table, FALSE, FALSE, 0);
+  d->hires_scale_adj =
+    scale_entry (d, d->hires_table, row++, "_Upscale by:", p->hires_scale, 1.0, 4.0, 0.05, 0.5,
+                 2, "The second pass's size: the first pass's times this, but never bigger than "
+                    "the selection or image (the Size row shows both)");
+  if (! sdg_hires_upscale_from_name (p->hires_upscale, &up))
+    up = SDG_HIRES_LATENT;
+  d->hires_upscale_combo =
+    enum_combo_new (SDG_HIRES_UPSCALE_COUNT, hires_upscale_labels,
+                    G_N_ELEMENTS (hires_upscale_labels), hires_upscale_name, (gint) up,
+                    "How the first picture is made bigger. Latent: the model's latent, "
+                    "bilinear (quick; needs a strength of about 0.5 or more to be sharp). "
+                    "Pixel: the decoded picture with GEGL's scaling, then encoded again "
+                    "(keeps more of the first picture at low strengths)");
+  label = form_attach_aligned (d->hires_table, row++, "Upscale _mode:", d->hires_upscale_combo);
+  gtk_size_group_add_widget (d->label_group, label);
+  d->hires_strength_adj =
+    scale_entry (d, d->hires_table, row++, "Stre_ngth:", p->hires_strength, 0.0, 1.0, 0.01, 0.1,
+                 2, "How much the second pass changes the bigger picture: 0 keeps it, 1 paints "
+                    "it anew");
+  d->hires_steps_adj =
+    scale_entry (d, d->hires_table, row++, "Hires ste_ps:", p->hires_steps, 0, 150, 1, 5, 0,
+                 "Steps of the second pass; 0 takes the steps set under Advanced");
+  g_signal_connect (d->hires_toggle, "toggled", G_CALLBACK (hires_toggled), d);
+  hires_toggled (GTK_TOGGLE_BUTTON (d->hires_toggle), d);
+  gtk_widget_show_all (vbox);
+}
+
+static void
 dialog_build (dialog *d)
 {
   const sdgp_params *p = d->start;
@@ -814,7 +1024,7 @@ dialog_build (dialog *d)
                       FALSE, FALSE, 0);
   gtk_box_pack_start (GTK_BOX (left), negative_box, TRUE, TRUE, 0);
 
-  table = form_new (7);
+  table = form_new (8);
   gtk_box_pack_start (GTK_BOX (left), table, FALSE, FALSE, 6);
 
   // Model and its folder.
@@ -916,11 +1126,25 @@ dialog_build (dialog *d)
       label = form_attach_aligned (table, row++, "Size:", d->size_label);
       gtk_size_group_add_widget (d->label_group, label);
     }
+  // The settings a distilled model or LoRA recommends, once applied (recommend_update).
+  if (d->recommend)
+    {
+      d->rec_label = gtk_label_new (NULL);
+      label_set_left (d->rec_label);
+      gtk_label_set_line_wrap (GTK_LABEL (d->rec_label), TRUE);
+      gimp_help_set_help_data (d->rec_label,
+                               "The model (by its file name) or a LoRA (an LCM-LoRA, an "
+                               "SDXL-Lightning LoRA) is made for these settings: they were set "
+                               "under Advanced when it was chosen, and may be changed there",
+                               NULL);
+      gtk_widget_set_no_show_all (d->rec_label, TRUE);
+      form_attach_right (table, row++, d->rec_label);
+    }
 
   // Advanced: sampler, steps, CFG, precision, prediction, fast decode, LoRAs.
   d->expander = gtk_expander_new_with_mnemonic ("_Advanced");
   gtk_box_pack_start (GTK_BOX (left), d->expander, FALSE, FALSE, 0);
-  adv_table = form_new (7);
+  adv_table = form_new (9);
   // No indent, so the Advanced rows line up with the ones above.
 #if GTK_CHECK_VERSION (3, 0, 0)
   gtk_widget_set_margin_top (adv_table, 6);
@@ -935,65 +1159,75 @@ dialog_build (dialog *d)
   }
 #endif
 
-  d->sampler_combo = g_object_new (GIMP_TYPE_INT_COMBO_BOX, NULL);
-  for (gint s = 0; s < SDG_SAMPLER_COUNT; s++)
-    gimp_int_combo_box_append (GIMP_INT_COMBO_BOX (d->sampler_combo),
-                               GIMP_INT_STORE_VALUE, s,
-                               GIMP_INT_STORE_LABEL,
-                               s < (gint) G_N_ELEMENTS (sampler_labels) && sampler_labels[s]
-                                 ? sampler_labels[s] : sdg_sampler_name ((sdg_sampler) s),
-                               -1);
+  d->sampler_combo =
+    enum_combo_new (SDG_SAMPLER_COUNT, sampler_labels, G_N_ELEMENTS (sampler_labels),
+                    sampler_name, SDG_SAMPLER_EULER_A,
+                    "How the noise is taken away step by step. Euler ancestral varies "
+                    "more; DPM++ 2M needs fewer steps; LCM is for latent-consistency "
+                    "models (4-8 steps, CFG 1-2)");
   sampler_combo_set (d, p->sampler);
-  gimp_help_set_help_data (d->sampler_combo,
-                           "How the noise is taken away step by step. Euler ancestral varies "
-                           "more; DPM++ 2M needs fewer steps; LCM is for latent-consistency "
-                           "models (4-8 steps, CFG 1-2)", NULL);
-  label = form_attach_aligned (adv_table, 0, "Sa_mpler:", d->sampler_combo);
+  row = 0;
+  label = form_attach_aligned (adv_table, row++, "Sa_mpler:", d->sampler_combo);
   gtk_size_group_add_widget (d->label_group, label);
 
-  d->steps_adj = scale_entry (d, adv_table, 1, "S_teps:", p->steps, 1, 150, 1, 5, 0,
+  {
+    sdg_schedule sc;
+
+    if (! sdg_schedule_from_name (p->schedule, &sc))
+      sc = SDG_SCHEDULE_DEFAULT;
+    d->schedule_combo = enum_combo_new (SDG_SCHEDULE_COUNT, NULL, 0, schedule_name, (gint) sc,
+                                        schedule_tooltip);
+  }
+  label = form_attach_aligned (adv_table, row++, "Sc_hedule:", d->schedule_combo);
+  gtk_size_group_add_widget (d->label_group, label);
+
+  d->steps_adj = scale_entry (d, adv_table, row++, "S_teps:", p->steps, 1, 150, 1, 5, 0,
                               "Sampling steps: more is slower and usually cleaner (20-30 is "
                               "typical)");
-  d->cfg_adj = scale_entry (d, adv_table, 2, "C_FG scale:", p->cfg_scale, 1.0, 30.0, 0.5, 1.0, 1,
+  d->cfg_adj = scale_entry (d, adv_table, row++, "C_FG scale:", p->cfg_scale, 1.0, 30.0, 0.5,
+                            1.0, 1,
                             "How closely to follow the prompt (classifier-free guidance); "
                             "1 ignores the negative prompt and runs twice as fast");
 
-  d->precision_combo = g_object_new (GIMP_TYPE_INT_COMBO_BOX, NULL);
-  for (gint i = 0; i < SDG_PRECISION_COUNT; i++)
-    gimp_int_combo_box_append (GIMP_INT_COMBO_BOX (d->precision_combo),
-                               GIMP_INT_STORE_VALUE, i,
-                               GIMP_INT_STORE_LABEL,
-                               i < (gint) G_N_ELEMENTS (precision_labels) && precision_labels[i]
-                                 ? precision_labels[i] : sdg_precision_name ((sdg_precision) i),
-                               -1);
-  precision_combo_set (d, p->precision);
+  {
+    sdg_model_sampling ms;
+
+    if (! sdg_model_sampling_from_name (p->model_sampling, &ms))
+      ms = SDG_MODEL_SAMPLING_DEFAULT;
+    d->model_sampling_combo = enum_combo_new (SDG_MODEL_SAMPLING_COUNT, model_sampling_labels,
+                                              G_N_ELEMENTS (model_sampling_labels),
+                                              model_sampling_name, (gint) ms,
+                                              model_sampling_tooltip);
+  }
+  label = form_attach_aligned (adv_table, row++, "Model samplin_g:", d->model_sampling_combo);
+  gtk_size_group_add_widget (d->label_group, label);
+
   {
     gchar *tip = precision_tooltip ();
 
-    gimp_help_set_help_data (d->precision_combo, tip, NULL);
+    d->precision_combo = enum_combo_new (SDG_PRECISION_COUNT, precision_labels,
+                                         G_N_ELEMENTS (precision_labels), precision_name,
+                                         SDG_PRECISION_DEFAULT, tip);
     g_free (tip);
   }
-  label = form_attach_aligned (adv_table, 3, "Prec_ision:", d->precision_combo);
+  precision_combo_set (d, p->precision);
+  label = form_attach_aligned (adv_table, row++, "Prec_ision:", d->precision_combo);
   gtk_size_group_add_widget (d->label_group, label);
 
-  d->prediction_combo = g_object_new (GIMP_TYPE_INT_COMBO_BOX, NULL);
-  for (gint i = 0; i < SDG_PREDICTION_COUNT; i++)
-    gimp_int_combo_box_append (GIMP_INT_COMBO_BOX (d->prediction_combo),
-                               GIMP_INT_STORE_VALUE, i,
-                               GIMP_INT_STORE_LABEL, prediction_labels[i], -1);
   {
     sdg_prediction pr;
 
     if (! sdg_prediction_from_name (p->prediction, &pr))
       pr = SDG_PREDICTION_AUTO;
-    gimp_int_combo_box_set_active (GIMP_INT_COMBO_BOX (d->prediction_combo), (gint) pr);
+    d->prediction_combo =
+      enum_combo_new (SDG_PREDICTION_COUNT, prediction_labels, G_N_ELEMENTS (prediction_labels),
+                      prediction_name, (gint) pr,
+                      "What the model's UNet predicts. Auto reads it from the file (a "
+                      "v_pred key, its metadata, a .yaml beside it) or, for SD 2.x, tries "
+                      "the model once; set it when a v-prediction model draws grey noise. "
+                      "The layer's parasite records what the model ran as.");
   }
-  gimp_help_set_help_data (d->prediction_combo,
-                           "What the model's UNet predicts. Auto reads it from the file (a "
-                           "v_pred key, its metadata, a .yaml beside it) or, for SD 2.x, tries "
-                           "the model once; set it when a v-prediction model draws grey noise. "
-                           "The layer's parasite records what the model ran as.", NULL);
-  label = form_attach_aligned (adv_table, 4, "Pre_diction:", d->prediction_combo);
+  label = form_attach_aligned (adv_table, row++, "Pre_diction:", d->prediction_combo);
   gtk_size_group_add_widget (d->label_group, label);
 
   d->fast_decode_toggle = gtk_check_button_new_with_mnemonic ("Fast deco_de (TAESD)");
@@ -1004,17 +1238,21 @@ dialog_build (dialog *d)
                            "decoder. Needs taesd_decoder.safetensors (SDXL: "
                            "taesdxl_decoder.safetensors) beside the model or in the models folder",
                            NULL);
-  form_attach_right (adv_table, 5, d->fast_decode_toggle);
+  form_attach_right (adv_table, row++, d->fast_decode_toggle);
 
   // A text, not a file chooser: several files, each with a weight, as the procedures take them.
   {
     GtkWidget *loras_box = text_view_new (p->loras, 2, loras_tooltip, &d->loras_view);
 
-    label = form_attach_aligned (adv_table, 6, "_LoRAs:", loras_box);
+    label = form_attach_aligned (adv_table, row++, "_LoRAs:", loras_box);
     gtk_label_set_mnemonic_widget (GTK_LABEL (label), d->loras_view);
     gtk_size_group_add_widget (d->label_group, label);
   }
   gtk_widget_show_all (gtk_bin_get_child (GTK_BIN (d->expander)));
+
+  // Hires fix: text to image only (the other modes keep the size of what they change).
+  if (d->mode == SDGP_TEXT_TO_IMAGE)
+    hires_build (d, left);
 
   // ---- right: preview, progress, cancel
   right = box_new (FALSE, 6);
@@ -1095,6 +1333,29 @@ dialog_read (dialog      *d,
     prec = SDG_PREDICTION_AUTO;
   copy_utf8 (p->prediction, sizeof p->prediction, sdg_prediction_name ((sdg_prediction) prec));
 
+  copy_utf8 (p->schedule, sizeof p->schedule,
+             sdg_schedule_name ((sdg_schedule) enum_combo_get (d->schedule_combo,
+                                                               SDG_SCHEDULE_COUNT,
+                                                               SDG_SCHEDULE_DEFAULT)));
+  copy_utf8 (p->model_sampling, sizeof p->model_sampling,
+             sdg_model_sampling_name ((sdg_model_sampling)
+                                      enum_combo_get (d->model_sampling_combo,
+                                                      SDG_MODEL_SAMPLING_COUNT,
+                                                      SDG_MODEL_SAMPLING_DEFAULT)));
+  // Other modes keep the remembered hires values as they were.
+  if (d->hires_toggle)
+    {
+      p->hires = gtk_toggle_button_get_active (GTK_TOGGLE_BUTTON (d->hires_toggle));
+      p->hires_scale = gtk_adjustment_get_value (GTK_ADJUSTMENT (d->hires_scale_adj));
+      copy_utf8 (p->hires_upscale, sizeof p->hires_upscale,
+                 sdg_hires_upscale_name ((sdg_hires_upscale)
+                                         enum_combo_get (d->hires_upscale_combo,
+                                                         SDG_HIRES_UPSCALE_COUNT,
+                                                         SDG_HIRES_LATENT)));
+      p->hires_strength = gtk_adjustment_get_value (GTK_ADJUSTMENT (d->hires_strength_adj));
+      p->hires_steps = (gint) gtk_adjustment_get_value (GTK_ADJUSTMENT (d->hires_steps_adj));
+    }
+  copy_utf8 (p->recommended, sizeof p->recommended, d->recommended);
   p->steps = (gint) gtk_adjustment_get_value (GTK_ADJUSTMENT (d->steps_adj));
   p->cfg_scale = gtk_adjustment_get_value (GTK_ADJUSTMENT (d->cfg_adj));
   p->batch_count = (gint) gtk_adjustment_get_value (GTK_ADJUSTMENT (d->batch_adj));
@@ -1292,6 +1553,74 @@ estimate_update (dialog *d)
   g_clear_error (&error);
 }
 
+// ---------------------------------------------------------------------------------------------
+// Recommendations
+
+// "Turbo: euler_a, trailing, 1 step, CFG 1 (recommended)"
+static gchar *
+recommend_text (const sdg_recommendation *rec)
+{
+  gchar cfg[G_ASCII_DTOSTR_BUF_SIZE];
+
+  return g_strdup_printf ("%s: %s, %s, %d step%s, CFG %s%s (recommended)", rec->source,
+                          sdg_sampler_name (rec->sampler), sdg_schedule_name (rec->schedule),
+                          rec->steps, rec->steps == 1 ? "" : "s",
+                          g_ascii_formatd (cfg, sizeof cfg, "%g", rec->cfg_scale),
+                          rec->model_sampling != SDG_MODEL_SAMPLING_DEFAULT
+                            ? ", LCM model sampling" : "");
+}
+
+// Asks what the model and LoRAs recommend. A recommendation is applied once, when its source
+// changes (another model, an LCM-LoRA added): the user may then change every value, and typing
+// in the prompt does not undo that. When the source goes away the model's defaults come back.
+// When the dialog opens, the values are the remembered ones: a source already applied before
+// (params->recommended) is not applied again, and none is no reason to reset anything.
+static void
+recommend_update (dialog *d)
+{
+  sdgp_params        p = *d->start;
+  sdg_recommendation rec;
+  const gchar       *source;
+  gboolean           first = ! d->recommend_known;
+
+  dialog_read (d, &p, FALSE);
+  source = d->recommend (&p, d->run_data, &rec);
+  d->recommend_known = TRUE;
+  if (source)
+    {
+      gchar *text = recommend_text (&rec);
+
+      gtk_label_set_text (GTK_LABEL (d->rec_label), text);
+      gtk_widget_show (d->rec_label);
+      g_free (text);
+    }
+  else
+    gtk_widget_hide (d->rec_label);
+  if (g_strcmp0 (source ? source : "", d->recommended) == 0)
+    return;
+  if (source)
+    {
+      gtk_adjustment_set_value (GTK_ADJUSTMENT (d->steps_adj), rec.steps);
+      gtk_adjustment_set_value (GTK_ADJUSTMENT (d->cfg_adj), rec.cfg_scale);
+      gimp_int_combo_box_set_active (GIMP_INT_COMBO_BOX (d->sampler_combo), (gint) rec.sampler);
+      gimp_int_combo_box_set_active (GIMP_INT_COMBO_BOX (d->schedule_combo),
+                                     (gint) rec.schedule);
+      gimp_int_combo_box_set_active (GIMP_INT_COMBO_BOX (d->model_sampling_combo),
+                                     (gint) rec.model_sampling);
+    }
+  else if (! first)
+    {
+      const model_defaults *md = model_defaults_for (p.model);
+
+      gtk_adjustment_set_value (GTK_ADJUSTMENT (d->steps_adj), md->steps);
+      gtk_adjustment_set_value (GTK_ADJUSTMENT (d->cfg_adj), md->cfg_scale);
+      sampler_combo_set (d, md->sampler);
+      schedule_combo_set (d, md->schedule);
+      model_sampling_combo_set (d, md->model_sampling);
+    }
+  copy_utf8 (d->recommended, sizeof d->recommended, source ? source : "");
+}
+
 static gboolean
 estimate_timeout (gpointer data)
 {
@@ -1299,7 +1628,10 @@ estimate_timeout (gpointer data)
 
   d->estimate_source = 0;
   // The run's worker thread owns the model while it runs; a failed run schedules a new one.
-  if (! d->running)
+  // The recommendation first: the values it sets are part of the estimate.
+  if (! d->running && d->recommend)
+    recommend_update (d);
+  if (! d->running && d->estimate)
     estimate_update (d);
   return G_SOURCE_REMOVE;
 }
@@ -1307,14 +1639,15 @@ estimate_timeout (gpointer data)
 static void
 estimate_schedule (dialog *d)
 {
-  if (! d->estimate)
+  if (! d->estimate && ! d->recommend)
     return;
   if (d->estimate_source)
     g_source_remove (d->estimate_source);
   d->estimate_source = g_timeout_add (ESTIMATE_DELAY_MS, estimate_timeout, d);
 }
 
-// Any change of the values the Size row depends on (model, prompts, batch, sampler, CFG, LoRAs).
+// Any change of the values the Size row depends on (model, prompts, batch, sampler, CFG, LoRAs,
+// hires fix) or the recommendation does (model, prompt, LoRAs).
 static void
 values_changed (gpointer instance,
                 dialog  *d)
@@ -1326,7 +1659,7 @@ values_changed (gpointer instance,
 static void
 estimate_connect (dialog *d)
 {
-  if (! d->estimate)
+  if (! d->estimate && ! d->recommend)
     return;
   g_signal_connect (d->model_combo, "changed", G_CALLBACK (values_changed), d);
   g_signal_connect (gtk_text_view_get_buffer (GTK_TEXT_VIEW (d->prompt_view)), "changed",
@@ -1340,6 +1673,13 @@ estimate_connect (dialog *d)
   // A LoRA that cannot be used shows as an unknown size, its reason in the tooltip.
   g_signal_connect (gtk_text_view_get_buffer (GTK_TEXT_VIEW (d->loras_view)), "changed",
                     G_CALLBACK (values_changed), d);
+  // The hires fix's second pass changes the size and the memory.
+  if (d->hires_toggle)
+    {
+      g_signal_connect (d->hires_toggle, "toggled", G_CALLBACK (values_changed), d);
+      g_signal_connect (d->hires_scale_adj, "value-changed", G_CALLBACK (values_changed), d);
+      g_signal_connect (d->hires_upscale_combo, "changed", G_CALLBACK (values_changed), d);
+    }
   estimate_schedule (d);
 }
 
@@ -1360,7 +1700,8 @@ set_running (dialog  *d,
 // ---------------------------------------------------------------------------------------------
 // Test hook: a picture of the dialog, and its controls as text
 
-// One line per visible label ("label: TEXT"), combo box ("combo: A | B | C (active: B)") and
+// One line per visible label ("label: TEXT"), combo box ("combo: A | B | C (active: B)"), spin
+// button ("spin: VALUE", with its digits), check button ("check: LABEL (on)" or "(off)") and
 // tooltip ("tooltip: TEXT", after its widget's line), newlines as spaces, in the order
 // gtk_container_forall gives (a GTK 2 table's rows come last first).
 static void
@@ -1410,6 +1751,17 @@ controls_dump_widget (GtkWidget *widget,
       g_string_append_printf (out, " (active: %s)\n", active_text ? active_text : "none");
       g_free (active_text);
     }
+  else if (GTK_IS_SPIN_BUTTON (widget))
+    g_string_append_printf (out, "spin: %.*f\n",
+                            (int) gtk_spin_button_get_digits (GTK_SPIN_BUTTON (widget)),
+                            gtk_spin_button_get_value (GTK_SPIN_BUTTON (widget)));
+  else if (GTK_IS_CHECK_BUTTON (widget))
+    g_string_append_printf (out, "check: %s (%s)\n",
+                            GTK_IS_LABEL (gtk_bin_get_child (GTK_BIN (widget)))
+                              ? gtk_label_get_text (GTK_LABEL (gtk_bin_get_child (GTK_BIN (widget))))
+                              : "",
+                            gtk_toggle_button_get_active (GTK_TOGGLE_BUTTON (widget))
+                              ? "on" : "off");
   tip = gtk_widget_get_tooltip_text (widget);
   if (tip && tip[0])
     {
@@ -1535,6 +1887,8 @@ screenshot_setup (dialog      *d,
   else
     d->screenshot_path = g_strdup (target);
   gtk_expander_set_expanded (GTK_EXPANDER (d->expander), TRUE);
+  if (d->hires_expander)
+    gtk_expander_set_expanded (GTK_EXPANDER (d->hires_expander), TRUE);
   g_signal_connect_after (d->dialog, "map", G_CALLBACK (screenshot_on_map), d);
 }
 
@@ -1545,6 +1899,7 @@ sdgp_dialog_run (sdgp_mode        mode,
                  sdgp_params     *params,
                  sdgp_run_fn      run,
                  sdgp_estimate_fn estimate,
+                 sdgp_recommend_fn recommend,
                  gpointer         run_data)
 {
   dialog        d = { 0 };
@@ -1564,7 +1919,9 @@ sdgp_dialog_run (sdgp_mode        mode,
   d.mode = (mode >= 0 && mode < SDGP_MODE_COUNT) ? mode : SDGP_TEXT_TO_IMAGE;
   d.start = params;
   d.estimate = estimate;
+  d.recommend = recommend;
   d.run_data = run_data;
+  copy_utf8 (d.recommended, sizeof d.recommended, params->recommended);
   dialog_build (&d);
   estimate_connect (&d);
 

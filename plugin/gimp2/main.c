@@ -3,7 +3,8 @@
  * Filters > Diffusion (query), turns PDB arguments or the dialog into sdgp_params, remembers
  * the last values (gimp_get_data/gimp_set_data, Filters > Repeat) and hands the run to the
  * version-neutral core (core.h). The dialog's own settings (models folder, "New seed each run",
- * "Match colours", precision) are not arguments; they are remembered with the rest of
+ * "Match colours", precision, prediction, fast decode, schedule, model sampling, the hires fix)
+ * are not arguments; they are remembered with the rest of
  * sdgp_params. Errors go back to the caller as GIMP_PDB_EXECUTION_ERROR with
  * the message as the second return value, as GIMP 2.10's own plug-ins do.
  *
@@ -180,6 +181,11 @@ params_from_pdb (sdgp_mode        mode,
   g_strlcpy (p->precision, "default", sizeof p->precision);
   g_strlcpy (p->prediction, "auto", sizeof p->prediction);
   p->fast_decode = FALSE;
+  g_strlcpy (p->schedule, "default", sizeof p->schedule);
+  g_strlcpy (p->model_sampling, "default", sizeof p->model_sampling);
+  p->hires = FALSE;
+  // Nothing was recommended to the call: the dialog may apply the model's recommendation.
+  p->recommended[0] = '\0';
   return TRUE;
 }
 
@@ -192,12 +198,17 @@ params_load (sdgp_mode    mode,
   gint        size = gimp_get_data_size (name);
 
   sdgp_params_init (p, mode);
-  // Values stored before the loras field was added (the last one; their size is its offset, or
-  // that rounded up to the struct's alignment) are read without it.
+  // Values stored by an earlier version (fields are only ever added at the end; the oldest read
+  // has none from loras on) are read as far as they go; the fields after them keep their
+  // defaults.
   if (size >= (gint) G_STRUCT_OFFSET (sdgp_params, loras) && size <= (gint) sizeof *p)
     {
-      gimp_get_data (name, p);
-      if (size < (gint) sizeof *p)
+      sdgp_params *stored = g_new0 (sdgp_params, 1);
+
+      gimp_get_data (name, stored);
+      memcpy (p, stored, size);
+      g_free (stored);
+      if (size < (gint) (G_STRUCT_OFFSET (sdgp_params, loras) + sizeof p->loras))
         memset (p->loras, 0, sizeof p->loras);
       // Stored bytes come back as they were written, but never trust a string's end.
       p->prompt[sizeof p->prompt - 1] = '\0';
@@ -208,6 +219,10 @@ params_load (sdgp_mode    mode,
       p->precision[sizeof p->precision - 1] = '\0';
       p->prediction[sizeof p->prediction - 1] = '\0';
       p->loras[sizeof p->loras - 1] = '\0';
+      p->schedule[sizeof p->schedule - 1] = '\0';
+      p->model_sampling[sizeof p->model_sampling - 1] = '\0';
+      p->hires_upscale[sizeof p->hires_upscale - 1] = '\0';
+      p->recommended[sizeof p->recommended - 1] = '\0';
     }
 }
 
@@ -259,7 +274,7 @@ run (const gchar      *name,
     case GIMP_RUN_INTERACTIVE:
 #ifdef SDGP_HAVE_DIALOG
       if (! sdgp_dialog_run (t.mode, &p, sdgp_core_run_dialog, sdgp_core_estimate_dialog,
-                             &t))
+                             sdgp_core_recommend_dialog, &t))
         status = GIMP_PDB_CANCEL;
 #else
       // Built without the dialog: run with the last values.

@@ -5,7 +5,8 @@
  * (core.h). GIMP 3 keeps the last values itself (the config is loaded for RUN_INTERACTIVE and
  * RUN_WITH_LAST_VALS and stored after a successful interactive run; save_last_values() stores
  * them after a successful non-interactive one too, as GIMP 2.10 does); the dialog-only values
- * (models folder, "New seed each run", "Match colours", precision) are auxiliary arguments so
+ * (models folder, "New seed each run", "Match colours", precision, prediction, fast decode,
+ * schedule, model sampling, the hires fix) are auxiliary arguments so
  * they are remembered too, without changing the procedures' signatures.
  *
  * GIMP 3 differences the callers see: the drawable is an array of drawables ("drawables",
@@ -199,6 +200,36 @@ sdgp_create_procedure (GimpPlugIn  *plug_in,
                                           "What the model predicts: auto (what the file says), "
                                           "eps or v",
                                           d.prediction, G_PARAM_READWRITE);
+  // Plain strings like the sampler (an unknown name is an error, not the default).
+  gimp_procedure_add_string_aux_argument (procedure, "schedule", "Sc_hedule",
+                                          "The sigma schedule: default, karras, simple, "
+                                          "exponential, sgm_uniform, ddim_uniform or trailing",
+                                          d.schedule, G_PARAM_READWRITE);
+  gimp_procedure_add_string_aux_argument (procedure, "model-sampling", "Model samplin_g",
+                                          "How the model was trained to be sampled: default or "
+                                          "lcm (latent-consistency-distilled)",
+                                          d.model_sampling, G_PARAM_READWRITE);
+  // The hires fix (text to image; the other procedures keep and ignore it).
+  gimp_procedure_add_boolean_aux_argument (procedure, "hires", "_Hires fix",
+                                           "Refine the picture at a bigger size in a second pass",
+                                           d.hires, G_PARAM_READWRITE);
+  gimp_procedure_add_double_aux_argument (procedure, "hires-scale", "_Upscale by",
+                                          "The second pass's size: the first's times this, at "
+                                          "most the region's size (1 to 4)",
+                                          1.0, 4.0, d.hires_scale, G_PARAM_READWRITE);
+  gimp_procedure_add_string_aux_argument (procedure, "hires-upscale", "Upscale _mode",
+                                          "How the picture is made bigger: latent or pixel",
+                                          d.hires_upscale, G_PARAM_READWRITE);
+  gimp_procedure_add_double_aux_argument (procedure, "hires-strength", "Hires stre_ngth",
+                                          "Strength of the second pass (0 to 1)",
+                                          0.0, 1.0, d.hires_strength, G_PARAM_READWRITE);
+  gimp_procedure_add_int_aux_argument (procedure, "hires-steps", "Hires ste_ps",
+                                       "Steps of the second pass (0: the steps)",
+                                       0, 1000, d.hires_steps, G_PARAM_READWRITE);
+  gimp_procedure_add_string_aux_argument (procedure, "recommended", "Recommended",
+                                          "The source of the recommended settings the dialog "
+                                          "applied last (empty: none)",
+                                          d.recommended, G_PARAM_READWRITE);
   return procedure;
 }
 
@@ -248,6 +279,7 @@ params_from_config (sdgp_mode            mode,
 {
   gchar   *prompt = NULL, *negative = NULL, *model = NULL, *sampler = NULL, *models_dir = NULL;
   gchar   *precision = NULL, *prediction = NULL, *loras = NULL;
+  gchar   *schedule = NULL, *model_sampling = NULL, *hires_upscale = NULL, *recommended = NULL;
   gboolean ok;
 
   sdgp_params_init (p, mode);
@@ -258,7 +290,10 @@ params_from_config (sdgp_mode            mode,
                 "models-dir", &models_dir, "random-seed", &p->random_seed,
                 "color-match", &p->color_match, "precision", &precision,
                 "prediction", &prediction, "fast-decode", &p->fast_decode, "loras", &loras,
-                NULL);
+                "schedule", &schedule, "model-sampling", &model_sampling, "hires", &p->hires,
+                "hires-scale", &p->hires_scale, "hires-upscale", &hires_upscale,
+                "hires-strength", &p->hires_strength, "hires-steps", &p->hires_steps,
+                "recommended", &recommended, NULL);
   if (mode != SDGP_TEXT_TO_IMAGE)
     g_object_get (config, "strength", &p->strength, NULL);
   ok = copy_string (p->prompt, sizeof p->prompt, prompt, "prompt", error) &&
@@ -269,7 +304,18 @@ params_from_config (sdgp_mode            mode,
        copy_string (p->models_dir, sizeof p->models_dir, models_dir, "models folder", error) &&
        copy_string (p->precision, sizeof p->precision, precision, "precision name", error) &&
        copy_string (p->prediction, sizeof p->prediction, prediction, "prediction name", error) &&
-       copy_string (p->loras, sizeof p->loras, loras, "LoRA list", error);
+       copy_string (p->loras, sizeof p->loras, loras, "LoRA list", error) &&
+       copy_string (p->schedule, sizeof p->schedule, schedule, "schedule name", error) &&
+       copy_string (p->model_sampling, sizeof p->model_sampling, model_sampling,
+                    "model sampling name", error) &&
+       copy_string (p->hires_upscale, sizeof p->hires_upscale, hires_upscale,
+                    "hires upscale name", error) &&
+       copy_string (p->recommended, sizeof p->recommended, recommended, "recommendation",
+                    error);
+  g_free (schedule);
+  g_free (model_sampling);
+  g_free (hires_upscale);
+  g_free (recommended);
   g_free (prompt);
   g_free (negative);
   g_free (model);
@@ -293,7 +339,11 @@ params_to_config (sdgp_mode            mode,
                 "seed", p->seed, "batch-count", p->batch_count, "models-dir", p->models_dir,
                 "random-seed", p->random_seed, "color-match", p->color_match,
                 "precision", p->precision, "prediction", p->prediction,
-                "fast-decode", p->fast_decode, "loras", p->loras, NULL);
+                "fast-decode", p->fast_decode, "loras", p->loras, "schedule", p->schedule,
+                "model-sampling", p->model_sampling, "hires", p->hires,
+                "hires-scale", p->hires_scale, "hires-upscale", p->hires_upscale,
+                "hires-strength", p->hires_strength, "hires-steps", p->hires_steps,
+                "recommended", p->recommended, NULL);
   if (mode != SDGP_TEXT_TO_IMAGE)
     g_object_set (config, "strength", p->strength, NULL);
 }
@@ -371,7 +421,8 @@ run (GimpProcedure        *procedure,
     case GIMP_RUN_INTERACTIVE:
       gimp_ui_init (SDGP_BINARY);
       // libgimp stores the config as the last values after this (successful) run.
-      if (sdgp_dialog_run (t.mode, &p, sdgp_core_run_dialog, sdgp_core_estimate_dialog, &t))
+      if (sdgp_dialog_run (t.mode, &p, sdgp_core_run_dialog, sdgp_core_estimate_dialog,
+                           sdgp_core_recommend_dialog, &t))
         params_to_config (t.mode, &p, config);
       else
         status = GIMP_PDB_CANCEL;
@@ -387,6 +438,10 @@ run (GimpProcedure        *procedure,
       g_strlcpy (p.precision, "default", sizeof p.precision);
       g_strlcpy (p.prediction, "auto", sizeof p.prediction);
       p.fast_decode = FALSE;
+      g_strlcpy (p.schedule, "default", sizeof p.schedule);
+      g_strlcpy (p.model_sampling, "default", sizeof p.model_sampling);
+      p.hires = FALSE;
+      p.recommended[0] = '\0';   // the dialog may apply the model's recommendation
       if (! sdgp_core_check_params (t.mode, &p, &error))
         status = GIMP_PDB_CALLING_ERROR;
       else if (! sdgp_core_run_params (&t, &p, &error))
@@ -394,7 +449,9 @@ run (GimpProcedure        *procedure,
       else
         {
           g_object_set (config, "random-seed", p.random_seed, "precision", p.precision,
-                        "prediction", p.prediction, "fast-decode", p.fast_decode, NULL);
+                        "prediction", p.prediction, "fast-decode", p.fast_decode,
+                        "schedule", p.schedule, "model-sampling", p.model_sampling,
+                        "hires", p.hires, "recommended", p.recommended, NULL);
           save_last_values (config);
         }
       break;
