@@ -1082,9 +1082,16 @@ static sdg_status lora_nets_build(const sdg_model *m, lora_set *set, sdg_lora_ne
     sdg_lora_nets *n = g_new0(sdg_lora_nets, 1);
     sdg_status st;
     n->wb = sdg_wb_new_overlay(m->wb, lora_set_patched(set), lora_set_patch, set, err);
+    // One block for the copies, as the loader does (a block each would round every tensor up
+    // to whole 2 MiB pages).
+    int n_patched = 0;
+    for (int i = 0; i < st_count(m->file); i++)
+        n_patched += lora_set_patched(set)[i];
     if (!n->wb)
         st = err ? err->status : SDG_ERR_NOMEM;
-    else if ((st = bind_conditioning(m, n->wb, n->te, &n->unet, err)) == SDG_OK)
+    else if ((st = sdg_wb_reserve(n->wb, lora_set_patched_bytes(set) +
+                                  (uint64_t)n_patched * SDG_ARENA_ALIGN, err)) == SDG_OK &&
+             (st = bind_conditioning(m, n->wb, n->te, &n->unet, err)) == SDG_OK)
         st = sdg_wb_read(n->wb, err);
     if (st != SDG_OK) {
         lora_nets_free(n);

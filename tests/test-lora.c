@@ -234,6 +234,52 @@ static void test_run_apply_remove(void)
     st_close(ref);
 }
 
+// A half-precision model (the usual download): the patched copies stay F16 (half the bytes of
+// the F32 model's), the text encoder's in-place F16 tensors are patched too, the merged run is
+// the F32 merged run's to F16 rounding, and without the LoRA the model's own bits come back.
+static void test_f16_model(void)
+{
+    char *dir = golden_tmpdir("lora-f16");
+    char *path = g_build_filename(dir, "tiny-f16.safetensors", NULL);
+    golden_write_f16_copy(TINY, path, NULL);
+    sdg_model_params mp = sdg_model_default_params();
+    mp.vocab_path = vocab_path;
+    sdg_error err;
+    sdg_model *m = sdg_model_load(path, &mp, &err);
+    g_assert_nonnull(m);
+    st_file *ref = golden_open(LORA_REF);
+    float *noise = golden_f32(ref, "sample.noise", NULL);
+    sdg_gen_params gp = golden_params(ref);
+    sdg_ctx *ctx = sdg_ctx_new(m, 2, &err), *ctx32 = sdg_ctx_new(model, 2, &err);
+    sdg_result *base = run(ctx, &gp, noise);
+    char *kohya = golden_path(KOHYA);
+    sdg_lora l = { kohya, 0.7f };
+    gp.loras = &l;
+    gp.n_loras = 1;
+    sdg_result *with = run(ctx, &gp, noise), *with32 = run(ctx32, &gp, noise);
+    g_assert_cmpuint(2 * ctx->lora->bytes, ==, ctx32->lora->bytes);
+    size_t np = (size_t)3 * 128 * 128;
+    golden_check("F16 model + LoRA against F32 model + LoRA", with->images[0]->data,
+                 with32->images[0]->data, np, 5e-3);   // F16 weights: measured 9.2e-4
+    gp.loras = NULL;
+    gp.n_loras = 0;
+    sdg_result *again = run(ctx, &gp, noise);
+    g_assert_true(same_result(base, again));
+    g_assert_false(same_result(base, with));
+    sdg_result_free(base);
+    sdg_result_free(with);
+    sdg_result_free(with32);
+    sdg_result_free(again);
+    sdg_ctx_free(ctx);
+    sdg_ctx_free(ctx32);
+    sdg_model_free(m);
+    g_free(kohya);
+    g_free(noise);
+    st_close(ref);
+    g_free(path);
+    golden_tmpdir_remove(dir);
+}
+
 // The memory guard counts the copies a request's LoRAs will make (sized from the shapes, the
 // ctx left as it was), and nothing once the ctx holds them.
 static void test_estimate(void)
@@ -752,6 +798,7 @@ int main(int argc, char **argv)
     g_test_add_func("/lora/run/apply-remove-shared", test_run_apply_remove);
     g_test_add_func("/lora/prompt-tags", test_prompt_tags);
     g_test_add_func("/lora/estimate", test_estimate);
+    g_test_add_func("/lora/f16-model", test_f16_model);
     g_test_add_func("/lora/formula/loha", test_loha);
     g_test_add_func("/lora/formula/lokr", test_lokr);
     g_test_add_func("/lora/formula/locon-mid-dora", test_locon_mid_and_dora);

@@ -15,6 +15,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <omp.h>
 #include <unistd.h>
 
 // Per tensor: not asked for; bound, data not read yet; read; counted only (shapes-only binders).
@@ -48,6 +49,8 @@ struct sdg_weights {
     sdg_error err;
     sdg_wb_patch_fn patch;   // an overlay's (sdg_wb_new_overlay), for WB_PATCHED tensors
     void *patch_user;
+    float *scratch[2];       // per reading thread: a patched tensor as float32, reused (a new
+    size_t scratch_n[2];     // block per tensor would have the kernel zero gigabytes of pages)
 };
 
 sdg_weights *sdg_wb_new(const st_file *f, sdg_error *err)
@@ -113,6 +116,8 @@ void sdg_wb_free(sdg_weights *wb)
     free(wb->copies);
     free(wb->state);
     free(wb->slab);
+    for (int i = 0; i < 2; i++)
+        free(wb->scratch[i]);
     free(wb);
 }
 
@@ -203,7 +208,7 @@ static void wb_shape_str(char *buf, size_t cap, int n_dims, const int64_t *shape
 
 #define WB_NAME_MAX 256
 // Threads sdg_wb_read reads and packs tensors on.
-#define WB_READ_THREADS 2
+#define WB_READ_THREADS 2   // (wb->scratch has one slot each)
 
 static void wb_nonfinite_error(sdg_weights *wb, const st_tensor *t, int64_t count, int more)
 {
@@ -274,23 +279,29 @@ static sdg_status wb_read_packed(const sdg_weights *wb, const st_tensor *t, int 
     return SDG_OK;
 }
 
-// An overlay's patched tensor: float32 row-major, patched, then in the copy's type and packing.
-static sdg_status wb_read_patched(const sdg_weights *wb, int idx, int64_t *bad, sdg_error *err)
+// An overlay's patched tensor: float32 row-major in the reading thread's scratch, patched, then
+// in the copy's type and packing.
+static sdg_status wb_read_patched(sdg_weights *wb, int idx, int64_t *bad, sdg_error *err)
 {
     const st_tensor *t = st_at(wb->f, idx);
     int64_t rows = t->n_dims ? t->shape[0] : 1, cols = rows ? t->n_elements / rows : 0;
     size_t n = (size_t)(t->n_elements ? t->n_elements : 1);
-    float *w = malloc(n * sizeof *w);
+    int tid = omp_get_thread_num();
+    SDG_ASSERT(tid >= 0 && tid < 2);
+    if (wb->scratch_n[tid] < n) {
+        free(wb->scratch[tid]);
+        wb->scratch[tid] = sdg__alloc_big(n * sizeof(float));
+        wb->scratch_n[tid] = wb->scratch[tid] ? n : 0;
+    }
+    float *w = wb->scratch[tid];
     if (!w)
         return sdg__fail(err, SDG_ERR_NOMEM, "%s: out of memory patching tensor '%s'",
                          st_path(wb->f), t->name);
     sdg_status st = st_read_f32_count(wb->f, t, w, bad, err);
     if (st == SDG_OK && !wb->patch(wb->patch_user, idx, w, rows, cols, err))
         st = err->status != SDG_OK ? err->status : SDG_ERR_INVALID_ARG;
-    if (st != SDG_OK) {
-        free(w);
+    if (st != SDG_OK)
         return st;
-    }
     *bad = st_count_nonfinite(w, (size_t)t->n_elements, ST_F32);
     bool as16 = wb->state[idx] & WB_AS16;
     uint16_t *h = (uint16_t *)w;   // converted in place: element k only reads w[k] first
@@ -303,7 +314,6 @@ static sdg_status wb_read_patched(const sdg_weights *wb, int idx, int64_t *bad, 
         sdg__pack_panels(wb->copies[idx], w, es, cols, 0, rows, rows, cols, panel);
     else
         memcpy(wb->copies[idx], w, (size_t)t->n_elements * es);
-    free(w);
     return SDG_OK;
 }
 
@@ -428,6 +438,8 @@ static sdg_weight wb_bind(sdg_weights *wb, int n_dims, const int64_t *shape, boo
     // wb_read_one, before the data is first read (now, or in sdg_wb_read).
     if (in_place) {
         wb->mapped += (size_t)bytes;
+        // Its type, as for copies: a LoRA overlay asks for it again (sdg_wb_new_overlay).
+        wb->state[idx] |= (uint8_t)(as16 ? WB_AS16 : 0);
     } else {
         // From the slab when there is one: 64-byte steps, where a block of its own per tensor
         // would round each to whole 2 MiB huge pages (400 MB more for SD 1.5).
@@ -551,6 +563,11 @@ sdg_status sdg_wb_read(sdg_weights *wb, sdg_error *err)
     free(bads);
     free(errs);
     free(order);
+    for (int i = 0; i < 2; i++) {   // patched tensors' scratch: not held after the read
+        free(wb->scratch[i]);
+        wb->scratch[i] = NULL;
+        wb->scratch_n[i] = 0;
+    }
     // Copies were read with pread (a short read is an error); data used in place is checked
     // once more after the scan (see the limit in safetensors.h).
     sdg_error e;

@@ -18,6 +18,7 @@
 #include <string.h>
 
 #include "../loader/diffusers.h"
+#include "../tensor/gemm.h"
 
 // ---------------------------------------------------------------------------------------------
 // The pieces of a module, by key suffix
@@ -676,21 +677,23 @@ sdg_status lora_set_plan(const sdg_model *m, const sdg_lora *loras, int n, bool 
 // ---------------------------------------------------------------------------------------------
 // Merging
 
-// c[m, n] = a[m, k] b[k, n], a with row stride lda and column stride 1 (or transposed: ta).
-static void lora_matmul(const float *a, bool ta, const float *b, float *c, int64_t m,
-                        int64_t k, int64_t n)
+// c[m, n] = a[m, k] b[k, n], row-major float32, with the engine's own matrix product in float32
+// (exact precision) on this thread: lora_set_patch runs on the threads of sdg_wb_read, one
+// tensor each.
+static void lora_matmul_add(const float *a, const float *b, float *c, int64_t m, int64_t k,
+                            int64_t n, float alpha, float beta)
 {
-    for (int64_t i = 0; i < m; i++) {
-        float *ci = c + i * n;
-        for (int64_t j = 0; j < n; j++)
-            ci[j] = 0.0f;
-        for (int64_t q = 0; q < k; q++) {
-            float av = ta ? a[q * m + i] : a[i * k + q];
-            const float *bq = b + q * n;
-            for (int64_t j = 0; j < n; j++)
-                ci[j] += av * bq[j];
-        }
-    }
+    sdg_exec ex;
+    sdg__exec_init(&ex, 1);
+    sdg_gemm_operand oa = { a, SDG_DT_F32, (ptrdiff_t)k, 1, 0, NULL };
+    sdg_gemm_operand ob = { b, SDG_DT_F32, (ptrdiff_t)n, 1, 0, NULL };
+    sdg_gemm(&ex, (int)m, (int)n, (int)k, alpha, &oa, &ob, beta, c, (ptrdiff_t)n);
+    sdg__exec_free(&ex);
+}
+
+static void lora_matmul(const float *a, const float *b, float *c, int64_t m, int64_t k, int64_t n)
+{
+    lora_matmul_add(a, b, c, m, k, n, 1.0f, 0.0f);
 }
 
 // The Tucker product out[p, q, s] = sum_ij t[i, j, s] wa[i, p] wb[j, q] (t [R1, R2, K], wa
@@ -733,7 +736,7 @@ static bool lora_delta(const lora_patch *p, float *d)
             lora_tucker(f[F_MID].data, r1, r2, kk, upt, out, f[F_DOWN].data, in, d);
             free(upt);
         } else {
-            lora_matmul(f[F_UP].data, false, f[F_DOWN].data, d, out, fr(&f[F_DOWN]), cols);
+            lora_matmul(f[F_UP].data, f[F_DOWN].data, d, out, fr(&f[F_DOWN]), cols);
         }
         return true;
     case KIND_LOHA: {
@@ -747,9 +750,9 @@ static bool lora_delta(const lora_patch *p, float *d)
             lora_tucker(f[F_HADA_T2].data, f[F_HADA_T2].shape[0], f[F_HADA_T2].shape[1], kk,
                         f[F_HADA_W2A].data, out, f[F_HADA_W2B].data, in, m2);
         } else {
-            lora_matmul(f[F_HADA_W1A].data, false, f[F_HADA_W1B].data, d, out,
+            lora_matmul(f[F_HADA_W1A].data, f[F_HADA_W1B].data, d, out,
                         fr(&f[F_HADA_W1B]), cols);
-            lora_matmul(f[F_HADA_W2A].data, false, f[F_HADA_W2B].data, m2, out,
+            lora_matmul(f[F_HADA_W2A].data, f[F_HADA_W2B].data, m2, out,
                         fr(&f[F_HADA_W2B]), cols);
         }
         for (int64_t k = 0; k < out * cols; k++)
@@ -768,7 +771,7 @@ static bool lora_delta(const lora_patch *p, float *d)
             b = fc(&f[F_LOKR_W1B]);
             own1 = w1 = malloc((size_t)(a * b) * sizeof *w1);
             if (w1)
-                lora_matmul(f[F_LOKR_W1A].data, false, f[F_LOKR_W1B].data, w1, a,
+                lora_matmul(f[F_LOKR_W1A].data, f[F_LOKR_W1B].data, w1, a,
                             fr(&f[F_LOKR_W1B]), b);
         }
         c = out / a;
@@ -780,7 +783,7 @@ static bool lora_delta(const lora_patch *p, float *d)
                             f[F_LOKR_T2].shape[2] * f[F_LOKR_T2].shape[3], f[F_LOKR_W2A].data,
                             c, f[F_LOKR_W2B].data, fc(&f[F_LOKR_W2B]), w2);
             else if (w2)
-                lora_matmul(f[F_LOKR_W2A].data, false, f[F_LOKR_W2B].data, w2, c,
+                lora_matmul(f[F_LOKR_W2A].data, f[F_LOKR_W2B].data, w2, c,
                             fr(&f[F_LOKR_W2B]), dd);
         }
         if (!w1 || !w2) {
@@ -848,13 +851,19 @@ bool lora_set_patch(void *user, int tensor, float *w, int64_t rows, int64_t cols
     for (guint i = 0; list && i < list->len; i++) {
         const lora_patch *p = list->pdata[i];
         SDG_ASSERT(p->cols == cols && p->tg.row0 + p->tg.rows <= rows);
+        float *dst = w + p->tg.row0 * cols;
+        if (p->kind == KIND_LORA && !p->f[F_MID].data && !p->f[F_DORA].data) {
+            // The common case in place: w += m s up @ down, no buffer of w's size.
+            lora_matmul_add(p->f[F_UP].data, p->f[F_DOWN].data, dst, p->tg.rows,
+                            fr(&p->f[F_DOWN]), cols, p->strength * p->scale, 1.0f);
+            continue;
+        }
         float *d = malloc((size_t)(p->tg.rows * cols) * sizeof *d);
         if (!d || !lora_delta(p, d)) {
             free(d);
             sdg__fail(err, SDG_ERR_NOMEM, "out of memory merging LoRA module '%s'", p->module);
             return false;
         }
-        float *dst = w + p->tg.row0 * cols;
         if (p->f[F_DORA].data) {
             lora_dora(p, dst, d);
         } else {
