@@ -426,16 +426,12 @@ static bool lora_check_patch(lora_patch *p, const char *file, float alpha, bool 
                     fc(&f[F_LOKR_W2A]) == fr(&f[F_LOKR_W2B]);
             c = f[F_LOKR_W2A].n ? fr(&f[F_LOKR_W2A]) : 0;
             d = f[F_LOKR_W2B].n ? fc(&f[F_LOKR_W2B]) : 0;
-            rank = f[F_LOKR_W2B].n ? fr(&f[F_LOKR_W2B]) : 0;
-            if (w2_ok && b > 0 && p->kernel > 1 && b * d == cols)   // the kernel folded into d
-                k = 1;
+            rank = f[F_LOKR_W2B].n ? fr(&f[F_LOKR_W2B]) : 0;   // d holds a conv's kernel too
         }
         ok = w1_ok && w2_ok && a * c == out && b * d * k == cols;
         snprintf(why, sizeof why, "kron of [%lld x %lld] and [%lld x %lld x %lld]",
                  (long long)a, (long long)b, (long long)c, (long long)d, (long long)k);
-        if (!f[F_LOKR_W1A].n && !f[F_LOKR_W2A].n)
-            rank = 0;   // both full: alpha is not used
-        break;
+        break;   // both factors full: rank 0, alpha is not used (scale 1)
     }
     }
     if (!ok) {
