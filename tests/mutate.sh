@@ -74,7 +74,7 @@ mut unet-groupnorm-groups engine/model/unet.c \
 
 # Attention: scale 1/sqrt(head dim).
 mut clip-attention-scale engine/model/clip.c \
-    '1.0f / sqrtf((float)CLIP_HEAD_DIM)' '1.0f / (float)CLIP_HEAD_DIM'
+    '1.0f / sqrtf((float)dh), true, t, W);' '1.0f / (float)dh, true, t, W);'
 mut unet-attention-scale engine/model/unet.c \
     'float scale = 1.0f / sqrtf((float)dh);' 'float scale = 1.0f / (float)dh;'
 mut unet-attention-scale-width engine/model/unet.c \
@@ -82,15 +82,16 @@ mut unet-attention-scale-width engine/model/unet.c \
 mut vae-attention-scale engine/model/vae.c \
     'const float scale = (float)(1.0 / sqrt((double)C));' 'const float scale = (float)(1.0 / (double)C);'
 mut clip-not-causal engine/model/clip.c \
-    '1.0f / sqrtf((float)CLIP_HEAD_DIM), true, t, W);' '1.0f / sqrtf((float)CLIP_HEAD_DIM), false, t, W);'
+    '1.0f / sqrtf((float)dh), true, t, W);' '1.0f / sqrtf((float)dh), false, t, W);'
 
 # Activations and block structure.
 mut geglu-halves-swapped engine/tensor/ops.c \
     'yr[j] = a[j] * ops_gelu(gate[j]);' 'yr[j] = gate[j] * ops_gelu(a[j]);'
 mut clip-gelu-not-quick engine/model/clip.c \
     'sdg_op_quick_gelu(ex, h, rows * c->mlp, h);' 'sdg_op_gelu(ex, h, rows * c->mlp, h);'
-mut clip-skip-off-by-one engine/model/clip.c \
-    'int n_run = c->n_layers - clip_skip + 1;' 'int n_run = c->n_layers - clip_skip;'
+mut clip-skip-off-by-one engine/pipeline/pipeline.c \
+    'int layer = cc->n_layers - fe->from_end - (j->p->clip_skip - 1);' \
+    'int layer = cc->n_layers - fe->from_end - j->p->clip_skip;'
 mut clip-skip-no-final-layernorm engine/model/clip.c \
     'sdg_op_layer_norm(ex, x, rows, c->width, m->lnf_w, m->lnf_b, CLIP_LN_EPS, x);' \
     'if (clip_skip == 1) sdg_op_layer_norm(ex, x, rows, c->width, m->lnf_w, m->lnf_b, CLIP_LN_EPS, x);'
@@ -98,15 +99,16 @@ mut vae-downsample-pad-top-left engine/model/vae.c \
     'cv->cout, 3, 2, 0, 0, 1, 1,' 'cv->cout, 3, 2, 1, 1, 0, 0,'
 
 # Timestep embedding: [cos, sin] (cos first), f_k = exp(-ln(10000) k / half).
-mut timestep-sin-cos-swapped engine/model/unet.c \
+mut timestep-sin-cos-swapped engine/tensor/ops.c \
     'y[(size_t)b * dim + k] = (float)cos((double)arg);' 'y[(size_t)b * dim + k] = (float)sin((double)arg);' \
     'y[(size_t)b * dim + half + k] = (float)sin((double)arg);' 'y[(size_t)b * dim + half + k] = (float)cos((double)arg);'
-mut timestep-freq-half-minus-one engine/model/unet.c \
+mut timestep-freq-half-minus-one engine/tensor/ops.c \
     'float freq = expf(neg_log * (float)k / (float)half);' 'float freq = expf(neg_log * (float)k / (float)(half - 1));'
 
 # Latent scale and the VAE posterior.
-mut vae-scale-factor engine/sd.c \
-    '.scale_factor = 0.18215f,' '.scale_factor = 0.18f,'
+mut vae-scale-factor engine/model/family.c \
+    '.scale_factor = 0.18215f, .native_size = 512, .native_size_v = 512,' \
+    '.scale_factor = 0.18f, .native_size = 512, .native_size_v = 512,'
 mut vae-posterior-std engine/pipeline/pipeline.c \
     'expf(0.5f * logvar) * noise[i]' 'expf(logvar) * noise[i]'
 
