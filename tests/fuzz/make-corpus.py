@@ -213,7 +213,8 @@ def lora_seeds():
                            (te + '.lora_down.weight', 'F32', [4, 48], f32(192)),
                            (te + '.alpha', 'F32', [], alpha)]))
     for i, p in enumerate([b'a cat <lora:style:0.8> in snow', b'<lora:a><lyco:b:-1.5>x',
-                           b'<lora:>', b'<lora:x:1:2>', b'<lora:unclosed']):
+                           b'<lora:>', b'<lora:x:1:2>', b'<lora:unclosed',
+                           b'<lo<lora:a>ra:b> taking a tag out joins another']):
         put('fuzz_lora', 'corpus', 'prompt-%d' % i, b'P' + p)
 
 
